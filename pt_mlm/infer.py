@@ -1,0 +1,33 @@
+"""`pt_mlm.MaskFiller`: load a trained folder and fill masks from Python in two lines.
+
+    from pt_mlm import MaskFiller
+    MaskFiller("runs/minilm")("The Milky Way is a <mask> galaxy.", top_k=3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from shared.fill_mask import MaskFillerBase
+from shared.models import resolve_model
+
+
+class MaskFiller(MaskFillerBase):
+    """The guide's manual top-k over the logits at each mask position, in PyTorch."""
+
+    def __init__(self, model: str, device: str | None = None) -> None:
+        resolved = resolve_model(model)
+        super().__init__(AutoTokenizer.from_pretrained(resolved.location, **resolved.load_kwargs()))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs())
+        self.model.to(self.device).eval()
+
+    @torch.no_grad()
+    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        logits = self.model(input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)).logits
+        mask_logits = logits[ids == self.tokenizer.mask_token_id].float()  # (masks, vocab), row-major order
+        top = torch.topk(mask_logits.softmax(dim=-1), k, dim=-1)
+        return top.values.cpu().numpy(), top.indices.cpu().numpy()

@@ -1,0 +1,82 @@
+"""PyTorch data loading where every random choice is a function of (seed, epoch, batch).
+
+The order of blocks in an epoch and the masks of a batch never depend on what ran before, so a run
+resumed from a checkpoint at batch K sees exactly the batches and masks an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import DataCollatorForLanguageModeling
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + epoch * 100_003 + batch) % (2**63)
+
+
+class BlockDataset(Dataset):
+    """Train blocks; an item is asked for as (block index, mask seed of its batch)."""
+
+    def __init__(self, blocks: np.ndarray) -> None:
+        self.blocks = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, object]:
+        index, mask_seed = key
+        return {"input_ids": self.blocks[index], "mask_seed": mask_seed}
+
+
+class EpochBatches(Sampler):
+    """Batches of a seeded per-epoch permutation, able to start part-way through an epoch."""
+
+    def __init__(self, num_blocks: int, batch_size: int, seed: int) -> None:
+        self.num_blocks, self.batch_size, self.seed = num_blocks, batch_size, seed
+        self.epoch, self.start = 0, 0
+        self.drop_last = False  # read by accelerate when it shards batches across processes
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def __len__(self) -> int:
+        return -(-self.num_blocks // self.batch_size) - self.start
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_blocks)
+        for batch in range(self.start, len(self) + self.start):
+            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            mask_seed = batch_seed(self.seed, self.epoch, batch)
+            yield [(int(i), mask_seed) for i in indices]
+
+
+class SeededMasking:
+    """The guide's `DataCollatorForLanguageModeling`, reseeded from each batch's mask seed."""
+
+    def __init__(self, tokenizer, mlm_probability: float) -> None:
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
+
+    def __call__(self, examples: list[dict[str, object]]) -> dict[str, torch.Tensor]:
+        self.collator.generator = torch.Generator().manual_seed(int(examples[0]["mask_seed"]))
+        return self.collator([{"input_ids": e["input_ids"]} for e in examples])
+
+
+def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int):
+    """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start."""
+    batches = EpochBatches(len(blocks), batch_size, seed)
+    loader = DataLoader(
+        BlockDataset(blocks),
+        batch_sampler=batches,
+        collate_fn=SeededMasking(tokenizer, mlm_probability),
+        pin_memory=torch.cuda.is_available(),
+    )
+    return loader, batches
+
+
+def eval_loader(eval_inputs: dict[str, np.ndarray], batch_size: int) -> DataLoader:
+    """The frozen, already-masked evaluation blocks, in order."""
+    tensors = {k: torch.from_numpy(v.astype(np.int64)) for k, v in eval_inputs.items()}
+    rows = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["input_ids"]))]
+    return DataLoader(rows, batch_size=batch_size, shuffle=False)

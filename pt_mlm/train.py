@@ -1,0 +1,269 @@
+"""`pt-mlm train`: masked-LM fine-tuning with a plain Hugging Face Accelerate loop (no Trainer).
+
+Runbook (the same command everywhere; Accelerate decides the processes):
+
+    # one CPU or GPU
+    pt-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm
+    # the guide's recipe, online
+    pt-mlm train --model distilbert/distilroberta-base --dataset eli5_category --output-dir runs/eli5
+    # bf16 on an Ampere+ GPU or a CPU; fp16 on a GPU
+    pt-mlm train --mixed-precision bf16 ...
+    # several GPUs on one machine (global batch = per-device x processes x accumulation)
+    accelerate launch --multi_gpu --num_processes 8 -m pt_mlm train ...
+    # two processes on a CPU-only machine (gloo)
+    accelerate launch --cpu --num_processes 2 -m pt_mlm train ...
+    # several nodes: run on each node, with its own --machine_rank
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip 10.0.0.1 --main_process_port 29500 \
+        --num_processes 16 -m pt_mlm train ...
+    # continue a stopped run from its newest complete checkpoint
+    pt-mlm train ... --resume auto
+
+The function `train` reads top to bottom: setup, evaluate before, fit, evaluate after, save.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM, get_scheduler
+
+from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
+from pt_mlm.loaders import eval_loader, train_loader
+from shared.blocks import prepare_data
+from shared.config import RunConfig, option
+from shared.errors import RunError, UsageError
+from shared.metrics import LossLog, TokenWeightedMean, perplexity
+from shared.models import load_checked, report_fresh_weights, resolve_model
+from shared.outputs import atomic_dir, find_resume_checkpoint, prepare_output_dir
+from shared.publish import check_push_possible, push_folder
+from shared.reports import write_run_report
+
+log = logging.getLogger("pt_mlm")
+
+
+@dataclass
+class PTOptions:
+    """Settings only the PyTorch path has."""
+
+    mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+
+
+def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: biases and LayerNorm weights are not decayed (as BERT and the HF examples do)."""
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (plain if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator) -> float:
+    """Token-weighted mean cross-entropy over every masked token of the frozen eval set."""
+    model.eval()
+    mean = TokenWeightedMean()
+    for batch in loader:
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"]).logits
+        masked = labels != -100
+        token_losses = F.cross_entropy(logits[masked].float(), labels[masked], reduction="none")
+        # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
+        block_sums = torch.zeros(len(labels), device=labels.device).index_add_(0, masked.nonzero()[:, 0], token_losses)
+        block_sums, block_counts = accelerator.gather_for_metrics((block_sums, masked.sum(dim=1)))
+        mean.add(block_sums.sum().item() / max(block_counts.sum().item(), 1), block_counts.sum().item())
+    model.train()
+    return mean.mean
+
+
+def train(run: RunConfig, options: PTOptions | None = None) -> dict:
+    """Fine-tune, evaluate before and after, save model, tokenizer, report; return the results."""
+    options = options or PTOptions()
+    data_cfg, train_cfg = run.data, run.train
+
+    # ---- setup: fail fast on anything that would stop the run later
+    resolved = resolve_model(run.model.model)
+    model_config, tokenizer = load_checked(resolved, data_cfg.block_size)
+    if run.hub.push_to_hub:
+        check_push_possible(run.hub)
+    out = prepare_output_dir(train_cfg)
+    resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
+    accelerator = Accelerator(
+        mixed_precision=options.mixed_precision,
+        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        log_with="tensorboard" if train_cfg.report_to == "tensorboard" else None,
+        project_dir=str(out / "runs"),
+    )
+    set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
+    data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        resolved.location, output_loading_info=True, **resolved.load_kwargs()
+    )
+    report_fresh_weights(info["missing_keys"], resolved.name)
+    loader, batches = train_loader(
+        data.train_blocks, tokenizer, data_cfg.mlm_probability, train_cfg.per_device_batch_size, train_cfg.seed
+    )
+    evals = eval_loader(data.eval_inputs, train_cfg.eval_batch)
+    optimizer = torch.optim.AdamW(no_decay_groups(model, train_cfg.weight_decay), lr=train_cfg.learning_rate)
+
+    # Steps are counted after sharding: each process sees 1/N of the batches.
+    batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(batches_per_epoch / train_cfg.gradient_accumulation_steps)
+    total_steps = train_cfg.max_steps or math.ceil(train_cfg.num_epochs * steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    # The prepared scheduler steps once per process per optimizer step, hence the factor.
+    scheduler = get_scheduler(
+        train_cfg.lr_scheduler,
+        optimizer,
+        num_warmup_steps=train_cfg.warmup_steps * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, loader, evals, scheduler = accelerator.prepare(model, optimizer, loader, evals, scheduler)
+    global_batch = train_cfg.per_device_batch_size * accelerator.num_processes * train_cfg.gradient_accumulation_steps
+    settings = {
+        "per_device_batch_size": train_cfg.per_device_batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "block_size": data_cfg.block_size,
+        "seed": train_cfg.seed,
+        "num_processes": accelerator.num_processes,
+    }
+    log.info(
+        "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
+        "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s",
+        len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
+        train_cfg.per_device_batch_size, accelerator.num_processes, train_cfg.gradient_accumulation_steps,
+        global_batch * data_cfg.block_size, options.mixed_precision, accelerator.device,
+    )
+    if train_cfg.report_to == "tensorboard":
+        accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})
+
+    progress = Progress(settings=settings)
+    if resume_from:
+        progress = load_checkpoint(accelerator, resume_from, settings)
+        log.info("resumed from %s at step %d (epoch %d)", resume_from, progress.global_step, progress.epoch)
+    losses = LossLog.from_dict(progress.loss_log)
+
+    # ---- evaluate before training (also a fail-fast check that a forward pass works)
+    before = evaluate(model, evals, accelerator)
+    if not losses.evals:
+        losses.log_eval(0, before)
+    log.info("before training: eval loss %.4f, perplexity %.2f", before, perplexity(before))
+
+    # ---- fit
+    def checkpoint() -> Path:
+        progress.loss_log = losses.to_dict()
+        return save_checkpoint(accelerator, out, progress, train_cfg.save_total_limit)
+
+    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
+               desc="train", mininterval=1.0)
+    tokens_per_batch = train_cfg.per_device_batch_size * data_cfg.block_size * accelerator.num_processes
+    trained_tokens, train_seconds = 0, 0.0
+    model.train()
+    try:
+        for epoch in range(progress.epoch, num_epochs):
+            if progress.global_step >= total_steps:
+                break
+            start = progress.batches_done_in_epoch if epoch == progress.epoch else 0
+            batches.set_position(epoch, start * accelerator.num_processes)
+            progress.epoch, progress.batches_done_in_epoch = epoch, start
+            micro_losses: list[torch.Tensor] = []
+            tic = time.perf_counter()
+            for batch in loader:
+                # Dropout randomness is a function of the step, so a resumed run draws the same.
+                torch.manual_seed(train_cfg.seed + progress.global_step)
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                micro_losses.append(loss.detach())
+                progress.batches_done_in_epoch += 1
+                trained_tokens += tokens_per_batch
+                if not accelerator.sync_gradients:
+                    continue
+                # ---- one optimizer step done: log, checkpoint, stop at max steps
+                progress.global_step += 1
+                step_loss = accelerator.gather(torch.stack(micro_losses).mean().reshape(1)).mean().item()
+                micro_losses = []
+                losses.log_step(progress.global_step, step_loss)
+                train_seconds += time.perf_counter() - tic
+                tic = time.perf_counter()
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
+                accelerator.log({"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]}, step=progress.global_step)
+                if progress.global_step >= total_steps:
+                    break  # the end-of-epoch checkpoint below covers this step
+                if train_cfg.checkpointing_steps and progress.global_step % train_cfg.checkpointing_steps == 0:
+                    checkpoint()
+            # ---- end of epoch: evaluate, checkpoint
+            eval_loss = evaluate(model, evals, accelerator)
+            record = losses.log_eval(progress.global_step, eval_loss)
+            accelerator.log({"eval/loss": eval_loss, "eval/perplexity": record["perplexity"]}, step=progress.global_step)
+            log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, eval_loss, record["perplexity"])
+            progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
+            checkpoint()
+    except KeyboardInterrupt:
+        bar.close()
+        if progress.global_step == 0:
+            raise RunError("interrupted before the first optimizer step; nothing to resume from") from None
+        progress.batches_done_in_epoch -= progress.batches_done_in_epoch % train_cfg.gradient_accumulation_steps
+        saved = checkpoint()
+        raise RunError(f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto") from None
+    bar.close()
+
+    # ---- evaluate after training, save the model, report
+    after = losses.evals[-1]["eval_loss"] if losses.evals[-1]["step"] == progress.global_step else evaluate(model, evals, accelerator)
+    results = {
+        "framework": "pytorch",
+        "config": {**run.to_dict(), "pt": asdict(options)},
+        "data": data.summary(),
+        "model": resolved.name,
+        "mask_token": tokenizer.mask_token,
+        "fresh_weights": info["missing_keys"],
+        "before": {"eval_loss": before, "perplexity": perplexity(before)},
+        "after": {"eval_loss": after, "perplexity": perplexity(after)},
+        "train_loss": losses.losses[-1] if losses.losses else math.nan,
+        "optimizer_steps": progress.global_step,
+        "global_batch": global_batch,
+        "precision": options.mixed_precision,
+        "device": str(accelerator.device),
+        "num_processes": accelerator.num_processes,
+        "train_tokens": trained_tokens,
+        "train_seconds": train_seconds,
+        "train_tokens_per_second": trained_tokens / train_seconds if train_seconds else math.nan,
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with atomic_dir(out / "model") as staged:
+            accelerator.unwrap_model(model).save_pretrained(staged)
+            tokenizer.save_pretrained(staged)
+        publish_model_files(out)
+        write_run_report(out, results, losses, "pt")
+        log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after, perplexity(after), out)
+        if run.hub.push_to_hub:
+            push_folder(out, run.hub, f"pt-mlm: perplexity {perplexity(after):.2f}")
+    accelerator.end_training()
+    return results
+
+
+def publish_model_files(out: Path) -> None:
+    """Move the completed model files to the top of the output folder, where pipelines look."""
+    for item in (out / "model").iterdir():
+        item.replace(out / item.name)
+    (out / "model").rmdir()

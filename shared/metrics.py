@@ -1,0 +1,59 @@
+"""Perplexity done honestly: a token-weighted mean loss, and exp() that overflows to inf, not a crash."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy); inf when that overflows a float, nan stays nan."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+@dataclass
+class TokenWeightedMean:
+    """Mean loss over masked tokens across batches of different masked-token counts.
+
+    Averaging per-batch means would over-weight batches with few masked tokens; summing
+    loss x tokens and dividing by total tokens is the mean over every masked token.
+    """
+
+    total: float = 0.0
+    tokens: int = 0
+
+    def add(self, mean_loss: float, tokens: int) -> None:
+        self.total += float(mean_loss) * int(tokens)
+        self.tokens += int(tokens)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.tokens if self.tokens else math.nan
+
+
+@dataclass
+class LossLog:
+    """Per-step training loss and per-evaluation figures, for the report and the curve."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    def log_step(self, step: int, loss: float) -> None:
+        self.steps.append(int(step))
+        self.losses.append(float(loss))
+
+    def log_eval(self, step: int, eval_loss: float) -> dict[str, float]:
+        record = {"step": int(step), "eval_loss": float(eval_loss), "perplexity": perplexity(eval_loss)}
+        self.evals.append(record)
+        return record
+
+    def to_dict(self) -> dict[str, list]:
+        return {"steps": self.steps, "losses": self.losses, "evals": self.evals}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list]) -> "LossLog":
+        return cls(list(d.get("steps", [])), list(d.get("losses", [])), list(d.get("evals", [])))

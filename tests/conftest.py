@@ -1,0 +1,36 @@
+"""Shared fixtures: offline Hub, a private cache, tiny models and an ELI5-shaped jsonl."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hub: whatever is not local must fail fast, as it does on our machines.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import build_tiny_bert, build_tiny_roberta, write_eli5_jsonl  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MLM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mlm-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> Path:
+    return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def eli5_jsonl(tmp_path_factory) -> Path:
+    return write_eli5_jsonl(tmp_path_factory.mktemp("data") / "eli5.jsonl")
