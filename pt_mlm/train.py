@@ -43,9 +43,9 @@ from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean, perplexity
 from shared.models import load_checked, report_fresh_weights, resolve_model
-from shared.outputs import atomic_dir, find_resume_checkpoint, prepare_output_dir
+from shared.outputs import find_resume_checkpoint, prepare_output_dir, save_model_atomically
 from shared.publish import check_push_possible, push_folder
-from shared.reports import write_run_report
+from shared.reports import build_results, write_run_report
 
 log = logging.getLogger("pt_mlm")
 
@@ -159,10 +159,9 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     losses = LossLog.from_dict(progress.loss_log)
 
     # ---- evaluate before training (also a fail-fast check that a forward pass works)
-    before = evaluate(model, evals, accelerator)
-    if not losses.evals:
-        losses.log_eval(0, before)
-    log.info("before training: eval loss %.4f, perplexity %.2f", before, perplexity(before))
+    if not losses.evals:  # a resumed run keeps the figure of its true start
+        before = losses.log_eval(0, evaluate(model, evals, accelerator))
+        log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
 
     # ---- fit
     def checkpoint() -> Path:
@@ -227,33 +226,19 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         raise RunError(f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto") from None
     bar.close()
 
-    # ---- evaluate after training, save the model, report
-    after = losses.evals[-1]["eval_loss"] if losses.evals[-1]["step"] == progress.global_step else evaluate(model, evals, accelerator)
-    results = {
-        "framework": "pytorch",
-        "config": {**run.to_dict(), "pt": asdict(options)},
-        "data": data.summary(),
-        "model": resolved.name,
-        "mask_token": tokenizer.mask_token,
-        "fresh_weights": info["missing_keys"],
-        "before": {"eval_loss": before, "perplexity": perplexity(before)},
-        "after": {"eval_loss": after, "perplexity": perplexity(after)},
-        "train_loss": losses.losses[-1] if losses.losses else math.nan,
-        "optimizer_steps": progress.global_step,
-        "global_batch": global_batch,
-        "precision": options.mixed_precision,
-        "device": str(accelerator.device),
-        "num_processes": accelerator.num_processes,
-        "train_tokens": trained_tokens,
-        "train_seconds": train_seconds,
-        "train_tokens_per_second": trained_tokens / train_seconds if train_seconds else math.nan,
-    }
+    # ---- report (the last evaluation ran at the end of the final epoch), save the model
+    results = build_results(
+        "pytorch", {**run.to_dict(), "pt": asdict(options)}, data, resolved.name, tokenizer.mask_token,
+        info["missing_keys"], losses,
+        optimizer_steps=progress.global_step, global_batch=global_batch, precision=options.mixed_precision,
+        device=str(accelerator.device), num_processes=accelerator.num_processes,
+        train_tokens=trained_tokens, train_seconds=train_seconds,
+    )
+    after = results["after"]["eval_loss"]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with atomic_dir(out / "model") as staged:
-            accelerator.unwrap_model(model).save_pretrained(staged)
-            tokenizer.save_pretrained(staged)
-        publish_model_files(out)
+        unwrapped = accelerator.unwrap_model(model)
+        save_model_atomically(out, lambda folder: (unwrapped.save_pretrained(folder), tokenizer.save_pretrained(folder)))
         write_run_report(out, results, losses, "pt")
         log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after, perplexity(after), out)
         if run.hub.push_to_hub:
@@ -261,9 +246,3 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     accelerator.end_training()
     return results
 
-
-def publish_model_files(out: Path) -> None:
-    """Move the completed model files to the top of the output folder, where pipelines look."""
-    for item in (out / "model").iterdir():
-        item.replace(out / item.name)
-    (out / "model").rmdir()

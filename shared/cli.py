@@ -45,12 +45,15 @@ def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callab
                 if choices:
                     click_type = click.Choice(choices)
                 kwargs: dict[str, Any] = {"default": f.default, "show_default": True, "help": help_text}
-                if meta.pop("is_flag", False):
+                decl = flag_of(f.name)
+                if meta.pop("switch", False):  # --jit-compile/--no-jit-compile
+                    decl = f"{decl}/--no-{decl[2:]}"
+                elif meta.pop("is_flag", False):
                     kwargs.update(is_flag=True, show_default=False)
                 else:
                     kwargs["type"] = click_type
                 kwargs.update(meta)
-                command = click.option(flag_of(f.name), f.name, **kwargs)(command)
+                command = click.option(decl, f.name, **kwargs)(command)
         return command
 
     return decorate
@@ -120,3 +123,29 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
             click.echo(format_predictions(text, predictions, as_json))
 
     return fill_mask
+
+
+def make_cli(prog: str, version: str, summary: str, options_cls: type, train_fn: Callable[..., dict],
+             load_filler: Callable[[str], Any]) -> click.Group:
+    """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
+    `fill-mask`. One definition, so the two CLIs cannot drift apart."""
+    from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+
+    @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    @click.version_option(version, prog_name=prog)
+    def main() -> None:
+        pass
+
+    @main.command()
+    @options_from(DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
+    @click.option("--verbose", is_flag=True, help="Also show library debug logs.")
+    @reports_errors
+    def train(verbose: bool, **values: Any) -> None:
+        """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
+        setup_logging(verbose)
+        run = RunConfig(build(DataConfig, values), build(ModelConfig, values), build(TrainConfig, values), build(HubConfig, values))
+        results = train_fn(run, build(options_cls, values))
+        print_summary(results, run.train.output_dir)
+
+    main.add_command(fill_mask_command(load_filler))
+    return main

@@ -106,7 +106,7 @@ def load_texts(config: DataConfig, seed: int) -> Texts:
             f"column {config.text_column!r} not found; the dataset has {', '.join(dataset.column_names)}",
             "--text-column",
         )
-    texts = [_as_text(v) for v in dataset[config.text_column]]
+    texts = [_as_text(v) for v in list(dataset[config.text_column])]
     kept = [t for t in texts if t and t.strip()]
     skipped = len(texts) - len(kept)
     if skipped:
@@ -120,4 +120,4 @@ def load_texts(config: DataConfig, seed: int) -> Texts:
     import datasets
 
     split = datasets.Dataset.from_dict({"text": kept}).train_test_split(test_size=config.test_size, seed=seed)
-    return Texts(split["train"]["text"], split["test"]["text"], config.dataset, len(texts), skipped)
+    return Texts(list(split["train"]["text"]), list(split["test"]["text"]), config.dataset, len(texts), skipped)

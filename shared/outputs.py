@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from shared.config import TrainConfig
 from shared.errors import RunError, UsageError
@@ -103,3 +103,14 @@ def find_resume_checkpoint(out: Path, resume: str) -> Path:
     if not found:
         raise UsageError(f"no complete checkpoint in {str(out / CHECKPOINTS)!r} to resume from", "--resume")
     return found[-1]
+
+
+def save_model_atomically(out: Path, save: Callable[[Path], None]) -> None:
+    """Write the final model with `save(folder)` into staging, then move its files to the top of
+    `out`, where pipelines look. `all_results.json`, written after this, marks the run complete."""
+    staged = out / "model"
+    with atomic_dir(staged) as partial:
+        save(partial)
+    for item in staged.iterdir():
+        item.replace(out / item.name)
+    staged.rmdir()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shared.metrics import LossLog
+from shared.metrics import LossLog, perplexity
 
 RESULTS = "all_results.json"
 
@@ -111,3 +111,27 @@ def write_run_report(out: Path, results: dict[str, Any], losses: LossLog, framew
     write_json(out / RESULTS, {**results, "loss_log": losses.to_dict()})
     (out / "README.md").write_text(model_card(results, framework))
     plot_loss_curve(out / "loss_curve.png", losses, f"{framework}-mlm: {results['config']['model']['model']}")
+
+
+def build_results(framework: str, config: dict[str, Any], data, model_name: str, mask_token: str,
+                  fresh_weights: list[str], losses: LossLog, **figures: Any) -> dict[str, Any]:
+    """The run's `all_results.json` content, the same shape for both frameworks.
+
+    `figures` carries the framework's own numbers: optimizer_steps, global_batch, precision, device,
+    num_processes, train_tokens, train_seconds.
+    """
+    before, after = losses.evals[0]["eval_loss"], losses.evals[-1]["eval_loss"]
+    seconds = figures.get("train_seconds") or 0.0
+    return {
+        "framework": framework,
+        "config": config,
+        "data": data.summary(),
+        "model": model_name,
+        "mask_token": mask_token,
+        "fresh_weights": fresh_weights,
+        "before": {"eval_loss": before, "perplexity": perplexity(before)},
+        "after": {"eval_loss": after, "perplexity": perplexity(after)},
+        "train_loss": losses.losses[-1] if losses.losses else math.nan,
+        **figures,
+        "train_tokens_per_second": figures.get("train_tokens", 0) / seconds if seconds else math.nan,
+    }

@@ -1,0 +1,40 @@
+"""Config validation: every bad value is caught in the dataclass and names its CLI flag."""
+
+import pytest
+
+from shared.config import DataConfig, HubConfig, RunConfig, TrainConfig
+from shared.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    "build, flag",
+    [
+        (lambda: DataConfig(block_size=0), "--block-size"),
+        (lambda: DataConfig(mlm_probability=0.0), "--mlm-probability"),
+        (lambda: DataConfig(mlm_probability=1.5), "--mlm-probability"),
+        (lambda: DataConfig(test_size=1.0), "--test-size"),
+        (lambda: DataConfig(max_samples=-3), "--max-samples"),
+        (lambda: TrainConfig(per_device_batch_size=0), "--per-device-batch-size"),
+        (lambda: TrainConfig(num_epochs=-1), "--num-epochs"),
+        (lambda: TrainConfig(max_steps=0), "--max-steps"),
+        (lambda: TrainConfig(learning_rate=0), "--learning-rate"),
+        (lambda: TrainConfig(gradient_accumulation_steps=0), "--gradient-accumulation-steps"),
+        (lambda: TrainConfig(weight_decay=-0.1), "--weight-decay"),
+        (lambda: HubConfig(push_to_hub=True), "--hub-model-id"),
+    ],
+)
+def test_bad_values_name_their_flag(build, flag):
+    with pytest.raises(UsageError) as error:
+        build()
+    assert str(error.value).startswith(flag + ":")
+
+
+def test_defaults_are_the_guides_recipe():
+    run = RunConfig()
+    assert (run.data.max_samples, run.data.test_size, run.data.block_size, run.data.mlm_probability) == (5000, 0.2, 128, 0.15)
+    assert (run.train.learning_rate, run.train.num_epochs, run.train.weight_decay, run.train.seed) == (2e-5, 3, 0.01, 42)
+    assert run.model.model == "distilbert/distilroberta-base" and run.data.text_column == "answers.text"
+
+
+def test_zero_max_samples_means_all_rows():
+    assert DataConfig(max_samples=0).max_samples is None

@@ -1,0 +1,52 @@
+"""Model resolution: built-in, local folders, Hub ids offline, and models that cannot do MLM."""
+
+import pytest
+
+from shared.config import BUILTIN_MODEL
+from shared.errors import RunError, UsageError
+from shared.models import load_checked, resolve_model
+
+
+def test_hub_id_offline_fails_fast_naming_the_builtin():
+    with pytest.raises(RunError, match=f"--model: 'distilbert/distilroberta-base' is a Hub id but HF_HUB_OFFLINE is set; use --model {BUILTIN_MODEL}"):
+        resolve_model("distilbert/distilroberta-base")
+
+
+def test_builtin_model_resolves_to_the_packaged_encoder():
+    resolved = resolve_model(BUILTIN_MODEL)
+    config, tokenizer = load_checked(resolved, 128)
+    assert config.model_type == "bert" and tokenizer.mask_token == "[MASK]"
+
+
+def test_block_size_beyond_the_models_positions(tiny_roberta):
+    with pytest.raises(UsageError, match=r"--block-size: 4096 is more than .* \(128 positions\)"):
+        load_checked(resolve_model(str(tiny_roberta)), 4096)
+
+
+def test_folder_without_config_and_missing_paths(tmp_path):
+    with pytest.raises(UsageError, match="--model: folder .* has no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(UsageError, match="--model: no such model folder"):
+        resolve_model(str(tmp_path / "nope"))
+
+
+def test_a_model_that_is_not_a_masked_lm(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=1).save_pretrained(tmp_path)
+    with pytest.raises(UsageError, match="--model: .* is a 'gpt2' model, which has no masked-LM head"):
+        load_checked(resolve_model(str(tmp_path)), 16)
+
+
+def test_a_tokenizer_without_mask_token(tiny_roberta, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "nomask"
+    shutil.copytree(tiny_roberta, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.mask_token = None
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(UsageError, match="--model: the tokenizer of .* has no mask token"):
+        load_checked(resolve_model(str(folder)), 16)

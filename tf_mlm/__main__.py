@@ -1,0 +1,5 @@
+"""`python -m tf_mlm`, which is what `python -m tf_mlm train ...` runs."""
+
+from tf_mlm.cli import main
+
+main()

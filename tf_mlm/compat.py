@@ -1,0 +1,40 @@
+"""A shim for loading PyTorch safetensors into TensorFlow models with current safetensors.
+
+transformers 4.x iterates over the `safe_open` handle to list tensor names (`for key in
+pt_state_dict`), which safetensors >= 0.6 no longer allows ("'builtins.safe_open' object is not
+iterable", transformers issue #40028; the TF code is deprecated upstream and will not be fixed).
+Wrapping the handle with an `__iter__` over its keys restores the loading path unchanged.
+"""
+
+from __future__ import annotations
+
+from safetensors import safe_open as _safe_open
+
+
+class IterableSafeOpen:
+    """`safe_open` whose handle can be iterated for its tensor names, as transformers 4.x expects."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._handle = _safe_open(*args, **kwargs)
+
+    def __enter__(self) -> "IterableSafeOpen":
+        self._handle.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.__exit__(*exc)
+
+    def __iter__(self):
+        return iter(self._handle.keys())
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
+def patch_safetensors_loading() -> None:
+    import transformers.modeling_tf_pytorch_utils as pt_utils
+    import transformers.modeling_tf_utils as tf_utils
+
+    for module in (tf_utils, pt_utils):
+        if getattr(module, "safe_open", None) is _safe_open:
+            module.safe_open = IterableSafeOpen

@@ -1,0 +1,30 @@
+"""`tf_mlm.MaskFiller`: load a trained folder and fill masks from Python, with TensorFlow ops.
+
+    from tf_mlm import MaskFiller
+    MaskFiller("runs/minilm-tf")("The Milky Way is a <mask> galaxy.", top_k=3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from transformers import AutoTokenizer, TFAutoModelForMaskedLM
+
+from shared.fill_mask import MaskFillerBase
+from shared.models import resolve_model
+
+
+class MaskFiller(MaskFillerBase):
+    """The guide's TensorFlow top-k: `tf.math.top_k` over the logits at each mask position."""
+
+    def __init__(self, model: str) -> None:
+        resolved = resolve_model(model)
+        super().__init__(AutoTokenizer.from_pretrained(resolved.location, **resolved.load_kwargs()))
+        self.model = TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs())
+
+    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits
+        mask_positions = tf.where(input_ids == self.tokenizer.mask_token_id)  # (masks, 2), row-major order
+        mask_logits = tf.cast(tf.gather_nd(logits, mask_positions), tf.float32)
+        top = tf.math.top_k(tf.nn.softmax(mask_logits, axis=-1), k=k)
+        return top.values.numpy(), top.indices.numpy()

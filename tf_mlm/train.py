@@ -1,0 +1,292 @@
+"""`tf-mlm train`: masked-LM fine-tuning the Keras way, as the guide's TensorFlow tab, done properly.
+
+Runbook:
+
+    # one CPU or GPU (XLA on for speed; the guide runs without it)
+    tf-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm-tf --jit-compile
+    # the guide's recipe, online, pushed to the Hub as it trains
+    tf-mlm train --model distilbert/distilroberta-base --dataset eli5_category --push-to-hub --hub-model-id you/eli5-mlm
+    # mixed precision: mixed_float16 on GPUs, mixed_bfloat16 on recent CPUs and TPUs
+    tf-mlm train --mixed-precision mixed_float16 ...
+    # every GPU of one machine (global batch = per-replica batch x replicas)
+    tf-mlm train --strategy mirrored ...
+    # several machines: the same command on each, TF_CONFIG naming the cluster and this worker's index
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+        tf-mlm train --strategy multi-worker ...
+    # continue an interrupted fit from its last backup
+    tf-mlm train ... --resume auto
+
+`train` reads top to bottom: setup, evaluate before, compile and fit, evaluate after, save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from transformers import DataCollatorForLanguageModeling, TFAutoModelForMaskedLM, create_optimizer
+from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
+
+from shared.blocks import prepare_data
+from tf_mlm.compat import patch_safetensors_loading
+from shared.config import RunConfig, option
+from shared.errors import RunError, UsageError
+from shared.metrics import LossLog, TokenWeightedMean
+from shared.models import load_checked, report_fresh_weights, resolve_model
+from shared.outputs import prepare_output_dir, save_model_atomically
+from shared.publish import check_push_possible, push_folder
+from shared.reports import build_results, write_run_report
+
+log = logging.getLogger("tf_mlm")
+patch_safetensors_loading()
+BACKUP = "backup"
+
+
+@dataclass
+class TFOptions:
+    """Settings only the Keras path has."""
+
+    mixed_precision: str = option(
+        "no", "Keras mixed-precision policy, set before the model is built.",
+        choices=("no", "mixed_float16", "mixed_bfloat16"),
+    )
+    jit_compile: bool = option(False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True)
+    strategy: str = option(
+        "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible).",
+        choices=("auto", "default", "mirrored", "multi-worker"),
+    )
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "mixed_float16", "mixed_bfloat16"):
+            raise UsageError(f"must be no, mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}", "--mixed-precision")
+        if self.strategy not in ("auto", "default", "mirrored", "multi-worker"):
+            raise UsageError(f"unknown strategy {self.strategy!r}", "--strategy")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if "TF_CONFIG" not in os.environ:
+        raise UsageError("multi-worker needs TF_CONFIG describing the cluster and this worker", "--strategy")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def device_names(strategy: tf.distribute.Strategy) -> str:
+    try:
+        return ", ".join(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy runs on TF's default device
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "/device:CPU:0"
+
+
+def make_optimizer(train_cfg, total_steps: int):
+    """AdamWeightDecay (no decay on LayerNorm and biases) with the configured schedule."""
+    kwargs = dict(init_lr=train_cfg.learning_rate, num_train_steps=total_steps,
+                  num_warmup_steps=train_cfg.warmup_steps, weight_decay_rate=train_cfg.weight_decay)
+    if train_cfg.lr_scheduler == "cosine":
+        raise UsageError("cosine is not offered on the Keras path; use linear or constant", "--lr-scheduler")
+    # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
+    power = 1.0 if train_cfg.lr_scheduler == "linear" else 0.0
+    optimizer, _ = create_optimizer(**kwargs, power=power)
+    return optimizer
+
+
+def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
+    """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
+    in float32 whatever the precision policy. The graph is traced once per run, not per call."""
+
+    @tf.function(reduce_retracing=True)
+    def batch_sums(input_ids, labels):
+        logits = tf.cast(model(input_ids=input_ids, training=False).logits, tf.float32)
+        masked = labels != -100
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(labels, masked), tf.boolean_mask(logits, masked))
+        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(masked, tf.int32))
+
+    def evaluate() -> float:
+        mean = TokenWeightedMean()
+        for start in range(0, len(eval_inputs["input_ids"]), batch_size):
+            batch = slice(start, start + batch_size)
+            total, count = batch_sums(eval_inputs["input_ids"][batch], eval_inputs["labels"][batch])
+            mean.add(float(total) / max(int(count), 1), int(count))
+        return mean.mean
+
+    return evaluate
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """Per-step loss, timing, evaluation each epoch, and stopping at --max-steps."""
+
+    def __init__(self, losses: LossLog, evaluate_fn, max_steps: int, state_file: Path) -> None:
+        super().__init__()
+        self.losses, self.evaluate_fn, self.max_steps, self.state_file = losses, evaluate_fn, max_steps, state_file
+        self.seconds, self.batches, self._previous_mean = 0.0, 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._previous_mean = 0.0
+        self._tic = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras reports the running mean of the epoch; recover this step's own loss from it.
+        mean = float(logs["loss"])
+        step_loss = (batch + 1) * mean - batch * self._previous_mean
+        self._previous_mean = mean
+        self.batches += 1
+        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss)
+        if self.model.optimizer.iterations.numpy() >= self.max_steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._tic
+        record = self.losses.log_eval(int(self.model.optimizer.iterations.numpy()), self.evaluate_fn())
+        if logs is not None:
+            logs.update({"eval_loss": record["eval_loss"], "perplexity": record["perplexity"]})
+        log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, record["eval_loss"], record["perplexity"])
+        # Survives an interruption next to the Keras backup, so a resumed run keeps its full curve.
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(self.losses.to_dict()))
+
+
+def resume_state(out: Path, resume: str | None) -> Path:
+    """The BackupAndRestore folder; with --resume it must hold a backup to continue from."""
+    backup = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser()
+    if resume and not (backup.is_dir() and any(backup.iterdir())):
+        raise UsageError(f"no Keras backup in {str(backup)!r} to resume from", "--resume")
+    return backup
+
+
+def export_for_pytorch(folder: Path) -> None:
+    """Add PyTorch weights beside the Keras ones, so the PyTorch fill-mask pipeline loads the folder.
+
+    Converting needs torch and TensorFlow in one process; a short-lived child keeps them apart from
+    the training process.
+    """
+    code = """
+import sys
+from transformers import AutoConfig, AutoModelForMaskedLM, TFAutoModelForMaskedLM
+from transformers.modeling_tf_pytorch_utils import load_tf2_model_in_pytorch_model
+# Built from config and filled from the Keras model: from_pretrained(from_tf=True) leaves meta tensors.
+model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(sys.argv[1]))
+load_tf2_model_in_pytorch_model(model, TFAutoModelForMaskedLM.from_pretrained(sys.argv[1]))
+model.save_pretrained(sys.argv[1])
+"""
+    # "AUTO" for both: a "1" for one framework switches the other off in transformers.
+    env = {**os.environ, "USE_TF": "AUTO", "USE_TORCH": "AUTO", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("could not add PyTorch weights: %s", (done.stderr.strip().splitlines() or ["?"])[-1])
+
+
+def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | None = None) -> dict:
+    """Fine-tune with compile() and fit(); returns the results written to all_results.json.
+
+    `callbacks` are extra Keras callbacks (tests use one to interrupt a fit).
+    """
+    options = options or TFOptions()
+    data_cfg, train_cfg = run.data, run.train
+    if train_cfg.gradient_accumulation_steps != 1:
+        raise UsageError("the Keras path does not accumulate gradients; raise --per-device-batch-size", "--gradient-accumulation-steps")
+
+    # ---- setup: the strategy first (multi-worker must exist before other TF work), then fail-fast checks
+    strategy = make_strategy(options.strategy)
+    resolved = resolve_model(run.model.model)
+    model_config, tokenizer = load_checked(resolved, data_cfg.block_size)
+    if run.hub.push_to_hub:
+        check_push_possible(run.hub)
+    out = prepare_output_dir(train_cfg)
+    backup = resume_state(out, train_cfg.resume)
+    keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
+    data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = train_cfg.per_device_batch_size * replicas
+    steps_per_epoch = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
+    if steps_per_epoch == 0:
+        raise UsageError(f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks", "--per-device-batch-size")
+    total_steps = train_cfg.max_steps or math.ceil(train_cfg.num_epochs * steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+
+    # The policy must be set before the model is built: layers read it when created.
+    keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
+    try:
+        with strategy.scope():
+            model, info = TFAutoModelForMaskedLM.from_pretrained(resolved.location, output_loading_info=True, **resolved.load_kwargs())
+            # No loss argument: the model computes the masked-LM loss from the labels itself.
+            model.compile(optimizer=make_optimizer(train_cfg, total_steps), jit_compile=options.jit_compile)
+        report_fresh_weights(info["missing_keys"], resolved.name)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_cfg.mlm_probability, return_tensors="np")
+        import datasets
+
+        train_set = model.prepare_tf_dataset(
+            datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+            batch_size=global_batch, shuffle=True, collate_fn=collator, drop_remainder=True,
+        )
+        log.info(
+            "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
+            "(%d per replica x %d replicas), %d tokens/step, precision %s, XLA %s, device %s",
+            len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
+            train_cfg.per_device_batch_size, replicas, global_batch * data_cfg.block_size,
+            options.mixed_precision, options.jit_compile, device_names(strategy),
+        )
+
+        # ---- evaluate before training (a resumed run keeps the figure of its true start)
+        state_file = backup / "loss_log.json"
+        losses = LossLog.from_dict(json.loads(state_file.read_text())) if train_cfg.resume and state_file.is_file() else LossLog()
+        evaluate_now = make_evaluator(model, data.eval_inputs, train_cfg.eval_batch)
+        if not losses.evals:
+            before = losses.log_eval(0, evaluate_now())
+            log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
+
+        # ---- fit, with callbacks for progress, backups, logs and the Hub
+        backup.mkdir(parents=True, exist_ok=True)
+        monitor = RunMonitor(losses, evaluate_now, total_steps, state_file)
+        keras_callbacks = [
+            monitor,
+            keras.callbacks.BackupAndRestore(str(backup), save_freq=train_cfg.checkpointing_steps or "epoch", delete_checkpoint=True),
+        ]
+        if train_cfg.report_to == "tensorboard":
+            keras_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
+        if run.hub.push_to_hub:
+            from transformers import PushToHubCallback
+
+            keras_callbacks.append(PushToHubCallback(output_dir=str(out / "hub"), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id))
+        model.fit(train_set, epochs=num_epochs, steps_per_epoch=steps_per_epoch, callbacks=keras_callbacks + list(callbacks or []),
+                  verbose=1 if sys.stdout.isatty() else 2)
+        if losses.evals[-1]["step"] != int(model.optimizer.iterations.numpy()):
+            monitor.on_epoch_end(num_epochs - 1)  # stopped mid-epoch by --max-steps: evaluate the final weights
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    shutil.rmtree(backup, ignore_errors=True)  # the fit finished: nothing left to resume
+
+    # ---- report and save: Keras weights, then PyTorch weights beside them
+    steps_done = int(model.optimizer.iterations.numpy())
+    results = build_results(
+        "tensorflow", {**run.to_dict(), "tf": asdict(options)}, data, resolved.name, tokenizer.mask_token,
+        info["missing_keys"], losses,
+        optimizer_steps=steps_done, global_batch=global_batch, precision=options.mixed_precision,
+        device=device_names(strategy), num_processes=replicas,
+        train_tokens=monitor.batches * global_batch * data_cfg.block_size, train_seconds=monitor.seconds,
+    )
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        export_for_pytorch(folder)
+    save_model_atomically(out, save)
+    write_run_report(out, results, losses, "tf")
+    after = results["after"]
+    log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after["eval_loss"], after["perplexity"], out)
+    if run.hub.push_to_hub:
+        push_folder(out, run.hub, f"tf-mlm: perplexity {after['perplexity']:.2f}")
+    return results
