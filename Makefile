@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml
 # The main job on the embedded defaults: built-in MiniLM encoder, built-in Q&A corpus, offline.
 demo: $(STAMP)
 	$(BIN)/pt-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir $(DEMO_DIR) \
-		--overwrite-output-dir --learning-rate 1e-4
+		--overwrite-output-dir --learning-rate 2e-4
 	$(BIN)/pt-mlm fill-mask $(DEMO_DIR) "The Milky Way is a <mask> galaxy." "Python is a programming <mask>." --top-k 3
 
 demo-tf: $(STAMP)
 	$(BIN)/tf-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir $(DEMO_DIR)-tf \
-		--overwrite-output-dir --learning-rate 1e-4
+		--overwrite-output-dir --learning-rate 2e-4
 	$(BIN)/tf-mlm fill-mask $(DEMO_DIR)-tf "The Milky Way is a <mask> galaxy." --top-k 3
 
 # TensorFlow and PyTorch fight over threads and memory in one process: two pytest processes.

@@ -1,7 +1,8 @@
-"""PyTorch data loading where every random choice is a function of (seed, epoch, batch).
+"""PyTorch data loading where every random choice is a function of (seed, epoch, position).
 
-The order of blocks in an epoch and the masks of a batch never depend on what ran before, so a run
-resumed from a checkpoint at batch K sees exactly the batches and masks an uninterrupted run sees.
+The order of blocks in an epoch and the mask of each block never depend on what ran before or on how
+blocks are grouped into batches, so a run resumed at batch K sees exactly the batches and masks an
+uninterrupted run sees, and 2 x 4 accumulated blocks (or 2 processes x 4) are masked as 8 are.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import DataCollatorForLanguageModeling
 
 
-def batch_seed(seed: int, epoch: int, batch: int) -> int:
-    return (seed * 1_000_003 + epoch * 100_003 + batch) % (2**63)
+def mask_seed(seed: int, epoch: int, position: int) -> int:
+    """The seed of the mask of the block at `position` of epoch `epoch`'s order."""
+    return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
 
 
 class BlockDataset(Dataset):
-    """Train blocks; an item is asked for as (block index, mask seed of its batch)."""
+    """Train blocks; an item is asked for as (block index, mask seed of that block)."""
 
     def __init__(self, blocks: np.ndarray) -> None:
         self.blocks = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int64))
@@ -26,8 +28,8 @@ class BlockDataset(Dataset):
         return len(self.blocks)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, object]:
-        index, mask_seed = key
-        return {"input_ids": self.blocks[index], "mask_seed": mask_seed}
+        index, seed = key
+        return {"input_ids": self.blocks[index], "mask_seed": seed}
 
 
 class EpochBatches(Sampler):
@@ -47,20 +49,23 @@ class EpochBatches(Sampler):
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_blocks)
         for batch in range(self.start, len(self) + self.start):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            mask_seed = batch_seed(self.seed, self.epoch, batch)
-            yield [(int(i), mask_seed) for i in indices]
+            first = batch * self.batch_size
+            positions = range(first, min(first + self.batch_size, self.num_blocks))
+            yield [(int(order[p]), mask_seed(self.seed, self.epoch, p)) for p in positions]
 
 
 class SeededMasking:
-    """The guide's `DataCollatorForLanguageModeling`, reseeded from each batch's mask seed."""
+    """The guide's `DataCollatorForLanguageModeling`, reseeded for each block from its mask seed."""
 
     def __init__(self, tokenizer, mlm_probability: float) -> None:
         self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
 
     def __call__(self, examples: list[dict[str, object]]) -> dict[str, torch.Tensor]:
-        self.collator.generator = torch.Generator().manual_seed(int(examples[0]["mask_seed"]))
-        return self.collator([{"input_ids": e["input_ids"]} for e in examples])
+        masked = []
+        for example in examples:
+            self.collator.generator = torch.Generator().manual_seed(int(example["mask_seed"]))
+            masked.append(self.collator([{"input_ids": example["input_ids"]}]))
+        return {key: torch.cat([m[key] for m in masked]) for key in masked[0]}
 
 
 def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int):

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
@@ -103,6 +104,9 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         check_push_possible(run.hub)
     out = prepare_output_dir(train_cfg)
     resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
+    # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
+    # may ask for another precision. The process group itself (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=options.mixed_precision,
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,

@@ -10,6 +10,8 @@ import pytest
 
 # Tests never reach the Hub: whatever is not local must fail fast, as it does on our machines.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# This process is the PyTorch side; TensorFlow tests run their code in child processes.
+os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 

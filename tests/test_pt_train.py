@@ -1,0 +1,165 @@
+"""`pt-mlm train` end to end on tiny models: learning, saving, reloading, accumulation, bf16, resume."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pt_helpers import TINY_ARGS, load_state, run_cli, train_tiny
+from shared.config import BUILTIN_DATASET
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pt-run") / "out"
+    results = train_tiny(tiny_roberta, eli5_jsonl, out, "--num-epochs", "2", "--report-to", "tensorboard")
+    return out, results
+
+
+def test_eval_loss_falls_and_the_run_describes_itself(trained):
+    out, results = trained
+    assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
+    assert results["after"]["perplexity"] == pytest.approx(np.exp(results["after"]["eval_loss"]))
+    per_epoch = -(-results["data"]["train_blocks"] // 8)  # batches of 8, the last one partial
+    assert results["optimizer_steps"] == 2 * per_epoch
+    assert [e["step"] for e in results["loss_log"]["evals"]] == [0, per_epoch, 2 * per_epoch]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    assert "perplexity" in (out / "README.md").read_text()
+    assert list((out / "runs").rglob("events.out.tfevents*")), "tensorboard logs were asked for"
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step-{2 * per_epoch:07d}"
+
+
+def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    out, results = trained
+    fill = pipeline("fill-mask", model=str(out), device="cpu")
+    # The in-memory model at the end of training is what accelerate wrote into the final checkpoint.
+    in_memory = AutoModelForMaskedLM.from_pretrained(str(out))
+    final = out / "checkpoints" / f"step-{results['optimizer_steps']:07d}"
+    in_memory.load_state_dict(load_state(final), strict=False)
+    inputs = fill.tokenizer(["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
+
+
+def test_mask_filler_top_k_matches_the_pipeline(trained):
+    from transformers import pipeline
+
+    from pt_mlm import MaskFiller
+
+    out, _ = trained
+    filler, fill = MaskFiller(str(out)), pipeline("fill-mask", model=str(out), device="cpu")
+    for text in ("the cat sees <mask> ball.", "a dog [MASK] the moon"):
+        ours = filler(text, top_k=5)
+        theirs = fill(text.replace("[MASK]", "<mask>"), top_k=5)
+        assert [p["token"] for p in ours] == [p["token"] for p in theirs]
+        np.testing.assert_allclose([p["score"] for p in ours], [p["score"] for p in theirs], rtol=1e-4)
+    several = filler(["the <mask> sees <mask> ball.", "my friend <mask> a book"], top_k=2)
+    assert len(several) == 2 and len(several[0]) == 2 and len(several[1]) == 2
+
+
+def test_fill_mask_cli_prints_a_table_and_json(trained):
+    out, _ = trained
+    table = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "3")
+    assert table.exit_code == 0 and "rank" in table.output and len(table.output.strip().splitlines()) == 5
+    as_json = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "2", "--json")
+    assert len(json.loads(as_json.output)["masks"][0]) == 2
+
+
+def test_text_without_a_mask_is_a_usage_error(trained):
+    out, _ = trained
+    result = run_cli("fill-mask", out, "no mask here")
+    assert result.exit_code == 2 and "TEXT: no mask in 'no mask here'" in result.output
+
+
+def test_existing_output_dir_survives(trained, tiny_roberta, eli5_jsonl):
+    out, _ = trained
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out)
+    assert result.exit_code == 2
+    assert "--output-dir:" in result.output and "--overwrite-output-dir" in result.output
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+def without_dropout(model_dir, tmp_path):
+    """A copy of the tiny model with dropout off, so two batch layouts can be compared exactly."""
+    import shutil
+
+    copy = tmp_path / "no-dropout"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tiny_roberta, eli5_jsonl, tmp_path):
+    model = without_dropout(tiny_roberta, tmp_path)
+    common = ("--max-steps", "1", "--weight-decay", "0", "--lr-scheduler", "constant")
+    accumulated = train_tiny(model, eli5_jsonl, tmp_path / "acc", "--per-device-batch-size", "4",
+                             "--gradient-accumulation-steps", "2", *common)
+    full = train_tiny(model, eli5_jsonl, tmp_path / "full", "--per-device-batch-size", "8", *common)
+    untrained = load_state(model)
+    a, b = load_state(tmp_path / "acc"), load_state(tmp_path / "full")
+    assert accumulated["optimizer_steps"] == full["optimizer_steps"] == 1
+    # Same blocks, same masks: the mean of two half-batch losses is close to the full-batch loss.
+    assert accumulated["loss_log"]["losses"][0] == pytest.approx(full["loss_log"]["losses"][0], rel=0.05)
+    moved = torch.cat([(b[k] - untrained[k]).flatten() for k in b if k in untrained])
+    differ = torch.cat([(a[k] - b[k]).flatten() for k in b])
+    assert moved.abs().max() > 5e-4  # the step did move the weights (Adam: about lr per weight)
+    assert (differ.abs() < 1e-4).float().mean() > 0.97  # and both runs moved them the same way
+
+
+def test_bf16_trains_on_cpu(tiny_roberta, eli5_jsonl, tmp_path):
+    results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "bf16", "--mixed-precision", "bf16", "--num-epochs", "1")
+    assert results["precision"] == "bf16"
+    assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta, eli5_jsonl, tmp_path):
+    args = ("--num-epochs", "2", "--gradient-accumulation-steps", "2", "--per-device-batch-size", "4",
+            "--checkpointing-steps", "7")
+    whole = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "whole", *args)
+    # A real process, killed without warning once it has checkpointed mid-epoch (step >= 14).
+    parts = tmp_path / "parts"
+    command = [sys.executable, "-m", "pt_mlm", "train", "--model", str(tiny_roberta), "--dataset", str(eli5_jsonl),
+               "--output-dir", str(parts), *TINY_ARGS, *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = parts / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if latest.is_file() and int(latest.read_text().split("-")[1]) >= 14:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = int(latest.read_text().split("-")[1])
+    assert 14 <= killed_at < whole["optimizer_steps"] and not (parts / "all_results.json").exists()
+
+    resumed = train_tiny(tiny_roberta, eli5_jsonl, parts, *args, "--resume", "auto")
+    assert resumed["optimizer_steps"] == whole["optimizer_steps"]
+    np.testing.assert_allclose(resumed["loss_log"]["losses"], whole["loss_log"]["losses"], rtol=1e-4, atol=1e-5)
+    a, b = load_state(tmp_path / "whole"), load_state(parts)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_without_a_checkpoint_names_the_flag(tiny_roberta, eli5_jsonl, tmp_path):
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "none",
+                     "--resume", "auto")
+    assert result.exit_code == 2 and "--resume: no complete checkpoint" in result.output
+
+
+@pytest.mark.slow
+def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
+    results = train_tiny("builtin:minilm", BUILTIN_DATASET, tmp_path / "builtin", "--max-samples", "300",
+                         "--block-size", "64", "--max-steps", "6", "--learning-rate", "2e-4")
+    assert results["fresh_weights"], "the packaged encoder has no MLM head; its fresh weights are reported"
+    assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
