@@ -108,7 +108,7 @@ fill("The Milky Way is a {results["mask_token"]} galaxy.")
 
 def write_run_report(out: Path, results: dict[str, Any], losses: LossLog, framework: str) -> None:
     """all_results.json, README.md (model card) and loss_curve.png into the output folder."""
-    write_json(out / RESULTS, {**results, "loss_log": losses.to_dict()})
+    write_json(out / RESULTS, results)
     (out / "README.md").write_text(model_card(results, framework))
     plot_loss_curve(out / "loss_curve.png", losses, f"{framework}-mlm: {results['config']['model']['model']}")
 
@@ -132,6 +132,7 @@ def build_results(framework: str, config: dict[str, Any], data, model_name: str,
         "before": {"eval_loss": before, "perplexity": perplexity(before)},
         "after": {"eval_loss": after, "perplexity": perplexity(after)},
         "train_loss": losses.losses[-1] if losses.losses else math.nan,
+        "loss_log": losses.to_dict(),
         **figures,
         "train_tokens_per_second": figures.get("train_tokens", 0) / seconds if seconds else math.nan,
     }

@@ -1,0 +1,105 @@
+"""`tf-mlm` end to end. Every TensorFlow step runs in a child process (tests/tf_scenarios.py or the
+CLI), so this file can share a pytest process with the PyTorch tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.tf
+HERE = Path(__file__).parent
+TINY_ARGS = ["--block-size", "32", "--learning-rate", "1e-3", "--per-device-batch-size", "8", "--eval-batch-size", "32"]
+
+
+def child_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH")}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+
+
+def scenario(name: str, model: Path, data: Path, work: Path) -> dict:
+    done = subprocess.run([sys.executable, str(HERE / "tf_scenarios.py"), name, str(model), str(data), str(work)],
+                          env=child_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def tf_mlm(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tf-run") / "out"
+    done = tf_mlm("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+                  "--num-epochs", "2", "--jit-compile")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "all_results.json").read_text())
+
+
+def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
+    out, results = trained
+    assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
+    assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)  # whole batches only
+    for name in ("tf_model.h5", "model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "backup").exists(), "a finished fit leaves no backup behind"
+
+
+def test_tf_and_pytorch_give_the_same_top_k(trained):
+    from transformers import pipeline
+
+    out, _ = trained
+    texts = ["the cat sees <mask> ball.", "my friend <mask> a book"]
+    done = tf_mlm("fill-mask", out, *texts, "--top-k", "5", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    decoder = json.JSONDecoder()
+    tf_top, rest = [], done.stdout.strip()
+    while rest:
+        obj, end = decoder.raw_decode(rest)
+        tf_top.append([p["token"] for p in obj["masks"][0]])
+        rest = rest[end:].strip()
+    fill = pipeline("fill-mask", model=str(out), device="cpu")  # PyTorch, from model.safetensors
+    assert tf_top == [[p["token"] for p in fill(t, top_k=5)] for t in texts]
+
+
+def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(trained, tiny_roberta, eli5_jsonl, tmp_path):
+    from pt_helpers import train_tiny
+
+    _, tf_results = trained
+    pt_results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "pt", "--max-steps", "1")
+    assert tf_results["before"]["eval_loss"] == pytest.approx(pt_results["before"]["eval_loss"], rel=1e-4)
+
+
+def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
+    seen = scenario("xla_and_precision", tiny_roberta, eli5_jsonl, tmp_path)
+    assert seen["xla"]["True"] == pytest.approx(seen["xla"]["False"], rel=1e-4)
+    assert seen["eval"]["mixed_bfloat16"] == pytest.approx(seen["eval"]["float32"], rel=0.02)
+    assert seen["mixed_after"] < seen["mixed_before"]
+
+
+def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path):
+    seen = scenario("interrupted_fit", tiny_roberta, eli5_jsonl, tmp_path)
+    assert seen["crashed"] and seen["backup_left"]
+    assert seen["resumed_steps"] == seen["whole_steps"]
+    assert seen["resumed_evals"][0] == 0 and seen["resumed_evals"][-1] == seen["whole_steps"]
+    assert seen["resumed_after"] == pytest.approx(seen["whole_after"], rel=0.05)
+
+
+def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_jsonl, tmp_path):
+    seen = scenario("bad_inputs", tiny_roberta, eli5_jsonl, tmp_path)
+    expected = {
+        "accumulation": (2, "--gradient-accumulation-steps: the Keras path does not accumulate"),
+        "existing_output": (2, "--output-dir:"),
+        "precision": (2, "--mixed-precision"),
+        "resume_without_backup": (2, "--resume: no Keras backup"),
+        "block_size": (2, "--block-size: 4096 is more than"),
+        "no_mask": (2, "TEXT: no mask in"),
+    }
+    for name, (code, message) in expected.items():
+        assert seen[name]["exit"] == code, (name, seen[name])
+        assert message in seen[name]["output"], (name, seen[name])
+    assert seen["existing_kept"]

@@ -1,0 +1,111 @@
+"""TensorFlow scenarios, each run in its own child process by tests/test_tf_train.py.
+
+`python tests/tf_scenarios.py NAME MODEL DATA WORKDIR` prints one JSON object with what it saw.
+Kept out of the pytest process so TensorFlow and PyTorch never share one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import tf_mlm  # noqa: F401  (sets the Keras 2 and TF-only environment first)
+from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+TINY = dict(block_size=32)
+
+
+def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
+    return RunConfig(
+        DataConfig(dataset=data, **TINY), ModelConfig(model=model),
+        TrainConfig(output_dir=str(out), learning_rate=1e-3, per_device_batch_size=8, eval_batch_size=32, **train),
+    )
+
+
+def xla_and_precision(model: str, data: str, work: Path) -> dict:
+    """The same batch gives the same loss with and without XLA; bf16 evaluates like fp32 and trains."""
+    import numpy as np
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
+    from transformers.modeling_tf_utils import keras
+
+    from shared.blocks import prepare_data
+    from tf_mlm.train import TFOptions, make_evaluator, train
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    data_ = prepare_data(DataConfig(dataset=data, **TINY), tokenizer, seed=42)
+    collator = DataCollatorForLanguageModeling(tokenizer, seed=0, return_tensors="np")
+    batch = dict(collator([{"input_ids": b} for b in data_.train_blocks[:8]]))
+    losses = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        net = TFAutoModelForMaskedLM.from_pretrained(model)
+        net.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit)
+        losses[str(jit)] = float(np.mean(net.test_on_batch(batch)))
+    evals = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        net = TFAutoModelForMaskedLM.from_pretrained(model)
+        evals[policy] = make_evaluator(net, data_.eval_inputs, 32)()
+    keras.mixed_precision.set_global_policy("float32")
+    mixed = train(tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16"))
+    return {"xla": losses, "eval": evals, "mixed_before": mixed["before"]["eval_loss"], "mixed_after": mixed["after"]["eval_loss"]}
+
+
+def interrupted_fit(model: str, data: str, work: Path) -> dict:
+    """An exception from a callback at epoch 2 stops fit; --resume auto finishes the run."""
+    from transformers.modeling_tf_utils import keras
+
+    from tf_mlm.train import TFOptions, train
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash at epoch 2")
+
+    whole = train(tiny_run(model, data, work / "whole", num_epochs=3), TFOptions())
+    out = work / "crashed"
+    try:
+        train(tiny_run(model, data, out, num_epochs=3), TFOptions(), callbacks=[Crash()])
+        crashed = False
+    except RuntimeError:
+        crashed = True
+    backup_left = (out / "backup").is_dir() and any((out / "backup").iterdir())
+    resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions())
+    return {
+        "crashed": crashed, "backup_left": backup_left,
+        "whole_steps": whole["optimizer_steps"], "resumed_steps": resumed["optimizer_steps"],
+        "resumed_evals": [e["step"] for e in resumed["loss_log"]["evals"]],
+        "whole_after": whole["after"]["eval_loss"], "resumed_after": resumed["after"]["eval_loss"],
+    }
+
+
+def bad_inputs(model: str, data: str, work: Path) -> dict:
+    """Exit code and message of each bad invocation of `tf-mlm train`."""
+    from click.testing import CliRunner
+
+    from tf_mlm.cli import main
+
+    existing = work / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("a previous run")
+    base = ["train", "--model", model, "--dataset", data, "--block-size", "32"]
+    cases = {
+        "accumulation": base + ["--output-dir", str(work / "a"), "--gradient-accumulation-steps", "2"],
+        "existing_output": base + ["--output-dir", str(existing)],
+        "precision": base + ["--output-dir", str(work / "b"), "--mixed-precision", "fp16"],
+        "resume_without_backup": base + ["--output-dir", str(work / "c"), "--resume", "auto"],
+        "block_size": ["train", "--model", model, "--dataset", data, "--block-size", "4096", "--output-dir", str(work / "d")],
+        "no_mask": ["fill-mask", model, "nothing to fill"],
+    }
+    seen = {}
+    for name, args in cases.items():
+        result = CliRunner().invoke(main, args)
+        seen[name] = {"exit": result.exit_code, "output": result.output.strip().splitlines()[-1] if result.output.strip() else ""}
+    seen["existing_kept"] = (existing / "keep.txt").read_text() == "a previous run"
+    return seen
+
+
+if __name__ == "__main__":
+    name, model, data, work = sys.argv[1:5]
+    print("RESULT " + json.dumps(globals()[name](model, data, Path(work))))
