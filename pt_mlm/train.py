@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
 from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
+from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import eval_loader, train_loader
 from shared.blocks import prepare_data
 from shared.config import RunConfig, option
@@ -56,6 +57,9 @@ class PTOptions:
     """Settings only the PyTorch path has."""
 
     mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
+    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
+    fused_adamw: bool = option(False, "Use the fused AdamW kernel (one kernel for all parameters).", switch=True)
+    torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -75,20 +79,19 @@ def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator) -> float:
+def evaluate(net, loader, accelerator) -> float:
     """Token-weighted mean cross-entropy over every masked token of the frozen eval set."""
-    model.eval()
+    net.eval()
     mean = TokenWeightedMean()
     for batch in loader:
-        labels = batch["labels"]
-        logits = model(input_ids=batch["input_ids"]).logits
-        masked = labels != -100
-        token_losses = F.cross_entropy(logits[masked].float(), labels[masked], reduction="none")
+        token_losses, rows = net(**batch)
         # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
-        block_sums = torch.zeros(len(labels), device=labels.device).index_add_(0, masked.nonzero()[:, 0], token_losses)
-        block_sums, block_counts = accelerator.gather_for_metrics((block_sums, masked.sum(dim=1)))
-        mean.add(block_sums.sum().item() / max(block_counts.sum().item(), 1), block_counts.sum().item())
-    model.train()
+        blocks = len(batch["labels"])
+        block_sums = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, token_losses)
+        block_counts = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, torch.ones_like(token_losses))
+        block_sums, block_counts = accelerator.gather_for_metrics((block_sums, block_counts))
+        mean.add(block_sums.sum().item() / max(block_counts.sum().item(), 1), int(block_counts.sum().item()))
+    net.train()
     return mean.mean
 
 
@@ -119,11 +122,16 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         resolved.location, output_loading_info=True, **resolved.load_kwargs()
     )
     report_fresh_weights(info["missing_keys"], resolved.name)
+    if options.torch_compile:
+        model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
+    net = MaskedTokenLoss(model, sparse=options.sparse_head)
     loader, batches = train_loader(
         data.train_blocks, tokenizer, data_cfg.mlm_probability, train_cfg.per_device_batch_size, train_cfg.seed
     )
     evals = eval_loader(data.eval_inputs, train_cfg.eval_batch)
-    optimizer = torch.optim.AdamW(no_decay_groups(model, train_cfg.weight_decay), lr=train_cfg.learning_rate)
+    optimizer = torch.optim.AdamW(
+        no_decay_groups(model, train_cfg.weight_decay), lr=train_cfg.learning_rate, fused=options.fused_adamw or None
+    )
 
     # Steps are counted after sharding: each process sees 1/N of the batches.
     batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
@@ -137,7 +145,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         num_warmup_steps=train_cfg.warmup_steps * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
-    model, optimizer, loader, evals, scheduler = accelerator.prepare(model, optimizer, loader, evals, scheduler)
+    net, optimizer, loader, evals, scheduler = accelerator.prepare(net, optimizer, loader, evals, scheduler)
     global_batch = train_cfg.per_device_batch_size * accelerator.num_processes * train_cfg.gradient_accumulation_steps
     settings = {
         "per_device_batch_size": train_cfg.per_device_batch_size,
@@ -148,10 +156,12 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     }
     log.info(
         "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
-        "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s",
+        "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s, "
+        "sparse head %s, fused AdamW %s, torch.compile %s",
         len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
         train_cfg.per_device_batch_size, accelerator.num_processes, train_cfg.gradient_accumulation_steps,
         global_batch * data_cfg.block_size, options.mixed_precision, accelerator.device,
+        net.sparse, options.fused_adamw, options.torch_compile,
     )
     if train_cfg.report_to == "tensorboard":
         accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})
@@ -164,7 +174,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
 
     # ---- evaluate before training (also a fail-fast check that a forward pass works)
     if not losses.evals:  # a resumed run keeps the figure of its true start
-        before = losses.log_eval(0, evaluate(model, evals, accelerator))
+        before = losses.log_eval(0, evaluate(net, evals, accelerator))
         log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
 
     # ---- fit
@@ -175,8 +185,8 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
                desc="train", mininterval=1.0)
     tokens_per_batch = train_cfg.per_device_batch_size * data_cfg.block_size * accelerator.num_processes
-    trained_tokens, train_seconds = 0, 0.0
-    model.train()
+    trained_tokens, train_seconds, first_step_time = 0, 0.0, None
+    net.train()
     try:
         for epoch in range(progress.epoch, num_epochs):
             if progress.global_step >= total_steps:
@@ -189,8 +199,8 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
             for batch in loader:
                 # Dropout randomness is a function of the step, so a resumed run draws the same.
                 torch.manual_seed(train_cfg.seed + progress.global_step)
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                with accelerator.accumulate(net):
+                    loss = net(**batch)[0].mean()
                     accelerator.backward(loss)
                     optimizer.step()
                     scheduler.step()
@@ -204,8 +214,10 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
                 progress.global_step += 1
                 step_loss = accelerator.gather(torch.stack(micro_losses).mean().reshape(1)).mean().item()
                 micro_losses = []
-                losses.log_step(progress.global_step, step_loss)
-                train_seconds += time.perf_counter() - tic
+                step_seconds = time.perf_counter() - tic
+                first_step_time = first_step_time or time.time()
+                losses.log_step(progress.global_step, step_loss, step_seconds)
+                train_seconds += step_seconds
                 tic = time.perf_counter()
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
@@ -215,7 +227,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
                 if train_cfg.checkpointing_steps and progress.global_step % train_cfg.checkpointing_steps == 0:
                     checkpoint()
             # ---- end of epoch: evaluate, checkpoint
-            eval_loss = evaluate(model, evals, accelerator)
+            eval_loss = evaluate(net, evals, accelerator)
             record = losses.log_eval(progress.global_step, eval_loss)
             accelerator.log({"eval/loss": eval_loss, "eval/perplexity": record["perplexity"]}, step=progress.global_step)
             log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, eval_loss, record["perplexity"])
@@ -236,12 +248,12 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         info["missing_keys"], losses,
         optimizer_steps=progress.global_step, global_batch=global_batch, precision=options.mixed_precision,
         device=str(accelerator.device), num_processes=accelerator.num_processes,
-        train_tokens=trained_tokens, train_seconds=train_seconds,
+        train_tokens=trained_tokens, train_seconds=train_seconds, first_step_time=first_step_time,
     )
     after = results["after"]["eval_loss"]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = accelerator.unwrap_model(net).model
         save_model_atomically(out, lambda folder: (unwrapped.save_pretrained(folder), tokenizer.save_pretrained(folder)))
         write_run_report(out, results, losses, "pt")
         log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after, perplexity(after), out)

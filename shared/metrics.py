@@ -41,10 +41,12 @@ class LossLog:
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
 
-    def log_step(self, step: int, loss: float) -> None:
+    def log_step(self, step: int, loss: float, seconds: float = float("nan")) -> None:
         self.steps.append(int(step))
         self.losses.append(float(loss))
+        self.step_seconds.append(float(seconds))
 
     def log_eval(self, step: int, eval_loss: float) -> dict[str, float]:
         record = {"step": int(step), "eval_loss": float(eval_loss), "perplexity": perplexity(eval_loss)}
@@ -52,8 +54,8 @@ class LossLog:
         return record
 
     def to_dict(self) -> dict[str, list]:
-        return {"steps": self.steps, "losses": self.losses, "evals": self.evals}
+        return {"steps": self.steps, "losses": self.losses, "evals": self.evals, "step_seconds": self.step_seconds}
 
     @classmethod
     def from_dict(cls, d: dict[str, list]) -> "LossLog":
-        return cls(list(d.get("steps", [])), list(d.get("losses", [])), list(d.get("evals", [])))
+        return cls(*(list(d.get(key, [])) for key in ("steps", "losses", "evals", "step_seconds")))

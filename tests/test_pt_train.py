@@ -43,7 +43,9 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     # The in-memory model at the end of training is what accelerate wrote into the final checkpoint.
     in_memory = AutoModelForMaskedLM.from_pretrained(str(out))
     final = out / "checkpoints" / f"step-{results['optimizer_steps']:07d}"
-    in_memory.load_state_dict(load_state(final), strict=False)
+    state = {key.removeprefix("model."): value for key, value in load_state(final).items()}
+    missing, unexpected = in_memory.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.decoder.weight", "lm_head.decoder.bias"}  # tied, saved once
     inputs = fill.tokenizer(["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True)
     with torch.no_grad():
         torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
@@ -163,3 +165,30 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
                          "--block-size", "64", "--max-steps", "6", "--learning-rate", "2e-4")
     assert results["fresh_weights"], "the packaged encoder has no MLM head; its fresh weights are reported"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
+
+
+@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--fused-adamw",)])
+def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags):
+    common = ("--max-steps", "6")
+    plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
+    other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
+    assert plain["config"]["pt"]["sparse_head"] is True  # the default takes the fast path
+    np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
+    assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
+
+
+def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
+    from transformers import AutoModelForMaskedLM
+
+    from pt_mlm.heads import MaskedTokenLoss
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
+    ids = torch.randint(5, model.config.vocab_size, (4, 16))
+    labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
+    with torch.no_grad():
+        reference = model(input_ids=ids, labels=labels).loss
+        sparse, _ = MaskedTokenLoss(model, sparse=True)(input_ids=ids, labels=labels)
+        dense, _ = MaskedTokenLoss(model, sparse=False)(input_ids=ids, labels=labels)
+    assert MaskedTokenLoss(model).sparse
+    torch.testing.assert_close(sparse.mean(), reference)
+    torch.testing.assert_close(dense.mean(), reference)

@@ -134,18 +134,23 @@ class RunMonitor(keras.callbacks.Callback):
         super().__init__()
         self.losses, self.evaluate_fn, self.max_steps, self.state_file = losses, evaluate_fn, max_steps, state_file
         self.seconds, self.batches, self._previous_mean = 0.0, 0, 0.0
+        self.first_step_time: float | None = None  # wall clock, for time-to-first-step
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous_mean = 0.0
         self._tic = time.perf_counter()
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step_tic = time.perf_counter()
+
     def on_train_batch_end(self, batch, logs=None):
         # Keras reports the running mean of the epoch; recover this step's own loss from it.
-        mean = float(logs["loss"])
+        mean = float(logs["loss"])  # reading the loss waits for the step: the timing below is real
         step_loss = (batch + 1) * mean - batch * self._previous_mean
         self._previous_mean = mean
         self.batches += 1
-        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss)
+        self.first_step_time = self.first_step_time or time.time()
+        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss, time.perf_counter() - self._step_tic)
         if self.model.optimizer.iterations.numpy() >= self.max_steps:
             self.model.stop_training = True
 
@@ -278,6 +283,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         optimizer_steps=steps_done, global_batch=global_batch, precision=options.mixed_precision,
         device=device_names(strategy), num_processes=replicas,
         train_tokens=monitor.batches * global_batch * data_cfg.block_size, train_seconds=monitor.seconds,
+        first_step_time=monitor.first_step_time,
     )
     def save(folder: Path) -> None:
         model.save_pretrained(folder)

@@ -1,0 +1,161 @@
+"""Training-throughput benchmark: pt-mlm and tf-mlm against the guide's Trainer and Keras recipes.
+
+    python -m benchmarks.run                      # the device it finds: CPU -> small model, GPU -> DistilRoBERTa-sized
+    python -m benchmarks.run --device cpu --repeats 3 --out benchmarks/results/cpu-small
+    python -m benchmarks.run --smoke              # two steps of two configurations, to check the harness
+
+Every configuration trains the same model (built from config), the same blocks of the built-in corpus,
+the same block size and global batch, in its own process, `--repeats` times. Only warm steps (after
+`--warmup` steps, so after compilation) count towards tokens/s; time-to-first-step counts from the
+process start, imports included. Writes results.json, results.md (table with ratios) and throughput.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from benchmarks.report import write_report
+from benchmarks.workloads import Workload, build_model_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def configurations(gpu: bool) -> list[dict]:
+    """(name, path, precision, flags) of every run; `reference` names the recipe a ratio is taken against."""
+    half = "bf16"
+    rows = [
+        {"name": "Trainer (guide) fp32", "path": "trainer", "precision": "no"},
+        {"name": f"Trainer (guide) {half}", "path": "trainer", "precision": half},
+        {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", "reference": "Trainer (guide) fp32"},
+        {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False},
+         "reference": "Trainer (guide) fp32"},
+        {"name": f"pt-mlm {half}", "path": "pt-mlm", "precision": half, "reference": f"Trainer (guide) {half}"},
+        {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
+        {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", "reference": "Keras (guide) fp32"},
+        {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True},
+         "reference": "Keras (guide) fp32"},
+    ]
+    if gpu:
+        rows += [
+            {"name": "Trainer (guide) fp16", "path": "trainer", "precision": "fp16"},
+            {"name": "pt-mlm fp16", "path": "pt-mlm", "precision": "fp16", "reference": "Trainer (guide) fp16"},
+            {"name": "pt-mlm bf16 fused AdamW + compile", "path": "pt-mlm", "precision": "bf16",
+             "flags": {"fused_adamw": True, "torch_compile": True}, "reference": "Trainer (guide) bf16"},
+            {"name": "tf-mlm mixed_float16 XLA", "path": "tf-mlm", "precision": "mixed_float16",
+             "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"},
+        ]
+    else:
+        rows.append({"name": "tf-mlm mixed_bfloat16 XLA", "path": "tf-mlm", "precision": "mixed_bfloat16",
+                     "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"})
+    return rows
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, or None (asked of nvidia-smi, so no framework is imported here)."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
+    return lines[0] if lines else None
+
+
+def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: str) -> dict:
+    scratch.mkdir(parents=True, exist_ok=True)
+    out_file = scratch / f"{abs(hash((spec['name'], time.time())))}.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MLM_CACHE_DIR": str(scratch / "cache"),
+           "PYTHONPATH": str(ROOT)}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    # One framework per process: the other one is not even imported.
+    tensorflow = spec["path"] in ("keras", "tf-mlm")
+    env.update(USE_TF="1" if tensorflow else "0", USE_TORCH="0" if tensorflow else "1")
+    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), json.dumps(asdict(workload)), str(model),
+               str(out_file), str(time.time())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise click.ClickException(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(out_file.read_text())
+
+
+def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
+    tokens_per_step = workload.batch_size * workload.block_size
+    throughputs = [tokens_per_step / statistics.median(r["warm_step_seconds"]) for r in runs]
+    return {
+        "name": spec["name"], "path": spec["path"], "precision": spec["precision"], "flags": spec.get("flags", {}),
+        "reference": spec.get("reference"),
+        "tokens_per_s": statistics.median(throughputs), "tokens_per_s_min": min(throughputs), "tokens_per_s_max": max(throughputs),
+        "samples_per_s": statistics.median(throughputs) / workload.block_size,
+        "step_ms": 1000 * statistics.median(s for r in runs for s in r["warm_step_seconds"]),
+        "time_to_first_step_s": statistics.median(r["time_to_first_step"] for r in runs),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "peak_gpu_mib": max((r["peak_gpu_mib"] or 0) for r in runs) or None,
+        "eval_loss_after": statistics.median(r["eval_loss_after"] for r in runs),
+        "repeats": len(runs),
+    }
+
+
+@click.command()
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--size", type=click.Choice(["auto", "small", "distilroberta"]), default="auto", show_default=True,
+              help="Model shape (auto: small on CPU, distilroberta on GPU).")
+@click.option("--batch-size", default=8, show_default=True, help="Global batch in blocks (one device).")
+@click.option("--block-size", default=128, show_default=True)
+@click.option("--warmup", default=3, show_default=True, help="Steps not counted (compilation, caches).")
+@click.option("--steps", default=10, show_default=True, help="Warm steps measured per run.")
+@click.option("--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported.")
+@click.option("--only", default="", help="Comma-separated substrings of configuration names to run.")
+@click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
+@click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
+def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smoke, out_dir) -> None:
+    """Measure training throughput of each configuration and write a readable report."""
+    name = gpu_name()
+    if device == "auto":
+        device = "gpu" if name else "cpu"
+    if device == "gpu" and not name:
+        raise click.UsageError("--device gpu: no NVIDIA GPU visible (nvidia-smi found none)")
+    size = size if size != "auto" else ("distilroberta" if device == "gpu" else "small")
+    specs = configurations(device == "gpu")
+    if only:
+        specs = [s for s in specs if any(part.strip() in s["name"] for part in only.split(","))]
+    if smoke:
+        specs = [s for s in specs if s["name"] in ("Trainer (guide) fp32", "pt-mlm fp32")]
+        warmup, steps, repeats = 1, 1, 1
+    workload = Workload(size, batch_size, block_size, warmup, steps, max_samples=600 if smoke else 5000)
+    stamp = dt.date.today().isoformat()
+    out = Path(out_dir or ROOT / "benchmarks" / "results" / f"{stamp}-{device}-{size}")
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = ROOT / "benchmarks" / "scratch"
+    model = build_model_folder(size, scratch / f"model-{size}")
+
+    rows, raw = [], {}
+    for spec in specs:
+        runs = []
+        for repeat in range(repeats):
+            click.echo(f"{spec['name']}: run {repeat + 1}/{repeats}", err=True)
+            runs.append(run_one(spec, workload, model, scratch, device))
+        raw[spec["name"]] = runs
+        rows.append(summarise(spec, runs, workload))
+    machine = {
+        "date": stamp, "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "kind": device, "python": platform.python_version(), "platform": platform.platform(),
+        "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
+    }
+    report = {"machine": machine, "workload": asdict(workload), "results": rows, "runs": raw}
+    write_report(out, report)
+    click.echo(f"wrote {out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""What every benchmarked configuration trains: the same model, data, block size and global batch.
+
+The model is built from config (random weights: throughput does not depend on them) into a folder
+with the built-in BERT tokenizer, so nothing is downloaded:
+- `small` (CPU): the MiniLM shape, 6 layers x 384, 30k vocabulary, 22M parameters;
+- `distilroberta` (GPU): DistilRoBERTa's shape, 6 layers x 768, 50,265-word output layer, 82M parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SIZES = {
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522),
+    "distilroberta": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, vocab_size=50265),
+}
+
+
+@dataclass
+class Workload:
+    size: str
+    batch_size: int
+    block_size: int
+    warmup_steps: int
+    measured_steps: int
+    max_samples: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup_steps + self.measured_steps
+
+
+def build_model_folder(size: str, folder: Path) -> Path:
+    """A BERT masked LM of the given shape, random weights, with the built-in tokenizer."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from shared.config import BUILTIN_MODEL
+    from shared.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(max_position_embeddings=512, **SIZES[size])).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

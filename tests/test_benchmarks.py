@@ -1,0 +1,34 @@
+"""The benchmark harness runs end to end (a smoke run of two steps; no timing is asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import train_flops_per_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_table_and_chart(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--device", "cpu", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["Trainer (guide) fp32", "pt-mlm fp32"]
+    ours = report["results"][1]
+    assert ours["tokens_per_s"] > 0 and ours["ratio_vs_reference"] > 0 and ours["reference"] == names[0]
+    assert "CPU" in report["machine"]["device"] and report["machine"]["versions"]["torch"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| pt-mlm fp32 |" in table and "x Trainer (guide) fp32" in table
+    assert (tmp_path / "throughput.png").stat().st_size > 5000
+
+
+def test_model_flops_count_the_output_layer():
+    # The 30k-word output layer of the small model is about half of its matmul work.
+    small = train_flops_per_token("small", 128)
+    assert 6 * (384 * 30522) / small == pytest.approx(0.5, abs=0.1)
