@@ -57,6 +57,9 @@ def write_report(out: Path, report: dict) -> None:
             f"| {r['peak_rss_mib']:,.0f} | {r['peak_gpu_mib'] or '-'} | {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
             f"| {r['eval_loss_after']:.3f} |"
         )
+    if machine.get("bf16") is False:
+        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated, far slower than fp32,",
+                  "so the mixed-precision configurations are left out of this run."]
     lines += ["", "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
               "evaluation before training). Eval loss is on the same frozen masked blocks for every configuration.", ""]
     (out / "results.md").write_text("\n".join(lines))

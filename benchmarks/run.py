@@ -32,16 +32,29 @@ from benchmarks.workloads import Workload, build_model_folder
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def configurations(gpu: bool) -> list[dict]:
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively; without it, bf16 is emulated and far slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def configurations(gpu: bool, bf16: bool) -> list[dict]:
     """(name, path, precision, flags) of every run; `reference` names the recipe a ratio is taken against."""
-    half = "bf16"
     rows = [
         {"name": "Trainer (guide) fp32", "path": "trainer", "precision": "no"},
-        {"name": f"Trainer (guide) {half}", "path": "trainer", "precision": half},
         {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", "reference": "Trainer (guide) fp32"},
         {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False},
          "reference": "Trainer (guide) fp32"},
-        {"name": f"pt-mlm {half}", "path": "pt-mlm", "precision": half, "reference": f"Trainer (guide) {half}"},
+    ]
+    if bf16:
+        rows += [
+            {"name": "Trainer (guide) bf16", "path": "trainer", "precision": "bf16"},
+            {"name": "pt-mlm bf16", "path": "pt-mlm", "precision": "bf16", "reference": "Trainer (guide) bf16"},
+        ]
+    rows += [
         {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
         {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", "reference": "Keras (guide) fp32"},
         {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True},
@@ -56,7 +69,7 @@ def configurations(gpu: bool) -> list[dict]:
             {"name": "tf-mlm mixed_float16 XLA", "path": "tf-mlm", "precision": "mixed_float16",
              "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"},
         ]
-    else:
+    elif bf16:
         rows.append({"name": "tf-mlm mixed_bfloat16 XLA", "path": "tf-mlm", "precision": "mixed_bfloat16",
                      "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"})
     return rows
@@ -126,7 +139,8 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smo
     if device == "gpu" and not name:
         raise click.UsageError("--device gpu: no NVIDIA GPU visible (nvidia-smi found none)")
     size = size if size != "auto" else ("distilroberta" if device == "gpu" else "small")
-    specs = configurations(device == "gpu")
+    bf16 = device == "gpu" or cpu_has_bf16()
+    specs = configurations(device == "gpu", bf16)
     if only:
         specs = [s for s in specs if any(part.strip() in s["name"] for part in only.split(","))]
     if smoke:
@@ -150,6 +164,7 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smo
     machine = {
         "date": stamp, "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         "kind": device, "python": platform.python_version(), "platform": platform.platform(),
+        "bf16": bf16 if device == "cpu" else True,
         "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
     }
     report = {"machine": machine, "workload": asdict(workload), "results": rows, "runs": raw}

@@ -10,8 +10,8 @@ Runbook (the same command everywhere; Accelerate decides the processes):
     pt-mlm train --mixed-precision bf16 ...
     # several GPUs on one machine (global batch = per-device x processes x accumulation)
     accelerate launch --multi_gpu --num_processes 8 -m pt_mlm train ...
-    # two processes on a CPU-only machine (gloo)
-    accelerate launch --cpu --num_processes 2 -m pt_mlm train ...
+    # two processes on a CPU-only machine (gloo; `accelerate launch --cpu` would start only one)
+    torchrun --nproc_per_node 2 -m pt_mlm train ...
     # several nodes: run on each node, with its own --machine_rank
     accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip 10.0.0.1 --main_process_port 29500 \
         --num_processes 16 -m pt_mlm train ...
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean, perplexity
 from shared.models import load_checked, report_fresh_weights, resolve_model
-from shared.outputs import find_resume_checkpoint, prepare_output_dir, save_model_atomically
+from shared.outputs import check_output_dir, create_output_dir, find_resume_checkpoint, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, write_run_report
 
@@ -105,17 +106,22 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     model_config, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
-    out = prepare_output_dir(train_cfg)
+    out = check_output_dir(train_cfg)  # every process checks before any of them writes
     resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
     # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
     # may ask for another precision. The process group itself (PartialState) is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
+        # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
+        cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
         mixed_precision=options.mixed_precision,
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
         log_with="tensorboard" if train_cfg.report_to == "tensorboard" else None,
         project_dir=str(out / "runs"),
     )
+    if accelerator.is_main_process:
+        create_output_dir(train_cfg)
+    accelerator.wait_for_everyone()
     set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
     model, info = AutoModelForMaskedLM.from_pretrained(
@@ -161,7 +167,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
         train_cfg.per_device_batch_size, accelerator.num_processes, train_cfg.gradient_accumulation_steps,
         global_batch * data_cfg.block_size, options.mixed_precision, accelerator.device,
-        net.sparse, options.fused_adamw, options.torch_compile,
+        accelerator.unwrap_model(net).sparse, options.fused_adamw, options.torch_compile,
     )
     if train_cfg.report_to == "tensorboard":
         accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})

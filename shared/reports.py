@@ -55,6 +55,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _base_model_line(name: str) -> str:
+    """Hub metadata names a Hub id; a local folder has none, the built-in has its origin."""
+    from shared.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
+
+    if name == BUILTIN_MODEL:
+        return f"base_model: {BUILTIN_MODEL_ORIGIN}\n"
+    return "" if Path(name).expanduser().exists() else f"base_model: {name}\n"
+
+
 def model_card(results: dict[str, Any], framework: str) -> str:
     """A Hub model card (README.md) with the recipe and the figures of this run."""
     cfg = results["config"]
@@ -66,9 +75,8 @@ def model_card(results: dict[str, Any], framework: str) -> str:
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
-tags: [masked-lm, {framework}]
-base_model: {cfg["model"]["model"]}
----
+tags: [masked-lm, {results["framework"]}]
+{_base_model_line(cfg["model"]["model"])}---
 
 # {Path(train["output_dir"]).name}
 

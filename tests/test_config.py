@@ -38,3 +38,26 @@ def test_defaults_are_the_guides_recipe():
 
 def test_zero_max_samples_means_all_rows():
     assert DataConfig(max_samples=0).max_samples is None
+
+
+def test_perplexity_overflow_is_inf_not_a_crash():
+    import math
+
+    from shared.metrics import TokenWeightedMean, perplexity
+
+    assert perplexity(1000.0) == math.inf and perplexity(0.0) == 1.0
+    mean = TokenWeightedMean()
+    mean.add(2.0, 10)
+    mean.add(4.0, 30)
+    assert mean.mean == 3.5  # weighted by tokens, not the 3.0 a mean of batch means gives
+
+
+def test_cli_help_shows_defaults_and_version():
+    from click.testing import CliRunner
+
+    from pt_mlm.cli import main
+
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    for fragment in ("--block-size", "[default: 128]", "--mixed-precision", "--resume", "--push-to-hub", "2e-05"):
+        assert fragment in help_text, fragment
+    assert "pt-mlm, version" in CliRunner().invoke(main, ["--version"]).output

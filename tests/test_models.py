@@ -50,3 +50,11 @@ def test_a_tokenizer_without_mask_token(tiny_roberta, tmp_path):
     tokenizer.save_pretrained(folder)
     with pytest.raises(UsageError, match="--model: the tokenizer of .* has no mask token"):
         load_checked(resolve_model(str(folder)), 16)
+
+
+def test_builtin_model_fills_a_mask_offline():
+    from pt_mlm import MaskFiller
+
+    predictions = MaskFiller(BUILTIN_MODEL)("The Milky Way is a <mask> galaxy.", top_k=3)
+    assert len(predictions) == 3 and all(0 < p["score"] < 1 for p in predictions)
+    assert all(p["sequence"].startswith("the milky way is a") for p in predictions)  # uncased BERT vocabulary

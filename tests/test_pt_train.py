@@ -1,6 +1,7 @@
 """`pt-mlm train` end to end on tiny models: learning, saving, reloading, accumulation, bf16, resume."""
 
 import json
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -192,3 +193,36 @@ def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
     assert MaskedTokenLoss(model).sparse
     torch.testing.assert_close(sparse.mean(), reference)
     torch.testing.assert_close(dense.mean(), reference)
+
+
+def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import shared.publish as publish
+
+    calls = {}
+
+    class FakeApi:  # records what the real HfApi would be asked to do
+        def create_repo(self, repo_id, private, exist_ok):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
+            calls["upload"] = (repo_id, sorted(p.name for p in Path(folder_path).iterdir()), ignore_patterns)
+            return "https://example.invalid/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake")
+    monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
+    train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny")
+    assert calls["repo"] == ("me/tiny", False, True)
+    repo, files, ignored = calls["upload"]
+    assert repo == "me/tiny" and {"model.safetensors", "README.md", "all_results.json"} <= set(files)
+    assert "checkpoints/*" in ignored
+
+
+def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):
+    from shared.outputs import complete_checkpoints
+
+    train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "12", "--checkpointing-steps", "3",
+               "--save-total-limit", "2")
+    assert [p.name for p in complete_checkpoints(tmp_path / "out")] == ["step-0000009", "step-0000012"]

@@ -78,7 +78,16 @@ def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("xla_and_precision", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["xla"]["True"] == pytest.approx(seen["xla"]["False"], rel=1e-4)
     assert seen["eval"]["mixed_bfloat16"] == pytest.approx(seen["eval"]["float32"], rel=0.02)
+    assert seen["max_label"] > 2048  # token ids fp16 cannot hold exactly
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        assert seen["internal"][policy] == pytest.approx(seen["internal"]["float32"], rel=0.02), policy
     assert seen["mixed_after"] < seen["mixed_before"]
+    # Same loss with the dense head; XLA (fixed rows) differs only by its own numerics and dropout stream.
+    assert seen["heads"]["dense"] == pytest.approx(seen["heads"]["sparse"], rel=1e-4)
+    assert seen["heads"]["sparse_xla"] == pytest.approx(seen["heads"]["sparse"], rel=1e-2)
+    exact, fixed = seen["rows"]["exact"], seen["rows"]["fixed_xla"]
+    assert fixed[1] == exact[1] > 0  # every masked token is in the fixed rows
+    assert fixed[0] == pytest.approx(exact[0], rel=1e-5)
 
 
 def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path):
@@ -103,3 +112,25 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
         assert seen[name]["exit"] == code, (name, seen[name])
         assert message in seen[name]["output"], (name, seen[name])
     assert seen["existing_kept"]
+
+
+def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_roberta, eli5_jsonl, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+            "--num-epochs", "4", "--checkpointing-steps", "10"]
+    process = subprocess.Popen([sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state, deadline = out / "backup" / "loss_log.json", time.time() + 300
+    while time.time() < deadline and process.poll() is None and not state.exists():
+        time.sleep(0.05)  # the first epoch's evaluation is written: backups exist, the fit is mid-way
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "all_results.json").exists()
+    done = tf_mlm(*args, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = json.loads((out / "all_results.json").read_text())
+    assert resumed["optimizer_steps"] == 4 * (resumed["data"]["train_blocks"] // 8)
+    assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0

@@ -26,6 +26,7 @@ def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
 def xla_and_precision(model: str, data: str, work: Path) -> dict:
     """The same batch gives the same loss with and without XLA; bf16 evaluates like fp32 and trains."""
     import numpy as np
+    import tensorflow as tf
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
@@ -47,9 +48,40 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         keras.mixed_precision.set_global_policy(policy)
         net = TFAutoModelForMaskedLM.from_pretrained(model)
         evals[policy] = make_evaluator(net, data_.eval_inputs, 32)()
+    # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
+    # represent exactly (2,048 and 256) must still pick the right logits.
+    from shared.config import BUILTIN_DATASET, BUILTIN_MODEL
+    from shared.models import resolve_model
+
+    big = resolve_model(BUILTIN_MODEL).location
+    big_tokenizer = AutoTokenizer.from_pretrained(big)
+    big_data = prepare_data(DataConfig(dataset=BUILTIN_DATASET, block_size=64, max_samples=300), big_tokenizer, seed=42)
+    big_batch = dict(DataCollatorForLanguageModeling(big_tokenizer, seed=0, return_tensors="np")(
+        [{"input_ids": b} for b in big_data.train_blocks[:8]]))
+    internal = {}
+    for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        keras.utils.set_random_seed(0)  # the fresh MLM head starts the same under every policy
+        net = TFAutoModelForMaskedLM.from_pretrained(big)
+        net.compile(optimizer=keras.optimizers.SGD(0.0))
+        internal[policy] = float(np.mean(net.test_on_batch(big_batch)))
     keras.mixed_precision.set_global_policy("float32")
     mixed = train(tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16"))
-    return {"xla": losses, "eval": evals, "mixed_before": mixed["before"]["eval_loss"], "mixed_after": mixed["after"]["eval_loss"]}
+    # The sparse head (default; exact rows without XLA, fixed rows with it) trains like the dense model.
+    heads = {
+        name: train(tiny_run(model, data, work / name, max_steps=6), options)["loss_log"]["losses"]
+        for name, options in (("sparse", TFOptions()), ("dense", TFOptions(sparse_head=False)),
+                              ("sparse_xla", TFOptions(jit_compile=True)))
+    }
+    from tf_mlm.heads import masked_rows, masked_token_loss_sum
+
+    net = TFAutoModelForMaskedLM.from_pretrained(model)
+    ids, labels = data_.eval_inputs["input_ids"][:8], data_.eval_inputs["labels"][:8]
+    exact = masked_token_loss_sum(net, ids, labels, training=False)
+    fixed = tf.function(masked_token_loss_sum, jit_compile=True)(net, ids, labels, False, masked_rows(ids.size, 0.15))
+    rows = {"exact": [float(exact[0]), float(exact[1])], "fixed_xla": [float(fixed[0]), float(fixed[1])]}
+    return {"xla": losses, "eval": evals, "rows": rows, "internal": internal, "max_label": int(big_batch["labels"].max()), "mixed_before": mixed["before"]["eval_loss"], "mixed_after": mixed["after"]["eval_loss"],
+            "heads": heads}
 
 
 def interrupted_fit(model: str, data: str, work: Path) -> dict:

@@ -39,6 +39,7 @@ from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API tr
 
 from shared.blocks import prepare_data
 from tf_mlm.compat import patch_safetensors_loading
+from tf_mlm.heads import SparseHeadTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
@@ -65,6 +66,7 @@ class TFOptions:
         "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible).",
         choices=("auto", "default", "mirrored", "multi-worker"),
     )
+    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "mixed_float16", "mixed_bfloat16"):
@@ -108,20 +110,15 @@ def make_optimizer(train_cfg, total_steps: int):
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
     in float32 whatever the precision policy. The graph is traced once per run, not per call."""
-
-    @tf.function(reduce_retracing=True)
-    def batch_sums(input_ids, labels):
-        logits = tf.cast(model(input_ids=input_ids, training=False).logits, tf.float32)
-        masked = labels != -100
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(labels, masked), tf.boolean_mask(logits, masked))
-        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(masked, tf.int32))
+    batch_sums = tf.function(lambda ids, labels: masked_token_loss_sum(model, ids, labels, training=False),
+                             reduce_retracing=True)
 
     def evaluate() -> float:
         mean = TokenWeightedMean()
         for start in range(0, len(eval_inputs["input_ids"]), batch_size):
             batch = slice(start, start + batch_size)
             total, count = batch_sums(eval_inputs["input_ids"][batch], eval_inputs["labels"][batch])
-            mean.add(float(total) / max(int(count), 1), int(count))
+            mean.add(float(total) / max(float(count), 1.0), int(count))
         return mean.mean
 
     return evaluate
@@ -228,8 +225,12 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     try:
         with strategy.scope():
             model, info = TFAutoModelForMaskedLM.from_pretrained(resolved.location, output_loading_info=True, **resolved.load_kwargs())
-            # No loss argument: the model computes the masked-LM loss from the labels itself.
-            model.compile(optimizer=make_optimizer(train_cfg, total_steps), jit_compile=options.jit_compile)
+            trainee = model  # the guide's way: the model's own train step and loss
+            if options.sparse_head and encoder_and_head(model):
+                rows = masked_rows(train_cfg.per_device_batch_size * data_cfg.block_size, data_cfg.mlm_probability)
+                trainee = SparseHeadTrainer(model, rows if options.jit_compile else None)
+            # No loss argument: the model (or its sparse trainer) computes the masked-LM loss itself.
+            trainee.compile(optimizer=make_optimizer(train_cfg, total_steps), jit_compile=options.jit_compile)
         report_fresh_weights(info["missing_keys"], resolved.name)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_cfg.mlm_probability, return_tensors="np")
         import datasets
@@ -240,10 +241,10 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         )
         log.info(
             "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
-            "(%d per replica x %d replicas), %d tokens/step, precision %s, XLA %s, device %s",
+            "(%d per replica x %d replicas), %d tokens/step, precision %s, XLA %s, sparse head %s, device %s",
             len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
             train_cfg.per_device_batch_size, replicas, global_batch * data_cfg.block_size,
-            options.mixed_precision, options.jit_compile, device_names(strategy),
+            options.mixed_precision, options.jit_compile, trainee is not model, device_names(strategy),
         )
 
         # ---- evaluate before training (a resumed run keeps the figure of its true start)
@@ -267,16 +268,16 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
             from transformers import PushToHubCallback
 
             keras_callbacks.append(PushToHubCallback(output_dir=str(out / "hub"), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id))
-        model.fit(train_set, epochs=num_epochs, steps_per_epoch=steps_per_epoch, callbacks=keras_callbacks + list(callbacks or []),
+        trainee.fit(train_set, epochs=num_epochs, steps_per_epoch=steps_per_epoch, callbacks=keras_callbacks + list(callbacks or []),
                   verbose=1 if sys.stdout.isatty() else 2)
-        if losses.evals[-1]["step"] != int(model.optimizer.iterations.numpy()):
+        if losses.evals[-1]["step"] != int(trainee.optimizer.iterations.numpy()):
             monitor.on_epoch_end(num_epochs - 1)  # stopped mid-epoch by --max-steps: evaluate the final weights
     finally:
         keras.mixed_precision.set_global_policy("float32")
     shutil.rmtree(backup, ignore_errors=True)  # the fit finished: nothing left to resume
 
     # ---- report and save: Keras weights, then PyTorch weights beside them
-    steps_done = int(model.optimizer.iterations.numpy())
+    steps_done = int(trainee.optimizer.iterations.numpy())
     results = build_results(
         "tensorflow", {**run.to_dict(), "tf": asdict(options)}, data, resolved.name, tokenizer.mask_token,
         info["missing_keys"], losses,

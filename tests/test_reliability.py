@@ -1,0 +1,159 @@
+"""Faults and bad input: interrupted saves, Ctrl-C, unwritable outputs, the bad-input catalog, and
+two processes under `accelerate launch` (PyTorch path; the Keras faults are in test_tf_train.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from shared.outputs import complete_checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pt_mlm", "train", "--model", str(model), "--dataset", str(data),
+               "--output-dir", str(out), *TINY_ARGS, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> None:
+    latest, deadline = out / "checkpoints" / "latest", time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if latest.is_file() and int(latest.read_text().split("-")[1]) >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save, calls = Accelerator.save_state, []
+
+    def dies_on_the_second_save(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        real_save(self, output_dir, **kwargs)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")  # after writing, before the folder is committed
+
+    monkeypatch.setattr(Accelerator, "save_state", dies_on_the_second_save)
+    out = tmp_path / "out"
+    with pytest.raises(OSError):
+        run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+                "--checkpointing-steps", "5", "--max-steps", "20")
+    assert [p.name for p in complete_checkpoints(out)] == ["step-0000005"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000005"
+    assert not (out / "all_results.json").exists(), "no half-finished run may look complete"
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    resumed = train_tiny(tiny_roberta, eli5_jsonl, out, "--checkpointing-steps", "5", "--max-steps", "20", "--resume", "auto")
+    assert resumed["optimizer_steps"] == 20
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    process = start_pt(out, tiny_roberta, eli5_jsonl, "--num-epochs", "20", "--checkpointing-steps", "5")
+    wait_for_checkpoint(process, out, 5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("Error: interrupted at step") and "--resume auto" in message
+    step = int(message.split("interrupted at step ")[1].split(";")[0])
+    assert (out / "checkpoints" / f"step-{step:07d}").is_dir()
+
+
+def test_unwritable_output_dir_fails_before_training(tiny_roberta, eli5_jsonl, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", blocker / "out")
+    assert result.exit_code == 1 and "--output-dir: cannot write to" in result.output
+
+
+def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, nomask: Path) -> list:
+    (tmp_path / "empty.jsonl").touch()
+    (tmp_path / "data.xml").write_text("<a/>")
+    (tmp_path / "bad-rows.jsonl").write_text('{"text": ""}\n{"text": 3}\n')
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("a previous run")
+    m, d = ("--model", str(tiny_roberta)), ("--dataset", str(eli5_jsonl))
+    train = lambda *args: ["train", "--output-dir", str(tmp_path / "out"), "--block-size", "32", *args]  # noqa: E731
+    return [
+        ("missing dataset file", train(*m, "--dataset", str(tmp_path / "nope.jsonl")), 2, "--dataset: no such file"),
+        ("empty dataset file", train(*m, "--dataset", str(tmp_path / "empty.jsonl")), 2, "--dataset: file"),
+        ("unknown format", train(*m, "--dataset", str(tmp_path / "data.xml")), 2, "--dataset: unknown format"),
+        ("text column absent", train(*m, *d, "--text-column", "body"), 2, "--text-column: column 'body' not found; the dataset has"),
+        ("no usable text", train(*m, "--dataset", str(tmp_path / "bad-rows.jsonl"), "--text-column", "text"), 2, "--dataset:"),
+        ("too small for one block", train(*m, *d, "--max-samples", "4", "--block-size", "128"), 2, "less than one block"),
+        ("block size beyond positions", train(*m, *d, "--block-size", "4096"), 2, "--block-size: 4096 is more than"),
+        ("mlm probability outside (0, 1)", train(*m, *d, "--mlm-probability", "1.5"), 2, "--mlm-probability:"),
+        ("zero batch size", train(*m, *d, "--per-device-batch-size", "0"), 2, "--per-device-batch-size:"),
+        ("negative epochs", train(*m, *d, "--num-epochs", "-1"), 2, "--num-epochs:"),
+        ("zero steps", train(*m, *d, "--max-steps", "0"), 2, "--max-steps:"),
+        ("not a masked LM", train("--model", str(gpt2), *d), 2, "has no masked-LM head"),
+        ("tokenizer without mask", train("--model", str(nomask), *d), 2, "has no mask token"),
+        ("fp16 on a CPU", train(*m, *d, "--mixed-precision", "fp16"), 2, "--mixed-precision: fp16 needs a CUDA GPU"),
+        ("Hub id offline", train("--model", "distilbert/distilroberta-base", *d), 1, "--model: 'distilbert/distilroberta-base' is a Hub id"),
+        ("resume without checkpoint", train(*m, *d, "--resume", "auto"), 2, "--resume: no complete checkpoint"),
+        ("existing output dir", ["train", *m, *d, "--output-dir", str(existing)], 2, "--output-dir:"),
+        ("push without repo id", train(*m, *d, "--push-to-hub"), 2, "--hub-model-id: is required"),
+        ("push offline", train(*m, *d, "--push-to-hub", "--hub-model-id", "me/x"), 1, "--push-to-hub:"),
+        ("fill-mask without mask", ["fill-mask", str(tiny_roberta), "no mask here"], 2, "TEXT: no mask in"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def odd_models(tmp_path_factory, tiny_roberta):
+    import shutil
+
+    from transformers import AutoTokenizer, GPT2Config
+
+    root = tmp_path_factory.mktemp("odd")
+    GPT2Config(n_layer=1, n_embd=8, n_head=1).save_pretrained(root / "gpt2")
+    shutil.copytree(tiny_roberta, root / "nomask")
+    tokenizer = AutoTokenizer.from_pretrained(root / "nomask")
+    tokenizer.mask_token = None
+    tokenizer.save_pretrained(root / "nomask")
+    return root / "gpt2", root / "nomask"
+
+
+def test_bad_input_catalog(tmp_path, tiny_roberta, eli5_jsonl, odd_models):
+    from click.testing import CliRunner
+
+    from pt_mlm.cli import main
+
+    failures = []
+    for name, args, code, message in catalog(tmp_path, tiny_roberta, eli5_jsonl, *odd_models):
+        result = CliRunner().invoke(main, args)
+        lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+        ok = result.exit_code == code and len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+        if not ok:
+            failures.append((name, result.exit_code, result.output[-500:], repr(result.exception)))
+    assert not failures, failures
+    assert (tmp_path / "existing" / "keep.txt").read_text() == "a previous run"
+    assert not (tmp_path / "out" / "all_results.json").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, tmp_path):
+    common = [*TINY_ARGS, "--num-epochs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU and uses gloo.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+              "-m", "pt_mlm", "train", "--model", str(tiny_roberta),
+              "--dataset", str(eli5_jsonl), "--output-dir", str(tmp_path / "two"), *common, "--per-device-batch-size", "4"]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "all_results.json").read_text())
+    one = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "one", "--num-epochs", "1")  # 1 process x 8
+    assert two["num_processes"] == 2 and two["global_batch"] == one["global_batch"] == 8
+    assert two["optimizer_steps"] == one["optimizer_steps"]
+    assert two["before"]["eval_loss"] == pytest.approx(one["before"]["eval_loss"], rel=1e-5)
+    assert two["after"]["eval_loss"] == pytest.approx(one["after"]["eval_loss"], rel=0.01)

@@ -1,0 +1,85 @@
+"""Masked-LM loss with the vocabulary projection on masked positions only, the Keras way.
+
+As in `pt_mlm.heads`: only ~15% of positions carry a label, but the stock model projects all of them
+onto the vocabulary, often half the compute. Here the encoder runs on every token and the head only
+on the masked ones. Without XLA the masked rows are gathered exactly (`tf.boolean_mask`); XLA needs
+static shapes, so there a fixed number of rows is gathered, masked positions first, sized with a wide
+margin (twice the expected count plus 64; the chance of more masked tokens than that is nil for any
+batch of a hundred tokens or more) and padding rows weighted 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+from transformers.modeling_tf_utils import keras
+
+
+def encoder_and_head(model) -> tuple | None:
+    """The encoder layer and the hidden->vocabulary head of a TF ...ForMaskedLM, when it has them."""
+    encoder = getattr(model, model.base_model_prefix, None)
+    head = getattr(model, "lm_head", None) or getattr(model, "mlm", None)  # RoBERTa / BERT families
+    return (encoder, head) if encoder is not None and head is not None else None
+
+
+def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
+    """The fixed number of rows gathered under XLA for a batch of `batch_tokens` tokens."""
+    return min(batch_tokens, math.ceil(2 * mlm_probability * batch_tokens) + 64)
+
+
+def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | None = None):
+    """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy."""
+    parts = encoder_and_head(model)
+    labels = tf.reshape(labels, [-1])
+    if parts is None:  # no separable head: the dense path
+        logits = tf.reshape(model(input_ids=input_ids, training=training).logits, [tf.size(labels), -1])
+        weights = tf.cast(labels != -100, tf.float32)
+    else:
+        encoder, head = parts
+        hidden = encoder(input_ids=input_ids, training=training)[0]
+        hidden = tf.reshape(hidden, [tf.size(labels), -1])
+        masked = labels != -100
+        if rows is None:
+            hidden, labels = tf.boolean_mask(hidden, masked), tf.boolean_mask(labels, masked)
+        else:
+            order = tf.argsort(tf.cast(masked, tf.int32), direction="DESCENDING", stable=True)[:rows]
+            hidden, labels = tf.gather(hidden, order), tf.gather(labels, order)
+        logits = head(hidden[tf.newaxis], training=training)[0]  # the head expects (batch, length, hidden)
+        weights = tf.cast(labels != -100, tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(logits, tf.float32))
+    return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
+
+
+class SparseHeadTrainer(keras.Model):
+    """Trains a TF ...ForMaskedLM with the sparse loss; compiled like the model itself, without a loss.
+
+    Variables and optimizer live here for BackupAndRestore; the wrapped model is what gets saved.
+    """
+
+    def __init__(self, model, rows: int | None) -> None:
+        super().__init__()
+        self.mlm, self.rows = model, rows
+        self.loss_tracker = keras.metrics.Mean(name="loss")  # the running mean Keras reports as "loss"
+
+    def call(self, inputs, training=False):
+        return self.mlm(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]  # reset by Keras at each epoch
+
+    def train_step(self, data):
+        features, labels = data if isinstance(data, tuple) else (data, data["labels"])  # prepare_tf_dataset gives (x, y)
+        input_ids = features["input_ids"] if isinstance(features, dict) else features
+        with tf.GradientTape() as tape:
+            total, count = masked_token_loss_sum(self.mlm, input_ids, labels, True, self.rows)
+            loss = total / tf.maximum(count, 1.0)
+            # Replicas' gradients are summed: each contributes its share of the mean.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(scaled, self.mlm.trainable_variables, tape=tape)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def save_pretrained(self, *args, **kwargs):  # for PushToHubCallback, which saves `self.model`
+        return self.mlm.save_pretrained(*args, **kwargs)
