@@ -57,6 +57,8 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
     rows += [
         {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
         {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", "reference": "Keras (guide) fp32"},
+        {"name": "tf-mlm fp32 dense head", "path": "tf-mlm", "precision": "no", "flags": {"sparse_head": False},
+         "reference": "Keras (guide) fp32"},
         {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True},
          "reference": "Keras (guide) fp32"},
     ]

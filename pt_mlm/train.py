@@ -103,7 +103,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
 
     # ---- setup: fail fast on anything that would stop the run later
     resolved = resolve_model(run.model.model)
-    model_config, tokenizer = load_checked(resolved, data_cfg.block_size)
+    _, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     out = check_output_dir(train_cfg)  # every process checks before any of them writes

@@ -205,7 +205,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     # ---- setup: the strategy first (multi-worker must exist before other TF work), then fail-fast checks
     strategy = make_strategy(options.strategy)
     resolved = resolve_model(run.model.model)
-    model_config, tokenizer = load_checked(resolved, data_cfg.block_size)
+    _, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     out = prepare_output_dir(train_cfg)
