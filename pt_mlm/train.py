@@ -13,7 +13,7 @@ Runbook (the same command everywhere; Accelerate decides the processes):
     # two processes on a CPU-only machine (gloo; `accelerate launch --cpu` would start only one)
     torchrun --nproc_per_node 2 -m pt_mlm train ...
     # several nodes: run on each node, with its own --machine_rank
-    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip 10.0.0.1 --main_process_port 29500 \
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip host1 --main_process_port 29500 \
         --num_processes 16 -m pt_mlm train ...
     # continue a stopped run from its newest complete checkpoint
     pt-mlm train ... --resume auto

@@ -106,6 +106,7 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
         "precision": (2, "--mixed-precision"),
         "resume_without_backup": (2, "--resume: no Keras backup"),
         "block_size": (2, "--block-size: 4096 is more than"),
+        "xla_multi_worker": (2, "--jit-compile: cannot be combined with --strategy multi-worker"),
         "no_mask": (2, "TEXT: no mask in"),
     }
     for name, (code, message) in expected.items():
@@ -134,3 +135,39 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     resumed = json.loads((out / "all_results.json").read_text())
     assert resumed["optimizer_steps"] == 4 * (resumed["data"]["train_blocks"] // 8)
     assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jsonl, tmp_path):
+    one = tf_mlm("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "single",
+                 *TINY_ARGS, "--num-epochs", "2")  # one worker, 8 blocks per step
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = json.loads((tmp_path / "single" / "all_results.json").read_text())
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**child_env(), "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        args = ["train", "--strategy", "multi-worker", "--model", tiny_roberta, "--dataset", eli5_jsonl,
+                "--output-dir", tmp_path / f"worker{index}", *TINY_ARGS, "--per-device-batch-size", "4",
+                "--num-epochs", "2"]
+        processes.append(subprocess.Popen([sys.executable, "-m", "tf_mlm", *map(str, args)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    chief = json.loads((tmp_path / "worker0" / "all_results.json").read_text())
+    assert chief["num_processes"] == 2 and chief["global_batch"] == single["global_batch"] == 8
+    assert chief["optimizer_steps"] == single["optimizer_steps"]
+    assert chief["after"]["eval_loss"] == pytest.approx(single["after"]["eval_loss"], rel=0.02)

@@ -127,6 +127,7 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
         "existing_output": base + ["--output-dir", str(existing)],
         "precision": base + ["--output-dir", str(work / "b"), "--mixed-precision", "fp16"],
         "resume_without_backup": base + ["--output-dir", str(work / "c"), "--resume", "auto"],
+        "xla_multi_worker": base + ["--output-dir", str(work / "e"), "--strategy", "multi-worker", "--jit-compile"],
         "block_size": ["train", "--model", model, "--dataset", data, "--block-size", "4096", "--output-dir", str(work / "d")],
         "no_mask": ["fill-mask", model, "nothing to fill"],
     }

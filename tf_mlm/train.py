@@ -73,6 +73,9 @@ class TFOptions:
             raise UsageError(f"must be no, mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}", "--mixed-precision")
         if self.strategy not in ("auto", "default", "mirrored", "multi-worker"):
             raise UsageError(f"unknown strategy {self.strategy!r}", "--strategy")
+        if self.strategy == "multi-worker" and self.jit_compile:
+            # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
+            raise UsageError("cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
