@@ -50,11 +50,6 @@ def create_output_dir(config: TrainConfig) -> Path:
     return out
 
 
-def prepare_output_dir(config: TrainConfig) -> Path:
-    """Check and create --output-dir in a single-process run."""
-    return create_output_dir(config)
-
-
 def staging_dir(final: Path) -> Path:
     """A fresh temporary sibling of `final`, named predictably so every process of a run agrees on it."""
     partial = final.with_name(f".tmp-{final.name}")

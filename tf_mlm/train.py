@@ -44,7 +44,7 @@ from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, report_fresh_weights, resolve_model
-from shared.outputs import prepare_output_dir, save_model_atomically
+from shared.outputs import create_output_dir, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, write_run_report
 
@@ -211,7 +211,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     _, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
-    out = prepare_output_dir(train_cfg)
+    out = create_output_dir(train_cfg)
     backup = resume_state(out, train_cfg.resume)
     keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
