@@ -55,13 +55,18 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _base_model_line(name: str) -> str:
-    """Hub metadata names a Hub id; a local folder has none, the built-in has its origin."""
+def hub_base_model(name: str) -> str | None:
+    """The Hub id a model card should name as base model: none for a local folder, the origin of the built-in."""
     from shared.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
 
     if name == BUILTIN_MODEL:
-        return f"base_model: {BUILTIN_MODEL_ORIGIN}\n"
-    return "" if Path(name).expanduser().exists() else f"base_model: {name}\n"
+        return BUILTIN_MODEL_ORIGIN
+    return None if Path(name).expanduser().exists() else name
+
+
+def _base_model_line(name: str) -> str:
+    base = hub_base_model(name)
+    return f"base_model: {base}\n" if base else ""
 
 
 def model_card(results: dict[str, Any], framework: str) -> str:

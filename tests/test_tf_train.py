@@ -19,9 +19,9 @@ def child_env() -> dict:
     return {**env, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
 
 
-def scenario(name: str, model: Path, data: Path, work: Path) -> dict:
+def scenario(name: str, model: Path, data: Path, work: Path, **env: str) -> dict:
     done = subprocess.run([sys.executable, str(HERE / "tf_scenarios.py"), name, str(model), str(data), str(work)],
-                          env=child_env(), capture_output=True, text=True, timeout=600)
+                          env={**child_env(), **env}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
@@ -135,6 +135,15 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     resumed = json.loads((out / "all_results.json").read_text())
     assert resumed["optimizer_steps"] == 4 * (resumed["data"]["train_blocks"] // 8)
     assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0
+
+
+def test_push_to_hub_uses_the_callback_and_uploads_the_folder(tiny_roberta, eli5_jsonl, tmp_path):
+    seen = scenario("push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO")  # as the CLI sets it
+    assert seen["clone"] == "me/tiny-tf" and seen["repo"] == "me/tiny-tf"
+    assert len(seen["pushes"]) == 3 and seen["pushes"][-1] == "End of training"  # each epoch, then the end
+    assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
+    assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
+    assert {"tf_model.h5", "model.safetensors", "all_results.json"} <= set(seen["uploaded"])
 
 
 def free_ports(count: int) -> list[int]:

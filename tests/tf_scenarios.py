@@ -139,6 +139,45 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
     return seen
 
 
+def push_to_hub(model: str, data: str, work: Path) -> dict:
+    """--push-to-hub with the Hub replaced by recorders: PushToHubCallback during fit, the folder after."""
+    import huggingface_hub
+    import transformers.keras_callbacks as keras_callbacks
+
+    import shared.publish as publish
+    from shared.config import HubConfig
+    from tf_mlm.train import TFOptions, train
+
+    calls: dict = {"pushes": []}
+
+    class FakeRepository:  # what the callback clones into and pushes from
+        def __init__(self, local_dir, clone_from, token=None):
+            Path(local_dir).mkdir(parents=True, exist_ok=True)
+            calls["clone"] = clone_from
+
+        def push_to_hub(self, commit_message, blocking=True, **_):
+            calls["pushes"].append(commit_message)
+            return None, None
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok):
+            calls["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
+            calls["uploaded"] = sorted(p.name for p in Path(folder_path).iterdir())
+
+    keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type("Repo", (), {"repo_id": repo_id})()
+    keras_callbacks.Repository = FakeRepository
+    huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
+    publish.hub_offline_reason = lambda: None
+    run = tiny_run(model, data, work / "out", num_epochs=2)
+    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf")
+    train(run, TFOptions())
+    card = (work / "out" / "hub" / "README.md")
+    return {**calls, "callback_saved": sorted(p.name for p in (work / "out" / "hub").iterdir()),
+            "card": card.read_text() if card.is_file() else ""}
+
+
 if __name__ == "__main__":
     name, model, data, work = sys.argv[1:5]
     print("RESULT " + json.dumps(globals()[name](model, data, Path(work))))

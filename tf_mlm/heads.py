@@ -81,5 +81,10 @@ class SparseHeadTrainer(keras.Model):
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
-    def save_pretrained(self, *args, **kwargs):  # for PushToHubCallback, which saves `self.model`
+    # PushToHubCallback saves and describes `self.model`, which is this trainer during fit.
+    def save_pretrained(self, *args, **kwargs):
         return self.mlm.save_pretrained(*args, **kwargs)
+
+    @property
+    def config(self):
+        return self.mlm.config

@@ -46,7 +46,7 @@ from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, report_fresh_weights, resolve_model
 from shared.outputs import create_output_dir, save_model_atomically
 from shared.publish import check_push_possible, push_folder
-from shared.reports import build_results, write_run_report
+from shared.reports import build_results, hub_base_model, write_run_report
 
 log = logging.getLogger("tf_mlm")
 patch_safetensors_loading()
@@ -211,6 +211,11 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     _, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
+        from transformers.utils import is_torch_available
+
+        if not is_torch_available():
+            raise RunError("--push-to-hub: transformers' PushToHubCallback needs torch importable; "
+                           "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)")
     out = create_output_dir(train_cfg)
     backup = resume_state(out, train_cfg.resume)
     keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
@@ -270,7 +275,11 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         if run.hub.push_to_hub:
             from transformers import PushToHubCallback
 
-            keras_callbacks.append(PushToHubCallback(output_dir=str(out / "hub"), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id))
+            keras_callbacks.append(PushToHubCallback(
+                output_dir=str(out / "hub"), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id,
+                # model-card data for the card the callback writes
+                finetuned_from=hub_base_model(resolved.name), tasks="fill-mask", dataset=data_cfg.dataset, language="en",
+            ))
         trainee.fit(train_set, epochs=num_epochs, steps_per_epoch=steps_per_epoch, callbacks=keras_callbacks + list(callbacks or []),
                   verbose=1 if sys.stdout.isatty() else 2)
         if losses.evals[-1]["step"] != int(trainee.optimizer.iterations.numpy()):
