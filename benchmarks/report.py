@@ -57,9 +57,12 @@ def write_report(out: Path, report: dict) -> None:
             f"| {r['peak_rss_mib']:,.0f} | {r['peak_gpu_mib'] or '-'} | {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
             f"| {r['eval_loss_after']:.3f} |"
         )
-    if machine.get("bf16") is False:
-        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated, far slower than fp32,",
-                  "so the mixed-precision configurations are left out of this run."]
+    if machine.get("bf16") == "none":
+        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated, about 20x slower than",
+                  "fp32, so the mixed-precision rows are left out (`--emulated-bf16` runs them). On such a CPU, train in fp32."]
+    elif machine.get("bf16") == "emulated":
+        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation. Compare them",
+                  "with each other (pt-mlm against the Trainer at the same precision), not with fp32."]
     lines += ["", "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
               "evaluation before training). Eval loss is on the same frozen masked blocks for every configuration.", ""]
     (out / "results.md").write_text("\n".join(lines))

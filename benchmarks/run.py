@@ -42,38 +42,48 @@ def cpu_has_bf16() -> bool:
 
 
 def configurations(gpu: bool, bf16: bool) -> list[dict]:
-    """(name, path, precision, flags) of every run; `reference` names the recipe a ratio is taken against."""
+    """(name, path, precision, flags) of every run; `reference` names the recipe a ratio is taken against.
+
+    Each speed feature is measured on its own against the default path, and each precision against the
+    reference recipe at that precision. The bf16 rows need a GPU or a CPU with native bf16 (`bf16`):
+    emulated bf16 runs about 20x slower than fp32 on a CPU without it, and would only time the emulation.
+    """
+    fp32 = {"reference": "Trainer (guide) fp32"}
     rows = [
         {"name": "Trainer (guide) fp32", "path": "trainer", "precision": "no"},
-        {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", "reference": "Trainer (guide) fp32"},
-        {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False},
-         "reference": "Trainer (guide) fp32"},
+        {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", **fp32},
+        {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False}, **fp32},
+        {"name": "pt-mlm fp32 fused AdamW", "path": "pt-mlm", "precision": "no", "flags": {"fused_adamw": True}, **fp32},
+        {"name": "pt-mlm fp32 compile", "path": "pt-mlm", "precision": "no", "flags": {"torch_compile": True}, **fp32},
     ]
     if bf16:
         rows += [
             {"name": "Trainer (guide) bf16", "path": "trainer", "precision": "bf16"},
             {"name": "pt-mlm bf16", "path": "pt-mlm", "precision": "bf16", "reference": "Trainer (guide) bf16"},
         ]
-    rows += [
-        {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
-        {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", "reference": "Keras (guide) fp32"},
-        {"name": "tf-mlm fp32 dense head", "path": "tf-mlm", "precision": "no", "flags": {"sparse_head": False},
-         "reference": "Keras (guide) fp32"},
-        {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True},
-         "reference": "Keras (guide) fp32"},
-    ]
     if gpu:
         rows += [
-            {"name": "Trainer (guide) fp16", "path": "trainer", "precision": "fp16"},
-            {"name": "pt-mlm fp16", "path": "pt-mlm", "precision": "fp16", "reference": "Trainer (guide) fp16"},
             {"name": "pt-mlm bf16 fused AdamW + compile", "path": "pt-mlm", "precision": "bf16",
              "flags": {"fused_adamw": True, "torch_compile": True}, "reference": "Trainer (guide) bf16"},
-            {"name": "tf-mlm mixed_float16 XLA", "path": "tf-mlm", "precision": "mixed_float16",
-             "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"},
+            {"name": "Trainer (guide) fp16", "path": "trainer", "precision": "fp16"},
+            {"name": "pt-mlm fp16", "path": "pt-mlm", "precision": "fp16", "reference": "Trainer (guide) fp16"},
         ]
-    elif bf16:
-        rows.append({"name": "tf-mlm mixed_bfloat16 XLA", "path": "tf-mlm", "precision": "mixed_bfloat16",
-                     "flags": {"jit_compile": True}, "reference": "Keras (guide) fp32"})
+    keras = {"reference": "Keras (guide) fp32"}
+    rows += [
+        {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
+        {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", **keras},
+        {"name": "tf-mlm fp32 dense head", "path": "tf-mlm", "precision": "no", "flags": {"sparse_head": False}, **keras},
+        {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True}, **keras},
+    ]
+    if bf16:
+        rows.append({"name": "tf-mlm mixed_bfloat16", "path": "tf-mlm", "precision": "mixed_bfloat16", **keras})
+    if gpu:
+        rows += [
+            {"name": "tf-mlm mixed_bfloat16 XLA", "path": "tf-mlm", "precision": "mixed_bfloat16",
+             "flags": {"jit_compile": True}, **keras},
+            {"name": "tf-mlm mixed_float16 XLA", "path": "tf-mlm", "precision": "mixed_float16",
+             "flags": {"jit_compile": True}, **keras},
+        ]
     return rows
 
 
@@ -131,9 +141,12 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
 @click.option("--steps", default=10, show_default=True, help="Warm steps measured per run.")
 @click.option("--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported.")
 @click.option("--only", default="", help="Comma-separated substrings of configuration names to run.")
+@click.option("--emulated-bf16", is_flag=True,
+              help="Also run the bf16 rows on a CPU without native bf16 (about 20x slower than fp32 there).")
 @click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
 @click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
-def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smoke, out_dir) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
+def main(device, size, batch_size, block_size, warmup, steps, repeats, only, emulated_bf16, smoke, out_dir, overwrite) -> None:
     """Measure training throughput of each configuration and write a readable report."""
     name = gpu_name()
     if device == "auto":
@@ -141,16 +154,21 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smo
     if device == "gpu" and not name:
         raise click.UsageError("--device gpu: no NVIDIA GPU visible (nvidia-smi found none)")
     size = size if size != "auto" else ("distilroberta" if device == "gpu" else "small")
-    bf16 = device == "gpu" or cpu_has_bf16()
+    bf16 = device == "gpu" or cpu_has_bf16() or emulated_bf16
     specs = configurations(device == "gpu", bf16)
     if only:
         specs = [s for s in specs if any(part.strip() in s["name"] for part in only.split(","))]
+        if not specs:
+            raise click.BadParameter("matches no configuration on this device", param_hint="--only")
     if smoke:
         specs = [s for s in specs if s["name"] in ("Trainer (guide) fp32", "pt-mlm fp32")]
         warmup, steps, repeats = 1, 1, 1
     workload = Workload(size, batch_size, block_size, warmup, steps, max_samples=600 if smoke else 5000)
     stamp = dt.date.today().isoformat()
     out = Path(out_dir or ROOT / "benchmarks" / "results" / f"{stamp}-{device}-{size}")
+    if (out / "results.json").exists() and not overwrite:  # a committed report is a measurement: keep it
+        raise click.BadParameter(f"{out} already holds a report; choose another folder or pass --overwrite",
+                                 param_hint="--out")
     out.mkdir(parents=True, exist_ok=True)
     scratch = ROOT / "benchmarks" / "scratch"
     model = build_model_folder(size, scratch / f"model-{size}")
@@ -166,7 +184,7 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, smo
     machine = {
         "date": stamp, "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         "kind": device, "python": platform.python_version(), "platform": platform.platform(),
-        "bf16": bf16 if device == "cpu" else True,
+        "bf16": "gpu" if device == "gpu" else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
         "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
     }
     report = {"machine": machine, "workload": asdict(workload), "results": rows, "runs": raw}

@@ -32,3 +32,13 @@ def test_model_flops_count_the_output_layer():
     # The 30k-word output layer of the small model is about half of its matmul work.
     small = train_flops_per_token("small", 128)
     assert 6 * (384 * 30522) / small == pytest.approx(0.5, abs=0.1)
+
+
+@pytest.mark.parametrize("args, flag", [(["--only", "no such configuration"], "--only"), ([], "--out")])
+def test_bad_input_names_the_flag_and_keeps_the_previous_report(tmp_path, args, flag):
+    previous = tmp_path / "results.json"
+    previous.write_text('{"kept": true}')
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--out", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+    assert previous.read_text() == '{"kept": true}'

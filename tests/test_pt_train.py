@@ -168,14 +168,24 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
 
-@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--fused-adamw",)])
-def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags):
+@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--fused-adamw",), ("--torch-compile",)])
+def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags, monkeypatch):
+    if "--torch-compile" in flags:
+        import torch._dynamo
+        import torch._inductor.config as inductor
+
+        # Compiled dropout draws from Inductor's own generator; with the eager one, both paths must agree.
+        monkeypatch.setattr(inductor, "fallback_random", True)
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
     assert plain["config"]["pt"]["sparse_head"] is True  # the default takes the fast path
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
+    if "--torch-compile" in flags:  # the losses above came from compiled code, not a silent eager fallback
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
 
 
 def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
