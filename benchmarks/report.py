@@ -46,15 +46,17 @@ def write_report(out: Path, report: dict) -> None:
         f"median of {rows[0]['repeats'] if rows else 0} runs, each in its own process. Versions: "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + f", Python {machine['python']}.",
         "",
-        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s | peak RSS MiB | peak GPU MiB | MFU | eval loss after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s | peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio_vs_reference']:.2f}x {r['reference']}" if r["ratio_vs_reference"] else "reference"
         lines.append(
             f"| {r['name']} | {r['tokens_per_s']:,.0f} ({r['tokens_per_s_min']:,.0f}-{r['tokens_per_s_max']:,.0f}) "
             f"| {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {r['time_to_first_step_s']:.1f} "
-            f"| {r['peak_rss_mib']:,.0f} | {r['peak_gpu_mib'] or '-'} | {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
+            f"| {r['peak_rss_mib']:,.0f} | {format(r['peak_gpu_mib'], ',.0f') if r['peak_gpu_mib'] else '-'} "
+            f"| {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
+            f"| {format(r['data_wait_share'], '.1%') if r.get('data_wait_share') is not None else '-'} "
             f"| {r['eval_loss_after']:.3f} |"
         )
     if machine.get("bf16") == "none":
@@ -64,7 +66,8 @@ def write_report(out: Path, report: dict) -> None:
         lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation. Compare them",
                   "with each other (pt-mlm against the Trainer at the same precision), not with fp32."]
     lines += ["", "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
-              "evaluation before training). Eval loss is on the same frozen masked blocks for every configuration.", ""]
+              "evaluation before training). Eval loss is on the same frozen masked blocks for every configuration.",
+              "Data wait is the share of step time pt-mlm spent waiting for its next masked batch (`--loader-workers`).", ""]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "throughput.png", rows, machine)
 

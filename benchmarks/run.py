@@ -127,6 +127,9 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         "peak_gpu_mib": max((r["peak_gpu_mib"] or 0) for r in runs) or None,
         "eval_loss_after": statistics.median(r["eval_loss_after"] for r in runs),
+        # Share of the step time spent waiting for the next batch (data loading starving the step).
+        "data_wait_share": statistics.median(r["data_wait_seconds"] / sum(r["step_seconds"]) for r in runs)
+        if all(r.get("data_wait_seconds") is not None for r in runs) else None,
         "repeats": len(runs),
     }
 

@@ -185,6 +185,7 @@ def main() -> None:
         "eval_loss_after": results["after"]["eval_loss"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mib": results.get("peak_gpu_mib"),
+        "data_wait_seconds": results.get("data_wait_seconds"),  # pt-mlm measures its own; None elsewhere
         "versions": versions(),
         "python": platform.python_version(),
     }

@@ -7,10 +7,14 @@ uninterrupted run sees, and 2 x 4 accumulated blocks (or 2 processes x 4) are ma
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from transformers import DataCollatorForLanguageModeling
+
+from shared.blocks import masking_collator
 
 
 def mask_seed(seed: int, epoch: int, position: int) -> int:
@@ -58,7 +62,7 @@ class SeededMasking:
     """The guide's `DataCollatorForLanguageModeling`, reseeded for each block from its mask seed."""
 
     def __init__(self, tokenizer, mlm_probability: float) -> None:
-        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
+        self.collator = masking_collator(tokenizer, mlm_probability)
 
     def __call__(self, examples: list[dict[str, object]]) -> dict[str, torch.Tensor]:
         masked = []
@@ -68,16 +72,49 @@ class SeededMasking:
         return {key: torch.cat([m[key] for m in masked]) for key in masked[0]}
 
 
-def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int):
-    """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start."""
+def default_workers() -> int:
+    """Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they would
+    take cores from the step itself."""
+    return 2 if torch.cuda.is_available() else 0
+
+
+def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int, workers: int = 0):
+    """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
+
+    The sampler runs in this process and every block carries its own mask seed, so the batches and
+    masks are the same whatever the number of workers.
+    """
+    if workers:
+        # The tokenizer was used (in parallel) before the fork; its workers only mask, single-threaded.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     batches = EpochBatches(len(blocks), batch_size, seed)
     loader = DataLoader(
         BlockDataset(blocks),
         batch_sampler=batches,
         collate_fn=SeededMasking(tokenizer, mlm_probability),
         pin_memory=torch.cuda.is_available(),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
     )
     return loader, batches
+
+
+class WaitClock:
+    """Seconds the training loop spent waiting for its next batch: how much the data loading starves it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def iterate(self, loader):
+        batches = iter(loader)
+        while True:
+            tic = time.perf_counter()
+            batch = next(batches, None)
+            self.seconds += time.perf_counter() - tic
+            if batch is None:
+                return
+            yield batch
 
 
 def eval_loader(eval_inputs: dict[str, np.ndarray], batch_size: int) -> DataLoader:

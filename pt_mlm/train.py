@@ -40,7 +40,7 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 
 from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
-from pt_mlm.loaders import eval_loader, train_loader
+from pt_mlm.loaders import WaitClock, default_workers, eval_loader, train_loader
 from shared.blocks import prepare_data
 from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
@@ -61,12 +61,19 @@ class PTOptions:
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
     fused_adamw: bool = option(False, "Use the fused AdamW kernel (one kernel for all parameters).", switch=True)
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
+    loader_workers: int | None = option(
+        None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
+    )
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+        if self.loader_workers is None:
+            self.loader_workers = default_workers()
+        if self.loader_workers < 0:
+            raise UsageError(f"must be 0 or more, got {self.loader_workers}", "--loader-workers")
 
 
 def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -132,7 +139,8 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
     net = MaskedTokenLoss(model, sparse=options.sparse_head)
     loader, batches = train_loader(
-        data.train_blocks, tokenizer, data_cfg.mlm_probability, train_cfg.per_device_batch_size, train_cfg.seed
+        data.train_blocks, tokenizer, data_cfg.mlm_probability, train_cfg.per_device_batch_size, train_cfg.seed,
+        options.loader_workers,
     )
     evals = eval_loader(data.eval_inputs, train_cfg.eval_batch)
     optimizer = torch.optim.AdamW(
@@ -163,11 +171,11 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     log.info(
         "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
         "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s, "
-        "sparse head %s, fused AdamW %s, torch.compile %s",
+        "sparse head %s, fused AdamW %s, torch.compile %s, %d loader workers",
         len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
         train_cfg.per_device_batch_size, accelerator.num_processes, train_cfg.gradient_accumulation_steps,
         global_batch * data_cfg.block_size, options.mixed_precision, accelerator.device,
-        accelerator.unwrap_model(net).sparse, options.fused_adamw, options.torch_compile,
+        accelerator.unwrap_model(net).sparse, options.fused_adamw, options.torch_compile, options.loader_workers,
     )
     if train_cfg.report_to == "tensorboard":
         accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})
@@ -192,6 +200,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
                desc="train", mininterval=1.0)
     tokens_per_batch = train_cfg.per_device_batch_size * data_cfg.block_size * accelerator.num_processes
     trained_tokens, train_seconds, first_step_time = 0, 0.0, None
+    waiting = WaitClock()
     net.train()
     try:
         for epoch in range(progress.epoch, num_epochs):
@@ -202,7 +211,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
             progress.epoch, progress.batches_done_in_epoch = epoch, start
             micro_losses: list[torch.Tensor] = []
             tic = time.perf_counter()
-            for batch in loader:
+            for batch in waiting.iterate(loader):
                 # Dropout randomness is a function of the step, so a resumed run draws the same.
                 torch.manual_seed(train_cfg.seed + progress.global_step)
                 with accelerator.accumulate(net):
@@ -255,8 +264,12 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         optimizer_steps=progress.global_step, global_batch=global_batch, precision=options.mixed_precision,
         device=str(accelerator.device), num_processes=accelerator.num_processes,
         train_tokens=trained_tokens, train_seconds=train_seconds, first_step_time=first_step_time,
+        data_wait_seconds=waiting.seconds,
     )
     after = results["after"]["eval_loss"]
+    if train_seconds:
+        log.info("trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches (--loader-workers)",
+                 results["train_tokens_per_second"], 100 * waiting.seconds / train_seconds)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(net).model

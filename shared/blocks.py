@@ -77,13 +77,34 @@ def cached_blocks(texts: list[str], tokenizer, config: DataConfig) -> tuple[np.n
     return blocks, dropped, False
 
 
-def mask_once(blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int) -> dict[str, np.ndarray]:
-    """Mask blocks with the guide's collator and a fixed seed: the frozen evaluation inputs."""
+class _KnownLength:
+    """A tokenizer whose `len()` is computed once.
+
+    The guide's collator draws random replacement words from `range(len(tokenizer))` on every call, and
+    a fast tokenizer rebuilds its vocabulary to answer `len()`: about 6 ms for 30k words, 90% of the time
+    it takes to mask a batch. Everything else is the tokenizer's own.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer, self._length = tokenizer, len(tokenizer)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+def masking_collator(tokenizer, mlm_probability: float, **kwargs):
+    """The guide's `DataCollatorForLanguageModeling`, without the per-call vocabulary rebuild."""
     from transformers import DataCollatorForLanguageModeling
 
-    collator = DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=mlm_probability, seed=seed, return_tensors="np"
-    )
+    return DataCollatorForLanguageModeling(_KnownLength(tokenizer), mlm_probability=mlm_probability, **kwargs)
+
+
+def mask_once(blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int) -> dict[str, np.ndarray]:
+    """Mask blocks with the guide's collator and a fixed seed: the frozen evaluation inputs."""
+    collator = masking_collator(tokenizer, mlm_probability, seed=seed, return_tensors="np")
     batch = collator([{"input_ids": row} for row in blocks])
     return {"input_ids": batch["input_ids"].astype(np.int32), "labels": batch["labels"].astype(np.int32)}
 

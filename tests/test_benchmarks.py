@@ -22,6 +22,7 @@ def test_smoke_run_writes_json_table_and_chart(tmp_path):
     assert names == ["Trainer (guide) fp32", "pt-mlm fp32"]
     ours = report["results"][1]
     assert ours["tokens_per_s"] > 0 and ours["ratio_vs_reference"] > 0 and ours["reference"] == names[0]
+    assert 0 <= ours["data_wait_share"] < 1 and report["results"][0]["data_wait_share"] is None
     assert "CPU" in report["machine"]["device"] and report["machine"]["versions"]["torch"]
     table = (tmp_path / "results.md").read_text()
     assert "| pt-mlm fp32 |" in table and "x Trainer (guide) fp32" in table

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from shared.blocks import cached_blocks, group_into_blocks, mask_once, prepare_data
+from shared.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
 from shared.config import DataConfig
 from shared.errors import UsageError
 
@@ -67,6 +67,21 @@ def test_eval_masking_is_seeded_and_follows_the_collator(tiny_roberta):
     assert 0.10 < masked.mean() < 0.20  # 15% of tokens carry a label
     np.testing.assert_array_equal(a["labels"][masked], blocks[masked])
     assert 0.7 < (a["input_ids"][masked] == tokenizer.mask_token_id).mean() < 0.9  # 80% become <mask>
+
+
+@pytest.mark.parametrize("tensors", ["np", "pt"])
+def test_the_faster_collator_masks_exactly_as_the_guides(tiny_roberta, tensors):
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    tokenizer.add_tokens(["<extra>"])  # an added token: len() differs from the base vocabulary size
+    blocks = np.random.default_rng(0).integers(5, len(tokenizer), (16, 32))
+    examples = [{"input_ids": row} for row in blocks]
+    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7, return_tensors=tensors)(examples)
+    ours = masking_collator(tokenizer, 0.15, seed=7, return_tensors=tensors)(examples)
+    for key in ("input_ids", "labels"):
+        np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(guide[key]))
+    assert (np.asarray(ours["labels"]) != -100).any()
 
 
 def test_prepare_data_on_the_eli5_jsonl(tiny_roberta, eli5_jsonl):

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from transformers import DataCollatorForLanguageModeling, TFAutoModelForMaskedLM, create_optimizer
+from transformers import TFAutoModelForMaskedLM, create_optimizer
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 
-from shared.blocks import prepare_data
+from shared.blocks import masking_collator, prepare_data
 from tf_mlm.compat import patch_safetensors_loading
 from tf_mlm.heads import SparseHeadTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from shared.config import RunConfig, option
@@ -240,7 +240,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
             # No loss argument: the model (or its sparse trainer) computes the masked-LM loss itself.
             trainee.compile(optimizer=make_optimizer(train_cfg, total_steps), jit_compile=options.jit_compile)
         report_fresh_weights(info["missing_keys"], resolved.name)
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_cfg.mlm_probability, return_tensors="np")
+        collator = masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
         import datasets
 
         train_set = model.prepare_tf_dataset(
