@@ -59,7 +59,9 @@ class PTOptions:
 
     mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
-    fused_adamw: bool = option(False, "Use the fused AdamW kernel (one kernel for all parameters).", switch=True)
+    fused_adamw: bool = option(
+        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
+    )
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     loader_workers: int | None = option(
         None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."

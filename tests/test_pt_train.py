@@ -168,7 +168,7 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
 
-@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--fused-adamw",), ("--torch-compile",), ("--loader-workers", "2")])
+@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--no-fused-adamw",), ("--torch-compile",), ("--loader-workers", "2")])
 def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags, monkeypatch):
     if "--torch-compile" in flags:
         import torch._dynamo
@@ -181,7 +181,7 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
-    assert plain["config"]["pt"]["sparse_head"] is True  # the default takes the fast path
+    assert plain["config"]["pt"]["sparse_head"] and plain["config"]["pt"]["fused_adamw"]  # defaults take the fast path
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
     if "--loader-workers" in flags:
