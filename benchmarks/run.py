@@ -53,6 +53,7 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
         {"name": "Trainer (guide) fp32", "path": "trainer", "precision": "no"},
         {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", **fp32},
         {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False}, **fp32},
+        {"name": "pt-mlm fp32 eager attention", "path": "pt-mlm", "precision": "no", "flags": {"attention": "eager"}, **fp32},
         {"name": "pt-mlm fp32 unfused AdamW", "path": "pt-mlm", "precision": "no", "flags": {"fused_adamw": False}, **fp32},
         {"name": "pt-mlm fp32 compile", "path": "pt-mlm", "precision": "no", "flags": {"torch_compile": True}, **fp32},
     ]

@@ -35,14 +35,17 @@ class MaskedTokenLoss(nn.Module):
         # Looked up, not stored: a second reference would register the head's weights twice.
         self.sparse = sparse and _head_of(model) is not None
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, **_: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, masked_positions: torch.Tensor | None = None,
+                **_: torch.Tensor):
         # Blocks are always full (group_texts drops the remainder), so no attention mask is needed;
-        # leaving it out also lets SDPA take its fastest kernel.
-        masked = labels != -100
+        # leaving it out also lets SDPA take its fastest kernel. `masked_positions` (flat indices of the
+        # labelled tokens) comes from the data loader, so nothing here waits for the device.
+        if masked_positions is None:
+            masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
         if self.sparse:
             hidden = self.model.base_model(input_ids=input_ids).last_hidden_state
-            logits = _head_of(self.model)(hidden[masked])
+            logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
         else:
-            logits = self.model(input_ids=input_ids).logits[masked]
-        token_losses = F.cross_entropy(logits.float(), labels[masked], reduction="none")
-        return token_losses, masked.nonzero()[:, 0]
+            logits = self.model(input_ids=input_ids).logits.flatten(0, 1).index_select(0, masked_positions)
+        token_losses = F.cross_entropy(logits.float(), labels.flatten().index_select(0, masked_positions), reduction="none")
+        return token_losses, torch.div(masked_positions, labels.shape[1], rounding_mode="floor")

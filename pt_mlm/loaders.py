@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shared.blocks import masking_collator
 
@@ -58,6 +58,15 @@ class EpochBatches(Sampler):
             yield [(int(order[p]), mask_seed(self.seed, self.epoch, p)) for p in positions]
 
 
+def with_masked_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the flat indices of the labelled positions, found here on the host.
+
+    Found on a GPU (`labels != -100` then indexing) they would make the host wait for the device on
+    every step, since the number of masked tokens decides the shape of what follows.
+    """
+    return {**batch, "masked_positions": (batch["labels"].flatten() != -100).nonzero().squeeze(1)}
+
+
 class SeededMasking:
     """The guide's `DataCollatorForLanguageModeling`, reseeded for each block from its mask seed."""
 
@@ -69,7 +78,7 @@ class SeededMasking:
         for example in examples:
             self.collator.generator = torch.Generator().manual_seed(int(example["mask_seed"]))
             masked.append(self.collator([{"input_ids": example["input_ids"]}]))
-        return {key: torch.cat([m[key] for m in masked]) for key in masked[0]}
+        return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
 def default_workers() -> int:
@@ -121,4 +130,7 @@ def eval_loader(eval_inputs: dict[str, np.ndarray], batch_size: int) -> DataLoad
     """The frozen, already-masked evaluation blocks, in order."""
     tensors = {k: torch.from_numpy(v.astype(np.int64)) for k, v in eval_inputs.items()}
     rows = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["input_ids"]))]
-    return DataLoader(rows, batch_size=batch_size, shuffle=False)
+    return DataLoader(
+        rows, batch_size=batch_size, shuffle=False, pin_memory=torch.cuda.is_available(),
+        collate_fn=lambda items: with_masked_positions(default_collate(items)),
+    )

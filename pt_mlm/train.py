@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
@@ -62,7 +62,14 @@ class PTOptions:
     fused_adamw: bool = option(
         True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
     )
+    attention: str = option(
+        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls.",
+        choices=("sdpa", "eager"),
+    )
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
+    log_every: int = option(
+        10, "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU between."
+    )
     loader_workers: int | None = option(
         None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
     )
@@ -72,6 +79,10 @@ class PTOptions:
             raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+        if self.attention not in ("sdpa", "eager"):
+            raise UsageError(f"must be sdpa or eager, got {self.attention!r}", "--attention")
+        if self.log_every < 1:
+            raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
         if self.loader_workers is None:
             self.loader_workers = default_workers()
         if self.loader_workers < 0:
@@ -125,6 +136,8 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
         mixed_precision=options.mixed_precision,
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
         log_with="tensorboard" if train_cfg.report_to == "tensorboard" else None,
         project_dir=str(out / "runs"),
     )
@@ -134,7 +147,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
     model, info = AutoModelForMaskedLM.from_pretrained(
-        resolved.location, output_loading_info=True, **resolved.load_kwargs()
+        resolved.location, output_loading_info=True, attn_implementation=options.attention, **resolved.load_kwargs()
     )
     report_fresh_weights(info["missing_keys"], resolved.name)
     if options.torch_compile:
@@ -173,11 +186,11 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     log.info(
         "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
         "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s, "
-        "sparse head %s, fused AdamW %s, torch.compile %s, %d loader workers",
+        "sparse head %s, %s attention, fused AdamW %s, torch.compile %s, %d loader workers",
         len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
         train_cfg.per_device_batch_size, accelerator.num_processes, train_cfg.gradient_accumulation_steps,
         global_batch * data_cfg.block_size, options.mixed_precision, accelerator.device,
-        accelerator.unwrap_model(net).sparse, options.fused_adamw, options.torch_compile, options.loader_workers,
+        accelerator.unwrap_model(net).sparse, model.config._attn_implementation, options.fused_adamw, options.torch_compile, options.loader_workers,
     )
     if train_cfg.report_to == "tensorboard":
         accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})
@@ -194,15 +207,42 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
 
     # ---- fit
-    def checkpoint() -> Path:
-        progress.loss_log = losses.to_dict()
-        return save_checkpoint(accelerator, out, progress, train_cfg.save_total_limit)
-
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process,
                desc="train", mininterval=1.0)
     tokens_per_batch = train_cfg.per_device_batch_size * data_cfg.block_size * accelerator.num_processes
     trained_tokens, train_seconds, first_step_time = 0, 0.0, None
     waiting = WaitClock()
+    # Step losses stay on the device until read back together: reading one waits for the GPU to finish
+    # everything queued, so doing it every step would stop the host from queueing the next step.
+    unread: list[torch.Tensor] = []
+    tic = time.perf_counter()
+
+    def read_losses() -> None:
+        """Read the unread step losses back (all processes at once); spread the time since the last read."""
+        nonlocal unread, train_seconds, first_step_time, tic
+        if not unread:
+            return
+        per_process = accelerator.gather(torch.stack(unread)).reshape(accelerator.num_processes, len(unread))
+        step_losses = per_process.mean(0).tolist()
+        seconds = time.perf_counter() - tic
+        first_step_time = first_step_time or time.time()
+        first = progress.global_step - len(unread) + 1
+        for step, step_loss in enumerate(step_losses, start=first):
+            losses.log_step(step, step_loss, seconds / len(step_losses))
+            accelerator.log({"train/loss": step_loss}, step=step)
+        accelerator.log({"train/lr": scheduler.get_last_lr()[0]}, step=progress.global_step)
+        train_seconds += seconds
+        bar.set_postfix(loss=f"{step_losses[-1]:.3f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
+        unread, tic = [], time.perf_counter()
+
+    def checkpoint() -> Path:
+        nonlocal tic
+        read_losses()
+        progress.loss_log = losses.to_dict()
+        saved = save_checkpoint(accelerator, out, progress, train_cfg.save_total_limit)
+        tic = time.perf_counter()  # saving is not training time
+        return saved
+
     net.train()
     try:
         for epoch in range(progress.epoch, num_epochs):
@@ -229,20 +269,17 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
                     continue
                 # ---- one optimizer step done: log, checkpoint, stop at max steps
                 progress.global_step += 1
-                step_loss = accelerator.gather(torch.stack(micro_losses).mean().reshape(1)).mean().item()
+                unread.append(torch.stack(micro_losses).mean())
                 micro_losses = []
-                step_seconds = time.perf_counter() - tic
-                first_step_time = first_step_time or time.time()
-                losses.log_step(progress.global_step, step_loss, step_seconds)
-                train_seconds += step_seconds
-                tic = time.perf_counter()
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
-                accelerator.log({"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]}, step=progress.global_step)
+                # The first step is read at once: it times the start-up (time to first step).
+                if progress.global_step == 1 or progress.global_step % options.log_every == 0:
+                    read_losses()
                 if progress.global_step >= total_steps:
                     break  # the end-of-epoch checkpoint below covers this step
                 if train_cfg.checkpointing_steps and progress.global_step % train_cfg.checkpointing_steps == 0:
                     checkpoint()
+            read_losses()  # before the evaluation, whose time is not training time
             # ---- end of epoch: evaluate, checkpoint
             eval_loss = evaluate(net, evals, accelerator)
             record = losses.log_eval(progress.global_step, eval_loss)

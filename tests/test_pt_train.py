@@ -168,8 +168,11 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
 
-@pytest.mark.parametrize("flags", [("--no-sparse-head",), ("--no-fused-adamw",), ("--torch-compile",), ("--loader-workers", "2")])
-def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags, monkeypatch):
+@pytest.mark.parametrize("flags", [
+    ("--no-sparse-head",), ("--attention", "eager"), ("--no-fused-adamw",), ("--torch-compile",), ("--loader-workers", "2"),
+    ("--log-every", "1"),
+])
+def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags, monkeypatch, caplog):
     if "--torch-compile" in flags:
         import torch._dynamo
         import torch._inductor.config as inductor
@@ -178,12 +181,17 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
         monkeypatch.setattr(inductor, "fallback_random", True)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
+    caplog.set_level("INFO", logger="pt_mlm")
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
-    assert plain["config"]["pt"]["sparse_head"] and plain["config"]["pt"]["fused_adamw"]  # defaults take the fast path
+    defaults = plain["config"]["pt"]
+    assert defaults["sparse_head"] and defaults["fused_adamw"] and defaults["attention"] == "sdpa"  # the fast path
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
+    assert other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]  # every step, read late
+    if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
+        assert "sdpa attention" in caplog.text and "eager attention" in caplog.text
     if "--loader-workers" in flags:
         assert other["config"]["pt"]["loader_workers"] == 2 and other["data_wait_seconds"] >= 0
     if "--torch-compile" in flags:  # the losses above came from compiled code, not a silent eager fallback
@@ -194,17 +202,23 @@ def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
     from transformers import AutoModelForMaskedLM
 
     from pt_mlm.heads import MaskedTokenLoss
+    from pt_mlm.loaders import with_masked_positions
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
     ids = torch.randint(5, model.config.vocab_size, (4, 16))
     labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
     with torch.no_grad():
         reference = model(input_ids=ids, labels=labels).loss
-        sparse, _ = MaskedTokenLoss(model, sparse=True)(input_ids=ids, labels=labels)
+        sparse, rows = MaskedTokenLoss(model, sparse=True)(input_ids=ids, labels=labels)
         dense, _ = MaskedTokenLoss(model, sparse=False)(input_ids=ids, labels=labels)
+        # The training loader finds the masked positions on the host and hands them in.
+        batch = with_masked_positions({"input_ids": ids, "labels": labels})
+        given, given_rows = MaskedTokenLoss(model, sparse=True)(**batch)
     assert MaskedTokenLoss(model).sparse
     torch.testing.assert_close(sparse.mean(), reference)
     torch.testing.assert_close(dense.mean(), reference)
+    torch.testing.assert_close(given, sparse)
+    assert torch.equal(rows, (labels != -100).nonzero()[:, 0]) and torch.equal(given_rows, rows)
 
 
 def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):

@@ -100,6 +100,7 @@ def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, no
         ("not a masked LM", train("--model", str(gpt2), *d), 2, "has no masked-LM head"),
         ("tokenizer without mask", train("--model", str(nomask), *d), 2, "has no mask token"),
         ("fp16 on a CPU", train(*m, *d, "--mixed-precision", "fp16"), 2, "--mixed-precision: fp16 needs a CUDA GPU"),
+        ("zero log interval", train(*m, *d, "--log-every", "0"), 2, "--log-every: must be 1 or more"),
         ("negative loader workers", train(*m, *d, "--loader-workers", "-1"), 2, "--loader-workers: must be 0 or more"),
         ("Hub id offline", train("--model", "distilbert/distilroberta-base", *d), 1, "--model: 'distilbert/distilroberta-base' is a Hub id"),
         ("resume without checkpoint", train(*m, *d, "--resume", "auto"), 2, "--resume: no complete checkpoint"),
