@@ -83,14 +83,23 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     seconds, first = [], []
 
     class Timer(TrainerCallback):
+        """Times as pt-mlm times itself: waits for the GPU at step 1, then every `warmup` steps and at the
+        end, and spreads each interval over its steps, so neither is timed with a wait per step."""
+
         def on_step_begin(self, args, state, control, **kwargs):
-            self.tic = time.perf_counter()
+            if state.global_step == 0:
+                self.tic, self.unread = time.perf_counter(), 0
 
         def on_step_end(self, args, state, control, **kwargs):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()  # the Trainer does not wait for the GPU each step
-            seconds.append(time.perf_counter() - self.tic)
-            first.append(first[0] if first else time.time())
+            self.unread += 1
+            step = state.global_step
+            if step == 1 or step % workload.warmup_steps == 0 or step == workload.total_steps:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                seconds.extend([(now - self.tic) / self.unread] * self.unread)
+                self.tic, self.unread = now, 0
+                first.append(first[0] if first else time.time())
 
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=workload.batch_size, learning_rate=2e-5, weight_decay=0.01,
