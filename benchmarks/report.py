@@ -60,8 +60,8 @@ def write_report(out: Path, report: dict) -> None:
             f"| {r['eval_loss_after']:.3f} |"
         )
     if machine.get("bf16") == "none":
-        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated, about 20x slower than",
-                  "fp32, so the mixed-precision rows are left out (`--emulated-bf16` runs them). On such a CPU, train in fp32."]
+        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated (PyTorch's about 20x slower",
+                  "than fp32), so the mixed-precision rows are left out (`--emulated-bf16` runs them). On such a CPU, train in fp32."]
     elif machine.get("bf16") == "emulated":
         lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation. Compare them",
                   "with each other (pt-mlm against the Trainer at the same precision), not with fp32."]

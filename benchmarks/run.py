@@ -46,7 +46,8 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
 
     Each speed feature is measured on its own against the default path, and each precision against the
     reference recipe at that precision. The bf16 rows need a GPU or a CPU with native bf16 (`bf16`):
-    emulated bf16 runs about 20x slower than fp32 on a CPU without it, and would only time the emulation.
+    PyTorch's emulated bf16 runs about 20x slower than fp32 on a CPU without it (TensorFlow's far less), and
+    would mostly time the emulation.
     """
     fp32 = {"reference": "Trainer (guide) fp32"}
     rows = [
@@ -146,7 +147,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
 @click.option("--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported.")
 @click.option("--only", default="", help="Comma-separated substrings of configuration names to run.")
 @click.option("--emulated-bf16", is_flag=True,
-              help="Also run the bf16 rows on a CPU without native bf16 (about 20x slower than fp32 there).")
+              help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).")
 @click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
 @click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
 @click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
