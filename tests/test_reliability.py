@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "pt_mlm", "train", "--model", str(model), "--dataset", str(data),
                "--output-dir", str(out), *TINY_ARGS, *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt; the child gets the default disposition so Ctrl-C reaches it wherever
+    # the suite runs.
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> None:
