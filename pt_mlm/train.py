@@ -40,7 +40,7 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 
 from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
-from pt_mlm.loaders import WaitClock, default_workers, eval_loader, train_loader
+from pt_mlm.loaders import WaitClock, default_workers, eval_loader, micro_batch_seed, train_loader
 from shared.blocks import prepare_data
 from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
@@ -222,17 +222,19 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         nonlocal unread, train_seconds, first_step_time, tic
         if not unread:
             return
-        per_process = accelerator.gather(torch.stack(unread)).reshape(accelerator.num_processes, len(unread))
-        step_losses = per_process.mean(0).tolist()
+        # Each entry is (loss, grad norm); the norm is the same on every process (gradients are synced).
+        per_process = accelerator.gather(torch.stack(unread)).reshape(accelerator.num_processes, len(unread), 2)
+        step_losses = per_process[..., 0].mean(0).tolist()
+        grad_norms = per_process[0, :, 1].tolist()
         seconds = time.perf_counter() - tic
         first_step_time = first_step_time or time.time()
         first = progress.global_step - len(unread) + 1
-        for step, step_loss in enumerate(step_losses, start=first):
-            losses.log_step(step, step_loss, seconds / len(step_losses))
-            accelerator.log({"train/loss": step_loss}, step=step)
+        for step, (step_loss, grad_norm) in enumerate(zip(step_losses, grad_norms), start=first):
+            losses.log_step(step, step_loss, seconds / len(step_losses), grad_norm)
+            accelerator.log({"train/loss": step_loss, "train/grad_norm": grad_norm}, step=step)
         accelerator.log({"train/lr": scheduler.get_last_lr()[0]}, step=progress.global_step)
         train_seconds += seconds
-        bar.set_postfix(loss=f"{step_losses[-1]:.3f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
+        bar.set_postfix(loss=f"{step_losses[-1]:.3f}", grad_norm=f"{grad_norms[-1]:.2f}", tok_s=f"{trained_tokens / max(train_seconds, 1e-9):,.0f}")
         unread, tic = [], time.perf_counter()
 
     def checkpoint() -> Path:
@@ -254,11 +256,19 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
             micro_losses: list[torch.Tensor] = []
             tic = time.perf_counter()
             for batch in waiting.iterate(loader):
-                # Dropout randomness is a function of the step, so a resumed run draws the same.
-                torch.manual_seed(train_cfg.seed + progress.global_step)
+                # Dropout draws are a function of the micro-batch's place in the run, so every micro-batch
+                # of an accumulation window draws its own, and a resumed run draws the same.
+                torch.manual_seed(micro_batch_seed(train_cfg.seed, epoch, progress.batches_done_in_epoch,
+                                                   accelerator.process_index))
                 with accelerator.accumulate(net):
+                    # Each micro-batch's mean over its masked tokens, averaged over the window by backward():
+                    # micro-batches weigh the same whatever their masked-token counts, as in the Trainer
+                    # (BERT/RoBERTa forwards take no num_items_in_batch, so it divides by the accumulation).
                     loss = net(**batch)[0].mean()
                     accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        # The norm before clipping is logged; with clipping off the factor is 1, exactly.
+                        grad_norm = accelerator.clip_grad_norm_(net.parameters(), train_cfg.max_grad_norm or math.inf)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -269,7 +279,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
                     continue
                 # ---- one optimizer step done: log, checkpoint, stop at max steps
                 progress.global_step += 1
-                unread.append(torch.stack(micro_losses).mean())
+                unread.append(torch.stack([torch.stack(micro_losses).mean(), grad_norm.float()]))
                 micro_losses = []
                 bar.update(1)
                 # The first step is read at once: it times the start-up (time to first step).

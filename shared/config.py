@@ -109,6 +109,9 @@ class TrainConfig:
     num_epochs: float = option(3.0, "Passes over the training blocks.")
     max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides --num-epochs).")
     warmup_steps: int = option(0, "Linear warm-up steps of the learning rate.")
+    max_grad_norm: float = option(
+        1.0, "Clip the global gradient norm to this before each optimizer step (the Trainer's default); 0 turns it off."
+    )
     lr_scheduler: str = option(
         "linear", "Learning-rate schedule.", choices=("linear", "cosine", "constant", "constant_with_warmup")
     )
@@ -130,6 +133,8 @@ class TrainConfig:
             raise UsageError("must be a number", "--learning-rate")
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            raise UsageError(f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm")
         if self.warmup_steps < 0:
             raise UsageError(f"must be >= 0, got {self.warmup_steps}", "--warmup-steps")
         if not self.output_dir:

@@ -7,6 +7,7 @@ Kept out of the pytest process so TensorFlow and PyTorch never share one.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ TINY = dict(block_size=32)
 def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
     return RunConfig(
         DataConfig(dataset=data, **TINY), ModelConfig(model=model),
-        TrainConfig(output_dir=str(out), learning_rate=1e-3, per_device_batch_size=8, eval_batch_size=32, **train),
+        TrainConfig(**{"output_dir": str(out), "learning_rate": 1e-3, "per_device_batch_size": 8, "eval_batch_size": 32,
+                       **train}),
     )
 
 
@@ -176,6 +178,87 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     card = (work / "out" / "hub" / "README.md")
     return {**calls, "callback_saved": sorted(p.name for p in (work / "out" / "hub").iterdir()),
             "card": card.read_text() if card.is_file() else ""}
+
+
+def use_torch_adam_epsilon() -> None:
+    """Keras' Adam adds epsilon to sqrt(v) before the bias correction, PyTorch's after it: Keras' epsilon
+    is in effect epsilon * sqrt(1 - beta2^t) of PyTorch's. Switching Keras to PyTorch's placement shows
+    that this is the whole of the difference between the two optimizers."""
+    from transformers.optimization_tf import AdamWeightDecay
+
+    keras_prepare = AdamWeightDecay._prepare_local
+
+    def torch_placement(self, var_device, var_dtype, apply_state):
+        keras_prepare(self, var_device, var_dtype, apply_state)
+        coefficients = apply_state[(var_device, var_dtype)]
+        coefficients["epsilon"] = coefficients["epsilon"] * tf.sqrt(1 - coefficients["beta_2_power"])
+
+    import tensorflow as tf
+
+    AdamWeightDecay._prepare_local = torch_placement
+
+
+def same_batches(model: str, batches_file: str, work: Path) -> dict:
+    """tf-mlm's train step and the guide's Keras recipe (the model's own train step, compile without a
+    loss, fit) on the very batches in `batches_file`, in order, from the same weights. Returns both step
+    losses, their largest weight difference, and tf-mlm's logits on the probe batch."""
+    import numpy as np
+    import tensorflow as tf
+    from transformers import TFAutoModelForMaskedLM, create_optimizer
+    from transformers.modeling_tf_utils import keras
+
+    from tf_mlm.train import TFOptions, compile_trainee
+
+    if os.environ.get("TORCH_ADAM_EPSILON"):
+        use_torch_adam_epsilon()
+    arrays = dict(np.load(batches_file))
+    steps, batch = int(arrays["steps"]), int(arrays["batch"])
+    lr, max_grad_norm = float(arrays["lr"]), float(arrays["max_grad_norm"])
+    examples = {"input_ids": arrays["input_ids"], "labels": arrays["labels"]}
+
+    def in_order():
+        return tf.data.Dataset.from_tensor_slices(examples).batch(batch)
+
+    class StepLosses(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.losses, self.norms = [], []
+
+        def on_train_batch_end(self, step, logs=None):
+            self.losses.append(float(logs["loss"]))  # tf-mlm's train step reports the step's own loss
+            self.norms.append(float(logs["grad_norm"]))
+
+    run = tiny_run(model, "unused", work / "unused", max_steps=steps, max_grad_norm=max_grad_norm, learning_rate=lr,
+                   per_device_batch_size=batch)
+    ours = TFAutoModelForMaskedLM.from_pretrained(model)
+    trainee = compile_trainee(ours, run, TFOptions(), total_steps=steps)
+    ours_log = StepLosses()
+    trainee.fit(in_order(), epochs=1, callbacks=[ours_log], verbose=0)
+
+    result = {"ours": ours_log.losses, "ours_norms": ours_log.norms}
+    np.save(work / "tf_probe_logits.npy", ours(input_ids=arrays["probe"], training=False).logits.numpy())
+    if max_grad_norm:  # the guide's Keras code does not clip
+        return result
+    reference = TFAutoModelForMaskedLM.from_pretrained(model)
+    # The guide's Keras code, with the schedule and decay exclusions of transformers' TF examples
+    # (create_optimizer), which are the Trainer's; no clipping, as the guide.
+    optimizer, _ = create_optimizer(init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01)
+    reference.compile(optimizer=optimizer, run_eagerly=True)  # eager, so each step's own loss can be read
+    reference_losses, compute_loss = [], reference.hf_compute_loss
+
+    def recording_loss(*args, **kwargs):  # Keras only reports the epoch's running mean
+        loss = compute_loss(*args, **kwargs)
+        reference_losses.append(float(tf.reduce_mean(loss)))
+        return loss
+
+    reference.hf_compute_loss = recording_loss
+    reference.fit(in_order(), epochs=1, verbose=0)
+
+    weight_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+                      for a, b in zip(ours.trainable_variables, reference.trainable_variables))
+    moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+                for a, b in zip(ours.trainable_variables, TFAutoModelForMaskedLM.from_pretrained(model).trainable_variables))
+    return {**result, "reference": reference_losses, "weight_diff": weight_diff, "moved": moved}
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
     return min(batch_tokens, math.ceil(2 * mlm_probability * batch_tokens) + 64)
 
 
-def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | None = None):
+def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True):
     """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy."""
-    parts = encoder_and_head(model)
+    parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
-    if parts is None:  # no separable head: the dense path
+    if parts is None:  # no separable head, or asked for the dense path
         logits = tf.reshape(model(input_ids=input_ids, training=training).logits, [tf.size(labels), -1])
         weights = tf.cast(labels != -100, tf.float32)
     else:
@@ -51,35 +51,51 @@ def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | 
     return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
 
-class SparseHeadTrainer(keras.Model):
-    """Trains a TF ...ForMaskedLM with the sparse loss; compiled like the model itself, without a loss.
+def dense(gradient):
+    """A gradient as one dense tensor. An embedding lookup's gradient comes as IndexedSlices with a row per
+    use, repeats included; the global norm of those rows is not the gradient's norm, so clipping (and the
+    logged norm) would differ from PyTorch's, which sees the summed dense gradient."""
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
-    Variables and optimizer live here for BackupAndRestore; the wrapped model is what gets saved.
+
+class MaskedLMTrainer(keras.Model):
+    """Trains a TF ...ForMaskedLM on the masked-token loss; compiled like the model itself, without a loss.
+
+    Its train step is the model's own (mean cross-entropy over masked tokens, gradients summed across
+    replicas, the optimizer's global-norm clipping), with two additions: the vocabulary projection on
+    masked rows only (`sparse`), and the logs carry this step's loss and gradient norm (before
+    clipping), rather than Keras' running mean. Variables and optimizer live here for BackupAndRestore;
+    the wrapped model is what gets saved.
     """
 
-    def __init__(self, model, rows: int | None) -> None:
+    def __init__(self, model, sparse: bool = True, rows: int | None = None) -> None:
         super().__init__()
-        self.mlm, self.rows = model, rows
-        self.loss_tracker = keras.metrics.Mean(name="loss")  # the running mean Keras reports as "loss"
+        self.mlm, self.sparse, self.rows = model, sparse, rows
 
     def call(self, inputs, training=False):
         return self.mlm(inputs, training=training)
 
-    @property
-    def metrics(self):
-        return [self.loss_tracker]  # reset by Keras at each epoch
-
     def train_step(self, data):
         features, labels = data if isinstance(data, tuple) else (data, data["labels"])  # prepare_tf_dataset gives (x, y)
         input_ids = features["input_ids"] if isinstance(features, dict) else features
+        optimizer = self.optimizer
+        scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            total, count = masked_token_loss_sum(self.mlm, input_ids, labels, True, self.rows)
+            total, count = masked_token_loss_sum(self.mlm, input_ids, labels, True, self.rows, self.sparse)
             loss = total / tf.maximum(count, 1.0)
             # Replicas' gradients are summed: each contributes its share of the mean.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        self.optimizer.minimize(scaled, self.mlm.trainable_variables, tape=tape)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+            if scales_loss:
+                scaled = optimizer.get_scaled_loss(scaled)
+        variables = self.mlm.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        if scales_loss:
+            gradients = optimizer.get_unscaled_gradients(gradients)
+        summed = optimizer._aggregate_gradients(list(zip(map(dense, gradients), variables)))
+        grad_norm = tf.linalg.global_norm([g for g, _ in summed])
+        # Already summed across replicas; the optimizer clips (global_clipnorm) and applies.
+        optimizer.apply_gradients(summed, experimental_aggregate_gradients=False)
+        return {"loss": loss, "grad_norm": grad_norm}
 
     # PushToHubCallback saves and describes `self.model`, which is this trainer during fit.
     def save_pretrained(self, *args, **kwargs):

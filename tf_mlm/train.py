@@ -39,7 +39,7 @@ from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API tr
 
 from shared.blocks import masking_collator, prepare_data
 from tf_mlm.compat import patch_safetensors_loading
-from tf_mlm.heads import SparseHeadTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
@@ -106,8 +106,19 @@ def make_optimizer(train_cfg, total_steps: int):
         raise UsageError("cosine is not offered on the Keras path; use linear or constant", "--lr-scheduler")
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
     power = 1.0 if train_cfg.lr_scheduler == "linear" else 0.0
-    optimizer, _ = create_optimizer(**kwargs, power=power)
+    # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
+    optimizer, _ = create_optimizer(**kwargs, power=power, adam_global_clipnorm=train_cfg.max_grad_norm or None)
     return optimizer
+
+
+def compile_trainee(model, run: RunConfig, options: "TFOptions", total_steps: int) -> MaskedLMTrainer:
+    """The model wrapped in our train step and compiled the guide's way: an optimizer and no loss."""
+    rows = None
+    if options.jit_compile:  # XLA needs a static number of gathered rows
+        rows = masked_rows(run.train.per_device_batch_size * run.data.block_size, run.data.mlm_probability)
+    trainee = MaskedLMTrainer(model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows)
+    trainee.compile(optimizer=make_optimizer(run.train, total_steps), jit_compile=options.jit_compile)
+    return trainee
 
 
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
@@ -133,24 +144,21 @@ class RunMonitor(keras.callbacks.Callback):
     def __init__(self, losses: LossLog, evaluate_fn, max_steps: int, state_file: Path) -> None:
         super().__init__()
         self.losses, self.evaluate_fn, self.max_steps, self.state_file = losses, evaluate_fn, max_steps, state_file
-        self.seconds, self.batches, self._previous_mean = 0.0, 0, 0.0
+        self.seconds, self.batches = 0.0, 0
         self.first_step_time: float | None = None  # wall clock, for time-to-first-step
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._previous_mean = 0.0
         self._tic = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step_tic = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras reports the running mean of the epoch; recover this step's own loss from it.
-        mean = float(logs["loss"])  # reading the loss waits for the step: the timing below is real
-        step_loss = (batch + 1) * mean - batch * self._previous_mean
-        self._previous_mean = mean
+        step_loss = float(logs["loss"])  # this step's own loss; reading it waits for the step: the timing is real
         self.batches += 1
         self.first_step_time = self.first_step_time or time.time()
-        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss, time.perf_counter() - self._step_tic)
+        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss, time.perf_counter() - self._step_tic,
+                             float(logs.get("grad_norm", math.nan)))
         if self.model.optimizer.iterations.numpy() >= self.max_steps:
             self.model.stop_training = True
 
@@ -233,12 +241,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     try:
         with strategy.scope():
             model, info = TFAutoModelForMaskedLM.from_pretrained(resolved.location, output_loading_info=True, **resolved.load_kwargs())
-            trainee = model  # the guide's way: the model's own train step and loss
-            if options.sparse_head and encoder_and_head(model):
-                rows = masked_rows(train_cfg.per_device_batch_size * data_cfg.block_size, data_cfg.mlm_probability)
-                trainee = SparseHeadTrainer(model, rows if options.jit_compile else None)
-            # No loss argument: the model (or its sparse trainer) computes the masked-LM loss itself.
-            trainee.compile(optimizer=make_optimizer(train_cfg, total_steps), jit_compile=options.jit_compile)
+            trainee = compile_trainee(model, run, options, total_steps)
         report_fresh_weights(info["missing_keys"], resolved.name)
         collator = masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
         import datasets
@@ -252,7 +255,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
             "(%d per replica x %d replicas), %d tokens/step, precision %s, XLA %s, sparse head %s, device %s",
             len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
             train_cfg.per_device_batch_size, replicas, global_batch * data_cfg.block_size,
-            options.mixed_precision, options.jit_compile, trainee is not model, device_names(strategy),
+            options.mixed_precision, options.jit_compile, trainee.sparse, device_names(strategy),
         )
 
         # ---- evaluate before training (a resumed run keeps the figure of its true start)
