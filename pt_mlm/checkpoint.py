@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared.errors import UsageError
+from shared.identity import check_same_run, check_steps_left
 from shared.outputs import checkpoint_dir, commit_dir, mark_latest, staging_dir
 
 STATE = "trainer_state.json"
-# Settings a resumed run must share with its checkpoint, or the data order and schedule would differ.
-MUST_MATCH = ("per_device_batch_size", "gradient_accumulation_steps", "block_size", "seed", "num_processes")
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Progress:
     epoch: int = 0
     batches_done_in_epoch: int = 0  # per process, multiples of the accumulation steps
     loss_log: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the run's identity (shared.identity.run_identity)
 
 
 def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None) -> Path:
@@ -46,15 +45,14 @@ def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None
     return final
 
 
-def load_checkpoint(accelerator, path: Path, settings: dict) -> Progress:
-    """Restore model, optimizer, scheduler and RNG from `path`; refuse one made with other settings."""
+def load_checkpoint(accelerator, path: Path, settings: dict, max_steps: int | None) -> Progress:
+    """Restore model, optimizer, scheduler and RNG from `path`; refuse one made by another run, or one
+    already at --max-steps."""
     state_file = path / STATE
     if not state_file.is_file():
         raise UsageError(f"{str(path)!r} is not a complete pt-mlm checkpoint (no {STATE})", "--resume")
     progress = Progress(**json.loads(state_file.read_text()))
-    for key in MUST_MATCH:
-        saved, now = progress.settings.get(key), settings.get(key)
-        if saved != now:
-            raise UsageError(f"checkpoint {path.name} was made with {key}={saved}, this run has {now}", "--resume")
+    check_same_run(progress.settings, settings, f"checkpoint {path.name}")
+    check_steps_left(max_steps, progress.global_step, f"checkpoint {path.name}")
     accelerator.load_state(str(path))
     return progress

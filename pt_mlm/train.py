@@ -44,6 +44,8 @@ from pt_mlm.loaders import WaitClock, default_workers, eval_loader, micro_batch_
 from shared.blocks import prepare_data
 from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
+from shared.export import add_weights_for_other_framework
+from shared.identity import completed_results, run_identity
 from shared.metrics import LossLog, TokenWeightedMean, perplexity
 from shared.models import load_checked, report_fresh_weights, resolve_model
 from shared.outputs import check_output_dir, create_output_dir, find_resume_checkpoint, save_model_atomically
@@ -69,6 +71,9 @@ class PTOptions:
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     log_every: int = option(
         10, "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU between."
+    )
+    tf_weights: bool = option(
+        True, "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.", switch=True
     )
     loader_workers: int | None = option(
         None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
@@ -127,6 +132,10 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     out = check_output_dir(train_cfg)  # every process checks before any of them writes
+    finished = completed_results(out) if train_cfg.resume else None
+    if finished:  # a finished run is never rewritten
+        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", out, finished["optimizer_steps"])
+        return finished
     resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
     # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
     # may ask for another precision. The process group itself (PartialState) is kept.
@@ -176,13 +185,7 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     )
     net, optimizer, loader, evals, scheduler = accelerator.prepare(net, optimizer, loader, evals, scheduler)
     global_batch = train_cfg.per_device_batch_size * accelerator.num_processes * train_cfg.gradient_accumulation_steps
-    settings = {
-        "per_device_batch_size": train_cfg.per_device_batch_size,
-        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
-        "block_size": data_cfg.block_size,
-        "seed": train_cfg.seed,
-        "num_processes": accelerator.num_processes,
-    }
+    settings = run_identity(run, resolved.name, data.texts, accelerator.num_processes)
     log.info(
         "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
         "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s, "
@@ -193,17 +196,19 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         accelerator.unwrap_model(net).sparse, model.config._attn_implementation, options.fused_adamw, options.torch_compile, options.loader_workers,
     )
     if train_cfg.report_to == "tensorboard":
-        accelerator.init_trackers("pt-mlm", config={**settings, "lr": train_cfg.learning_rate, "total_steps": total_steps})
+        hparams = {key: "none" if value is None else value for key, value in settings.items()}  # TensorBoard takes no None
+        accelerator.init_trackers("pt-mlm", config={**hparams, "total_steps": total_steps})
 
     progress = Progress(settings=settings)
     if resume_from:
-        progress = load_checkpoint(accelerator, resume_from, settings)
+        progress = load_checkpoint(accelerator, resume_from, settings, train_cfg.max_steps)
         log.info("resumed from %s at step %d (epoch %d)", resume_from, progress.global_step, progress.epoch)
     losses = LossLog.from_dict(progress.loss_log)
 
     # ---- evaluate before training (also a fail-fast check that a forward pass works)
     if not losses.evals:  # a resumed run keeps the figure of its true start
         before = losses.log_eval(0, evaluate(net, evals, accelerator))
+        accelerator.log({"eval/loss": before["eval_loss"], "eval/perplexity": before["perplexity"]}, step=0)
         log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
 
     # ---- fit
@@ -310,19 +315,26 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     results = build_results(
         "pytorch", {**run.to_dict(), "pt": asdict(options)}, data, resolved.name, tokenizer.mask_token,
         info["missing_keys"], losses,
-        optimizer_steps=progress.global_step, global_batch=global_batch, precision=options.mixed_precision,
+        optimizer_steps=progress.global_step, steps_per_epoch=steps_per_epoch, global_batch=global_batch, precision=options.mixed_precision,
         device=str(accelerator.device), num_processes=accelerator.num_processes,
         train_tokens=trained_tokens, train_seconds=train_seconds, first_step_time=first_step_time,
         data_wait_seconds=waiting.seconds,
     )
     after = results["after"]["eval_loss"]
-    if train_seconds:
+    if train_seconds > 0:
         log.info("trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches (--loader-workers)",
                  results["train_tokens_per_second"], 100 * waiting.seconds / train_seconds)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(net).model
-        save_model_atomically(out, lambda folder: (unwrapped.save_pretrained(folder), tokenizer.save_pretrained(folder)))
+
+        def save(folder: Path) -> None:
+            unwrapped.save_pretrained(folder, safe_serialization=False)  # see shared.export
+            tokenizer.save_pretrained(folder)
+            if options.tf_weights:
+                add_weights_for_other_framework(folder, have="pt")
+
+        save_model_atomically(out, save)
         write_run_report(out, results, losses, "pt")
         log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after, perplexity(after), out)
         if run.hub.push_to_hub:

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
@@ -97,10 +98,12 @@ def setup_logging(verbose: bool = False) -> None:
 def print_summary(results: dict[str, Any], output_dir: str) -> None:
     """The lines a user looks for when a run ends."""
     before, after = results["before"], results["after"]
+    speed = results["train_tokens_per_second"]
     click.echo(
         f"perplexity before: {before['perplexity']:.2f} (eval loss {before['eval_loss']:.4f})\n"
         f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})\n"
-        f"{results['optimizer_steps']} optimizer steps, {results['train_tokens_per_second']:,.0f} train tokens/s "
+        f"{results['optimizer_steps']} optimizer steps, "
+        f"{'n/a' if speed is None else format(speed, ',.0f')} train tokens/s "
         f"on {results['device']}; saved to {output_dir}"
     )
 
@@ -112,15 +115,20 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     @click.argument("model")
     @click.argument("texts", metavar="TEXT...", nargs=-1, required=True)
     @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @click.option("--json", "as_json", is_flag=True,
+                  help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.')
     @reports_errors
     def fill_mask(model: str, texts: tuple[str, ...], top_k: int, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
-        from shared.fill_mask import format_predictions
+        from shared.fill_mask import format_predictions, predictions_as_json
 
         filler = load_filler(model)
-        for text, predictions in zip(texts, filler(list(texts), top_k=top_k)):
-            click.echo(format_predictions(text, predictions, as_json))
+        results = list(zip(texts, filler(list(texts), top_k=top_k)))
+        if as_json:
+            click.echo(predictions_as_json(results))
+            return
+        for text, predictions in results:
+            click.echo(format_predictions(text, predictions))
 
     return fill_mask
 
@@ -130,6 +138,7 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train_fn:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
     `fill-mask`. One definition, so the two CLIs cannot drift apart."""
     from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from shared.identity import completed_results
 
     @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
     @click.version_option(version, prog_name=prog)
@@ -144,8 +153,14 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train_fn:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
         run = RunConfig(build(DataConfig, values), build(ModelConfig, values), build(TrainConfig, values), build(HubConfig, values))
-        results = train_fn(run, build(options_cls, values))
-        print_summary(results, run.train.output_dir)
+        options = build(options_cls, values)
+        finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
+        if finished:  # said here, where the user reads it; train() returns it untouched as well
+            click.echo(f"{run.train.output_dir} holds a complete run ({finished['optimizer_steps']} optimizer steps); "
+                       "nothing to resume. Its figures:")
+            print_summary(finished, run.train.output_dir)
+            return
+        print_summary(train_fn(run, options), run.train.output_dir)
 
     main.add_command(fill_mask_command(load_filler))
     return main

@@ -71,11 +71,18 @@ class MaskFillerBase:
         }
 
 
-def format_predictions(text: str, predictions: list, as_json: bool) -> str:
-    """A readable table (or JSON) of one text's predictions, for `*-mlm fill-mask`."""
-    per_mask = predictions if predictions and isinstance(predictions[0], list) else [predictions]
-    if as_json:
-        return json.dumps({"text": text, "masks": per_mask}, indent=2)
+def _per_mask(predictions: list) -> list[list[Prediction]]:
+    return predictions if predictions and isinstance(predictions[0], list) else [predictions]
+
+
+def predictions_as_json(results: list[tuple[str, list]]) -> str:
+    """One JSON array for any number of texts: [{"text": ..., "masks": [[prediction, ...] per mask]}]."""
+    return json.dumps([{"text": text, "masks": _per_mask(predictions)} for text, predictions in results], indent=2)
+
+
+def format_predictions(text: str, predictions: list) -> str:
+    """A readable table of one text's predictions, for `*-mlm fill-mask`."""
+    per_mask = _per_mask(predictions)
     lines = [text]
     for n, preds in enumerate(per_mask, 1):
         if len(per_mask) > 1:

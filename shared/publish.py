@@ -8,8 +8,9 @@ from shared.config import HubConfig
 from shared.errors import RunError
 from shared.hub import hub_offline_reason
 
-# Checkpoints and logs stay local; the Hub gets the model, tokenizer, card, metrics and curve.
-NOT_PUSHED = ["checkpoints/*", "runs/*", ".tmp-*", "backup/*"]
+# Checkpoints, logs and the Keras callback's clone of the repository (hub/) stay local; the Hub gets
+# the model, tokenizer, card, metrics and curve.
+NOT_PUSHED = ["checkpoints/*", "runs/*", ".tmp-*", "backup/*", "hub/*"]
 
 
 def check_push_possible(hub: HubConfig) -> None:

@@ -52,6 +52,8 @@ def plot_loss_curve(path: Path, losses: LossLog, title: str) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
@@ -104,7 +106,7 @@ Perplexity is exp(token-weighted mean cross-entropy) on {results["data"]["eval_b
 | rows (max samples) | {data["max_samples"]} (test share {data["test_size"]}) |
 | block size / mlm probability | {data["block_size"]} / {data["mlm_probability"]} |
 | learning rate / weight decay | {train["learning_rate"]} / {train["weight_decay"]} |
-| epochs / optimizer steps | {train["num_epochs"]} / {results["optimizer_steps"]} |
+| epochs trained / optimizer steps | {results["epochs_trained"]:g} / {results["optimizer_steps"]} |
 | global batch | {results["global_batch"]} blocks |
 | precision | {results["precision"]} |
 | train tokens/s | {_fmt(results["train_tokens_per_second"])} on {results["device"]} |
@@ -130,8 +132,9 @@ def build_results(framework: str, config: dict[str, Any], data, model_name: str,
                   fresh_weights: list[str], losses: LossLog, **figures: Any) -> dict[str, Any]:
     """The run's `all_results.json` content, the same shape for both frameworks.
 
-    `figures` carries the framework's own numbers: optimizer_steps, global_batch, precision, device,
-    num_processes, train_tokens, train_seconds.
+    `figures` carries the framework's own numbers: optimizer_steps, steps_per_epoch, global_batch,
+    precision, device, num_processes, train_tokens, train_seconds. Throughput is None, never nan or inf,
+    when no training time was measured.
     """
     before, after = losses.evals[0]["eval_loss"], losses.evals[-1]["eval_loss"]
     seconds = figures.get("train_seconds") or 0.0
@@ -147,5 +150,6 @@ def build_results(framework: str, config: dict[str, Any], data, model_name: str,
         "train_loss": losses.losses[-1] if losses.losses else math.nan,
         "loss_log": losses.to_dict(),
         **figures,
-        "train_tokens_per_second": figures.get("train_tokens", 0) / seconds if seconds else math.nan,
+        "epochs_trained": round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
+        "train_tokens_per_second": figures.get("train_tokens", 0) / seconds if seconds > 0 else None,
     }

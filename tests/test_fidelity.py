@@ -38,7 +38,7 @@ def pt_mlm_run(model: Path, data: Path, out: Path, **train) -> dict:
                     gradient_accumulation_steps=ACCUMULATION, max_steps=STEPS, eval_batch_size=32)
     run = RunConfig(DataConfig(dataset=str(data), block_size=32), ModelConfig(model=str(model)),
                     TrainConfig(**{**settings, **train}))
-    return pt_mlm.train(run, pt_mlm.PTOptions(log_every=1))
+    return pt_mlm.train(run, pt_mlm.PTOptions(log_every=1, tf_weights=False))
 
 
 def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH) -> list[dict[str, torch.Tensor]]:

@@ -29,7 +29,7 @@ def test_eval_loss_falls_and_the_run_describes_itself(trained):
     per_epoch = -(-results["data"]["train_blocks"] // 8)  # batches of 8, the last one partial
     assert results["optimizer_steps"] == 2 * per_epoch
     assert [e["step"] for e in results["loss_log"]["evals"]] == [0, per_epoch, 2 * per_epoch]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"):
+    for name in ("config.json", "pytorch_model.bin", "tokenizer.json", "README.md", "loss_curve.png"):
         assert (out / name).is_file(), name
     assert "perplexity" in (out / "README.md").read_text()
     assert list((out / "runs").rglob("events.out.tfevents*")), "tensorboard logs were asked for"
@@ -73,7 +73,16 @@ def test_fill_mask_cli_prints_a_table_and_json(trained):
     table = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "3")
     assert table.exit_code == 0 and "rank" in table.output and len(table.output.strip().splitlines()) == 5
     as_json = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "2", "--json")
-    assert len(json.loads(as_json.output)["masks"][0]) == 2
+    assert len(json.loads(as_json.output)[0]["masks"][0]) == 2
+
+
+def test_fill_mask_json_is_one_valid_document_for_any_number_of_texts(trained):
+    out, _ = trained
+    texts = ["the cat sees <mask> ball.", "a dog <mask> the moon", "the <mask> reads <mask> book"]
+    printed = json.loads(run_cli("fill-mask", out, *texts, "--top-k", "2", "--json").output)
+    assert [item["text"] for item in printed] == texts
+    assert [len(item["masks"]) for item in printed] == [1, 1, 2]
+    assert all(len(mask) == 2 for item in printed for mask in item["masks"])
 
 
 def test_text_without_a_mask_is_a_usage_error(trained):
@@ -242,7 +251,7 @@ def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_pat
     train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny")
     assert calls["repo"] == ("me/tiny", False, True)
     repo, files, ignored = calls["upload"]
-    assert repo == "me/tiny" and {"model.safetensors", "README.md", "all_results.json"} <= set(files)
+    assert repo == "me/tiny" and {"pytorch_model.bin", "README.md", "all_results.json"} <= set(files)
     assert "checkpoints/*" in ignored
 
 

@@ -44,7 +44,7 @@ def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
     out, results = trained
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
     assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)  # whole batches only
-    for name in ("tf_model.h5", "model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"):
+    for name in ("tf_model.h5", "pytorch_model.bin", "tokenizer.json", "README.md", "loss_curve.png"):
         assert (out / name).is_file(), name
     assert not (out / "backup").exists(), "a finished fit leaves no backup behind"
 
@@ -56,13 +56,8 @@ def test_tf_and_pytorch_give_the_same_top_k(trained):
     texts = ["the cat sees <mask> ball.", "my friend <mask> a book"]
     done = tf_mlm("fill-mask", out, *texts, "--top-k", "5", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
-    decoder = json.JSONDecoder()
-    tf_top, rest = [], done.stdout.strip()
-    while rest:
-        obj, end = decoder.raw_decode(rest)
-        tf_top.append([p["token"] for p in obj["masks"][0]])
-        rest = rest[end:].strip()
-    fill = pipeline("fill-mask", model=str(out), device="cpu")  # PyTorch, from model.safetensors
+    tf_top = [[p["token"] for p in item["masks"][0]] for item in json.loads(done.stdout)]
+    fill = pipeline("fill-mask", model=str(out), device="cpu")  # PyTorch, from pytorch_model.bin
     assert tf_top == [[p["token"] for p in fill(t, top_k=5)] for t in texts]
 
 
@@ -137,13 +132,58 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0
 
 
-def test_push_to_hub_uses_the_callback_and_uploads_the_folder(tiny_roberta, eli5_jsonl, tmp_path):
+def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO")  # as the CLI sets it
     assert seen["clone"] == "me/tiny-tf" and seen["repo"] == "me/tiny-tf"
-    assert len(seen["pushes"]) == 3 and seen["pushes"][-1] == "End of training"  # each epoch, then the end
+    # One push per event: the callback at each of the 2 epochs, then the finished folder once.
+    assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
     assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
     assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
-    assert {"tf_model.h5", "model.safetensors", "all_results.json"} <= set(seen["uploaded"])
+    assert seen["upload_message"].startswith("tf-mlm: perplexity")
+    assert seen["uploaded"] == sorted([
+        "README.md", "all_results.json", "config.json", "loss_curve.png", "merges.txt", "pytorch_model.bin",
+        "special_tokens_map.json", "tf_model.h5", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+    ])
+
+
+PLAIN_TRANSFORMERS = """
+import json, sys
+framework, folder = sys.argv[1], sys.argv[2]
+from transformers import pipeline
+if framework == "tf":
+    from transformers import TFAutoModelForMaskedLM as Auto
+else:
+    from transformers import AutoModelForMaskedLM as Auto
+Auto.from_pretrained(folder)
+# transformers 4.57 passes its default dtype="auto" to TF models, which reject it (any TF model, not
+# only ours): a TF pipeline needs dtype=None there.
+fill = pipeline("fill-mask", model=folder, framework=framework, **({"dtype": None} if framework == "tf" else {}))
+top = [[p["token"] for p in fill(text, top_k=3)] for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")]
+project = sorted(m for m in sys.modules if m.split(".")[0] in ("shared", "pt_mlm", "tf_mlm", "benchmarks"))
+print("RESULT " + json.dumps({"top": top, "project": project}))
+"""
+
+
+def load_with_plain_transformers(folder: Path, framework: str, work: Path) -> dict:
+    """A fresh process that never imports this project, in a user's default environment (both frameworks
+    visible: transformers 4.x cannot import its pipelines with torch hidden)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+    done = subprocess.run([sys.executable, "-c", PLAIN_TRANSFORMERS, framework, str(folder)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+@pytest.mark.slow
+def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(trained, tiny_roberta, eli5_jsonl, tmp_path):
+    from pt_helpers import train_tiny
+
+    pt_out = tmp_path / "pt"
+    train_tiny(tiny_roberta, eli5_jsonl, pt_out, "--max-steps", "30", "--tf-weights")
+    for folder in (trained[0], pt_out):
+        seen = {framework: load_with_plain_transformers(folder, framework, tmp_path) for framework in ("tf", "pt")}
+        assert seen["tf"]["project"] == seen["pt"]["project"] == []
+        assert seen["tf"]["top"] == seen["pt"]["top"], folder  # the same weights in both files
 
 
 def free_ports(count: int) -> list[int]:

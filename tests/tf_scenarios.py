@@ -166,7 +166,11 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
             calls["repo"] = repo_id
 
         def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
-            calls["uploaded"] = sorted(p.name for p in Path(folder_path).iterdir())
+            from huggingface_hub.utils import filter_repo_objects  # what the real upload_folder filters with
+
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            calls["uploaded"] = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
+            calls["upload_message"] = commit_message
 
     keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type("Repo", (), {"repo_id": repo_id})()
     keras_callbacks.Repository = FakeRepository

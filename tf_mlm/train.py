@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,13 +43,16 @@ from shared.config import RunConfig, option
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, report_fresh_weights, resolve_model
-from shared.outputs import create_output_dir, save_model_atomically
+from shared.export import add_weights_for_other_framework
+from shared.identity import check_same_run, check_steps_left, completed_results, run_identity
+from shared.outputs import check_output_dir, create_output_dir, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, hub_base_model, write_run_report
 
 log = logging.getLogger("tf_mlm")
 patch_safetensors_loading()
 BACKUP = "backup"
+HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
 
 @dataclass
@@ -173,34 +175,27 @@ class RunMonitor(keras.callbacks.Callback):
         self.state_file.write_text(json.dumps(self.losses.to_dict()))
 
 
+def epoch_pushes():
+    """transformers' PushToHubCallback, pushing at each epoch's end only. The end of training is pushed
+    once, by `push_folder`, with the whole output folder (both frameworks' weights, our model card and
+    metrics); the callback's own final push would upload the same model a second time."""
+    from transformers import PushToHubCallback
+
+    class EpochPushes(PushToHubCallback):
+        def on_train_end(self, logs=None):
+            if self.last_job is not None:
+                while not self.last_job.is_done:  # the last epoch's upload finishes before ours starts
+                    time.sleep(1)
+
+    return EpochPushes
+
+
 def resume_state(out: Path, resume: str | None) -> Path:
     """The BackupAndRestore folder; with --resume it must hold a backup to continue from."""
     backup = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser()
     if resume and not (backup.is_dir() and any(backup.iterdir())):
         raise UsageError(f"no Keras backup in {str(backup)!r} to resume from", "--resume")
     return backup
-
-
-def export_for_pytorch(folder: Path) -> None:
-    """Add PyTorch weights beside the Keras ones, so the PyTorch fill-mask pipeline loads the folder.
-
-    Converting needs torch and TensorFlow in one process; a short-lived child keeps them apart from
-    the training process.
-    """
-    code = """
-import sys
-from transformers import AutoConfig, AutoModelForMaskedLM, TFAutoModelForMaskedLM
-from transformers.modeling_tf_pytorch_utils import load_tf2_model_in_pytorch_model
-# Built from config and filled from the Keras model: from_pretrained(from_tf=True) leaves meta tensors.
-model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(sys.argv[1]))
-load_tf2_model_in_pytorch_model(model, TFAutoModelForMaskedLM.from_pretrained(sys.argv[1]))
-model.save_pretrained(sys.argv[1])
-"""
-    # "AUTO" for both: a "1" for one framework switches the other off in transformers.
-    env = {**os.environ, "USE_TF": "AUTO", "USE_TORCH": "AUTO", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        log.warning("could not add PyTorch weights: %s", (done.stderr.strip().splitlines() or ["?"])[-1])
 
 
 def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | None = None) -> dict:
@@ -224,6 +219,11 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         if not is_torch_available():
             raise RunError("--push-to-hub: transformers' PushToHubCallback needs torch importable; "
                            "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)")
+    finished = completed_results(check_output_dir(train_cfg)) if train_cfg.resume else None
+    if finished:  # a finished run is never rewritten
+        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", train_cfg.output_dir,
+                    finished["optimizer_steps"])
+        return finished
     out = create_output_dir(train_cfg)
     backup = resume_state(out, train_cfg.resume)
     keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
@@ -259,8 +259,15 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         )
 
         # ---- evaluate before training (a resumed run keeps the figure of its true start)
-        state_file = backup / "loss_log.json"
-        losses = LossLog.from_dict(json.loads(state_file.read_text())) if train_cfg.resume and state_file.is_file() else LossLog()
+        state_file, identity_file = backup / "loss_log.json", backup / "run_identity.json"
+        identity = run_identity(run, resolved.name, data.texts, replicas)
+        losses = LossLog()
+        if train_cfg.resume:
+            if identity_file.is_file():
+                check_same_run(json.loads(identity_file.read_text()), identity, f"the Keras backup in {backup}")
+            if state_file.is_file():
+                losses = LossLog.from_dict(json.loads(state_file.read_text()))
+            check_steps_left(train_cfg.max_steps, losses.steps[-1] if losses.steps else 0, f"the Keras backup in {backup}")
         evaluate_now = make_evaluator(model, data.eval_inputs, train_cfg.eval_batch)
         if not losses.evals:
             before = losses.log_eval(0, evaluate_now())
@@ -268,6 +275,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
 
         # ---- fit, with callbacks for progress, backups, logs and the Hub
         backup.mkdir(parents=True, exist_ok=True)
+        identity_file.write_text(json.dumps(identity))
         monitor = RunMonitor(losses, evaluate_now, total_steps, state_file)
         keras_callbacks = [
             monitor,
@@ -276,10 +284,8 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         if train_cfg.report_to == "tensorboard":
             keras_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
         if run.hub.push_to_hub:
-            from transformers import PushToHubCallback
-
-            keras_callbacks.append(PushToHubCallback(
-                output_dir=str(out / "hub"), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id,
+            keras_callbacks.append(epoch_pushes()(
+                output_dir=str(out / HUB_CLONE), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id,
                 # model-card data for the card the callback writes
                 finetuned_from=hub_base_model(resolved.name), tasks="fill-mask", dataset=data_cfg.dataset, language="en",
             ))
@@ -296,7 +302,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     results = build_results(
         "tensorflow", {**run.to_dict(), "tf": asdict(options)}, data, resolved.name, tokenizer.mask_token,
         info["missing_keys"], losses,
-        optimizer_steps=steps_done, global_batch=global_batch, precision=options.mixed_precision,
+        optimizer_steps=steps_done, steps_per_epoch=steps_per_epoch, global_batch=global_batch, precision=options.mixed_precision,
         device=device_names(strategy), num_processes=replicas,
         train_tokens=monitor.batches * global_batch * data_cfg.block_size, train_seconds=monitor.seconds,
         first_step_time=monitor.first_step_time,
@@ -304,7 +310,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
     def save(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        export_for_pytorch(folder)
+        add_weights_for_other_framework(folder, have="tf")
     save_model_atomically(out, save)
     write_run_report(out, results, losses, "tf")
     after = results["after"]

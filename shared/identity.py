@@ -1,0 +1,66 @@
+"""What defines a run, so that `--resume` continues the same run or refuses with the setting that differs.
+
+A checkpoint (PyTorch) or a Keras backup records the run's identity when it is written; a resumed run
+computes its own and compares. The data is identified by a fingerprint of its texts, not by its name:
+the same file edited in place is other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.config import RunConfig, flag_of
+from shared.errors import UsageError
+from shared.reports import RESULTS
+
+# Settings that decide what the model learns, by their config field (and so their flag).
+DATA_FIELDS = ("text_column", "max_samples", "test_size", "block_size", "mlm_probability")
+TRAIN_FIELDS = ("seed", "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
+                "lr_scheduler", "warmup_steps", "max_grad_norm")
+
+
+def data_fingerprint(texts) -> str:
+    """A digest of the train and eval texts, in order."""
+    digest = hashlib.sha256()
+    for part in (texts.train, texts.test):
+        for text in part:
+            digest.update(text.encode())
+            digest.update(b"\0")
+        digest.update(b"\1")
+    return digest.hexdigest()[:16]
+
+
+def run_identity(run: RunConfig, model_name: str, texts, num_processes: int) -> dict[str, Any]:
+    identity: dict[str, Any] = {"model": model_name, "num_processes": num_processes}
+    identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
+    identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
+    # Last, so that a setting that changes the data (the seed's split, --max-samples) is named itself.
+    identity["dataset"] = data_fingerprint(texts)
+    return identity
+
+
+def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> None:
+    """Refuse to resume `where` (a checkpoint or backup) when any setting defining the run differs."""
+    for key, value in now.items():
+        if key not in saved or saved[key] == value:
+            continue
+        if key == "dataset":
+            raise UsageError(f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
+                             "resume with the same data or start a new --output-dir", "--dataset")
+        flag = "--resume" if key == "num_processes" else flag_of(key)
+        raise UsageError(f"{where} was made with {flag} {saved[key]}, this run has {value}; "
+                         "resume with the same settings or start a new --output-dir", flag)
+
+
+def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
+    if max_steps is not None and max_steps <= steps_done:
+        raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
+
+
+def completed_results(out: Path) -> dict[str, Any] | None:
+    """The results of a finished run in `out` (all_results.json is written last), or None."""
+    path = out / RESULTS
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,117 @@
+"""Run integrity: --resume continues the same run or refuses naming what differs; a finished run is
+never rewritten; no nan or inf reaches a report; the figures agree wherever they are written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pt_helpers import TINY_ARGS, run_cli, train_tiny
+
+pytestmark = pytest.mark.slow
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tiny_roberta, eli5_jsonl, tmp_path_factory):
+    """A run with checkpoints at steps 2 and 4 whose end never came: its all_results.json is gone."""
+    work = tmp_path_factory.mktemp("stopped")
+    data = work / "eli5.jsonl"
+    shutil.copy(eli5_jsonl, data)
+    out = work / "out"
+    train_tiny(tiny_roberta, data, out, "--max-steps", "4", "--checkpointing-steps", "2")
+    (out / "all_results.json").unlink()
+    return out, data
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--block-size", "16"), ("--mlm-probability", "0.2"), ("--seed", "7"), ("--per-device-batch-size", "4"),
+    ("--gradient-accumulation-steps", "2"), ("--learning-rate", "2e-3"), ("--max-grad-norm", "0"),
+    ("--test-size", "0.3"), ("--max-samples", "150"), ("--max-steps", "4"),
+])
+def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, flag, value):
+    out, data = stopped_run
+    before = digest(out / "checkpoints")
+    args = [a for a in TINY_ARGS]
+    if flag in args:  # replace the tiny default rather than giving the flag twice
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    if flag != "--max-steps":
+        args += ["--max-steps", "8"]
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", data, "--output-dir", out, *args, "--resume", "auto")
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {flag}:") and "step-0000004" in last, last
+    assert digest(out / "checkpoints") == before, "a refused resume leaves the checkpoints as they were"
+
+
+def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta, tmp_path):
+    out, data = stopped_run
+    edited = tmp_path / "out"
+    shutil.copytree(out, edited)
+    lines = data.read_text().splitlines()
+    changed = tmp_path / data.name
+    changed.write_text("\n".join([lines[0].replace("the cat", "the lion")] + lines[1:]) + "\n")
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", changed, "--output-dir", edited, *TINY_ARGS,
+                     "--max-steps", "8", "--resume", "auto")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: --dataset: checkpoint step-0000004 was trained on other data")
+
+
+def test_resuming_at_the_last_checkpoint_reports_no_nan(tiny_roberta, eli5_jsonl, tmp_path):
+    """Killed after its final checkpoint but before its report, a run resumed trains no step: its
+    throughput is unknown (null, "n/a"), not nan."""
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--num-epochs", "1")
+    (out / "all_results.json").unlink()
+    results = train_tiny(tiny_roberta, eli5_jsonl, out, "--num-epochs", "1", "--resume", "auto")
+    text = (out / "all_results.json").read_text()
+    assert results["train_tokens_per_second"] is None and results["optimizer_steps"] > 0
+    assert "nan" not in text.lower() and "infinity" not in text.lower()
+    assert "| train tokens/s | n/a" in (out / "README.md").read_text()
+
+
+def test_a_finished_run_is_never_rewritten(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "3")
+    before = digest(out)
+    for extra in ([], ["--max-steps", "6"]):
+        result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+                         "--max-steps", "3", *extra, "--resume", "auto")
+        assert result.exit_code == 0, result.output
+        assert "holds a complete run (3 optimizer steps); nothing to resume" in result.output
+    assert digest(out) == before
+
+
+def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli5_jsonl, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+                     "--num-epochs", "1.5", "--report-to", "tensorboard")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "all_results.json").read_text())
+    before, after = results["before"], results["after"]
+    card = (out / "README.md").read_text()
+    per_epoch = -(-results["data"]["train_blocks"] // 8)
+    assert results["epochs_trained"] == round(results["optimizer_steps"] / per_epoch, 2) < 2
+    assert f"| epochs trained / optimizer steps | {results['epochs_trained']:g} / {results['optimizer_steps']} |" in card
+    assert f"| perplexity | {before['perplexity']:.3f} | {after['perplexity']:.3f} |" in card
+    assert f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in result.output
+    assert f"{results['train_tokens_per_second']:,.0f} train tokens/s" in result.output
+    events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    eval_losses = {e.step: e.value for e in events.Scalars("eval/loss")}
+    assert eval_losses == pytest.approx({e["step"]: e["eval_loss"] for e in results["loss_log"]["evals"]}, rel=1e-6)
+    train_losses = [e.value for e in events.Scalars("train/loss")]
+    assert train_losses == pytest.approx(results["loss_log"]["losses"], rel=1e-6)
+    assert len(events.Scalars("train/grad_norm")) == results["optimizer_steps"]
