@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.workloads import SIZES
+from shared.metrics import perplexity
 
 # Dense bf16 tensor-core peaks (FLOP/s) for model-FLOPs utilisation; None where unknown.
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -46,8 +47,8 @@ def write_report(out: Path, report: dict) -> None:
         f"median of {rows[0]['repeats'] if rows else 0} runs, each in its own process. Versions: "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + f", Python {machine['python']}.",
         "",
-        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s | peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s | peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after | eval perplexity after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio_vs_reference']:.2f}x {r['reference']}" if r["ratio_vs_reference"] else "reference"
@@ -57,7 +58,7 @@ def write_report(out: Path, report: dict) -> None:
             f"| {r['peak_rss_mib']:,.0f} | {format(r['peak_gpu_mib'], ',.0f') if r['peak_gpu_mib'] else '-'} "
             f"| {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
             f"| {format(r['data_wait_share'], '.1%') if r.get('data_wait_share') is not None else '-'} "
-            f"| {r['eval_loss_after']:.3f} |"
+            f"| {r['eval_loss_after']:.3f} | {perplexity(r['eval_loss_after']):,.1f} |"
         )
     if machine.get("bf16") == "none":
         lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated (PyTorch's about 20x slower",
@@ -66,7 +67,8 @@ def write_report(out: Path, report: dict) -> None:
         lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation. Compare them",
                   "with each other (pt-mlm against the Trainer at the same precision), not with fp32."]
     lines += ["", "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
-              "evaluation before training). Eval loss is on the same frozen masked blocks for every configuration.",
+              "evaluation before training). Eval loss and perplexity are after the same steps, on the same frozen masked",
+              "blocks, for every configuration: a faster row that learns worse shows here.",
               "Data wait is the share of step time pt-mlm spent waiting for its next masked batch (`--loader-workers`).", ""]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "throughput.png", rows, machine)
