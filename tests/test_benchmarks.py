@@ -62,4 +62,7 @@ def test_a_gpu_report_gives_mfu_against_the_bf16_peak(tmp_path):
     mfu = json.loads((tmp_path / "results.json").read_text())["results"][0]["mfu"]
     assert mfu == pytest.approx(100_000 * train_flops_per_token("distilroberta", 128) / 989e12)
     assert 0.01 < mfu < 0.1  # 100k tokens/s of an 82M-parameter model is a few percent of an H100
-    assert f"| {mfu:.1%} |" in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    assert f"| {mfu:.1%} |" in table
+    # Beside the speed, what the row learned: eval loss 10.0 is a perplexity of e^10 = 22,026.5.
+    assert "| 10.000 | 22,026.5 |" in table

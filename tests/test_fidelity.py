@@ -109,3 +109,19 @@ def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl
     assert moved > 1e-3, "training moved the weights"
     for name, weight in trained.items():
         torch.testing.assert_close(weight, reference_state[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_each_micro_batch_of_a_window_draws_its_own_dropout():
+    """The seed of a micro-batch's dropout is a pure function of its place (resume redraws the same), and
+    differs between the micro-batches of one accumulation window and between processes."""
+    from pt_mlm.loaders import micro_batch_seed
+
+    window = [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
+    assert len(set(window)) == 4
+    assert window == [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
+    assert micro_batch_seed(42, 0, 0, 1) != window[0] and micro_batch_seed(42, 1, 0, 0) != window[0]
+    masks = []
+    for seed in window[:2]:
+        torch.manual_seed(seed)
+        masks.append(torch.nn.functional.dropout(torch.ones(1000), 0.1))
+    assert not torch.equal(*masks)
