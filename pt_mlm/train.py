@@ -48,7 +48,7 @@ from shared.export import add_weights_for_other_framework
 from shared.identity import completed_results, run_identity
 from shared.metrics import LossLog, TokenWeightedMean, perplexity
 from shared.models import load_checked, report_fresh_weights, resolve_model
-from shared.outputs import check_output_dir, create_output_dir, find_resume_checkpoint, save_model_atomically
+from shared.outputs import check_output_dir, claimed_output_dir, find_resume_checkpoint, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, write_run_report
 
@@ -124,19 +124,17 @@ def evaluate(net, loader, accelerator) -> float:
 def train(run: RunConfig, options: PTOptions | None = None) -> dict:
     """Fine-tune, evaluate before and after, save model, tokenizer, report; return the results."""
     options = options or PTOptions()
-    data_cfg, train_cfg = run.data, run.train
 
     # ---- setup: fail fast on anything that would stop the run later
     resolved = resolve_model(run.model.model)
-    _, tokenizer = load_checked(resolved, data_cfg.block_size)
+    _, tokenizer = load_checked(resolved, run.data.block_size)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
-    out = check_output_dir(train_cfg)  # every process checks before any of them writes
-    finished = completed_results(out) if train_cfg.resume else None
+    finished = completed_results(check_output_dir(run.train)) if run.train.resume else None
     if finished:  # a finished run is never rewritten
-        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", out, finished["optimizer_steps"])
+        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir,
+                    finished["optimizer_steps"])
         return finished
-    resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
     # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
     # may ask for another precision. The process group itself (PartialState) is kept.
     AcceleratorState._reset_state()
@@ -144,15 +142,22 @@ def train(run: RunConfig, options: PTOptions | None = None) -> dict:
         # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
         cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
         mixed_precision=options.mixed_precision,
-        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        gradient_accumulation_steps=run.train.gradient_accumulation_steps,
         # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
-        log_with="tensorboard" if train_cfg.report_to == "tensorboard" else None,
-        project_dir=str(out / "runs"),
+        log_with="tensorboard" if run.train.report_to == "tensorboard" else None,
+        project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
     )
-    if accelerator.is_main_process:
-        create_output_dir(train_cfg)
-    accelerator.wait_for_everyone()
+    # Every process checks the folder before the main one creates and locks it.
+    with claimed_output_dir(run, resolved.location, accelerator.is_main_process) as out:
+        accelerator.wait_for_everyone()
+        return fit_and_save(run, options, accelerator, resolved, tokenizer, out)
+
+
+def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, resolved, tokenizer, out: Path) -> dict:
+    """The run itself, in a claimed output folder: data, model, evaluate before, fit, save, report."""
+    data_cfg, train_cfg = run.data, run.train
+    resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
     set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
     model, info = AutoModelForMaskedLM.from_pretrained(

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from shared.config import TrainConfig
+from shared.config import RunConfig, TrainConfig
 from shared.errors import RunError, UsageError
 
 CHECKPOINTS = "checkpoints"
@@ -36,18 +36,102 @@ def check_output_dir(config: TrainConfig) -> Path:
     return out
 
 
-def create_output_dir(config: TrainConfig) -> Path:
-    """Create --output-dir (emptied first with --overwrite-output-dir) and prove it is writable."""
-    out = check_output_dir(config)
-    if out.is_dir() and config.overwrite_output_dir and not config.resume:
-        shutil.rmtree(out)  # asked for: stale checkpoints must not be resumed into the new run
+LOCK = ".lock"
+
+
+def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[str, Path]]:
+    """(flag, folder) of everything a run reads and must never write over: model, data, caches."""
+    from huggingface_hub import constants
+
+    from shared.blocks import cache_root
+
+    sources = [("--cache-dir", cache_root(run.data)), ("the Hugging Face cache", Path(constants.HF_HUB_CACHE))]
+    for flag, name in (("--model", model_location), ("--dataset", run.data.dataset)):
+        if name and Path(name).expanduser().exists():
+            sources.append((flag, Path(name).expanduser()))
+    return sources
+
+
+def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
+    """An output folder that is, holds or lies in a source could be emptied by --overwrite-output-dir."""
+    target = out.expanduser().resolve()
+    for flag, source in sources:
+        source = source.resolve()
+        where = ("is" if target == source else "lies inside" if source in target.parents
+                 else "contains" if target in source.parents else None)
+        if where:
+            raise UsageError(f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder",
+                             "--output-dir")
+
+
+def _running_pid(lock: Path) -> int | None:
+    """The PID holding `lock`, if that process is alive (a lock left by a killed run is stale)."""
+    try:
+        pid = int(lock.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def _take_lock(out: Path) -> Path:
+    lock = out / LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = _running_pid(lock)
+        if pid is not None and pid != os.getpid():
+            raise UsageError(f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
+                             "--output-dir") from None
+        lock.unlink(missing_ok=True)  # stale: its run is gone
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    return lock
+
+
+@contextlib.contextmanager
+def claimed_output_dir(run: RunConfig, model_location: str | None, is_main: bool = True) -> Iterator[Path]:
+    """The run's --output-dir, checked, created, locked against a second run, and released at the end.
+
+    With --overwrite-output-dir the previous contents are moved aside, not deleted: they are deleted only
+    once the new run has written its final model (or, if it stops early, a complete checkpoint), and put
+    back if it fails before. Every process checks; only the main process (`is_main`) writes.
+    """
+    out = check_output_dir(run.train)
+    refuse_overlap(out, protected_sources(run, model_location))
+    if not is_main:
+        yield out
+        return
+    if out.is_dir() and (pid := _running_pid(out / LOCK)) is not None and pid != os.getpid():
+        raise UsageError(f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
+                         "--output-dir")
+    aside = None
+    if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:
+        aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, aside)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out):  # unwritable or full disk: say so before training
             pass
     except OSError as error:
+        if aside:
+            os.replace(aside, out)
         raise RunError(f"--output-dir: cannot write to {str(out)!r}: {error.strerror or error}") from error
-    return out
+    lock = _take_lock(out)
+    try:
+        yield out
+    except BaseException:
+        if aside and not complete_checkpoints(out):  # nothing of the new run worth keeping: undo
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(aside, out)
+            aside = None
+        raise
+    finally:
+        if aside:
+            shutil.rmtree(aside, ignore_errors=True)
+        if lock.is_file() and _running_pid(lock) == os.getpid():
+            lock.unlink()
 
 
 def staging_dir(final: Path) -> Path:

@@ -45,7 +45,7 @@ from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, report_fresh_weights, resolve_model
 from shared.export import add_weights_for_other_framework
 from shared.identity import check_same_run, check_steps_left, completed_results, run_identity
-from shared.outputs import check_output_dir, create_output_dir, save_model_atomically
+from shared.outputs import check_output_dir, claimed_output_dir, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, hub_base_model, write_run_report
 
@@ -224,7 +224,13 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", train_cfg.output_dir,
                     finished["optimizer_steps"])
         return finished
-    out = create_output_dir(train_cfg)
+    with claimed_output_dir(run, resolved.location) as out:
+        return fit_and_save(run, options, strategy, resolved, tokenizer, out, callbacks)
+
+
+def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokenizer, out: Path, callbacks) -> dict:
+    """The run itself, in a claimed output folder: data, model, evaluate before, compile and fit, save, report."""
+    data_cfg, train_cfg = run.data, run.train
     backup = resume_state(out, train_cfg.resume)
     keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
