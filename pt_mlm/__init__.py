@@ -1,15 +1,23 @@
-"""PyTorch masked-LM fine-tuning with Hugging Face Accelerate: `pt-mlm train`, `pt_mlm.MaskFiller`."""
+"""PyTorch masked-LM fine-tuning with Hugging Face Accelerate: `pt-mlm train`, `pt_mlm.MaskFiller`.
 
-import os
-
-# This path never needs TensorFlow; keep transformers and datasets from importing it (threads, memory).
-os.environ.setdefault("USE_TF", "0")
-if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
-    os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
+Importing the package loads no framework: `train` and `MaskFiller` import torch when first used.
+"""
 
 __version__ = "0.1.0"
-
-from pt_mlm.infer import MaskFiller  # noqa: E402
-from pt_mlm.train import PTOptions, train  # noqa: E402
-
 __all__ = ["MaskFiller", "PTOptions", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "train":
+        from pt_mlm.train import train
+
+        return train
+    if name == "MaskFiller":
+        from pt_mlm.infer import MaskFiller
+
+        return MaskFiller
+    if name == "PTOptions":
+        from pt_mlm.options import PTOptions
+
+        return PTOptions
+    raise AttributeError(f"module 'pt_mlm' has no attribute {name!r}")

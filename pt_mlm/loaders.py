@@ -86,12 +86,6 @@ class SeededMasking:
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
-def default_workers() -> int:
-    """Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they would
-    take cores from the step itself."""
-    return 2 if torch.cuda.is_available() else 0
-
-
 def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int, workers: int = 0):
     """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
 

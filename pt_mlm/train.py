@@ -23,11 +23,15 @@ The function `train` reads top to bottom: setup, evaluate before, fit, evaluate 
 
 from __future__ import annotations
 
+from pt_mlm.environment import prepare
+
+prepare()  # before transformers is imported  # noqa: E402
+
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -40,9 +44,10 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 
 from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
-from pt_mlm.loaders import WaitClock, default_workers, eval_loader, micro_batch_seed, train_loader
+from pt_mlm.loaders import WaitClock, eval_loader, micro_batch_seed, train_loader
 from shared.blocks import prepare_data
-from shared.config import RunConfig, option
+from pt_mlm.options import PTOptions
+from shared.config import RunConfig
 from shared.errors import RunError, UsageError
 from shared.export import add_weights_for_other_framework
 from shared.identity import completed_results, run_identity
@@ -53,45 +58,6 @@ from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, write_run_report
 
 log = logging.getLogger("pt_mlm")
-
-
-@dataclass
-class PTOptions:
-    """Settings only the PyTorch path has."""
-
-    mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
-    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
-    fused_adamw: bool = option(
-        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
-    )
-    attention: str = option(
-        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls.",
-        choices=("sdpa", "eager"),
-    )
-    torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
-    log_every: int = option(
-        10, "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU between."
-    )
-    tf_weights: bool = option(
-        True, "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.", switch=True
-    )
-    loader_workers: int | None = option(
-        None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
-    )
-
-    def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
-        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
-        if self.attention not in ("sdpa", "eager"):
-            raise UsageError(f"must be sdpa or eager, got {self.attention!r}", "--attention")
-        if self.log_every < 1:
-            raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
-        if self.loader_workers is None:
-            self.loader_workers = default_workers()
-        if self.loader_workers < 0:
-            raise UsageError(f"must be 0 or more, got {self.loader_workers}", "--loader-workers")
 
 
 def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 import typing
 from pathlib import Path
@@ -82,8 +83,41 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OSError as error:  # a full disk, a folder that became read-only: say which file and why
+            click.echo(f"Error: {describe_os_error(error)} (details: {write_crash_log()})", err=True)
+            sys.exit(1)
+        except Exception as error:  # nobody foresaw this one: one line, and the traceback in a file
+            click.echo(f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def describe_os_error(error: OSError) -> str:
+    import errno
+    import shutil
+
+    where = error.filename or "a file"
+    message = f"{error.strerror or error} while writing {where}"
+    if error.errno == errno.ENOSPC:
+        folder = Path(str(where)).parent if error.filename else Path.cwd()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        message += f"; {shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there: free some space and --resume auto"
+    return message
+
+
+def write_crash_log() -> str:
+    """The current exception's traceback in a file of its own; returns its path."""
+    import tempfile
+    import time
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(traceback.format_exc())
+    return str(path)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -35,6 +35,22 @@ def option(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
+INT_LIMIT = 2**31  # beyond this, counts and seeds overflow the frameworks' int32 and NumPy's seeding
+EPOCH_LIMIT = 1e6
+
+
+def check_numbers(config: Any) -> None:
+    """Every number field is finite and within what the frameworks can take, whatever its own rule."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"must be a finite number, got {value}", flag_of(f.name))
+        if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
+            raise UsageError(f"must be below {INT_LIMIT:,} in size, got {value}", flag_of(f.name))
+
+
 def _positive(config: Any, *names: str, allow_none: bool = False) -> None:
     for name in names:
         value = getattr(config, name)
@@ -65,6 +81,7 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if not self.dataset:
             raise UsageError("must name a dataset", "--dataset")
         if not self.text_column:
@@ -127,10 +144,13 @@ class TrainConfig:
     eval_batch_size: int | None = option(None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size).")
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         _positive(self, "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs")
+        if self.num_epochs > EPOCH_LIMIT:
+            raise UsageError(f"must be at most {EPOCH_LIMIT:,.0f}, got {self.num_epochs}", "--num-epochs")
+        if self.seed < 0:
+            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
         _positive(self, "max_steps", "checkpointing_steps", "save_total_limit", "eval_batch_size", allow_none=True)
-        if math.isnan(self.learning_rate):
-            raise UsageError("must be a number", "--learning-rate")
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):

@@ -34,6 +34,8 @@ def test_defaults_are_the_guides_recipe():
     assert (run.data.max_samples, run.data.test_size, run.data.block_size, run.data.mlm_probability) == (5000, 0.2, 128, 0.15)
     assert (run.train.learning_rate, run.train.num_epochs, run.train.weight_decay, run.train.seed) == (2e-5, 3, 0.01, 42)
     assert run.model.model == "distilbert/distilroberta-base" and run.data.text_column == "answers.text"
+    # The Trainer's defaults the guide inherits: gradient clipping at 1.0, linear decay, no warm-up.
+    assert (run.train.max_grad_norm, run.train.lr_scheduler, run.train.warmup_steps) == (1.0, "linear", 0)
 
 
 def test_zero_max_samples_means_all_rows():

@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+from tf_mlm.environment import prepare
+
+prepare()  # before TensorFlow and transformers are imported  # noqa: E402
+
 import numpy as np
 import tensorflow as tf
 from transformers import AutoTokenizer, TFAutoModelForMaskedLM

@@ -21,6 +21,10 @@ Runbook:
 
 from __future__ import annotations
 
+from tf_mlm.environment import prepare
+
+prepare()  # before TensorFlow and transformers are imported  # noqa: E402
+
 import json
 import logging
 import math
@@ -28,7 +32,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,8 @@ from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API tr
 from shared.blocks import masking_collator, prepare_data
 from tf_mlm.compat import patch_safetensors_loading
 from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
-from shared.config import RunConfig, option
+from shared.config import RunConfig
+from tf_mlm.options import TFOptions
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, report_fresh_weights, resolve_model
@@ -53,31 +58,6 @@ log = logging.getLogger("tf_mlm")
 patch_safetensors_loading()
 BACKUP = "backup"
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
-
-
-@dataclass
-class TFOptions:
-    """Settings only the Keras path has."""
-
-    mixed_precision: str = option(
-        "no", "Keras mixed-precision policy, set before the model is built.",
-        choices=("no", "mixed_float16", "mixed_bfloat16"),
-    )
-    jit_compile: bool = option(False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True)
-    strategy: str = option(
-        "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible).",
-        choices=("auto", "default", "mirrored", "multi-worker"),
-    )
-    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
-
-    def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "mixed_float16", "mixed_bfloat16"):
-            raise UsageError(f"must be no, mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}", "--mixed-precision")
-        if self.strategy not in ("auto", "default", "mirrored", "multi-worker"):
-            raise UsageError(f"unknown strategy {self.strategy!r}", "--strategy")
-        if self.strategy == "multi-worker" and self.jit_compile:
-            # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
-            raise UsageError("cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -1,0 +1,52 @@
+"""Settings only the PyTorch path has. No framework is imported here, so the CLI answers at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import check_numbers, option
+from shared.errors import UsageError
+
+
+@dataclass
+class PTOptions:
+    """Settings only the PyTorch path has."""
+
+    mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
+    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
+    fused_adamw: bool = option(
+        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
+    )
+    attention: str = option(
+        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls.",
+        choices=("sdpa", "eager"),
+    )
+    torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
+    log_every: int = option(
+        10, "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU between."
+    )
+    tf_weights: bool = option(
+        True, "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.", switch=True
+    )
+    loader_workers: int | None = option(
+        None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
+    )
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
+        import torch  # here, not at the top: the CLI builds these options before it imports any framework
+
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+        if self.attention not in ("sdpa", "eager"):
+            raise UsageError(f"must be sdpa or eager, got {self.attention!r}", "--attention")
+        if self.log_every < 1:
+            raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
+        if self.loader_workers is None:
+            # Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they
+            # would take cores from the step itself.
+            self.loader_workers = 2 if torch.cuda.is_available() else 0
+        if self.loader_workers < 0:
+            raise UsageError(f"must be 0 or more, got {self.loader_workers}", "--loader-workers")

@@ -1,0 +1,95 @@
+"""Every numeric flag at its extremes, through the real argument parsing and config validation of both
+CLIs: the answer is exit 0 (valid) or 2 (one line naming the flag), never a traceback. Training itself is
+replaced by a recorder, so this runs in seconds; TensorFlow is never imported (the Keras options are
+dataclasses like the PyTorch ones)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.cli import make_cli
+
+EXTREMES = ["nan", "inf", "-inf", "-1", "0", "1e308", "-1e308", "1e-320", "99999999999999999999", "0.5", "1", "3"]
+NUMERIC_FLAGS = {
+    "pt": ["--max-samples", "--test-size", "--block-size", "--mlm-probability", "--per-device-batch-size",
+           "--gradient-accumulation-steps", "--learning-rate", "--weight-decay", "--num-epochs", "--max-steps",
+           "--warmup-steps", "--max-grad-norm", "--seed", "--checkpointing-steps", "--save-total-limit",
+           "--eval-batch-size", "--log-every", "--loader-workers"],
+}
+NUMERIC_FLAGS["tf"] = [f for f in NUMERIC_FLAGS["pt"] if f not in ("--log-every", "--loader-workers")]
+
+
+def fake_results() -> dict:
+    return {"before": {"perplexity": 1.0, "eval_loss": 0.0}, "after": {"perplexity": 1.0, "eval_loss": 0.0},
+            "optimizer_steps": 0, "train_tokens_per_second": None, "device": "cpu"}
+
+
+def cli(path: str):
+    if path == "pt":
+        from pt_mlm.options import PTOptions as Options
+    else:
+        from tf_mlm.options import TFOptions as Options
+    return make_cli(f"{path}-mlm", "0", "fuzz", Options, lambda run, options: fake_results(), lambda model: None)
+
+
+@pytest.mark.parametrize("path", ["pt", "tf"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_extreme_numbers_never_end_in_a_traceback(path, data, tmp_path):
+    flags = data.draw(st.lists(st.sampled_from(NUMERIC_FLAGS[path]), min_size=1, max_size=4, unique=True))
+    args = ["train", "--model", "m", "--dataset", "d", "--output-dir", str(tmp_path / "out")]
+    for flag in flags:
+        args += [flag, data.draw(st.sampled_from(EXTREMES))]
+    result = CliRunner().invoke(cli(path), args)
+    assert result.exit_code in (0, 2), (args, result.output, result.exception)
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        last = result.output.strip().splitlines()[-1]
+        assert any(flag in last for flag in flags), (args, last)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("flag", ["--learning-rate", "--weight-decay", "--num-epochs", "--test-size",
+                                  "--mlm-probability", "--max-grad-norm"])
+def test_non_finite_floats_are_refused_naming_the_flag(flag, value, tmp_path):
+    result = CliRunner().invoke(cli("pt"), ["train", "--output-dir", str(tmp_path), flag, value])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(f"Error: {flag}:"), result.output
+    assert not math.isfinite(float(value))
+
+
+def test_the_clis_answer_without_importing_a_framework():
+    """`--help` and `--version` stay instant: the CLI modules import neither torch nor TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pt_mlm.cli, tf_mlm.cli; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'transformers', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("error, expected", [
+    (RuntimeError("something nobody foresaw"), "Error: unexpected RuntimeError: something nobody foresaw (traceback: "),
+    (OSError(28, "No space left on device", "/data/run/pytorch_model.bin"),
+     "Error: No space left on device while writing /data/run/pytorch_model.bin; "),
+])
+def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, expected, tmp_path):
+    def failing_train(run, options):
+        raise error
+
+    from pt_mlm.options import PTOptions
+
+    main = make_cli("pt-mlm", "0", "guard", PTOptions, failing_train, lambda model: None)
+    result = CliRunner().invoke(main, ["train", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(expected), line
+    log = Path(line.rsplit(": ", 1)[-1].rstrip(")"))
+    assert "Traceback" in log.read_text() and type(error).__name__ in log.read_text()
