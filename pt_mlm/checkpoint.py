@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shared.errors import UsageError
 from shared.identity import check_same_run, check_steps_left
-from shared.outputs import checkpoint_dir, commit_dir, mark_latest, staging_dir
+from shared.outputs import checkpoint_dir, commit_dir, mark_latest, staging_dir, write_manifest
 
 STATE = "trainer_state.json"
 
@@ -39,6 +39,7 @@ def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None
         (partial / STATE).write_text(json.dumps(asdict(progress)))
     accelerator.wait_for_everyone()  # every shard is on disk before the folder counts
     if accelerator.is_main_process:
+        write_manifest(partial)
         commit_dir(partial, final)
         mark_latest(out, final, keep)
     accelerator.wait_for_everyone()

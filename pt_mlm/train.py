@@ -156,7 +156,7 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
     )
     net, optimizer, loader, evals, scheduler = accelerator.prepare(net, optimizer, loader, evals, scheduler)
     global_batch = train_cfg.per_device_batch_size * accelerator.num_processes * train_cfg.gradient_accumulation_steps
-    settings = run_identity(run, resolved.name, data.texts, accelerator.num_processes)
+    settings = run_identity(run, resolved.name, model.config, data.texts, accelerator.num_processes)
     log.info(
         "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
         "(%d per device x %d processes x %d accumulation), %d tokens/step, precision %s, device %s, "
@@ -262,7 +262,7 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
                 if progress.global_step == 1 or progress.global_step % options.log_every == 0:
                     read_losses()
                 if progress.global_step >= total_steps:
-                    break  # the end-of-epoch checkpoint below covers this step
+                    break  # the checkpoint below covers this step; the epoch stays unfinished
                 if train_cfg.checkpointing_steps and progress.global_step % train_cfg.checkpointing_steps == 0:
                     checkpoint()
             read_losses()  # before the evaluation, whose time is not training time
@@ -271,7 +271,10 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
             record = losses.log_eval(progress.global_step, eval_loss)
             accelerator.log({"eval/loss": eval_loss, "eval/perplexity": record["perplexity"]}, step=progress.global_step)
             log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, eval_loss, record["perplexity"])
-            progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
+            if progress.global_step < total_steps or progress.batches_done_in_epoch >= batches_per_epoch:
+                # The epoch ran to its end. Stopped by --max-steps it did not: a resume with more steps
+                # continues it where it stopped.
+                progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
             checkpoint()
     except KeyboardInterrupt:
         bar.close()

@@ -33,8 +33,15 @@ def data_fingerprint(texts) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_identity(run: RunConfig, model_name: str, texts, num_processes: int) -> dict[str, Any]:
-    identity: dict[str, Any] = {"model": model_name, "num_processes": num_processes}
+def model_shape(config) -> str:
+    """What a checkpoint's tensors depend on: family, vocabulary, width and depth of the model."""
+    return (f"{config.model_type}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
+            f"{config.num_hidden_layers} layers")
+
+
+def run_identity(run: RunConfig, model_name: str, model_config, texts, num_processes: int) -> dict[str, Any]:
+    identity: dict[str, Any] = {"model": model_name, "model_shape": model_shape(model_config),
+                                "num_processes": num_processes}
     identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
     identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
     # Last, so that a setting that changes the data (the seed's split, --max-samples) is named itself.
@@ -50,7 +57,7 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
         if key == "dataset":
             raise UsageError(f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
                              "resume with the same data or start a new --output-dir", "--dataset")
-        flag = "--resume" if key == "num_processes" else flag_of(key)
+        flag = {"num_processes": "--resume", "model_shape": "--model"}.get(key) or flag_of(key)
         raise UsageError(f"{where} was made with {flag} {saved[key]}, this run has {value}; "
                          "resume with the same settings or start a new --output-dir", flag)
 

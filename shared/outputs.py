@@ -8,6 +8,9 @@ looks finished. A `latest` file, updated last, names the newest complete checkpo
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +19,8 @@ from typing import Callable, Iterator
 
 from shared.config import RunConfig, TrainConfig
 from shared.errors import RunError, UsageError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -183,17 +188,73 @@ def mark_latest(out: Path, checkpoint: Path, keep: int | None) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+MANIFEST = "manifest.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Size and SHA-256 of every file of a finished checkpoint, written last: a checkpoint damaged later
+    (a truncated or edited file, a missing one) is recognised without loading it."""
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why the checkpoint in `folder` cannot be trusted, or None when it is whole."""
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())
+        except ValueError:
+            return f"{MANIFEST} is not valid JSON"
+        for name, expected in files.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected["bytes"]:
+                return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+            if _sha256(path) != expected["sha256"]:
+                return f"{name} differs from what was written"
+        return None
+    for path in folder.glob("*.json"):  # an older checkpoint without a manifest: its state must parse
+        try:
+            json.loads(path.read_text())
+        except ValueError:
+            return f"{path.name} is not valid JSON"
+    return None
+
+
 def find_resume_checkpoint(out: Path, resume: str) -> Path:
-    """The checkpoint `--resume` names: 'auto' is the newest complete one in --output-dir."""
+    """The checkpoint `--resume` names: 'auto' is the newest complete one in --output-dir that is whole;
+    damaged ones are skipped, each with a warning saying why."""
     if resume != "auto":
         path = Path(resume).expanduser()
         if not path.is_dir():
             raise UsageError(f"no checkpoint folder at {resume!r}", "--resume")
+        damage = checkpoint_damage(path)
+        if damage:
+            raise UsageError(f"checkpoint {str(path)!r} is damaged: {damage}", "--resume")
         return path
     found = complete_checkpoints(out)
     if not found:
         raise UsageError(f"no complete checkpoint in {str(out / CHECKPOINTS)!r} to resume from", "--resume")
-    return found[-1]
+    damaged = []
+    for path in reversed(found):
+        damage = checkpoint_damage(path)
+        if damage is None:
+            if damaged:
+                log.warning("resuming from %s: the newer %s", path.name, "; ".join(damaged))
+            return path
+        damaged.append(f"{path.name} is damaged ({damage})")
+    raise UsageError(f"no checkpoint in {str(out / CHECKPOINTS)!r} loads: {'; '.join(damaged)}", "--resume")
 
 
 def save_model_atomically(out: Path, save: Callable[[Path], None]) -> None:

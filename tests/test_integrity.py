@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from shared.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +116,52 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
     train_losses = [e.value for e in events.Scalars("train/loss")]
     assert train_losses == pytest.approx(results["loss_log"]["losses"], rel=1e-6)
     assert len(events.Scalars("train/grad_norm")) == results["optimizer_steps"]
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "broken state", "missing optimizer", "latest nowhere"])
+def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta, tmp_path, damage):
+    out = tmp_path / "out"
+    shutil.copytree(stopped_run[0], out)
+    newest = out / "checkpoints" / "step-0000004"
+    assert (newest / "manifest.json").is_file(), "checkpoints describe their files"
+    if damage == "truncated weights":
+        weights = newest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "broken state":
+        (newest / "trainer_state.json").write_text('{"global_step": 4, "epo')
+    elif damage == "missing optimizer":
+        (newest / "optimizer.bin").unlink()
+    else:
+        (out / "checkpoints" / "latest").write_text("step-9999999\n")
+    results = train_tiny(tiny_roberta, stopped_run[1], out, "--max-steps", "6", "--checkpointing-steps", "2",
+                         "--resume", "auto")
+    whole = damage == "latest nowhere"  # `latest` is a pointer for people; resume reads the folders
+    assert results["optimizer_steps"] == 6
+    assert results["loss_log"]["steps"] == list(range(1, 7)), "steps 3 and 4 are retrained, once each"
+    assert (out / "checkpoints" / "step-0000004" / "manifest.json").is_file()
+    if not whole:
+        assert checkpoint_damage(out / "checkpoints" / "step-0000004") is None, "the damaged one was rewritten"
+
+
+def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny_roberta, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(stopped_run[0], out)
+    before = digest(out / "checkpoints")
+    for step in ("step-0000002", "step-0000004"):
+        (out / "checkpoints" / step / "optimizer.bin").unlink()
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", stopped_run[1], "--output-dir", out, *TINY_ARGS,
+                     "--max-steps", "6", "--resume", "auto")
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2, line
+    assert set(digest(out / "checkpoints")) == set(before) - {"step-0000002/optimizer.bin", "step-0000004/optimizer.bin"}
+
+
+def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_run, tiny_bert, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(stopped_run[0], out)
+    result = run_cli("train", "--model", tiny_bert, "--dataset", stopped_run[1], "--output-dir", out, *TINY_ARGS,
+                     "--max-steps", "6", "--resume", "auto")
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: --model:") and "roberta" in line and "bert" in line, line

@@ -246,7 +246,7 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
 
         # ---- evaluate before training (a resumed run keeps the figure of its true start)
         state_file, identity_file = backup / "loss_log.json", backup / "run_identity.json"
-        identity = run_identity(run, resolved.name, data.texts, replicas)
+        identity = run_identity(run, resolved.name, model.config, data.texts, replicas)
         losses = LossLog()
         if train_cfg.resume:
             if identity_file.is_file():
