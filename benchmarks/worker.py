@@ -140,7 +140,7 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     from transformers.modeling_tf_utils import keras
 
     import tf_mlm  # noqa: F401  (environment and the safetensors shim)
-    from tf_mlm.train import make_evaluator
+    from tf_mlm.training import make_evaluator
 
     tokenizer, data = shared_data(workload, model)
     seconds, first = [], []

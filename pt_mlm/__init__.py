@@ -9,7 +9,7 @@ __all__ = ["MaskFiller", "PTOptions", "train", "__version__"]
 
 def __getattr__(name: str):
     if name == "train":
-        from pt_mlm.train import train
+        from pt_mlm.training import train
 
         return train
     if name == "MaskFiller":

@@ -7,7 +7,7 @@ from shared.cli import make_cli
 
 
 def train(run, options):
-    from pt_mlm.train import train
+    from pt_mlm.training import train
 
     return train(run, options)
 

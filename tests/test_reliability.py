@@ -45,13 +45,17 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tiny_roberta, el
         calls.append(output_dir)
         real_save(self, output_dir, **kwargs)
         if len(calls) == 2:
-            raise OSError(28, "No space left on device")  # after writing, before the folder is committed
+            # after writing, before the folder is committed
+            raise OSError(28, "No space left on device", f"{output_dir}/optimizer.bin")
 
     monkeypatch.setattr(Accelerator, "save_state", dies_on_the_second_save)
     out = tmp_path / "out"
-    with pytest.raises(OSError):
-        run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
-                "--checkpointing-steps", "5", "--max-steps", "20")
+    failed = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
+                     "--checkpointing-steps", "5", "--max-steps", "20")
+    line = failed.output.strip().splitlines()[-1]
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    assert line.startswith("Error: No space left on device while writing ") and "optimizer.bin" in line, line
+    assert "MiB free there: free some space and --resume auto" in line
     assert [p.name for p in complete_checkpoints(out)] == ["step-0000005"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000005"
     assert not (out / "all_results.json").exists(), "no half-finished run may look complete"

@@ -33,7 +33,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers.modeling_tf_utils import keras
 
     from shared.blocks import prepare_data
-    from tf_mlm.train import TFOptions, make_evaluator, train
+    from tf_mlm.training import TFOptions, make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=data, **TINY), tokenizer, seed=42)
@@ -90,7 +90,7 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     """An exception from a callback at epoch 2 stops fit; --resume auto finishes the run."""
     from transformers.modeling_tf_utils import keras
 
-    from tf_mlm.train import TFOptions, train
+    from tf_mlm.training import TFOptions, train
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -148,7 +148,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
 
     import shared.publish as publish
     from shared.config import HubConfig
-    from tf_mlm.train import TFOptions, train
+    from tf_mlm.training import TFOptions, train
 
     calls: dict = {"pushes": []}
 
@@ -211,7 +211,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     from transformers import TFAutoModelForMaskedLM, create_optimizer
     from transformers.modeling_tf_utils import keras
 
-    from tf_mlm.train import TFOptions, compile_trainee
+    from tf_mlm.training import TFOptions, compile_trainee
 
     if os.environ.get("TORCH_ADAM_EPSILON"):
         use_torch_adam_epsilon()

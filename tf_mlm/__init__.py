@@ -9,7 +9,7 @@ __all__ = ["MaskFiller", "TFOptions", "train", "__version__"]
 
 def __getattr__(name: str):
     if name == "train":
-        from tf_mlm.train import train
+        from tf_mlm.training import train
 
         return train
     if name == "MaskFiller":

@@ -14,7 +14,7 @@ from tf_mlm.options import TFOptions  # noqa: E402
 
 
 def train(run, options):
-    from tf_mlm.train import train
+    from tf_mlm.training import train
 
     return train(run, options)
 

@@ -283,7 +283,8 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
         progress.batches_done_in_epoch -= progress.batches_done_in_epoch % train_cfg.gradient_accumulation_steps
         saved = checkpoint()
         raise RunError(f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto") from None
-    bar.close()
+    finally:
+        bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
 
     # ---- report (the last evaluation ran at the end of the final epoch), save the model
     results = build_results(
