@@ -12,10 +12,10 @@ prepare()  # before transformers is imported  # noqa: E402
 
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForMaskedLM
 
 from shared.fill_mask import MaskFillerBase
-from shared.models import resolve_model
+from shared.models import load_checked, load_weights, max_block_size, resolve_model
 
 
 class MaskFiller(MaskFillerBase):
@@ -23,9 +23,10 @@ class MaskFiller(MaskFillerBase):
 
     def __init__(self, model: str, device: str | None = None) -> None:
         resolved = resolve_model(model)
-        super().__init__(AutoTokenizer.from_pretrained(resolved.location, **resolved.load_kwargs()))
+        config, tokenizer = load_checked(resolved, block_size=1)  # an unusable folder is one clear line
+        super().__init__(tokenizer, max_block_size(config, tokenizer))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs())
+        self.model = load_weights(lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), model)
         self.model.to(self.device).eval()
 
     @torch.no_grad()

@@ -52,7 +52,7 @@ from shared.errors import RunError, UsageError
 from shared.export import add_weights_for_other_framework
 from shared.identity import completed_results, run_identity
 from shared.metrics import LossLog, TokenWeightedMean, perplexity
-from shared.models import load_checked, report_fresh_weights, resolve_model
+from shared.models import load_checked, load_weights, report_fresh_weights, resolve_model
 from shared.outputs import check_output_dir, claimed_output_dir, find_resume_checkpoint, save_model_atomically
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, write_run_report
@@ -126,9 +126,9 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
     resume_from = find_resume_checkpoint(out, train_cfg.resume) if train_cfg.resume else None
     set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
     data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
-    model, info = AutoModelForMaskedLM.from_pretrained(
+    model, info = load_weights(lambda: AutoModelForMaskedLM.from_pretrained(
         resolved.location, output_loading_info=True, attn_implementation=options.attention, **resolved.load_kwargs()
-    )
+    ), resolved.name)
     report_fresh_weights(info["missing_keys"], resolved.name)
     if options.torch_compile:
         model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies

@@ -147,15 +147,22 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
 
     @click.command("fill-mask")
     @click.argument("model")
-    @click.argument("texts", metavar="TEXT...", nargs=-1, required=True)
+    @click.argument("texts", metavar="[TEXT]...", nargs=-1)
+    @click.option("--file", "text_file", type=click.File("r"), default=None,
+                  help="Read texts from this file, one per line ('-' reads standard input).")
     @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
     @click.option("--json", "as_json", is_flag=True,
                   help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.')
     @reports_errors
-    def fill_mask(model: str, texts: tuple[str, ...], top_k: int, as_json: bool) -> None:
+    def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
+        from shared.errors import UsageError
         from shared.fill_mask import format_predictions, predictions_as_json
 
+        if text_file is not None:
+            texts = texts + tuple(line.rstrip("\n") for line in text_file if line.strip())
+        if not texts:
+            raise UsageError("give the texts to fill as arguments or with --file", "TEXT")
         filler = load_filler(model)
         results = list(zip(texts, filler(list(texts), top_k=top_k)))
         if as_json:

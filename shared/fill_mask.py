@@ -7,12 +7,15 @@ logits at the mask positions, in their own framework; everything else lives here
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from shared.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 # Users write the mask the way their model family spells it; accept both for any model.
 _MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
@@ -27,8 +30,8 @@ class MaskFillerBase:
     per mask; a list of texts gives one such result per text.
     """
 
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, max_length: int = 512) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
 
     def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, token ids), each (masks in the batch, k), in row-major mask order."""
@@ -49,15 +52,33 @@ class MaskFillerBase:
         batch = [self.normalise(t) for t in ([texts] if single else texts)]
         if not batch:
             raise UsageError("no texts given", "TEXT")
-        encoded = self.tokenizer(batch, padding=True, return_tensors="np")
-        ids = encoded["input_ids"]
-        probs, tokens = self._top_k(ids, encoded["attention_mask"], min(top_k, len(self.tokenizer)))
+        rows = [self._fit(self.tokenizer(text)["input_ids"], n) for n, text in enumerate(batch)]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = np.array([row + [pad] * (width - len(row)) for row in rows], dtype=np.int64)
+        attention = np.array([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=np.int64)
+        probs, tokens = self._top_k(ids, attention, min(top_k, len(self.tokenizer)))
         rows, cols = np.nonzero(ids == self.tokenizer.mask_token_id)
         results: list[list[list[Prediction]]] = [[] for _ in batch]
         for n, (row, col) in enumerate(zip(rows, cols)):
             results[row].append([self._prediction(ids[row], col, int(t), float(p)) for p, t in zip(probs[n], tokens[n])])
         shaped = [per_text[0] if len(per_text) == 1 else per_text for per_text in results]
         return shaped[0] if single else shaped
+
+    def _fit(self, ids: list[int], n: int) -> list[int]:
+        """A text's token ids within the model's positions: a longer text keeps the window around its masks,
+        with its first and last special tokens."""
+        if len(ids) <= self.max_length:
+            return ids
+        masks = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
+        inner = self.max_length - 2
+        if masks[-1] - masks[0] + 1 > inner:
+            raise UsageError(f"text {n + 1} has masks {masks[-1] - masks[0] + 1} tokens apart, more than the "
+                             f"model's {self.max_length} positions hold; split it into shorter texts", "TEXT")
+        start = min(max(1, masks[0] - (inner - (masks[-1] - masks[0] + 1)) // 2), len(ids) - 1 - inner)
+        log.warning("text %d has %d tokens, more than the model's %d positions: kept the %d around its masks",
+                    n + 1, len(ids), self.max_length, inner)
+        return [ids[0], *ids[start:start + inner], ids[-1]]
 
     def _prediction(self, ids: np.ndarray, position: int, token: int, score: float) -> Prediction:
         filled = ids.copy()

@@ -70,22 +70,44 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     try:
         config = AutoConfig.from_pretrained(resolved.location, **resolved.load_kwargs())
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the model config of {resolved.name!r}: {str(error).splitlines()[0]}", "--model") from error
+        raise UsageError(f"cannot read the model config of {resolved.name!r}: {first_line(error)}", "--model") from error
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         raise UsageError(
             f"{resolved.name!r} is a {config.model_type!r} model, which has no masked-LM head in transformers",
             "--model",
         )
+    folder = Path(resolved.location)
+    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UsageError(f"folder {resolved.name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {str(error).splitlines()[0]}", "--model") from error
+    except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
+        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model") from error
     if tokenizer.mask_token is None:
         raise UsageError(f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model")
+    if len(tokenizer) > config.vocab_size:
+        raise UsageError(f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
+                         f"{config.vocab_size} rows of the model's embeddings", "--model")
     limit = max_block_size(config, tokenizer)
     if block_size > limit:
         raise UsageError(f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size")
     return config, tokenizer
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json", "tf_model.h5.index.json")
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def load_weights(load, name: str):
+    """`load()` (a framework's from_pretrained), with a damaged weights file reported as one line."""
+    try:
+        return load()
+    except Exception as error:  # truncated or corrupted files raise whatever their reader raises
+        raise UsageError(f"cannot load the weights of {name!r}: {first_line(error)}", "--model") from error
 
 
 def max_block_size(config, tokenizer) -> int:

@@ -12,10 +12,10 @@ prepare()  # before TensorFlow and transformers are imported  # noqa: E402
 
 import numpy as np
 import tensorflow as tf
-from transformers import AutoTokenizer, TFAutoModelForMaskedLM
+from transformers import TFAutoModelForMaskedLM
 
 from shared.fill_mask import MaskFillerBase
-from shared.models import resolve_model
+from shared.models import load_checked, load_weights, max_block_size, resolve_model
 
 
 class MaskFiller(MaskFillerBase):
@@ -23,8 +23,9 @@ class MaskFiller(MaskFillerBase):
 
     def __init__(self, model: str) -> None:
         resolved = resolve_model(model)
-        super().__init__(AutoTokenizer.from_pretrained(resolved.location, **resolved.load_kwargs()))
-        self.model = TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs())
+        config, tokenizer = load_checked(resolved, block_size=1)  # an unusable folder is one clear line
+        super().__init__(tokenizer, max_block_size(config, tokenizer))
+        self.model = load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), model)
 
     def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits

@@ -47,7 +47,7 @@ from shared.config import RunConfig
 from tf_mlm.options import TFOptions
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
-from shared.models import load_checked, report_fresh_weights, resolve_model
+from shared.models import load_checked, load_weights, report_fresh_weights, resolve_model
 from shared.export import add_weights_for_other_framework
 from shared.identity import check_same_run, check_steps_left, completed_results, run_identity
 from shared.outputs import check_output_dir, claimed_output_dir, save_model_atomically
@@ -226,7 +226,8 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
     keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
     try:
         with strategy.scope():
-            model, info = TFAutoModelForMaskedLM.from_pretrained(resolved.location, output_loading_info=True, **resolved.load_kwargs())
+            model, info = load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(
+                resolved.location, output_loading_info=True, **resolved.load_kwargs()), resolved.name)
             trainee = compile_trainee(model, run, options, total_steps)
         report_fresh_weights(info["missing_keys"], resolved.name)
         collator = masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")

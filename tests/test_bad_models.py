@@ -1,0 +1,89 @@
+"""Model folders that cannot be used, and fill-mask inputs beyond the model: one line naming the flag, never a
+traceback, and what can be done is done (a long text keeps the window around its masks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pt_helpers import TINY_ARGS, run_cli
+from test_pt_train import trained  # noqa: F401  (a module fixture: one trained tiny RoBERTa)
+
+
+def broken_copy(tiny_roberta, tmp_path, how: str):
+    folder = tmp_path / how.replace(" ", "-")
+    shutil.copytree(tiny_roberta, folder)
+    if how == "config without weights":
+        (folder / "model.safetensors").unlink()
+    elif how == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    elif how == "corrupted weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(b"\x00garbage" + weights.read_bytes()[9:])
+    elif how == "tokenizer larger than embeddings":
+        config = json.loads((folder / "config.json").read_text())
+        config["vocab_size"] = 100
+        (folder / "config.json").write_text(json.dumps(config))
+    elif how == "missing tokenizer":
+        for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize("how, says", [
+    ("config without weights", "has a config but no weights"),
+    ("truncated weights", "cannot load the weights"),
+    ("corrupted weights", "cannot load the weights"),
+    ("tokenizer larger than embeddings", "more than the 100 rows of the model's embeddings"),
+    ("missing tokenizer", "cannot load the tokenizer"),
+])
+def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(tiny_roberta, eli5_jsonl, tmp_path, how, says):
+    folder = broken_copy(tiny_roberta, tmp_path, how)
+    for args in (["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS],
+                 ["fill-mask", folder, "the cat sees <mask> ball."]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith("Error: --model:") and says in line, (args[0], line)
+
+
+def test_a_text_longer_than_the_model_keeps_the_window_around_its_mask(trained):  # noqa: F811
+    out, _ = trained
+    long = "the cat sees the ball. " * 400 + "a dog <mask> the moon. " + "my friend reads a book. " * 400
+    assert len(long) > 10_000
+    result = run_cli("fill-mask", out, long, "the <mask> reads a book.", "--top-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert [len(item["masks"][0]) for item in printed] == [2, 2]
+    assert "a dog" in printed[0]["masks"][0][0]["sequence"]
+
+
+def test_many_masks_fill_and_masks_too_far_apart_are_refused(trained):  # noqa: F811
+    out, _ = trained
+    twenty = " ".join(["the <mask>."] * 20)  # within the tiny model's 128 positions
+    result = run_cli("fill-mask", out, twenty, "--top-k", "1", "--json")
+    assert result.exit_code == 0 and len(json.loads(result.output)[0]["masks"]) == 20
+    apart = "a dog <mask> the moon. " + "the cat sees the ball. " * 100 + "my friend <mask> a book."
+    result = run_cli("fill-mask", out, apart)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: TEXT: text 1 has masks"), result.output
+
+
+def test_fill_mask_reads_texts_from_a_file_or_standard_input(trained, tmp_path):  # noqa: F811
+    from click.testing import CliRunner
+
+    from pt_mlm.cli import main
+
+    out, _ = trained
+    lines = ["the cat sees <mask> ball.", "", "a dog <mask> the moon"]
+    (tmp_path / "texts.txt").write_text("\n".join(lines) + "\n")
+    from_file = run_cli("fill-mask", out, "--file", tmp_path / "texts.txt", "--json")
+    from_stdin = CliRunner().invoke(main, ["fill-mask", str(out), "--file", "-", "--json"], input="\n".join(lines))
+    for result in (from_file, from_stdin):
+        assert result.exit_code == 0, result.output
+        assert [item["text"] for item in json.loads(result.output)] == [lines[0], lines[2]]
+    nothing = run_cli("fill-mask", out)
+    assert nothing.exit_code == 2 and "give the texts to fill" in nothing.output
