@@ -9,6 +9,7 @@ id. Whatever the source, rows are cut to `--max-samples`, nested fields are flat
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,10 @@ def load_texts(config: DataConfig, seed: int) -> Texts:
             "to split train and test",
             "--dataset",
         )
+    held_out = math.ceil(config.test_size * len(kept))  # as datasets rounds it
+    if held_out >= len(kept):
+        raise UsageError(f"{config.test_size} of {len(kept)} usable rows leaves no rows to train on; "
+                         "use a smaller share or more rows (--max-samples)", "--test-size")
     import datasets
 
     split = datasets.Dataset.from_dict({"text": kept}).train_test_split(test_size=config.test_size, seed=seed)

@@ -93,3 +93,27 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     assert line.startswith(expected), line
     log = Path(line.rsplit(": ", 1)[-1].rstrip(")"))
     assert "Traceback" in log.read_text() and type(error).__name__ in log.read_text()
+
+
+@pytest.mark.parametrize("tf_config, says", [
+    (None, "multi-worker needs TF_CONFIG"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": ', "is not valid JSON"),
+    ('{"task": {"type": "worker", "index": 0}}', 'needs a "cluster" object'),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
+    ('{"cluster": {"worker": ["host-without-port"]}, "task": {"type": "worker", "index": 0}}', "is not host:port"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}', 'needs a "task" whose "type"'),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "task index 2 is not a position"),
+])
+def test_a_malformed_tf_config_is_one_line(tf_config, says):
+    from shared.errors import UsageError
+    from tf_mlm.options import check_tf_config
+
+    with pytest.raises(UsageError) as error:
+        check_tf_config(tf_config)
+    assert str(error.value).startswith("TF_CONFIG:") and says in str(error.value)
+
+
+def test_a_wellformed_tf_config_passes():
+    from tf_mlm.options import check_tf_config
+
+    check_tf_config('{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}')

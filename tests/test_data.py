@@ -83,3 +83,22 @@ def test_missing_text_column_lists_the_columns(eli5_jsonl):
 def test_hub_dataset_offline_fails_fast_naming_the_builtin():
     with pytest.raises(RunError, match=f"--dataset: 'eli5_category' is a Hub id but HF_HUB_OFFLINE is set; use --dataset {BUILTIN_DATASET}"):
         load_rows(DataConfig(dataset="eli5_category"))
+
+
+@pytest.mark.parametrize("test_size", [0.95, 0.999])
+def test_a_test_size_that_leaves_no_train_rows_names_the_flag(eli5_jsonl, test_size):
+    from shared.config import DataConfig
+    from shared.data import load_texts
+    from shared.errors import UsageError
+
+    with pytest.raises(UsageError) as error:
+        load_texts(DataConfig(dataset=str(eli5_jsonl), max_samples=10, test_size=test_size), seed=42)
+    assert str(error.value).startswith("--test-size:")
+
+
+def test_a_tiny_test_size_still_holds_out_one_row(eli5_jsonl):
+    from shared.config import DataConfig
+    from shared.data import load_texts
+
+    texts = load_texts(DataConfig(dataset=str(eli5_jsonl), max_samples=10, test_size=0.001), seed=42)
+    assert (len(texts.train), len(texts.test)) == (9, 1)

@@ -146,6 +146,20 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_r
     ])
 
 
+def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny_roberta, eli5_jsonl, tmp_path):
+    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS,
+            "--strategy", "multi-worker", "--worker-timeout", "5"]
+    port_a, port_b = free_ports(2)
+    lonely = {"cluster": {"worker": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]}, "task": {"type": "worker", "index": 0}}
+    for tf_config, code, says in ((json.dumps(lonely), 1, "Error: TF_CONFIG: not every worker of"),
+                                  ('{"cluster": ', 2, "Error: TF_CONFIG: is not valid JSON")):
+        done = subprocess.run([sys.executable, "-m", "tf_mlm", *map(str, args)], env={**child_env(), "TF_CONFIG": tf_config},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == code, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith(says) and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 PLAIN_TRANSFORMERS = """
 import json, sys
 framework, folder = sys.argv[1], sys.argv[2]

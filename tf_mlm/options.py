@@ -22,6 +22,9 @@ class TFOptions:
         choices=("auto", "default", "mirrored", "multi-worker"),
     )
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
+    worker_timeout: int = option(
+        300, "With --strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up."
+    )
 
     def __post_init__(self) -> None:
         check_numbers(self)
@@ -29,6 +32,38 @@ class TFOptions:
             raise UsageError(f"must be no, mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}", "--mixed-precision")
         if self.strategy not in ("auto", "default", "mirrored", "multi-worker"):
             raise UsageError(f"unknown strategy {self.strategy!r}", "--strategy")
+        if self.worker_timeout < 1:
+            raise UsageError(f"must be 1 or more, got {self.worker_timeout}", "--worker-timeout")
         if self.strategy == "multi-worker" and self.jit_compile:
             # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
             raise UsageError("cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile")
+
+
+def check_tf_config(text: str | None) -> None:
+    """TF_CONFIG must name a cluster of host:port workers and this worker's place in it; TensorFlow itself
+    reports a malformed one with a traceback, or waits forever for a worker that cannot exist."""
+    import json
+
+    if not text:
+        raise UsageError("multi-worker needs TF_CONFIG describing the cluster and this worker", "TF_CONFIG")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"is not valid JSON ({error})", "TF_CONFIG") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UsageError('needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG")
+    for role, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses:
+            raise UsageError(f'cluster "{role}" must be a non-empty list of host:port addresses', "TF_CONFIG")
+        for address in addresses:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise UsageError(f'cluster "{role}" address {address!r} is not host:port', "TF_CONFIG")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise UsageError(f'needs a "task" whose "type" is one of {sorted(cluster)}', "TF_CONFIG")
+    index, members = task.get("index"), cluster[task["type"]]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(members):
+        raise UsageError(f'task index {index!r} is not a position in cluster "{task["type"]}" '
+                         f"(0 to {len(members) - 1})", "TF_CONFIG")

@@ -30,7 +30,10 @@ import logging
 import math
 import os
 import shutil
+import faulthandler
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -44,7 +47,7 @@ from shared.blocks import masking_collator, prepare_data
 from tf_mlm.compat import patch_safetensors_loading
 from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from shared.config import RunConfig
-from tf_mlm.options import TFOptions
+from tf_mlm.options import TFOptions, check_tf_config
 from shared.errors import RunError, UsageError
 from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, load_weights, report_fresh_weights, resolve_model
@@ -60,16 +63,33 @@ BACKUP = "backup"
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strategy:
     if name == "auto":
         name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if "TF_CONFIG" not in os.environ:
-        raise UsageError("multi-worker needs TF_CONFIG describing the cluster and this worker", "--strategy")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    check_tf_config(os.environ.get("TF_CONFIG"))
+    # TensorFlow waits for every worker of TF_CONFIG without a limit, inside C++ holding the GIL (seen with
+    # TF 2.21: a missing worker hangs the others, deaf to SIGTERM), so no Python thread or signal handler
+    # can end the wait. faulthandler's watchdog thread needs no GIL: it exits with 1 after the timeout,
+    # its traceback going to a file; a small process says why on the console just before.
+    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    message = (f"Error: TF_CONFIG: not every worker of {cluster} answered within {worker_timeout} s "
+               "(--worker-timeout); start the same command on each of them")
+    crash_log = open(Path(tempfile.gettempdir()) / f"mlm-toolkit-workers-{os.getpid()}.log", "w")  # noqa: SIM115
+    faulthandler.dump_traceback_later(worker_timeout + 1, exit=True, file=crash_log)
+    announcer = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1])); "
+                                  "print(sys.argv[2], file=sys.stderr)", str(worker_timeout), message])
+    try:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        announcer.kill()
+        crash_log.close()
+        Path(crash_log.name).unlink(missing_ok=True)
 
 
 def device_names(strategy: tf.distribute.Strategy) -> str:
@@ -189,7 +209,7 @@ def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | No
         raise UsageError("the Keras path does not accumulate gradients; raise --per-device-batch-size", "--gradient-accumulation-steps")
 
     # ---- setup: the strategy first (multi-worker must exist before other TF work), then fail-fast checks
-    strategy = make_strategy(options.strategy)
+    strategy = make_strategy(options.strategy, options.worker_timeout)
     resolved = resolve_model(run.model.model)
     _, tokenizer = load_checked(resolved, data_cfg.block_size)
     if run.hub.push_to_hub:
