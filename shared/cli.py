@@ -174,10 +174,19 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     return fill_mask
 
 
-def make_cli(prog: str, version: str, summary: str, options_cls: type, train_fn: Callable[..., dict],
-             load_filler: Callable[[str], Any]) -> click.Group:
+def make_cli(prog: str, version: str, summary: str, options_cls: type, train: str | Callable[..., dict],
+             filler: str | Callable[[str], Any]) -> click.Group:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
-    `fill-mask`. One definition, so the two CLIs cannot drift apart."""
+    `fill-mask`. One definition, so the two CLIs cannot drift apart. `train` and `filler` are given as
+    "module:name" paths, imported when a command runs (so `--help` loads no framework), or as callables."""
+    from shared.lazy import load
+
+    def train_fn(run, options):
+        return (load(train) if isinstance(train, str) else train)(run, options)
+
+    def load_filler(model: str):
+        return (load(filler) if isinstance(filler, str) else filler)(model)
+
     from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
     from shared.identity import completed_results
 
@@ -186,11 +195,11 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train_fn:
     def main() -> None:
         pass
 
-    @main.command()
+    @main.command("train")
     @options_from(DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
     @click.option("--verbose", is_flag=True, help="Also show library debug logs.")
     @reports_errors
-    def train(verbose: bool, **values: Any) -> None:
+    def train_command(verbose: bool, **values: Any) -> None:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
         run = RunConfig(build(DataConfig, values), build(ModelConfig, values), build(TrainConfig, values), build(HubConfig, values))

@@ -1,32 +1,26 @@
-"""The `tf-mlm` command line: `tf-mlm train` and `tf-mlm fill-mask`."""
+"""The `tf-mlm` command line: `tf-mlm train` and `tf-mlm fill-mask`. TensorFlow is imported only by a
+command that needs it, so `--help` and `--version` answer at once."""
 
 import os
-import sys
 
-if "--push-to-hub" in sys.argv:
-    # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which fail to import
-    # unless torch is visible; only a pushing run pays for that (tf_mlm hides torch otherwise).
-    os.environ.setdefault("USE_TORCH", "AUTO")
-
-from shared.cli import make_cli  # noqa: E402
-from tf_mlm import __version__  # noqa: E402
-from tf_mlm.options import TFOptions  # noqa: E402
+from shared.cli import make_cli
+from tf_mlm import __version__
+from tf_mlm.options import TFOptions
 
 
-def train(run, options):
-    from tf_mlm.training import train
+def train(run, options) -> dict:
+    # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which fail to import unless
+    # torch is visible; only a pushing run pays for that (the Keras path hides torch otherwise). Nothing
+    # has imported transformers yet in this process, so this is the one place to say it.
+    if run.hub.push_to_hub:
+        os.environ.setdefault("USE_TORCH", "AUTO")
+    from tf_mlm.training import train as fit
 
-    return train(run, options)
-
-
-def mask_filler(model: str):
-    from tf_mlm.infer import MaskFiller
-
-    return MaskFiller(model)
+    return fit(run, options)
 
 
 main = make_cli("tf-mlm", __version__, "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
-                TFOptions, train, mask_filler)
+                TFOptions, train=train, filler="tf_mlm.infer:MaskFiller")
 
 if __name__ == "__main__":
     main()

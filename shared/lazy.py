@@ -1,0 +1,23 @@
+"""Names a package exports but imports only when first used, so importing it loads no framework."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+
+def load(path: str) -> Any:
+    """The object at "package.module:name"."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` (PEP 562) serving each name of `exports` from its "module:name" path."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return load(exports[name])
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
