@@ -34,14 +34,10 @@ class PTOptions:
 
     def __post_init__(self) -> None:
         check_numbers(self)
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UsageError(f"must be no, fp16 or bf16, got {self.mixed_precision!r}", "--mixed-precision")
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
-        if self.attention not in ("sdpa", "eager"):
-            raise UsageError(f"must be sdpa or eager, got {self.attention!r}", "--attention")
         if self.log_every < 1:
             raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
         if self.loader_workers is None:

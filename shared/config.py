@@ -40,9 +40,13 @@ EPOCH_LIMIT = 1e6
 
 
 def check_numbers(config: Any) -> None:
-    """Every number field is finite and within what the frameworks can take, whatever its own rule."""
+    """Every number field is finite and within what the frameworks can take, whatever its own rule, and
+    every field with a choice list holds one of its choices (the list click offers, declared once)."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise UsageError(f"must be one of {', '.join(choices)}, got {value!r}", flag_of(f.name))
         if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):

@@ -63,3 +63,25 @@ def test_cli_help_shows_defaults_and_version():
     for fragment in ("--block-size", "[default: 128]", "--mixed-precision", "--resume", "--push-to-hub", "2e-05"):
         assert fragment in help_text, fragment
     assert "pt-mlm, version" in CliRunner().invoke(main, ["--version"]).output
+
+
+@pytest.mark.parametrize("build, flag", [
+    (lambda: TrainConfig(lr_scheduler="cosine_with_restarts"), "--lr-scheduler"),
+    (lambda: TrainConfig(report_to="wandb-typo"), "--report-to"),
+])
+def test_python_callers_get_the_clis_choice_lists(build, flag):
+    with pytest.raises(UsageError) as error:
+        build()
+    assert str(error.value).startswith(f"{flag}: must be one of")
+
+
+def test_framework_options_check_their_choices_from_the_same_lists():
+    from pt_mlm.options import PTOptions
+    from tf_mlm.options import TFOptions
+
+    for build, flag in ((lambda: PTOptions(mixed_precision="fp8"), "--mixed-precision"),
+                        (lambda: PTOptions(attention="flash"), "--attention"),
+                        (lambda: TFOptions(strategy="tpu"), "--strategy")):
+        with pytest.raises(UsageError) as error:
+            build()
+        assert str(error.value).startswith(f"{flag}: must be one of")

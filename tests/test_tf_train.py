@@ -88,6 +88,10 @@ def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
 def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("interrupted_fit", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["crashed"] and seen["backup_left"]
+    assert seen["refused"]["block"].startswith("--block-size: the Keras backup in")
+    assert seen["refused"]["rate"].startswith("--learning-rate: the Keras backup in")
+    assert seen["refused"]["steps"].startswith("--max-steps: the Keras backup in") and "already" in seen["refused"]["steps"]
+    assert seen["finished_untouched"], "resuming a finished run returns its results untouched"
     assert seen["resumed_steps"] == seen["whole_steps"]
     assert seen["resumed_evals"][0] == 0 and seen["resumed_evals"][-1] == seen["whole_steps"]
     assert seen["resumed_after"] == pytest.approx(seen["whole_after"], rel=0.05)

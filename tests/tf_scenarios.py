@@ -105,9 +105,24 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     except RuntimeError:
         crashed = True
     backup_left = (out / "backup").is_dir() and any((out / "backup").iterdir())
+    from shared.errors import UsageError
+
+    refused = {}  # a resume that would be another run is refused, naming the setting
+    for name, changed in (("block", dict(block_size=16)), ("rate", dict(learning_rate=2e-3)),
+                          ("steps", dict(max_steps=1))):
+        try:
+            config = tiny_run(model, data, out, num_epochs=3, resume="auto")
+            for key, value in changed.items():
+                setattr(config.data if key == "block_size" else config.train, key, value)
+            train(config, TFOptions())
+            refused[name] = "not refused"
+        except UsageError as error:
+            refused[name] = str(error)
     resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions())
+    finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions())
     return {
-        "crashed": crashed, "backup_left": backup_left,
+        "crashed": crashed, "backup_left": backup_left, "refused": refused,
+        "finished_untouched": finished == json.loads((out / "all_results.json").read_text()),
         "whole_steps": whole["optimizer_steps"], "resumed_steps": resumed["optimizer_steps"],
         "resumed_evals": [e["step"] for e in resumed["loss_log"]["evals"]],
         "whole_after": whole["after"]["eval_loss"], "resumed_after": resumed["after"]["eval_loss"],

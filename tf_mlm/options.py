@@ -28,10 +28,6 @@ class TFOptions:
 
     def __post_init__(self) -> None:
         check_numbers(self)
-        if self.mixed_precision not in ("no", "mixed_float16", "mixed_bfloat16"):
-            raise UsageError(f"must be no, mixed_float16 or mixed_bfloat16, got {self.mixed_precision!r}", "--mixed-precision")
-        if self.strategy not in ("auto", "default", "mirrored", "multi-worker"):
-            raise UsageError(f"unknown strategy {self.strategy!r}", "--strategy")
         if self.worker_timeout < 1:
             raise UsageError(f"must be 1 or more, got {self.worker_timeout}", "--worker-timeout")
         if self.strategy == "multi-worker" and self.jit_compile:
