@@ -2,6 +2,7 @@
 
     python -m benchmarks.fidelity                      # 3 training seeds, about 30 min on 2 CPU cores
     python -m benchmarks.fidelity --seeds 42 --steps 50 --out /tmp/quick
+    python -m benchmarks.fidelity --seeds 42 --recipes pt-mlm --max-grad-norm 0 --out /tmp/unclipped   # an ablation
 
 The corpus is one the project never trains on elsewhere: the Python language reference as shipped in
 every CPython (`pydoc_data.topics`), cut into paragraphs, one row each. The start is one saved folder:
@@ -57,20 +58,20 @@ def write_start(folder: Path) -> Path:
     return folder
 
 
-def run_config(corpus: Path, start: Path, out: Path, steps: int, seed: int):
+def run_config(corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float = 1.0):
     from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     return RunConfig(
         DataConfig(dataset=str(corpus), text_column="text", max_samples=None, block_size=BLOCK),
         ModelConfig(model=str(start)),
         TrainConfig(output_dir=str(out), per_device_batch_size=BATCH, learning_rate=LEARNING_RATE, max_steps=steps,
-                    seed=seed, eval_batch_size=32),
+                    seed=seed, eval_batch_size=32, max_grad_norm=max_grad_norm),
     )
 
 
-def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int) -> None:
+def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
     """Train one recipe in this process and leave its final PyTorch weights in `out`."""
-    run = run_config(corpus, start, out, steps, seed)
+    run = run_config(corpus, start, out, steps, seed, max_grad_norm)
     if recipe == "pt-mlm":
         import pt_mlm
 
@@ -90,7 +91,8 @@ def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, see
         data = prepare_data(run.data, tokenizer, seed)
         args = TrainingArguments(output_dir=str(out / "trainer"), per_device_train_batch_size=BATCH,
                                  learning_rate=LEARNING_RATE, weight_decay=0.01, max_steps=steps, save_strategy="no",
-                                 report_to=[], logging_steps=10**6, seed=seed, use_cpu=True, disable_tqdm=True)
+                                 report_to=[], logging_steps=10**6, seed=seed, use_cpu=True, disable_tqdm=True,
+                                 max_grad_norm=max_grad_norm)
         trainer = Trainer(model=AutoModelForMaskedLM.from_pretrained(start), args=args,
                           train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
                           data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15))
@@ -117,14 +119,15 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     return total / count
 
 
-def child(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int) -> None:
+def child(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
     # Each recipe in its own process: TensorFlow and PyTorch never share one; hide the other framework.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("USE_TF" if recipe == "tf-mlm" else "USE_TORCH", None)
     if recipe != "tf-mlm":
         env["USE_TF"] = "0"
     done = subprocess.run([sys.executable, "-m", "benchmarks.fidelity", "--child", recipe, "--corpus", str(corpus),
-                           "--start", str(start), "--out", str(out), "--steps", str(steps), "--seeds", str(seed)],
+                           "--start", str(start), "--out", str(out), "--steps", str(steps), "--seeds", str(seed),
+                           "--max-grad-norm", str(max_grad_norm)],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{recipe} (seed {seed}) failed:\n{done.stderr[-3000:]}")
@@ -138,21 +141,23 @@ def write_report(out: Path, report: dict) -> None:
         f"# Training fidelity: eval perplexity after {report['steps']} steps from the same start, {report['date']}",
         "",
         f"Corpus: {report['corpus']}. Start: {report['start']}. Global batch {BATCH} blocks of {BLOCK} tokens, "
-        f"learning rate {LEARNING_RATE}, weight decay 0.01, linear decay, gradient clipping 1.0 (every recipe's "
-        f"default), dropout on; training seeds {', '.join(map(str, report['seeds']))}. One evaluator (PyTorch, frozen "
+        f"learning rate {LEARNING_RATE}, weight decay 0.01, linear decay, gradient clipping "
+        f"{report.get('max_grad_norm', 1.0) or 'off'} (1.0 is every recipe's default), dropout on; training seeds {', '.join(map(str, report['seeds']))}. One evaluator (PyTorch, frozen "
         f"masks of {report['eval_blocks']} eval blocks) scores every final model. Device: {report['device']}.",
         "",
         "| recipe | " + " | ".join(f"seed {seed}" for seed in report["seeds"]) + " | mean | vs Trainer, per seed | "
         "vs Trainer, mean of seeds |",
         "|---|" + "---|" * len(report["seeds"]) + "---|---|---|",
     ]
-    reference_losses = rows["Trainer (guide)"]["eval_losses"]
+    reference_losses = rows.get("Trainer (guide)", {}).get("eval_losses")
     for name, row in rows.items():
         per_seed = " | ".join(f"{perplexity(loss):.2f}" for loss in row["eval_losses"])
-        ratios = [perplexity(loss) / perplexity(ref) - 1 for loss, ref in zip(row["eval_losses"], reference_losses)]
+        ratios = [perplexity(loss) / perplexity(ref) - 1 for loss, ref in zip(row["eval_losses"], reference_losses or [])]
         row["ratio_per_seed"] = ratios
-        row["ratio_mean"] = statistics.mean(ratios)
-        if name == "Trainer (guide)":
+        row["ratio_mean"] = statistics.mean(ratios) if ratios else None
+        if not ratios:
+            vs_seed, vs_mean = "no Trainer row", "-"
+        elif name == "Trainer (guide)":
             vs_seed, vs_mean = "reference", "reference"
         else:
             vs_seed, vs_mean = ", ".join(f"{r:+.1%}" for r in ratios), f"**{row['ratio_mean']:+.2%}**"
@@ -196,13 +201,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-fidelity)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/scratch/fidelity"))
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="which recipes, comma-separated")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="every recipe's clipping (0: off)")
     parser.add_argument("--child", choices=RECIPES, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.child:
-        train_one(args.child, args.corpus, args.start, args.out, args.steps, seeds[0])
+        train_one(args.child, args.corpus, args.start, args.out, args.steps, seeds[0], args.max_grad_norm)
         return
 
     os.environ.setdefault("USE_TF", "0")  # this process evaluates with PyTorch only
@@ -215,11 +222,12 @@ def main() -> None:
     start = args.work / "start"
     if not (start / "tf_model.h5").is_file():
         write_start(start)
-    rows = {name: {"eval_losses": []} for name in RECIPES}
+    recipes = [name for name in RECIPES if name in args.recipes.split(",")]
+    rows = {name: {"eval_losses": []} for name in recipes}
     for seed in seeds:
-        for recipe in RECIPES:
+        for recipe in recipes:
             folder = args.work / f"{recipe.split()[0].lower()}-seed{seed}"
-            child(recipe, corpus, start, folder, args.steps, seed)
+            child(recipe, corpus, start, folder, args.steps, seed, args.max_grad_norm)
             loss = shared_evaluation(folder, corpus, start, seed)
             rows[recipe]["eval_losses"].append(loss)
             print(f"seed {seed} {recipe}: eval loss {loss:.4f}", flush=True)
@@ -233,7 +241,8 @@ def main() -> None:
         row["perplexity_mean"] = statistics.mean(perplexity(loss) for loss in row["eval_losses"])
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, {
-        "date": date, "steps": args.steps, "seeds": seeds, "rows": rows, "device": f"CPU, {os.cpu_count()} cores",
+        "date": date, "steps": args.steps, "seeds": seeds, "rows": rows, "max_grad_norm": args.max_grad_norm,
+        "device": f"CPU, {os.cpu_count()} cores",
         "corpus": f"Python language reference (pydoc_data.topics), {data.texts.rows} paragraphs, "
                   f"{len(data.train_blocks)} train / {data.eval_blocks} eval blocks",
         "start": "built-in MiniLM encoder + a fresh MLM head initialised once (seed 0)",
