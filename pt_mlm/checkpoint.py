@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shared.errors import UsageError
 from shared.identity import check_same_run, check_steps_left
-from shared.outputs import checkpoint_dir, commit_dir, mark_latest, staging_dir, write_manifest
+from shared.outputs import checkpoint_dir, commit_dir, mark_latest, require_free_space, staging_dir, write_manifest
 
 STATE = "trainer_state.json"
 
@@ -30,8 +30,10 @@ class Progress:
     settings: dict = field(default_factory=dict)  # the run's identity (shared.identity.run_identity)
 
 
-def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None) -> Path:
+def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None, weight_bytes: int) -> Path:
     final = checkpoint_dir(out, progress.global_step)
+    # Weights and AdamW's two moments. Every process checks (and so stops) alike: none waits for another.
+    require_free_space(out, 3 * weight_bytes, f"checkpoint {final.name}")
     partial = staging_dir(final) if accelerator.is_main_process else final.with_name(f".tmp-{final.name}")
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))

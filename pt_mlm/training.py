@@ -154,6 +154,7 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
         num_warmup_steps=train_cfg.warmup_steps * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     net, optimizer, loader, evals, scheduler = accelerator.prepare(net, optimizer, loader, evals, scheduler)
     global_batch = train_cfg.per_device_batch_size * accelerator.num_processes * train_cfg.gradient_accumulation_steps
     settings = run_identity(run, resolved.name, model.config, data.texts, accelerator.num_processes)
@@ -217,7 +218,7 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
         nonlocal tic
         read_losses()
         progress.loss_log = losses.to_dict()
-        saved = save_checkpoint(accelerator, out, progress, train_cfg.save_total_limit)
+        saved = save_checkpoint(accelerator, out, progress, train_cfg.save_total_limit, weight_bytes)
         tic = time.perf_counter()  # saving is not training time
         return saved
 
@@ -309,7 +310,7 @@ def fit_and_save(run: RunConfig, options: PTOptions, accelerator: Accelerator, r
             if options.tf_weights:
                 add_weights_for_other_framework(folder, have="pt")
 
-        save_model_atomically(out, save)
+        save_model_atomically(out, save, weight_bytes * (2 if options.tf_weights else 1))
         write_run_report(out, results, losses, "pt")
         log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after, perplexity(after), out)
         if run.hub.push_to_hub:

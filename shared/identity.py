@@ -63,7 +63,9 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
 
 
 def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
-    if max_steps is not None and max_steps <= steps_done:
+    """Refuse a --max-steps below the steps done. Equal is allowed: a run stopped after its last step
+    (its final save failed) finishes with no step more."""
+    if max_steps is not None and max_steps < steps_done:
         raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
 
 

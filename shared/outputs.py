@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from shared.config import RunConfig, TrainConfig
 from shared.errors import RunError, UsageError
@@ -191,11 +191,12 @@ def mark_latest(out: Path, checkpoint: Path, keep: int | None) -> None:
 MANIFEST = "manifest.json"
 
 
-def write_manifest(folder: Path) -> None:
-    """Size and SHA-256 of every file of a finished checkpoint, written last: a checkpoint damaged later
-    (a truncated or edited file, a missing one) is recognised without loading it."""
+def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
+    """Size and SHA-256 of every file of a finished checkpoint (or of `paths` in it), written last: a
+    checkpoint damaged later (a truncated or edited file, a missing one) is recognised without loading it."""
+    paths = sorted(folder.rglob("*") if paths is None else paths)
     files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+             for p in paths if p.is_file() and p.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps(files, indent=1))
 
 
@@ -257,9 +258,22 @@ def find_resume_checkpoint(out: Path, resume: str) -> Path:
     raise UsageError(f"no checkpoint in {str(out / CHECKPOINTS)!r} loads: {'; '.join(damaged)}", "--resume")
 
 
-def save_model_atomically(out: Path, save: Callable[[Path], None]) -> None:
-    """Write the final model with `save(folder)` into staging, then move its files to the top of
-    `out`, where pipelines look. `all_results.json`, written after this, marks the run complete."""
+def require_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing `what` (about `needed` bytes) into `folder` when the disk clearly has not
+    room: a full disk found before the write leaves nothing half-written and says how much is missing."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise RunError(f"--output-dir: {what} needs about {needed / 2**20:,.1f} MiB in {folder}, "
+                       f"{free / 2**20:,.1f} MiB are free there: free some space and --resume auto")
+
+
+def save_model_atomically(out: Path, save: Callable[[Path], None], needed: int) -> None:
+    """Write the final model (about `needed` bytes) with `save(folder)` into staging, then move its files
+    to the top of `out`, where pipelines look. `all_results.json`, written after this, marks the run complete."""
+    require_free_space(out, needed, "the final model")
     staged = out / "model"
     with atomic_dir(staged) as partial:
         save(partial)

@@ -4,42 +4,15 @@ traceback, and what can be done is done (a long text keeps the window around its
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from pt_helpers import TINY_ARGS, run_cli
+from tiny_models import BROKEN_MODELS, broken_copy
 from test_pt_train import trained  # noqa: F401  (a module fixture: one trained tiny RoBERTa)
 
 
-def broken_copy(tiny_roberta, tmp_path, how: str):
-    folder = tmp_path / how.replace(" ", "-")
-    shutil.copytree(tiny_roberta, folder)
-    if how == "config without weights":
-        (folder / "model.safetensors").unlink()
-    elif how == "truncated weights":
-        weights = folder / "model.safetensors"
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
-    elif how == "corrupted weights":
-        weights = folder / "model.safetensors"
-        weights.write_bytes(b"\x00garbage" + weights.read_bytes()[9:])
-    elif how == "tokenizer larger than embeddings":
-        config = json.loads((folder / "config.json").read_text())
-        config["vocab_size"] = 100
-        (folder / "config.json").write_text(json.dumps(config))
-    elif how == "missing tokenizer":
-        for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
-            (folder / name).unlink(missing_ok=True)
-    return folder
-
-
-@pytest.mark.parametrize("how, says", [
-    ("config without weights", "has a config but no weights"),
-    ("truncated weights", "cannot load the weights"),
-    ("corrupted weights", "cannot load the weights"),
-    ("tokenizer larger than embeddings", "more than the 100 rows of the model's embeddings"),
-    ("missing tokenizer", "cannot load the tokenizer"),
-])
+@pytest.mark.parametrize("how, says", BROKEN_MODELS)
 def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(tiny_roberta, eli5_jsonl, tmp_path, how, says):
     folder = broken_copy(tiny_roberta, tmp_path, how)
     for args in (["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS],

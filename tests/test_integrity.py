@@ -36,7 +36,7 @@ def stopped_run(tiny_roberta, eli5_jsonl, tmp_path_factory):
 @pytest.mark.parametrize("flag, value", [
     ("--block-size", "16"), ("--mlm-probability", "0.2"), ("--seed", "7"), ("--per-device-batch-size", "4"),
     ("--gradient-accumulation-steps", "2"), ("--learning-rate", "2e-3"), ("--max-grad-norm", "0"),
-    ("--test-size", "0.3"), ("--max-samples", "150"), ("--max-steps", "4"),
+    ("--test-size", "0.3"), ("--max-samples", "150"), ("--max-steps", "3"),
 ])
 def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, flag, value):
     out, data = stopped_run

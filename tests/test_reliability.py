@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pt_helpers import TINY_ARGS, run_cli, train_tiny
-from shared.outputs import complete_checkpoints
+from shared.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +75,27 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
     assert message.startswith("Error: interrupted at step") and "--resume auto" in message
     step = int(message.split("interrupted at step ")[1].split(";")[0])
     assert (out / "checkpoints" / f"step-{step:07d}").is_dir()
+
+
+@pytest.mark.parametrize("fault, says", [
+    ("final-model-disk-full", "No space left on device while writing {out}/.tmp-model/pytorch_model.bin; "),
+    ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
+    ("no-room-after-first", "--output-dir: checkpoint step-0000004 needs about"),
+])
+def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(tiny_roberta, eli5_jsonl, tmp_path, fault, says):
+    out = tmp_path / "out"
+    args = ["--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--max-steps", "4",
+            "--checkpointing-steps", "2"]
+    failed = subprocess.run([sys.executable, ROOT / "tests" / "faults.py", fault, "pt_mlm", "train", *map(str, args)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr, failed.stderr[-3000:]
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: " + says.format(out=out)), line
+    assert not (out / "all_results.json").exists()
+    kept = complete_checkpoints(out)
+    assert kept and all(checkpoint_damage(path) is None for path in kept), "every checkpoint as it was written"
+    resumed = train_tiny(tiny_roberta, eli5_jsonl, out, *args[6:], "--resume", "auto")
+    assert resumed["optimizer_steps"] == 4
 
 
 def test_unwritable_output_dir_fails_before_training(tiny_roberta, eli5_jsonl, tmp_path):
@@ -151,12 +172,21 @@ def test_bad_input_catalog(tmp_path, tiny_roberta, eli5_jsonl, odd_models):
     assert not (tmp_path / "out" / "all_results.json").exists()
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one can still be held by an earlier run's socket)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, tmp_path):
     common = [*TINY_ARGS, "--num-epochs", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU and uses gloo.
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
               "-m", "pt_mlm", "train", "--model", str(tiny_roberta),
               "--dataset", str(eli5_jsonl), "--output-dir", str(tmp_path / "two"), *common, "--per-device-batch-size", "4"]
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import BROKEN_MODELS
+
 pytestmark = pytest.mark.tf
 HERE = Path(__file__).parent
 TINY_ARGS = ["--block-size", "32", "--learning-rate", "1e-3", "--per-device-batch-size", "8", "--eval-batch-size", "32"]
@@ -107,11 +109,58 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
         "block_size": (2, "--block-size: 4096 is more than"),
         "xla_multi_worker": (2, "--jit-compile: cannot be combined with --strategy multi-worker"),
         "no_mask": (2, "TEXT: no mask in"),
+        **{how: (2, "--model: ") for how, _ in BROKEN_MODELS},
     }
     for name, (code, message) in expected.items():
         assert seen[name]["exit"] == code, (name, seen[name])
         assert message in seen[name]["output"], (name, seen[name])
+    for how, says in BROKEN_MODELS:
+        assert says in seen[how]["output"], (how, seen[how])
     assert seen["existing_kept"]
+
+
+def backup_files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_damaged_backup_or_another_model_is_refused_in_one_line_and_the_backup_kept(
+        tiny_roberta, tiny_bert, eli5_jsonl, tmp_path):
+    assert scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
+    out = tmp_path / "stopped"
+    backup, before = out / "backup", backup_files(out / "backup")
+    assert "manifest.json" in before and "loss_log.json" in before
+    resume = ["train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--num-epochs", "3", "--resume", "auto"]
+
+    other = tf_mlm(*resume, "--model", tiny_bert)
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
+    line = other.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: --model: the Keras backup in") and "roberta" in line and "bert" in line, line
+
+    data = next(name for name in before if ".data-" in name)
+    (backup / data).write_bytes(before[data][: len(before[data]) // 2])
+    damaged = tf_mlm(*resume, "--model", tiny_roberta)
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr[-2000:]
+    line = damaged.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: --resume: the Keras backup in") and f"{data} has {len(before[data]) // 2} bytes" in line
+    assert backup_files(backup) == {**before, data: before[data][: len(before[data]) // 2]}, "nothing else changed"
+
+
+def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--num-epochs", "2"]
+    failed = subprocess.run([sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
+                            env=child_env(), capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), line
+    backup = backup_files(out / "backup")
+    assert "manifest.json" in backup and not (out / "all_results.json").exists()
+    done = tf_mlm(*args, "--resume", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)
+    assert [e["step"] for e in results["loss_log"]["evals"]] == [0, results["optimizer_steps"] // 2, results["optimizer_steps"]]
+    assert not (out / "backup").exists(), "the backup goes once the run is complete"
 
 
 def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_roberta, eli5_jsonl, tmp_path):

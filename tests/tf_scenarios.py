@@ -25,6 +25,18 @@ def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
     )
 
 
+def crash_at_epoch_2():
+    """A Keras callback raising as the second epoch begins: a fit stopped with a backup behind it."""
+    from transformers.modeling_tf_utils import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash at epoch 2")
+
+    return Crash()
+
+
 def xla_and_precision(model: str, data: str, work: Path) -> dict:
     """The same batch gives the same loss with and without XLA; bf16 evaluates like fp32 and trains."""
     import numpy as np
@@ -88,19 +100,12 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
 
 def interrupted_fit(model: str, data: str, work: Path) -> dict:
     """An exception from a callback at epoch 2 stops fit; --resume auto finishes the run."""
-    from transformers.modeling_tf_utils import keras
-
     from tf_mlm.training import TFOptions, train
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("simulated crash at epoch 2")
 
     whole = train(tiny_run(model, data, work / "whole", num_epochs=3), TFOptions())
     out = work / "crashed"
     try:
-        train(tiny_run(model, data, out, num_epochs=3), TFOptions(), callbacks=[Crash()])
+        train(tiny_run(model, data, out, num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()])
         crashed = False
     except RuntimeError:
         crashed = True
@@ -148,12 +153,28 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
         "block_size": ["train", "--model", model, "--dataset", data, "--block-size", "4096", "--output-dir", str(work / "d")],
         "no_mask": ["fill-mask", model, "nothing to fill"],
     }
+    from tiny_models import BROKEN_MODELS, broken_copy
+
+    for how, _ in BROKEN_MODELS:  # the same unusable folders as the PyTorch path's test
+        cases[how] = ["train", "--model", str(broken_copy(Path(model), work, how)), "--dataset", data,
+                      "--block-size", "32", "--output-dir", str(work / "f")]
     seen = {}
     for name, args in cases.items():
         result = CliRunner().invoke(main, args)
         seen[name] = {"exit": result.exit_code, "output": result.output.strip().splitlines()[-1] if result.output.strip() else ""}
     seen["existing_kept"] = (existing / "keep.txt").read_text() == "a previous run"
     return seen
+
+
+def stopped_fit(model: str, data: str, work: Path) -> dict:
+    """A fit stopped by an exception at epoch 2, leaving its Keras backup in WORK/stopped."""
+    from tf_mlm.training import TFOptions, train
+
+    try:
+        train(tiny_run(model, data, work / "stopped", num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()])
+    except RuntimeError as error:
+        return {"stopped": str(error)}
+    return {"stopped": None}
 
 
 def push_to_hub(model: str, data: str, work: Path) -> dict:

@@ -73,3 +73,38 @@ def write_eli5_jsonl(path: Path, rows: int = 200) -> Path:
                                 "answers": {"a_id": [f"a{i}0", f"a{i}1"], "text": corpus[2 * i: 2 * i + 2],
                                             "score": [1, 1]}}) + "\n")
     return path
+
+
+def broken_copy(tiny_roberta: Path, tmp_path: Path, how: str) -> Path:
+    """A copy of a model folder made unusable in one way (`how`), for the bad-model tests of both paths."""
+    import json
+    import shutil
+
+    folder = tmp_path / how.replace(" ", "-")
+    shutil.copytree(tiny_roberta, folder)
+    if how == "config without weights":
+        (folder / "model.safetensors").unlink()
+    elif how == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    elif how == "corrupted weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(b"\x00garbage" + weights.read_bytes()[9:])
+    elif how == "tokenizer larger than embeddings":
+        config = json.loads((folder / "config.json").read_text())
+        config["vocab_size"] = 100
+        (folder / "config.json").write_text(json.dumps(config))
+    elif how == "missing tokenizer":
+        for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+# Each way a model folder can be unusable, and what the one-line error says of it.
+BROKEN_MODELS = [
+    ("config without weights", "has a config but no weights"),
+    ("truncated weights", "cannot load the weights"),
+    ("corrupted weights", "cannot load the weights"),
+    ("tokenizer larger than embeddings", "more than the 100 rows of the model's embeddings"),
+    ("missing tokenizer", "cannot load the tokenizer"),
+]

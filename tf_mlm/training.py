@@ -53,13 +53,15 @@ from shared.metrics import LossLog, TokenWeightedMean
 from shared.models import load_checked, load_weights, report_fresh_weights, resolve_model
 from shared.export import add_weights_for_other_framework
 from shared.identity import check_same_run, check_steps_left, completed_results, run_identity
-from shared.outputs import check_output_dir, claimed_output_dir, save_model_atomically
+from shared.outputs import (checkpoint_damage, check_output_dir, claimed_output_dir, require_free_space,
+                            save_model_atomically, write_manifest)
 from shared.publish import check_push_possible, push_folder
 from shared.reports import build_results, hub_base_model, write_run_report
 
 log = logging.getLogger("tf_mlm")
 patch_safetensors_loading()
 BACKUP = "backup"
+LOSS_LOG, IDENTITY = "loss_log.json", "run_identity.json"  # beside the Keras backup
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
 
@@ -143,9 +145,9 @@ def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
 class RunMonitor(keras.callbacks.Callback):
     """Per-step loss, timing, evaluation each epoch, and stopping at --max-steps."""
 
-    def __init__(self, losses: LossLog, evaluate_fn, max_steps: int, state_file: Path) -> None:
+    def __init__(self, losses: LossLog, evaluate_fn, max_steps: int) -> None:
         super().__init__()
-        self.losses, self.evaluate_fn, self.max_steps, self.state_file = losses, evaluate_fn, max_steps, state_file
+        self.losses, self.evaluate_fn, self.max_steps = losses, evaluate_fn, max_steps
         self.seconds, self.batches = 0.0, 0
         self.first_step_time: float | None = None  # wall clock, for time-to-first-step
 
@@ -170,9 +172,27 @@ class RunMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs.update({"eval_loss": record["eval_loss"], "perplexity": record["perplexity"]})
         log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, record["eval_loss"], record["perplexity"])
-        # Survives an interruption next to the Keras backup, so a resumed run keeps its full curve.
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(self.losses.to_dict()))
+
+
+class VerifiedBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, with the loss log saved beside each backup (a resumed run keeps its whole
+    curve) and a manifest of sizes and hashes written last (a damaged backup is named, not loaded)."""
+
+    def __init__(self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int) -> None:
+        # Kept after fit: removed only once the final model and report are written, so a failed final
+        # save can be resumed.
+        super().__init__(str(folder), save_freq=save_freq, delete_checkpoint=False)
+        self.folder, self.losses, self.identity, self.weight_bytes = folder, losses, identity, weight_bytes
+
+    def _backup(self, epoch, batch=0):
+        require_free_space(self.folder, 3 * self.weight_bytes, "the Keras backup")  # weights, Adam's moments
+        writes = self.model.distribute_strategy.extended.should_checkpoint  # the chief, in multi-worker
+        if writes:
+            (self.folder / LOSS_LOG).write_text(json.dumps(self.losses.to_dict()))
+            (self.folder / IDENTITY).write_text(json.dumps(self.identity))
+        super()._backup(epoch, batch)
+        if writes:  # other workers write into temporary folders of their own: not part of the backup
+            write_manifest(self.folder, [*(self.folder / "chief").rglob("*"), *self.folder.glob("*.json")])
 
 
 def epoch_pushes():
@@ -266,10 +286,13 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
         )
 
         # ---- evaluate before training (a resumed run keeps the figure of its true start)
-        state_file, identity_file = backup / "loss_log.json", backup / "run_identity.json"
+        state_file, identity_file = backup / LOSS_LOG, backup / IDENTITY
         identity = run_identity(run, resolved.name, model.config, data.texts, replicas)
         losses = LossLog()
         if train_cfg.resume:
+            if damage := checkpoint_damage(backup):
+                raise UsageError(f"the Keras backup in {str(backup)!r} is damaged: {damage}; Keras keeps no older "
+                                 "backup to fall back to: start again with --overwrite-output-dir", "--resume")
             if identity_file.is_file():
                 check_same_run(json.loads(identity_file.read_text()), identity, f"the Keras backup in {backup}")
             if state_file.is_file():
@@ -282,12 +305,10 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
 
         # ---- fit, with callbacks for progress, backups, logs and the Hub
         backup.mkdir(parents=True, exist_ok=True)
-        identity_file.write_text(json.dumps(identity))
-        monitor = RunMonitor(losses, evaluate_now, total_steps, state_file)
-        keras_callbacks = [
-            monitor,
-            keras.callbacks.BackupAndRestore(str(backup), save_freq=train_cfg.checkpointing_steps or "epoch", delete_checkpoint=True),
-        ]
+        weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
+        monitor = RunMonitor(losses, evaluate_now, total_steps)
+        keras_callbacks = [monitor, VerifiedBackup(backup, losses, identity, train_cfg.checkpointing_steps or "epoch",
+                                                   weight_bytes)]
         if train_cfg.report_to == "tensorboard":
             keras_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
         if run.hub.push_to_hub:
@@ -302,7 +323,6 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
             monitor.on_epoch_end(num_epochs - 1)  # stopped mid-epoch by --max-steps: evaluate the final weights
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    shutil.rmtree(backup, ignore_errors=True)  # the fit finished: nothing left to resume
 
     # ---- report and save: Keras weights, then PyTorch weights beside them
     steps_done = int(trainee.optimizer.iterations.numpy())
@@ -318,8 +338,9 @@ def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokeniz
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         add_weights_for_other_framework(folder, have="tf")
-    save_model_atomically(out, save)
+    save_model_atomically(out, save, 2 * weight_bytes)
     write_run_report(out, results, losses, "tf")
+    shutil.rmtree(backup, ignore_errors=True)  # the run is complete: nothing left to resume
     after = results["after"]
     log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after["eval_loss"], after["perplexity"], out)
     if run.hub.push_to_hub:

@@ -1,0 +1,59 @@
+"""`python tests/faults.py FAULT pt_mlm|tf_mlm ARGS...`: a CLI run with one write fault injected, in a process
+of its own, as a disk or a folder would fail under a real run.
+
+FAULT is one of:
+  final-model-disk-full   the final model's weights hit a full disk (ENOSPC)
+  report-read-only        all_results.json lands in a folder turned read-only (EROFS)
+  no-room-after-first     the disk has room for the first checkpoint only
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+
+def final_model_disk_full(framework: str) -> None:
+    if framework == "pt_mlm":
+        from transformers import PreTrainedModel as Model
+    else:
+        from transformers import TFPreTrainedModel as Model
+    name = "pytorch_model.bin" if framework == "pt_mlm" else "tf_model.h5"
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(save_directory) / name))
+
+    Model.save_pretrained = save_pretrained
+
+
+def report_read_only(framework: str) -> None:
+    import shared.reports
+
+    real = shared.reports.write_json
+
+    def write_json(path, content):
+        if Path(path).name == "all_results.json":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real(path, content)
+
+    shared.reports.write_json = write_json
+
+
+def no_room_after_first(framework: str) -> None:
+    real, calls = shutil.disk_usage, []
+
+    def disk_usage(path):
+        calls.append(path)
+        usage = real(path)
+        return usage if len(calls) == 1 else usage._replace(free=0)
+
+    shutil.disk_usage = disk_usage
+
+
+if __name__ == "__main__":
+    fault, framework, *args = sys.argv[1:]
+    globals()[fault.replace("-", "_")](framework)
+    importlib.import_module(f"{framework}.cli").main(args)
