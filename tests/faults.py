@@ -4,7 +4,9 @@ of its own, as a disk or a folder would fail under a real run.
 FAULT is one of:
   final-model-disk-full   the final model's weights hit a full disk (ENOSPC)
   report-read-only        all_results.json lands in a folder turned read-only (EROFS)
-  no-room-after-first     the disk has room for the first checkpoint only
+  no-room-after-first     the disk has room for the first checkpoint only (found before writing)
+  second-checkpoint-dies-midway
+                          the second PyTorch checkpoint fills the disk after its files are written
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ def no_room_after_first(framework: str) -> None:
         return usage if len(calls) == 1 else usage._replace(free=0)
 
     shutil.disk_usage = disk_usage
+
+
+def second_checkpoint_dies_midway(framework: str) -> None:
+    from accelerate import Accelerator
+
+    real, calls = Accelerator.save_state, []
+
+    def save_state(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        real(self, output_dir, **kwargs)
+        if len(calls) == 2:  # written, not yet committed
+            raise OSError(errno.ENOSPC, "No space left on device", f"{output_dir}/optimizer.bin")
+
+    Accelerator.save_state = save_state
 
 
 if __name__ == "__main__":
