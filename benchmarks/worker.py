@@ -53,8 +53,27 @@ def tf_peak_memory() -> float | None:
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if tf.config.list_logical_devices("GPU") else None
 
 
+def step_timer():
+    """A `shared.run.RunHooks` recording what the product loop reports: each step's share of the measured
+    time, and when the first step's loss was read (time to first step). The loop is timed by itself;
+    the benchmark only listens."""
+    from shared.run import RunHooks
+
+    class StepTimer(RunHooks):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.first_step_time: float | None = None
+
+        def on_step(self, step: int, loss: float, seconds: float) -> None:
+            self.first_step_time = self.first_step_time or time.time()
+            self.seconds.append(seconds)
+
+    return StepTimer()
+
+
 def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path) -> dict:
-    """pt-mlm or tf-mlm through their Python API: the product's own loop, timed by itself."""
+    """pt-mlm or tf-mlm through their Python API: the product's own loop, timed through its hooks."""
+    timer = step_timer()
     if path == "pt-mlm":
         import pt_mlm
 
@@ -62,13 +81,15 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
         # of the warm-up makes the measured window start on a read.
         flags = {"log_every": workload.warmup_steps, **spec.get("flags", {})}
         options = pt_mlm.PTOptions(mixed_precision=spec["precision"], **flags)
-        results = pt_mlm.train(run_config(workload, model, out), options)
-        return {**results, "peak_gpu_mib": torch_peak_memory()}
-    import tf_mlm
+        results, peak = pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]), torch_peak_memory()
+    else:
+        import tf_mlm
 
-    options = tf_mlm.TFOptions(mixed_precision=spec["precision"], **spec.get("flags", {}))
-    results = tf_mlm.train(run_config(workload, model, out), options)
-    return {**results, "peak_gpu_mib": tf_peak_memory()}
+        options = tf_mlm.TFOptions(mixed_precision=spec["precision"], **spec.get("flags", {}))
+        results, peak = tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]), tf_peak_memory()
+    return {"step_seconds": timer.seconds, "first_step_time": timer.first_step_time,
+            "eval_loss": results.after.eval_loss, "peak_gpu_mib": peak,
+            "data_wait_seconds": results.data_wait_seconds}  # pt-mlm measures its own; None for Keras
 
 
 def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
@@ -113,10 +134,8 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     )
     trainer.train()
     eval_loss = frozen_eval_torch(MaskedTokenLoss(trainer.model, sparse=False), data.eval_inputs)
-    tokens = workload.batch_size * workload.block_size
-    return {"loss_log": {"step_seconds": seconds}, "first_step_time": first[0], "after": {"eval_loss": eval_loss},
-            "train_tokens_per_block": tokens, "peak_gpu_mib": torch_peak_memory(),
-            "device": str(trainer.args.device)}
+    return {"step_seconds": seconds, "first_step_time": first[0], "eval_loss": eval_loss,
+            "peak_gpu_mib": torch_peak_memory()}
 
 
 def frozen_eval_torch(net, eval_inputs: dict) -> float:
@@ -135,12 +154,17 @@ def frozen_eval_torch(net, eval_inputs: dict) -> float:
 
 def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     """The guide's TensorFlow recipe: AdamWeightDecay, compile() with no loss, fit(), no XLA, fp32."""
+    from tf_mlm.environment import prepared
+
+    with prepared():  # the Keras 2 environment before TensorFlow and transformers load
+        from tf_mlm.training import make_evaluator
     import datasets
     from transformers import AdamWeightDecay, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
-    import tf_mlm  # noqa: F401  (environment and the safetensors shim)
-    from tf_mlm.training import make_evaluator
+    from tf_mlm.compat import patch_safetensors_loading
+
+    patch_safetensors_loading()
 
     tokenizer, data = shared_data(workload, model)
     seconds, first = [], []
@@ -161,8 +185,8 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
         collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="np"),
     )
     net.fit(train_set, epochs=1, steps_per_epoch=workload.total_steps, callbacks=[Timer()], verbose=0)
-    return {"loss_log": {"step_seconds": seconds}, "first_step_time": first[0],
-            "after": {"eval_loss": make_evaluator(net, data.eval_inputs, 32)()}, "peak_gpu_mib": tf_peak_memory()}
+    return {"step_seconds": seconds, "first_step_time": first[0],
+            "eval_loss": make_evaluator(net, data.eval_inputs, 32)(), "peak_gpu_mib": tf_peak_memory()}
 
 
 def versions() -> dict:
@@ -188,16 +212,16 @@ def main() -> None:
             results = run_trainer(spec, workload, model, out)
         else:
             results = run_keras(spec, workload, model, out)
-    steps = results["loss_log"]["step_seconds"]
+    steps = results["step_seconds"]
     record = {
         "spec": spec,
         "step_seconds": steps,
         "warm_step_seconds": steps[workload.warmup_steps : workload.total_steps],
         "time_to_first_step": results["first_step_time"] - START,
-        "eval_loss_after": results["after"]["eval_loss"],
+        "eval_loss_after": results["eval_loss"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mib": results.get("peak_gpu_mib"),
-        "data_wait_seconds": results.get("data_wait_seconds"),  # pt-mlm measures its own; None elsewhere
+        "data_wait_seconds": results.get("data_wait_seconds"),
         "versions": versions(),
         "python": platform.python_version(),
     }

@@ -9,6 +9,7 @@ every process has finished writing does the main process rename the folder into 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,13 +31,24 @@ class Progress:
     settings: dict = field(default_factory=dict)  # the run's identity (shared.identity.run_identity)
 
 
+def tied_weights_notice(record: logging.LogRecord) -> bool:
+    """False for accelerate's "Removed shared tensor" notice: a tied decoder (RoBERTa's, BERT's) is stored once
+    in safetensors and tied again on load, as the reload tests show; nothing for the user to check."""
+    return "Removed shared tensor" not in record.getMessage()
+
+
 def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None, weight_bytes: int) -> Path:
     final = checkpoint_dir(out, progress.global_step)
     # Weights and AdamW's two moments. Every process checks (and so stops) alike: none waits for another.
     require_free_space(out, 3 * weight_bytes, f"checkpoint {final.name}")
     partial = staging_dir(final) if accelerator.is_main_process else final.with_name(f".tmp-{final.name}")
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    notices = logging.getLogger("accelerate.utils.other")
+    notices.addFilter(tied_weights_notice)
+    try:
+        accelerator.save_state(str(partial))
+    finally:
+        notices.removeFilter(tied_weights_notice)
     if accelerator.is_main_process:
         (partial / STATE).write_text(json.dumps(asdict(progress)))
     accelerator.wait_for_everyone()  # every shard is on disk before the folder counts

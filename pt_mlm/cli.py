@@ -6,7 +6,7 @@ from pt_mlm.options import PTOptions
 from shared.cli import make_cli
 
 main = make_cli("pt-mlm", __version__, "Fine-tune masked language models with PyTorch and Hugging Face Accelerate.",
-                PTOptions, train="pt_mlm.training:train", filler="pt_mlm.infer:MaskFiller")
+                PTOptions, train="pt_mlm:train", filler="pt_mlm:MaskFiller")
 
 if __name__ == "__main__":
     main()

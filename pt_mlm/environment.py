@@ -1,6 +1,9 @@
-"""The environment the PyTorch path needs, set by the modules that import transformers, before they do."""
+"""The environment the PyTorch path needs, set before transformers is imported: by `pt_mlm.train` and
+`pt_mlm.MaskFiller` when first asked for (and the pt-mlm CLI through them), never by an import."""
 
+import contextlib
 import os
+from typing import Iterator
 
 
 def prepare() -> None:
@@ -8,3 +11,9 @@ def prepare() -> None:
     os.environ.setdefault("USE_TF", "0")
     if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
         os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
+
+
+@contextlib.contextmanager
+def prepared() -> Iterator[None]:
+    prepare()
+    yield

@@ -6,10 +6,6 @@
 
 from __future__ import annotations
 
-from pt_mlm.environment import prepare
-
-prepare()  # before transformers is imported  # noqa: E402
-
 import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM

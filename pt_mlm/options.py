@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from shared.config import check_numbers, option
+from shared.config import check_positive, check_numbers, option
 from shared.errors import UsageError
 
 
@@ -12,6 +13,11 @@ from shared.errors import UsageError
 class PTOptions:
     """Settings only the PyTorch path has."""
 
+    # Options that change what the model learns: part of the run's identity, checked on --resume.
+    identity_fields: ClassVar[tuple[str, ...]] = ("gradient_accumulation_steps",)
+
+    gradient_accumulation_steps: int = option(1, "Micro-batches averaged before each optimizer step.")
+    save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
     mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
     fused_adamw: bool = option(
@@ -34,6 +40,8 @@ class PTOptions:
 
     def __post_init__(self) -> None:
         check_numbers(self)
+        check_positive(self, "gradient_accumulation_steps")
+        check_positive(self, "save_total_limit", allow_none=True)
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():

@@ -120,25 +120,31 @@ def write_crash_log() -> str:
     return str(path)
 
 
+def is_main_process() -> bool:
+    """False in every process but the first of a torchrun/accelerate launch (they set RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def setup_logging(verbose: bool = False) -> None:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Under torchrun/accelerate launch the main process speaks for all; the others say only what goes wrong.
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
     for noisy in ("httpx", "urllib3", "matplotlib", "datasets", "filelock", "absl", "tensorflow", "h5py", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def print_summary(results: dict[str, Any], output_dir: str) -> None:
-    """The lines a user looks for when a run ends."""
-    before, after = results["before"], results["after"]
-    speed = results["train_tokens_per_second"]
+def print_summary(results, output_dir: str) -> None:
+    """The lines a user looks for when a run ends (`results`: shared.results.Results), printed once."""
+    if not is_main_process():
+        return
+    before, after, speed = results.before, results.after, results.train_tokens_per_second
     click.echo(
-        f"perplexity before: {before['perplexity']:.2f} (eval loss {before['eval_loss']:.4f})\n"
-        f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})\n"
-        f"{results['optimizer_steps']} optimizer steps, "
-        f"{'n/a' if speed is None else format(speed, ',.0f')} train tokens/s "
-        f"on {results['device']}; saved to {output_dir}"
+        f"perplexity before: {before.perplexity:.2f} (eval loss {before.eval_loss:.4f})\n"
+        f"perplexity after:  {after.perplexity:.2f} (eval loss {after.eval_loss:.4f})\n"
+        f"{results.optimizer_steps} optimizer steps, {'n/a' if speed is None else format(speed, ',.0f')} "
+        f"train tokens/s on {results.device}; saved to {output_dir}"
     )
 
 
@@ -174,7 +180,7 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     return fill_mask
 
 
-def make_cli(prog: str, version: str, summary: str, options_cls: type, train: str | Callable[..., dict],
+def make_cli(prog: str, version: str, summary: str, options_cls: type, train: str | Callable[..., Any],
              filler: str | Callable[[str], Any]) -> click.Group:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
     `fill-mask`. One definition, so the two CLIs cannot drift apart. `train` and `filler` are given as
@@ -188,7 +194,7 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train: st
         return (load(filler) if isinstance(filler, str) else filler)(model)
 
     from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from shared.identity import completed_results
+    from shared.results import completed_results
 
     @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
     @click.version_option(version, prog_name=prog)
@@ -206,7 +212,7 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train: st
         options = build(options_cls, values)
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
-            click.echo(f"{run.train.output_dir} holds a complete run ({finished['optimizer_steps']} optimizer steps); "
+            click.echo(f"{run.train.output_dir} holds a complete run ({finished.optimizer_steps} optimizer steps); "
                        "nothing to resume. Its figures:")
             print_summary(finished, run.train.output_dir)
             return

@@ -55,7 +55,7 @@ def check_numbers(config: Any) -> None:
             raise UsageError(f"must be below {INT_LIMIT:,} in size, got {value}", flag_of(f.name))
 
 
-def _positive(config: Any, *names: str, allow_none: bool = False) -> None:
+def check_positive(config: Any, *names: str, allow_none: bool = False) -> None:
     for name in names:
         value = getattr(config, name)
         if value is None and allow_none:
@@ -92,8 +92,8 @@ class DataConfig:
             raise UsageError("must name a column", "--text-column")
         if self.max_samples == 0:
             self.max_samples = None
-        _positive(self, "max_samples", allow_none=True)
-        _positive(self, "block_size")
+        check_positive(self, "max_samples", allow_none=True)
+        check_positive(self, "block_size")
         if not 0.0 < self.test_size < 1.0:
             raise UsageError(f"must lie strictly between 0 and 1, got {self.test_size}", "--test-size")
         if not 0.0 < self.mlm_probability < 1.0:
@@ -123,8 +123,7 @@ class TrainConfig:
 
     output_dir: str = option("mlm-output", "Folder for the model, checkpoints, metrics and model card.")
     overwrite_output_dir: bool = option(False, "Allow writing into a non-empty --output-dir.", is_flag=True)
-    per_device_batch_size: int = option(8, "Blocks per device per step (global = this x devices x accumulation).")
-    gradient_accumulation_steps: int = option(1, "Micro-batches summed before each optimizer step.")
+    per_device_batch_size: int = option(8, "Blocks per device per step (global = this x devices [x accumulation]).")
     learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     num_epochs: float = option(3.0, "Passes over the training blocks.")
@@ -140,7 +139,6 @@ class TrainConfig:
     checkpointing_steps: int | None = option(
         None, "Also checkpoint every N optimizer steps (a checkpoint is always written each epoch)."
     )
-    save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
     resume: str | None = option(
         None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
     )
@@ -149,12 +147,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self)
-        _positive(self, "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs")
+        check_positive(self, "per_device_batch_size", "learning_rate", "num_epochs")
         if self.num_epochs > EPOCH_LIMIT:
             raise UsageError(f"must be at most {EPOCH_LIMIT:,.0f}, got {self.num_epochs}", "--num-epochs")
         if self.seed < 0:
             raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
-        _positive(self, "max_steps", "checkpointing_steps", "save_total_limit", "eval_batch_size", allow_none=True)
+        check_positive(self, "max_steps", "checkpointing_steps", "eval_batch_size", allow_none=True)
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):

@@ -70,10 +70,16 @@ def load_rows(config: DataConfig):  # -> datasets.Dataset
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)
     elif Path(name).expanduser().exists():
         builder, files = _local_files(Path(name).expanduser())
+        # A local file reads in moments: its "Generating train split" bar would only interleave with the log.
+        shown = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.utils.logging.disable_progress_bar()
         try:
             dataset = datasets.load_dataset(builder, data_files=files, split="train")
         except Exception as error:  # datasets raises many types for unreadable files
             raise UsageError(f"cannot read {name!r} as {builder}: {str(error).splitlines()[0]}", "--dataset") from error
+        finally:
+            if shown:
+                datasets.utils.logging.enable_progress_bar()
         if limit:
             dataset = dataset.select(range(min(limit, len(dataset))))
     elif _looks_like_path(name) or name.startswith("builtin:"):

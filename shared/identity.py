@@ -14,12 +14,11 @@ from typing import Any
 
 from shared.config import RunConfig, flag_of
 from shared.errors import UsageError
-from shared.reports import RESULTS
 
 # Settings that decide what the model learns, by their config field (and so their flag).
 DATA_FIELDS = ("text_column", "max_samples", "test_size", "block_size", "mlm_probability")
-TRAIN_FIELDS = ("seed", "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
-                "lr_scheduler", "warmup_steps", "max_grad_norm")
+TRAIN_FIELDS = ("seed", "per_device_batch_size", "learning_rate", "weight_decay", "lr_scheduler", "warmup_steps",
+                "max_grad_norm")
 
 
 def data_fingerprint(texts) -> str:
@@ -39,11 +38,14 @@ def model_shape(config) -> str:
             f"{config.num_hidden_layers} layers")
 
 
-def run_identity(run: RunConfig, model_name: str, model_config, texts, num_processes: int) -> dict[str, Any]:
+def run_identity(run: RunConfig, model_name: str, model_config, texts, num_processes: int,
+                 options: Any = None) -> dict[str, Any]:
+    """The settings a resumed run must share; `options` (a framework's) adds its `identity_fields`."""
     identity: dict[str, Any] = {"model": model_name, "model_shape": model_shape(model_config),
                                 "num_processes": num_processes}
     identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
     identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
+    identity.update({name: getattr(options, name) for name in getattr(options, "identity_fields", ())})
     # Last, so that a setting that changes the data (the seed's split, --max-samples) is named itself.
     identity["dataset"] = data_fingerprint(texts)
     return identity
@@ -67,9 +69,3 @@ def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None
     (its final save failed) finishes with no step more."""
     if max_steps is not None and max_steps < steps_done:
         raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
-
-
-def completed_results(out: Path) -> dict[str, Any] | None:
-    """The results of a finished run in `out` (all_results.json is written last), or None."""
-    path = out / RESULTS
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 
 def load(path: str) -> Any:
@@ -12,12 +13,16 @@ def load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A module `__getattr__` (PEP 562) serving each name of `exports` from its "module:name" path."""
+def lazy_exports(package: str, exports: dict[str, str],
+                 around: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> Callable[[str], Any]:
+    """A module `__getattr__` (PEP 562) serving each name of `exports` from its "module:name" path.
+    The import runs inside `around()`: what must be set before a framework is imported is set at the
+    moment the framework is asked for, not when the package is imported."""
 
     def __getattr__(name: str) -> Any:
         if name in exports:
-            return load(exports[name])
+            with around():
+                return load(exports[name])
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__

@@ -103,11 +103,20 @@ def first_line(error: BaseException) -> str:
 
 
 def load_weights(load, name: str):
-    """`load()` (a framework's from_pretrained), with a damaged weights file reported as one line."""
+    """`load()` (a framework's from_pretrained), with a damaged weights file reported as one line.
+
+    transformers' own "Some weights were not initialized" warning is held back: `report_fresh_weights`
+    says the same once, in the run's words."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return load()
     except Exception as error:  # truncated or corrupted files raise whatever their reader raises
         raise UsageError(f"cannot load the weights of {name!r}: {first_line(error)}", "--model") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def max_block_size(config, tokenizer) -> int:

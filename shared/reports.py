@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shared.metrics import LossLog, perplexity
-
-RESULTS = "all_results.json"
+from shared.metrics import LossLog
+from shared.results import RESULTS, Results
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,18 +70,17 @@ def _base_model_line(name: str) -> str:
     return f"base_model: {base}\n" if base else ""
 
 
-def model_card(results: dict[str, Any], framework: str) -> str:
+def model_card(results: Results, framework: str) -> str:
     """A Hub model card (README.md) with the recipe and the figures of this run."""
-    cfg = results["config"]
+    cfg = results.config
     data, train = cfg["data"], cfg["train"]
-    before, after = results["before"], results["after"]
-    rows = "\n".join(
-        f"| {name} | {_fmt(before[key])} | {_fmt(after[key])} |" for name, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"))
-    )
+    before, after = results.before, results.after
+    rows = "\n".join(f"| {name} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
+                     for name, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity")))
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
-tags: [masked-lm, {results["framework"]}]
+tags: [masked-lm, {results.framework}]
 {_base_model_line(cfg["model"]["model"])}---
 
 # {Path(train["output_dir"]).name}
@@ -92,7 +90,7 @@ A masked language model fine-tuned from `{cfg["model"]["model"]}` on `{data["dat
 
 ## Evaluation
 
-Perplexity is exp(token-weighted mean cross-entropy) on {results["data"]["eval_blocks"]} held-out blocks of
+Perplexity is exp(token-weighted mean cross-entropy) on {results.data["eval_blocks"]} held-out blocks of
 {data["block_size"]} tokens, masked once with seed {train["seed"]} so every evaluation sees the same masks.
 
 | metric | before | after |
@@ -106,50 +104,23 @@ Perplexity is exp(token-weighted mean cross-entropy) on {results["data"]["eval_b
 | rows (max samples) | {data["max_samples"]} (test share {data["test_size"]}) |
 | block size / mlm probability | {data["block_size"]} / {data["mlm_probability"]} |
 | learning rate / weight decay | {train["learning_rate"]} / {train["weight_decay"]} |
-| epochs trained / optimizer steps | {results["epochs_trained"]:g} / {results["optimizer_steps"]} |
-| global batch | {results["global_batch"]} blocks |
-| precision | {results["precision"]} |
-| train tokens/s | {_fmt(results["train_tokens_per_second"])} on {results["device"]} |
+| epochs trained / optimizer steps | {results.epochs_trained:g} / {results.optimizer_steps} |
+| global batch | {results.global_batch} blocks |
+| precision | {results.precision} |
+| train tokens/s | {_fmt(results.train_tokens_per_second)} on {results.device} |
 
 ## Use
 
 ```python
 from transformers import pipeline
 fill = pipeline("fill-mask", model="{train["output_dir"]}")
-fill("The Milky Way is a {results["mask_token"]} galaxy.")
+fill("The Milky Way is a {results.mask_token} galaxy.")
 ```
 """
 
 
-def write_run_report(out: Path, results: dict[str, Any], losses: LossLog, framework: str) -> None:
+def write_run_report(out: Path, results: Results, framework: str) -> None:
     """all_results.json, README.md (model card) and loss_curve.png into the output folder."""
-    write_json(out / RESULTS, results)
+    write_json(out / RESULTS, results.to_dict())
     (out / "README.md").write_text(model_card(results, framework))
-    plot_loss_curve(out / "loss_curve.png", losses, f"{framework}-mlm: {results['config']['model']['model']}")
-
-
-def build_results(framework: str, config: dict[str, Any], data, model_name: str, mask_token: str,
-                  fresh_weights: list[str], losses: LossLog, **figures: Any) -> dict[str, Any]:
-    """The run's `all_results.json` content, the same shape for both frameworks.
-
-    `figures` carries the framework's own numbers: optimizer_steps, steps_per_epoch, global_batch,
-    precision, device, num_processes, train_tokens, train_seconds. Throughput is None, never nan or inf,
-    when no training time was measured.
-    """
-    before, after = losses.evals[0]["eval_loss"], losses.evals[-1]["eval_loss"]
-    seconds = figures.get("train_seconds") or 0.0
-    return {
-        "framework": framework,
-        "config": config,
-        "data": data.summary(),
-        "model": model_name,
-        "mask_token": mask_token,
-        "fresh_weights": fresh_weights,
-        "before": {"eval_loss": before, "perplexity": perplexity(before)},
-        "after": {"eval_loss": after, "perplexity": perplexity(after)},
-        "train_loss": losses.losses[-1] if losses.losses else math.nan,
-        "loss_log": losses.to_dict(),
-        **figures,
-        "epochs_trained": round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
-        "train_tokens_per_second": figures.get("train_tokens", 0) / seconds if seconds > 0 else None,
-    }
+    plot_loss_curve(out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}")

@@ -22,12 +22,19 @@ NUMERIC_FLAGS = {
            "--warmup-steps", "--max-grad-norm", "--seed", "--checkpointing-steps", "--save-total-limit",
            "--eval-batch-size", "--log-every", "--loader-workers"],
 }
-NUMERIC_FLAGS["tf"] = [f for f in NUMERIC_FLAGS["pt"] if f not in ("--log-every", "--loader-workers")]
+NUMERIC_FLAGS["tf"] = [f for f in NUMERIC_FLAGS["pt"] if f not in ("--log-every", "--loader-workers",
+                                                                  "--gradient-accumulation-steps", "--save-total-limit")]
 
 
-def fake_results() -> dict:
-    return {"before": {"perplexity": 1.0, "eval_loss": 0.0}, "after": {"perplexity": 1.0, "eval_loss": 0.0},
-            "optimizer_steps": 0, "train_tokens_per_second": None, "device": "cpu"}
+def fake_results():
+    from shared.metrics import LossLog
+    from shared.results import Results
+
+    losses = LossLog()
+    losses.log_eval(0, 0.0)
+    return Results.of_run(losses, framework="fuzz", config={}, data={}, model="m", mask_token="<mask>",
+                          fresh_weights=[], optimizer_steps=0, steps_per_epoch=1, global_batch=1, precision="no",
+                          device="cpu", num_processes=1, train_tokens=0, train_seconds=0.0)
 
 
 def cli(path: str):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pt_mlm.options import PTOptions
 from shared.config import DataConfig, HubConfig, RunConfig, TrainConfig
 from shared.errors import UsageError
 
@@ -18,7 +19,6 @@ from shared.errors import UsageError
         (lambda: TrainConfig(num_epochs=-1), "--num-epochs"),
         (lambda: TrainConfig(max_steps=0), "--max-steps"),
         (lambda: TrainConfig(learning_rate=0), "--learning-rate"),
-        (lambda: TrainConfig(gradient_accumulation_steps=0), "--gradient-accumulation-steps"),
         (lambda: TrainConfig(weight_decay=-0.1), "--weight-decay"),
         (lambda: HubConfig(push_to_hub=True), "--hub-model-id"),
     ],
@@ -76,7 +76,6 @@ def test_python_callers_get_the_clis_choice_lists(build, flag):
 
 
 def test_framework_options_check_their_choices_from_the_same_lists():
-    from pt_mlm.options import PTOptions
     from tf_mlm.options import TFOptions
 
     for build, flag in ((lambda: PTOptions(mixed_precision="fp8"), "--mixed-precision"),
@@ -85,3 +84,28 @@ def test_framework_options_check_their_choices_from_the_same_lists():
         with pytest.raises(UsageError) as error:
             build()
         assert str(error.value).startswith(f"{flag}: must be one of")
+
+
+@pytest.mark.parametrize("build, flag", [
+    (lambda: PTOptions(gradient_accumulation_steps=0), "--gradient-accumulation-steps"),
+    (lambda: PTOptions(save_total_limit=0), "--save-total-limit"),
+])
+def test_pytorch_only_options_are_checked_too(build, flag):
+    with pytest.raises(UsageError) as error:
+        build()
+    assert str(error.value).startswith(f"{flag}: must be a positive number")
+
+
+def test_each_cli_offers_only_the_flags_its_path_honours():
+    """Keras keeps one backup and does not accumulate: tf-mlm has neither flag; pt-mlm has both."""
+    from click.testing import CliRunner
+
+    from pt_mlm.cli import main as pt_main
+    from tf_mlm.cli import main as tf_main
+
+    pt_help = CliRunner().invoke(pt_main, ["train", "--help"]).output
+    tf_help = CliRunner().invoke(tf_main, ["train", "--help"]).output
+    for flag in ("--gradient-accumulation-steps", "--save-total-limit"):
+        assert flag in pt_help and flag not in tf_help, flag
+    refused = CliRunner().invoke(tf_main, ["train", "--gradient-accumulation-steps", "2"])
+    assert refused.exit_code == 2 and "No such option '--gradient-accumulation-steps'" in refused.output

@@ -30,15 +30,17 @@ def no_dropout_roberta(tiny_roberta, tmp_path_factory) -> Path:
     return folder
 
 
-def pt_mlm_run(model: Path, data: Path, out: Path, **train) -> dict:
+def pt_mlm_run(model: Path, data: Path, out: Path, accumulation: int = ACCUMULATION, **train) -> dict:
+    """pt-mlm's results (as all_results.json holds them), trained through its Python API."""
     import pt_mlm
     from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    settings = dict(output_dir=str(out), learning_rate=LR, per_device_batch_size=BATCH,
-                    gradient_accumulation_steps=ACCUMULATION, max_steps=STEPS, eval_batch_size=32)
+    settings = dict(output_dir=str(out), learning_rate=LR, per_device_batch_size=BATCH, max_steps=STEPS,
+                    eval_batch_size=32)
     run = RunConfig(DataConfig(dataset=str(data), block_size=32), ModelConfig(model=str(model)),
                     TrainConfig(**{**settings, **train}))
-    return pt_mlm.train(run, pt_mlm.PTOptions(log_every=1, tf_weights=False))
+    options = pt_mlm.PTOptions(log_every=1, tf_weights=False, gradient_accumulation_steps=accumulation)
+    return pt_mlm.train(run, options).to_dict()
 
 
 def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH) -> list[dict[str, torch.Tensor]]:

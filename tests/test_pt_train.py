@@ -190,7 +190,7 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
         monkeypatch.setattr(inductor, "fallback_random", True)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-    caplog.set_level("INFO", logger="pt_mlm")
+    caplog.set_level("INFO", logger="mlm")  # the run's own log (shared.run)
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
@@ -202,7 +202,9 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
     if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
         assert "sdpa attention" in caplog.text and "eager attention" in caplog.text
     if "--loader-workers" in flags:
-        assert other["config"]["pt"]["loader_workers"] == 2 and other["data_wait_seconds"] >= 0
+        assert other["config"]["pt"]["loader_workers"] == 2
+        # measured (the workers' start-up alone is a wait), and part of the step time
+        assert 0 < other["data_wait_seconds"] < other["train_seconds"]
     if "--torch-compile" in flags:  # the losses above came from compiled code, not a silent eager fallback
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
 

@@ -59,7 +59,7 @@ def test_tf_mlm_matches_pt_mlm_with_clipping(no_dropout_roberta, eli5_jsonl, tmp
 
     batches = pt_mlm_batches(no_dropout_roberta, eli5_jsonl, STEPS, BATCH)
     ours = pt_mlm_run(no_dropout_roberta, eli5_jsonl, tmp_path / "pt", max_grad_norm=1.0, per_device_batch_size=BATCH,
-                      gradient_accumulation_steps=1, learning_rate=LR)
+                      accumulation=1, learning_rate=LR)
     with torch.no_grad():
         model = AutoModelForMaskedLM.from_pretrained(tmp_path / "pt").eval()
         pt_logits = model(input_ids=torch.from_numpy(probe_of(batches))).logits.numpy()

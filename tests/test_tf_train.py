@@ -102,7 +102,6 @@ def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path
 def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("bad_inputs", tiny_roberta, eli5_jsonl, tmp_path)
     expected = {
-        "accumulation": (2, "--gradient-accumulation-steps: the Keras path does not accumulate"),
         "existing_output": (2, "--output-dir:"),
         "precision": (2, "--mixed-precision"),
         "resume_without_backup": (2, "--resume: no Keras backup"),

@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-import tf_mlm  # noqa: F401  (sets the Keras 2 and TF-only environment first)
+from tf_mlm.environment import prepare
+
+prepare()  # this script's modules import tf_mlm.training: the Keras 2, TF-only environment first  # noqa: E402
 from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 TINY = dict(block_size=32)
@@ -80,10 +82,10 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         net.compile(optimizer=keras.optimizers.SGD(0.0))
         internal[policy] = float(np.mean(net.test_on_batch(big_batch)))
     keras.mixed_precision.set_global_policy("float32")
-    mixed = train(tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16"))
+    mixed = train(tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16")).to_dict()
     # The sparse head (default; exact rows without XLA, fixed rows with it) trains like the dense model.
     heads = {
-        name: train(tiny_run(model, data, work / name, max_steps=6), options)["loss_log"]["losses"]
+        name: train(tiny_run(model, data, work / name, max_steps=6), options).loss_log["losses"]
         for name, options in (("sparse", TFOptions()), ("dense", TFOptions(sparse_head=False)),
                               ("sparse_xla", TFOptions(jit_compile=True)))
     }
@@ -102,7 +104,7 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     """An exception from a callback at epoch 2 stops fit; --resume auto finishes the run."""
     from tf_mlm.training import TFOptions, train
 
-    whole = train(tiny_run(model, data, work / "whole", num_epochs=3), TFOptions())
+    whole = train(tiny_run(model, data, work / "whole", num_epochs=3), TFOptions()).to_dict()
     out = work / "crashed"
     try:
         train(tiny_run(model, data, out, num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()])
@@ -123,8 +125,8 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
             refused[name] = "not refused"
         except UsageError as error:
             refused[name] = str(error)
-    resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions())
-    finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions())
+    resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
+    finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
     return {
         "crashed": crashed, "backup_left": backup_left, "refused": refused,
         "finished_untouched": finished == json.loads((out / "all_results.json").read_text()),
@@ -145,7 +147,6 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
     (existing / "keep.txt").write_text("a previous run")
     base = ["train", "--model", model, "--dataset", data, "--block-size", "32"]
     cases = {
-        "accumulation": base + ["--output-dir", str(work / "a"), "--gradient-accumulation-steps", "2"],
         "existing_output": base + ["--output-dir", str(existing)],
         "precision": base + ["--output-dir", str(work / "b"), "--mixed-precision", "fp16"],
         "resume_without_backup": base + ["--output-dir", str(work / "c"), "--resume", "auto"],

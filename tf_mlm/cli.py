@@ -8,19 +8,19 @@ from tf_mlm import __version__
 from tf_mlm.options import TFOptions
 
 
-def train(run, options) -> dict:
+def train(run, options):
     # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which fail to import unless
     # torch is visible; only a pushing run pays for that (the Keras path hides torch otherwise). Nothing
     # has imported transformers yet in this process, so this is the one place to say it.
     if run.hub.push_to_hub:
         os.environ.setdefault("USE_TORCH", "AUTO")
-    from tf_mlm.training import train as fit
+    import tf_mlm
 
-    return fit(run, options)
+    return tf_mlm.train(run, options)
 
 
 main = make_cli("tf-mlm", __version__, "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
-                TFOptions, train=train, filler="tf_mlm.infer:MaskFiller")
+                TFOptions, train=train, filler="tf_mlm:MaskFiller")
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,18 @@
-"""The environment the Keras path needs, set by the modules that import TensorFlow, before they do."""
+"""The environment the Keras path needs, set before TensorFlow is imported: by `tf_mlm.train` and
+`tf_mlm.MaskFiller` when first asked for (and the tf-mlm CLI through them), never by an import."""
 
+import contextlib
 import os
+import sys
+import tempfile
+from typing import Iterator
+
+# What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
+# TF_CPP_MIN_LOG_LEVEL: absl's pre-initialisation notice, oneDNN and CPU-feature notes, and the failed
+# CUDA probes. None of it is the user's concern; anything else printed meanwhile is passed on.
+NATIVE_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+                "Could not find cuda drivers", "failed call to cuInit", "cpu_feature_guard.cc",
+                "To enable the following instructions", "Unable to register cu", "cuda_executor.cc")
 
 
 def prepare() -> None:
@@ -11,3 +23,37 @@ def prepare() -> None:
     if os.environ.get("USE_TF", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
         os.environ["USE_TF"] = "AUTO"  # this path needs TensorFlow, whatever the environment said
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Run the block with the process's stderr (file descriptor 2, where C++ writes) captured, then pass on
+    every line that is not known start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE)))
+
+
+@contextlib.contextmanager
+def prepared() -> Iterator[None]:
+    """The environment set, and TensorFlow's start-up noise held back, around the first import."""
+    prepare()
+    with native_noise_filtered():
+        yield
+
+
+def check_prepared(module: str) -> None:
+    """Fail with the fix, rather than deep inside Keras 3, when TensorFlow would load without tf-keras."""
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise ImportError(f"{module} needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: use tf_mlm.train "
+                          "or tf_mlm.MaskFiller, or call tf_mlm.environment.prepare() first")

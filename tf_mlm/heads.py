@@ -10,9 +10,9 @@ batch of a hundred tokens or more) and padding rows weighted 0.
 
 from __future__ import annotations
 
-from tf_mlm.environment import prepare
+from tf_mlm.environment import check_prepared
 
-prepare()  # before TensorFlow is imported  # noqa: E402
+check_prepared("tf_mlm.heads")  # before TensorFlow is imported  # noqa: E402
 
 import math
 

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from tf_mlm.environment import prepare
+from tf_mlm.environment import check_prepared
 
-prepare()  # before TensorFlow and transformers are imported  # noqa: E402
+check_prepared("tf_mlm.infer")  # before TensorFlow is imported  # noqa: E402
 
 import numpy as np
 import tensorflow as tf

@@ -11,58 +11,66 @@ Runbook:
     # every GPU of one machine (global batch = per-replica batch x replicas)
     tf-mlm train --strategy mirrored ...
     # several machines: the same command on each, TF_CONFIG naming the cluster and this worker's index
-    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
         tf-mlm train --strategy multi-worker ...
     # continue an interrupted fit from its last backup
     tf-mlm train ... --resume auto
 
-`train` reads top to bottom: setup, evaluate before, compile and fit, evaluate after, save.
+The run itself (setup, evaluate before, fit, evaluate after, save) is `shared.run.train`; this module is
+what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
 """
 
 from __future__ import annotations
 
-from tf_mlm.environment import prepare
+from tf_mlm.environment import check_prepared
 
-prepare()  # before TensorFlow and transformers are imported  # noqa: E402
+check_prepared("tf_mlm.training")  # before TensorFlow is imported  # noqa: E402
 
+import faulthandler
 import json
 import logging
 import math
 import os
 import shutil
-import faulthandler
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from transformers import TFAutoModelForMaskedLM, create_optimizer
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
+from transformers.optimization_tf import WarmUp
 
-from shared.blocks import masking_collator, prepare_data
-from tf_mlm.compat import patch_safetensors_loading
-from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from shared import run as skeleton
+from shared.blocks import masking_collator
 from shared.config import RunConfig
-from tf_mlm.options import TFOptions, check_tf_config
 from shared.errors import RunError, UsageError
-from shared.metrics import LossLog, TokenWeightedMean
-from shared.models import load_checked, load_weights, report_fresh_weights, resolve_model
 from shared.export import add_weights_for_other_framework
-from shared.identity import check_same_run, check_steps_left, completed_results, run_identity
-from shared.outputs import (checkpoint_damage, check_output_dir, claimed_output_dir, require_free_space,
-                            save_model_atomically, write_manifest)
-from shared.publish import check_push_possible, push_folder
-from shared.reports import build_results, hub_base_model, write_run_report
+from shared.identity import check_same_run, check_steps_left
+from shared.metrics import LossLog, TokenWeightedMean
+from shared.models import load_weights
+from shared.outputs import checkpoint_damage, require_free_space, write_manifest
+from shared.reports import hub_base_model
+from shared.results import Results
+from shared.run import Recorder, RunHooks, StepPlan
+from tf_mlm.compat import patch_safetensors_loading
+from tf_mlm.environment import native_noise_filtered
+from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from tf_mlm.options import TFOptions, check_tf_config
 
 log = logging.getLogger("tf_mlm")
-patch_safetensors_loading()
 BACKUP = "backup"
 LOSS_LOG, IDENTITY = "loss_log.json", "run_identity.json"  # beside the Keras backup
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
+
+
+def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | None = None,
+          hooks: list[RunHooks] | None = None) -> Results:
+    """Fine-tune with compile() and fit(); `callbacks` are extra Keras callbacks (tests interrupt a fit so)."""
+    return skeleton.train(run, KerasBackend(options or TFOptions(), callbacks), hooks)
 
 
 def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strategy:
@@ -103,19 +111,22 @@ def device_names(strategy: tf.distribute.Strategy) -> str:
 
 
 def make_optimizer(train_cfg, total_steps: int):
-    """AdamWeightDecay (no decay on LayerNorm and biases) with the configured schedule."""
-    kwargs = dict(init_lr=train_cfg.learning_rate, num_train_steps=total_steps,
-                  num_warmup_steps=train_cfg.warmup_steps, weight_decay_rate=train_cfg.weight_decay)
-    if train_cfg.lr_scheduler == "cosine":
-        raise UsageError("cosine is not offered on the Keras path; use linear or constant", "--lr-scheduler")
+    """AdamWeightDecay (no decay on LayerNorm and biases, global-norm clipping) with the schedule of
+    `transformers.get_scheduler(--lr-scheduler)`, as the PyTorch path and the Trainer use it."""
+    name, rate = train_cfg.lr_scheduler, train_cfg.learning_rate
+    warmup = 0 if name == "constant" else train_cfg.warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
-    power = 1.0 if train_cfg.lr_scheduler == "linear" else 0.0
     # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
-    optimizer, _ = create_optimizer(**kwargs, power=power, adam_global_clipnorm=train_cfg.max_grad_norm or None)
+    optimizer, _ = create_optimizer(init_lr=rate, num_train_steps=total_steps, num_warmup_steps=warmup,
+                                    weight_decay_rate=train_cfg.weight_decay, power=1.0 if name == "linear" else 0.0,
+                                    adam_global_clipnorm=train_cfg.max_grad_norm or None)
+    if name == "cosine":  # half a cosine from the peak to 0 over the steps after the warm-up
+        cosine = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps - warmup, 1))
+        optimizer.learning_rate = WarmUp(rate, cosine, warmup) if warmup else cosine
     return optimizer
 
 
-def compile_trainee(model, run: RunConfig, options: "TFOptions", total_steps: int) -> MaskedLMTrainer:
+def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int) -> MaskedLMTrainer:
     """The model wrapped in our train step and compiled the guide's way: an optimizer and no loss."""
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
@@ -143,40 +154,52 @@ def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
 
 
 class RunMonitor(keras.callbacks.Callback):
-    """Per-step loss, timing, evaluation each epoch, and stopping at --max-steps."""
+    """Reports each step and each epoch's evaluation to the run's `Recorder`; stops at --max-steps."""
 
-    def __init__(self, losses: LossLog, evaluate_fn, max_steps: int) -> None:
+    def __init__(self, recorder: Recorder, evaluate_fn, plan: StepPlan, tokens_per_step: int) -> None:
         super().__init__()
-        self.losses, self.evaluate_fn, self.max_steps = losses, evaluate_fn, max_steps
-        self.seconds, self.batches = 0.0, 0
-        self.first_step_time: float | None = None  # wall clock, for time-to-first-step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._tic = time.perf_counter()
+        self.recorder, self.evaluate_fn, self.plan, self.tokens_per_step = recorder, evaluate_fn, plan, tokens_per_step
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._step_tic = time.perf_counter()
+        self._tic = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         step_loss = float(logs["loss"])  # this step's own loss; reading it waits for the step: the timing is real
-        self.batches += 1
-        self.first_step_time = self.first_step_time or time.time()
-        self.losses.log_step(int(self.model.optimizer.iterations.numpy()), step_loss, time.perf_counter() - self._step_tic,
-                             float(logs.get("grad_norm", math.nan)))
-        if self.model.optimizer.iterations.numpy() >= self.max_steps:
+        step = int(self.model.optimizer.iterations.numpy())
+        self.recorder.train_tokens += self.tokens_per_step
+        self.recorder.steps(step, [step_loss], [float(logs.get("grad_norm", math.nan))], time.perf_counter() - self._tic)
+        if step >= self.plan.total_steps:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.perf_counter() - self._tic
-        record = self.losses.log_eval(int(self.model.optimizer.iterations.numpy()), self.evaluate_fn())
-        if logs is not None:
+        if self.params.get("verbose") == 1:  # the live bar has no newline yet: the log starts below it
+            sys.stdout.write("\n")
+        step = int(self.model.optimizer.iterations.numpy())
+        record = self.recorder.evaluation(step, self.evaluate_fn(), f"epoch {epoch + 1}")
+        if logs is not None:  # shown by the progress bar, after this callback
             logs.update({"eval_loss": record["eval_loss"], "perplexity": record["perplexity"]})
-        log.info("epoch %d: eval loss %.4f, perplexity %.2f", epoch + 1, record["eval_loss"], record["perplexity"])
+
+
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, showing each step's own loss (not the epoch's running mean) and, when
+    --max-steps ends an epoch early, the steps that ran (not a full `12/12`)."""
+
+    def __init__(self) -> None:
+        super().__init__(count_mode="steps", stateful_metrics=["loss", "grad_norm"])
+
+    def _finalize_progbar(self, logs, counter):
+        if self.seen and self.target and self.seen < self.target:  # the bar ends where the fit stopped
+            self.progbar.update(self.seen, [(k, np.asarray(v).item()) for k, v in (logs or {}).items()], finalize=True)
+            if self.verbose == 2:  # Keras ends this line only at a full epoch
+                sys.stdout.write("\n")
+        else:
+            super()._finalize_progbar(logs, counter)
 
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, with the loss log saved beside each backup (a resumed run keeps its whole
-    curve) and a manifest of sizes and hashes written last (a damaged backup is named, not loaded)."""
+    """Keras' BackupAndRestore, with the loss log and the run's identity saved beside each backup (a
+    resumed run keeps its whole curve, and is checked to be the same run) and a manifest of sizes and
+    hashes written last (a damaged backup is named, not loaded)."""
 
     def __init__(self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int) -> None:
         # Kept after fit: removed only once the final model and report are written, so a failed final
@@ -210,139 +233,123 @@ def epoch_pushes():
     return EpochPushes
 
 
-def resume_state(out: Path, resume: str | None) -> Path:
-    """The BackupAndRestore folder; with --resume it must hold a backup to continue from."""
-    backup = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser()
-    if resume and not (backup.is_dir() and any(backup.iterdir())):
-        raise UsageError(f"no Keras backup in {str(backup)!r} to resume from", "--resume")
-    return backup
+class KerasBackend:
+    """What Keras does in `shared.run.train`: a tf.distribute strategy, compile() and fit() with callbacks."""
 
+    framework, short = "tensorflow", "tf"
+    is_main = True  # every worker of a multi-worker run writes its own --output-dir
 
-def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | None = None) -> dict:
-    """Fine-tune with compile() and fit(); returns the results written to all_results.json.
+    def __init__(self, options: TFOptions, callbacks: list | None = None) -> None:
+        self.options, self.extra_callbacks = options, list(callbacks or [])
 
-    `callbacks` are extra Keras callbacks (tests use one to interrupt a fit).
-    """
-    options = options or TFOptions()
-    data_cfg, train_cfg = run.data, run.train
-    if train_cfg.gradient_accumulation_steps != 1:
-        raise UsageError("the Keras path does not accumulate gradients; raise --per-device-batch-size", "--gradient-accumulation-steps")
+    # ---- setup
+    def start(self, run: RunConfig) -> None:
+        self.run = run
+        if self.options.strategy != "multi-worker":  # (its collectives start with the strategy, below)
+            with native_noise_filtered():  # the CUDA probe of a machine without a GPU
+                tf.config.list_logical_devices("GPU")
+        # First: a multi-worker strategy must exist before any other TensorFlow work.
+        self.strategy = make_strategy(self.options.strategy, self.options.worker_timeout)
+        self.num_processes, self.device = self.strategy.num_replicas_in_sync, device_names(self.strategy)
+        if run.hub.push_to_hub:
+            from transformers.utils import is_torch_available
 
-    # ---- setup: the strategy first (multi-worker must exist before other TF work), then fail-fast checks
-    strategy = make_strategy(options.strategy, options.worker_timeout)
-    resolved = resolve_model(run.model.model)
-    _, tokenizer = load_checked(resolved, data_cfg.block_size)
-    if run.hub.push_to_hub:
-        check_push_possible(run.hub)
-        from transformers.utils import is_torch_available
+            if not is_torch_available():
+                raise RunError("--push-to-hub: transformers' PushToHubCallback needs torch importable; "
+                               "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)")
 
-        if not is_torch_available():
-            raise RunError("--push-to-hub: transformers' PushToHubCallback needs torch importable; "
-                           "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)")
-    finished = completed_results(check_output_dir(train_cfg)) if train_cfg.resume else None
-    if finished:  # a finished run is never rewritten
-        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", train_cfg.output_dir,
-                    finished["optimizer_steps"])
-        return finished
-    with claimed_output_dir(run, resolved.location) as out:
-        return fit_and_save(run, options, strategy, resolved, tokenizer, out, callbacks)
-
-
-def fit_and_save(run: RunConfig, options: TFOptions, strategy, resolved, tokenizer, out: Path, callbacks) -> dict:
-    """The run itself, in a claimed output folder: data, model, evaluate before, compile and fit, save, report."""
-    data_cfg, train_cfg = run.data, run.train
-    backup = resume_state(out, train_cfg.resume)
-    keras.utils.set_random_seed(train_cfg.seed)  # Python, NumPy (the collator's masks) and TF
-    data = prepare_data(data_cfg, tokenizer, train_cfg.seed)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = train_cfg.per_device_batch_size * replicas
-    steps_per_epoch = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
-    if steps_per_epoch == 0:
-        raise UsageError(f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks", "--per-device-batch-size")
-    total_steps = train_cfg.max_steps or math.ceil(train_cfg.num_epochs * steps_per_epoch)
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-
-    # The policy must be set before the model is built: layers read it when created.
-    keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
-    try:
-        with strategy.scope():
+    def load(self, resolved, tokenizer, data) -> list[str]:
+        run, options = self.run, self.options
+        keras.utils.set_random_seed(run.train.seed)  # Python, NumPy (the collator's masks) and TF
+        global_batch = run.train.per_device_batch_size * self.num_processes
+        batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
+        if batches == 0:
+            raise UsageError(f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
+                             "--per-device-batch-size")
+        self.step_plan = StepPlan.make(batches, 1, global_batch, run.train.num_epochs, run.train.max_steps)
+        # The policy must be set before the model is built: layers read it when created.
+        keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
+        patch_safetensors_loading()  # PyTorch safetensors checkpoints load into TF models
+        with self.strategy.scope():
             model, info = load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(
                 resolved.location, output_loading_info=True, **resolved.load_kwargs()), resolved.name)
-            trainee = compile_trainee(model, run, options, total_steps)
-        report_fresh_weights(info["missing_keys"], resolved.name)
-        collator = masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
+            self.trainee = compile_trainee(model, run, options, self.step_plan.total_steps)
+            self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
+        self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
+        self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
+        self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
         import datasets
 
-        train_set = model.prepare_tf_dataset(
-            datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
-            batch_size=global_batch, shuffle=True, collate_fn=collator, drop_remainder=True,
-        )
-        log.info(
-            "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d "
-            "(%d per replica x %d replicas), %d tokens/step, precision %s, XLA %s, sparse head %s, device %s",
-            len(data.train_blocks), data.eval_blocks, steps_per_epoch, total_steps, global_batch,
-            train_cfg.per_device_batch_size, replicas, global_batch * data_cfg.block_size,
-            options.mixed_precision, options.jit_compile, trainee.sparse, device_names(strategy),
-        )
+        self.train_set = model.prepare_tf_dataset(
+            datasets.Dataset.from_dict({"input_ids": data.train_blocks}), batch_size=global_batch, shuffle=True,
+            collate_fn=masking_collator(tokenizer, run.data.mlm_probability, return_tensors="np"), drop_remainder=True)
+        self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
+        return info["missing_keys"]
 
-        # ---- evaluate before training (a resumed run keeps the figure of its true start)
-        state_file, identity_file = backup / LOSS_LOG, backup / IDENTITY
-        identity = run_identity(run, resolved.name, model.config, data.texts, replicas)
+    def plan(self) -> StepPlan:
+        return self.step_plan
+
+    def resume(self, out: Path, identity: dict) -> LossLog:
+        resume = self.run.train.resume
+        self.backup, self.identity = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(), identity
+        if not resume:
+            return LossLog()
+        where = f"the Keras backup in {self.backup}"
+        if not (self.backup.is_dir() and any(self.backup.iterdir())):
+            raise UsageError(f"no Keras backup in {str(self.backup)!r} to resume from", "--resume")
+        if damage := checkpoint_damage(self.backup):
+            raise UsageError(f"{where} is damaged: {damage}; Keras keeps no older backup to fall back to: "
+                             "start again with --overwrite-output-dir", "--resume")
+        if (self.backup / IDENTITY).is_file():
+            check_same_run(json.loads((self.backup / IDENTITY).read_text()), identity, where)
         losses = LossLog()
-        if train_cfg.resume:
-            if damage := checkpoint_damage(backup):
-                raise UsageError(f"the Keras backup in {str(backup)!r} is damaged: {damage}; Keras keeps no older "
-                                 "backup to fall back to: start again with --overwrite-output-dir", "--resume")
-            if identity_file.is_file():
-                check_same_run(json.loads(identity_file.read_text()), identity, f"the Keras backup in {backup}")
-            if state_file.is_file():
-                losses = LossLog.from_dict(json.loads(state_file.read_text()))
-            check_steps_left(train_cfg.max_steps, losses.steps[-1] if losses.steps else 0, f"the Keras backup in {backup}")
-        evaluate_now = make_evaluator(model, data.eval_inputs, train_cfg.eval_batch)
-        if not losses.evals:
-            before = losses.log_eval(0, evaluate_now())
-            log.info("before training: eval loss %.4f, perplexity %.2f", before["eval_loss"], before["perplexity"])
+        if (self.backup / LOSS_LOG).is_file():
+            losses = LossLog.from_dict(json.loads((self.backup / LOSS_LOG).read_text()))
+        check_steps_left(self.run.train.max_steps, losses.steps[-1] if losses.steps else 0, where)
+        return losses
 
-        # ---- fit, with callbacks for progress, backups, logs and the Hub
-        backup.mkdir(parents=True, exist_ok=True)
-        weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
-        monitor = RunMonitor(losses, evaluate_now, total_steps)
-        keras_callbacks = [monitor, VerifiedBackup(backup, losses, identity, train_cfg.checkpointing_steps or "epoch",
-                                                   weight_bytes)]
-        if train_cfg.report_to == "tensorboard":
-            keras_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
+    def describe(self) -> str:
+        o = self.options
+        return (f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas, precision "
+                f"{o.mixed_precision}, XLA {o.jit_compile}, sparse head {self.trainee.sparse}, device {self.device}")
+
+    def track(self, values: dict[str, float], step: int) -> None:
+        pass  # Keras' TensorBoard callback writes the logs of fit()
+
+    def barrier(self) -> None:
+        pass  # fit() synchronises the workers itself
+
+    # ---- fit
+    def fit(self, recorder: Recorder, out: Path) -> int:
+        run, plan = self.run, self.step_plan
+        monitor = RunMonitor(recorder, self.evaluate, plan, plan.global_batch * run.data.block_size)
+        callbacks = [monitor, VerifiedBackup(self.backup, recorder.losses, self.identity,
+                                             run.train.checkpointing_steps or "epoch", self.weight_bytes)]
+        if run.train.report_to == "tensorboard":
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
         if run.hub.push_to_hub:
-            keras_callbacks.append(epoch_pushes()(
-                output_dir=str(out / HUB_CLONE), tokenizer=tokenizer, hub_model_id=run.hub.hub_model_id,
+            callbacks.append(epoch_pushes()(
+                output_dir=str(out / HUB_CLONE), tokenizer=self.tokenizer, hub_model_id=run.hub.hub_model_id,
                 # model-card data for the card the callback writes
-                finetuned_from=hub_base_model(resolved.name), tasks="fill-mask", dataset=data_cfg.dataset, language="en",
+                finetuned_from=hub_base_model(run.model.model), tasks="fill-mask", dataset=run.data.dataset,
+                language="en",
             ))
-        trainee.fit(train_set, epochs=num_epochs, steps_per_epoch=steps_per_epoch, callbacks=keras_callbacks + list(callbacks or []),
-                  verbose=1 if sys.stdout.isatty() else 2)
-        if losses.evals[-1]["step"] != int(trainee.optimizer.iterations.numpy()):
-            monitor.on_epoch_end(num_epochs - 1)  # stopped mid-epoch by --max-steps: evaluate the final weights
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+        self.backup.mkdir(parents=True, exist_ok=True)
+        self.trainee.fit(self.train_set, epochs=plan.num_epochs, steps_per_epoch=plan.steps_per_epoch,
+                         callbacks=[*callbacks, *self.extra_callbacks, StepProgbar()],
+                         verbose=1 if sys.stdout.isatty() else 2)
+        steps = int(self.trainee.optimizer.iterations.numpy())
+        if recorder.losses.evals[-1]["step"] != steps:  # stopped mid-epoch by --max-steps: evaluate the final weights
+            recorder.evaluation(steps, self.evaluate(), f"step {steps}")
+        return steps
 
-    # ---- report and save: Keras weights, then PyTorch weights beside them
-    steps_done = int(trainee.optimizer.iterations.numpy())
-    results = build_results(
-        "tensorflow", {**run.to_dict(), "tf": asdict(options)}, data, resolved.name, tokenizer.mask_token,
-        info["missing_keys"], losses,
-        optimizer_steps=steps_done, steps_per_epoch=steps_per_epoch, global_batch=global_batch, precision=options.mixed_precision,
-        device=device_names(strategy), num_processes=replicas,
-        train_tokens=monitor.batches * global_batch * data_cfg.block_size, train_seconds=monitor.seconds,
-        first_step_time=monitor.first_step_time,
-    )
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    # ---- save
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
         add_weights_for_other_framework(folder, have="tf")
-    save_model_atomically(out, save, 2 * weight_bytes)
-    write_run_report(out, results, losses, "tf")
-    shutil.rmtree(backup, ignore_errors=True)  # the run is complete: nothing left to resume
-    after = results["after"]
-    log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after["eval_loss"], after["perplexity"], out)
-    if run.hub.push_to_hub:
-        push_folder(out, run.hub, f"tf-mlm: perplexity {after['perplexity']:.2f}")
-    return results
+
+    def finish(self, out: Path, completed: bool) -> None:
+        keras.mixed_precision.set_global_policy("float32")
+        if completed:
+            shutil.rmtree(out / BACKUP, ignore_errors=True)  # the run is complete: nothing left to resume

@@ -1,0 +1,81 @@
+"""The results contract: what a finished run reports, in one typed shape for both frameworks.
+
+Training builds it, `all_results.json` stores it (`to_dict`), the model card, the CLI summary, the
+benchmarks and the tests read it; a finished run's JSON reads back into it (`load`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.metrics import LossLog, perplexity
+
+RESULTS = "all_results.json"
+
+
+@dataclass
+class Evaluation:
+    eval_loss: float
+    perplexity: float
+
+    @classmethod
+    def of(cls, eval_loss: float) -> "Evaluation":
+        return cls(eval_loss, perplexity(eval_loss))
+
+
+@dataclass
+class Results:
+    framework: str  # "pytorch" or "tensorflow"
+    config: dict[str, Any]  # the run's RunConfig and the framework's options, as given
+    data: dict[str, Any]  # rows, blocks and tokens of each split
+    model: str
+    mask_token: str
+    fresh_weights: list[str]  # weights the checkpoint lacked (a new MLM head), initialised from the seed
+    before: Evaluation
+    after: Evaluation
+    train_loss: float  # the last optimizer step's loss
+    loss_log: dict[str, list]
+    optimizer_steps: int
+    steps_per_epoch: int
+    global_batch: int
+    precision: str
+    device: str
+    num_processes: int
+    train_tokens: int
+    train_seconds: float
+    epochs_trained: float
+    train_tokens_per_second: float | None  # None, never nan or inf, when no training time was measured
+    data_wait_seconds: float | None = None  # time the loop waited for batches, where the loop measures it
+
+    @classmethod
+    def of_run(cls, losses: LossLog, **figures: Any) -> "Results":
+        """Results from the loss log and the framework's own figures."""
+        seconds = figures["train_seconds"]
+        return cls(
+            before=Evaluation.of(losses.evals[0]["eval_loss"]), after=Evaluation.of(losses.evals[-1]["eval_loss"]),
+            train_loss=losses.losses[-1] if losses.losses else math.nan, loss_log=losses.to_dict(),
+            epochs_trained=round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
+            train_tokens_per_second=figures["train_tokens"] / seconds if seconds > 0 else None, **figures,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: Path) -> "Results":
+        saved = json.loads(path.read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        evaluations = {key: Evaluation(*(float(saved[key][f]) for f in ("eval_loss", "perplexity")))
+                       for key in ("before", "after")}  # an overflowed perplexity is stored as "inf"
+        return cls(**{**{k: v for k, v in saved.items() if k in names}, **evaluations})
+
+
+def completed_results(out: Path) -> Results | None:
+    """The results of a finished run in `out` (all_results.json is written last), or None."""
+    path = out / RESULTS
+    return Results.load(path) if path.is_file() else None

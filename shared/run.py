@@ -1,0 +1,196 @@
+"""One training run, the same for both frameworks: setup, evaluate before, fit, evaluate after, save,
+report, push. A framework supplies a `Backend` with what differs (model and optimizer, the fit, the
+evaluation, checkpoints, saving); `train` below is the run a reader sees once.
+
+    setup     resolve the model, check the Hub, claim --output-dir, data, model, step plan, resume
+    fit       the backend's loop (PyTorch) or fit() (Keras), reporting each step to a `Recorder`
+    evaluate  before training and after each epoch, on the frozen held-out masks
+    save      final model into staging, then the report (all_results.json last), then the Hub
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from shared.blocks import MLMData, prepare_data
+from shared.config import RunConfig
+from shared.identity import run_identity
+from shared.metrics import LossLog
+from shared.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
+from shared.outputs import check_output_dir, claimed_output_dir, save_model_atomically
+from shared.publish import check_push_possible, push_folder
+from shared.reports import write_run_report
+from shared.results import Results, completed_results
+
+log = logging.getLogger("mlm")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps a run takes, from the micro-batches each process sees per epoch."""
+
+    batches_per_epoch: int  # per process
+    accumulation: int
+    global_batch: int  # blocks per optimizer step, all processes together
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int  # epochs begun, the last one possibly cut short by --max-steps
+
+    @classmethod
+    def make(cls, batches_per_epoch: int, accumulation: int, global_batch: int, num_epochs: float,
+             max_steps: int | None) -> "StepPlan":
+        steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
+        total_steps = max_steps or math.ceil(num_epochs * steps_per_epoch)
+        return cls(batches_per_epoch, accumulation, global_batch, steps_per_epoch, total_steps,
+                   math.ceil(total_steps / steps_per_epoch))
+
+
+class RunHooks:
+    """What a caller may watch without entering the loop; the benchmarks time runs through this."""
+
+    def on_step(self, step: int, loss: float, seconds: float) -> None:
+        """An optimizer step's loss has been read; `seconds` is its share of the measured training time."""
+
+    def on_evaluate(self, step: int, eval_loss: float) -> None:
+        pass
+
+
+@dataclass
+class Recorder:
+    """Where both loops report: the loss log, the trackers, the console and the hooks, and the training
+    clock (time spent in steps, not in evaluations or checkpoints)."""
+
+    losses: LossLog
+    hooks: list[RunHooks] = field(default_factory=list)
+    track: Callable[[dict[str, float], int], None] = lambda values, step: None
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    data_wait_seconds: float | None = None
+
+    def steps(self, first_step: int, losses: list[float], grad_norms: list[float], seconds: float) -> None:
+        """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read back at once)."""
+        self.train_seconds += seconds
+        for step, (loss, grad_norm) in enumerate(zip(losses, grad_norms), start=first_step):
+            self.losses.log_step(step, loss, seconds / len(losses), grad_norm)
+            self.track({"train/loss": loss, "train/grad_norm": grad_norm}, step)
+            for hook in self.hooks:
+                hook.on_step(step, loss, seconds / len(losses))
+
+    def evaluation(self, step: int, eval_loss: float, when: str) -> dict[str, float]:
+        record = self.losses.log_eval(step, eval_loss)
+        self.track({"eval/loss": eval_loss, "eval/perplexity": record["perplexity"]}, step)
+        log.info("%s: eval loss %.4f, perplexity %.2f", when, eval_loss, record["perplexity"])
+        for hook in self.hooks:
+            hook.on_evaluate(step, eval_loss)
+        return record
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / max(self.train_seconds, 1e-9)
+
+
+class Backend(Protocol):
+    """What a framework supplies to `train`."""
+
+    framework: str  # "pytorch", "tensorflow"
+    short: str  # "pt", "tf": the CLI's prefix
+    is_main: bool  # the process that writes (one per run)
+    num_processes: int
+    device: str  # where the steps run, in words
+    options: Any  # the framework's own options dataclass (its mixed_precision is reported)
+    model_config: Any  # the loaded model's transformers config (its shape is part of the run's identity)
+    saved_bytes: int  # about what the final model takes on disk, for the free-space check
+
+    def start(self, run: RunConfig) -> None:
+        """Processes, devices, strategy: before anything else touches the framework."""
+
+    def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]:
+        """Build model, loaders and optimizer; return the weights the checkpoint lacked."""
+
+    def plan(self) -> StepPlan: ...
+
+    def resume(self, out: Path, identity: dict[str, Any]) -> LossLog:
+        """The loss log so far: restored from --resume's checkpoint, or empty for a fresh run."""
+
+    def describe(self) -> str:
+        """The derived settings of this framework, for the log."""
+
+    def evaluate(self) -> float:
+        """Token-weighted mean loss over the frozen eval set."""
+
+    def fit(self, recorder: Recorder, out: Path) -> int:
+        """Train to the plan's end, checkpointing and evaluating each epoch; return the optimizer steps done."""
+
+    def save(self, folder: Path) -> None:
+        """The final model and tokenizer, loadable by both frameworks."""
+
+    def barrier(self) -> None: ...
+
+    def track(self, values: dict[str, float], step: int) -> None:
+        """Scalars for the trackers (--report-to)."""
+
+    def finish(self, out: Path, completed: bool) -> None:
+        """Release what the run held; `completed`: the report is written, so resume state may go."""
+
+
+def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None) -> Results:
+    """Fine-tune, evaluate before and after, save model, tokenizer and report; return the results."""
+    # ---- setup: fail fast on anything that would stop the run later
+    backend.start(run)
+    resolved = resolve_model(run.model.model)
+    _, tokenizer = load_checked(resolved, run.data.block_size)
+    if run.hub.push_to_hub:
+        check_push_possible(run.hub)
+    if run.train.resume and (finished := completed_results(check_output_dir(run.train))):
+        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir,
+                    finished.optimizer_steps)
+        return finished  # a finished run is never rewritten
+    # Every process checks the folder before the main one creates and locks it.
+    with claimed_output_dir(run, resolved.location, backend.is_main) as out:
+        backend.barrier()
+        completed = False
+        try:
+            data = prepare_data(run.data, tokenizer, run.train.seed)
+            fresh = backend.load(resolved, tokenizer, data)
+            report_fresh_weights(fresh, resolved.name)
+            plan = backend.plan()
+            identity = run_identity(run, resolved.name, backend.model_config, data.texts, backend.num_processes,
+                                    backend.options)
+            losses = backend.resume(out, identity)
+            log.info("derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d, "
+                     "%d tokens/step, %s", len(data.train_blocks), data.eval_blocks, plan.steps_per_epoch,
+                     plan.total_steps, plan.global_batch, plan.global_batch * run.data.block_size, backend.describe())
+            recorder = Recorder(losses, list(hooks or []), backend.track)
+
+            # ---- evaluate before training (a resumed run keeps the figure of its true start)
+            if not losses.evals:
+                recorder.evaluation(0, backend.evaluate(), "before training")
+
+            # ---- fit; each epoch ends with an evaluation and a checkpoint
+            steps_done = backend.fit(recorder, out)
+
+            # ---- report (the last evaluation ran at the end of the fit) and save
+            results = Results.of_run(
+                losses, framework=backend.framework, config={**run.to_dict(), backend.short: asdict(backend.options)},
+                data=data.summary(), model=resolved.name, mask_token=tokenizer.mask_token, fresh_weights=fresh,
+                optimizer_steps=steps_done, steps_per_epoch=plan.steps_per_epoch, global_batch=plan.global_batch,
+                precision=backend.options.mixed_precision, device=backend.device, num_processes=backend.num_processes,
+                train_tokens=recorder.train_tokens, train_seconds=recorder.train_seconds,
+                data_wait_seconds=recorder.data_wait_seconds,
+            )
+            backend.barrier()
+            if backend.is_main:
+                save_model_atomically(out, backend.save, backend.saved_bytes)
+                write_run_report(out, results, backend.short)
+                log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", results.after.eval_loss,
+                         results.after.perplexity, out)
+                if run.hub.push_to_hub:
+                    push_folder(out, run.hub, f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}")
+            completed = True
+            return results
+        finally:
+            backend.finish(out, completed)
