@@ -142,7 +142,7 @@ class TorchBackend:
                                             train_cfg.per_device_batch_size, train_cfg.seed, options.loader_workers)
         # Steps are counted after sharding: each process sees 1/N of the batches.
         processes = self.num_processes
-        self.step_plan = StepPlan.make(
+        self.plan = StepPlan.make(
             math.ceil(len(loader) / processes), options.gradient_accumulation_steps,
             train_cfg.per_device_batch_size * processes * options.gradient_accumulation_steps,
             train_cfg.num_epochs, train_cfg.max_steps)
@@ -151,20 +151,17 @@ class TorchBackend:
         # The prepared scheduler steps once per process per optimizer step, hence the factor.
         scheduler = get_scheduler(train_cfg.lr_scheduler, optimizer,
                                   num_warmup_steps=train_cfg.warmup_steps * processes,
-                                  num_training_steps=self.step_plan.total_steps * processes)
+                                  num_training_steps=self.plan.total_steps * processes)
         self.net, self.optimizer, self.loader, self.evals, self.scheduler = self.accelerator.prepare(
             MaskedTokenLoss(model, sparse=options.sparse_head), optimizer, loader,
             eval_loader(data.eval_inputs, train_cfg.eval_batch), scheduler)
         return info["missing_keys"]
 
-    def plan(self) -> StepPlan:
-        return self.step_plan
-
     def resume(self, out: Path, identity: dict) -> LossLog:
         self.out, self.progress = out, Progress(settings=identity)
         if self.run.train.report_to == "tensorboard":
             hparams = {key: "none" if value is None else value for key, value in identity.items()}  # no None
-            self.accelerator.init_trackers("pt-mlm", config={**hparams, "total_steps": self.step_plan.total_steps})
+            self.accelerator.init_trackers("pt-mlm", config={**hparams, "total_steps": self.plan.total_steps})
         if self.run.train.resume:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
             self.progress = load_checkpoint(self.accelerator, checkpoint, identity, self.run.train.max_steps)
@@ -204,7 +201,7 @@ class TorchBackend:
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
-        plan, progress, accelerator = self.step_plan, self.progress, self.accelerator
+        plan, progress, accelerator = self.plan, self.progress, self.accelerator
         train_cfg, options = self.run.train, self.options
         tokens_per_batch = train_cfg.per_device_batch_size * self.run.data.block_size * self.num_processes
         unread, waiting = UnreadSteps(accelerator, recorder), WaitClock()
@@ -291,7 +288,7 @@ class TorchBackend:
         speed = f"{self.recorder.tokens_per_second:,.0f}"
         bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{figures.grad_norms[-1]:.2f}", tok_s=speed)
         if bar.disable and step >= self.next_log and self.accelerator.is_local_main_process:
-            log.info("step %d/%d: loss %.4f, grad norm %.2f, %s tokens/s", step, self.step_plan.total_steps,
+            log.info("step %d/%d: loss %.4f, grad norm %.2f, %s tokens/s", step, self.plan.total_steps,
                      losses[-1], figures.grad_norms[-1], speed)
             self.next_log = step + self.log_interval
         self.accelerator.log({"train/learning_rate": self.scheduler.get_last_lr()[0]}, step=step)

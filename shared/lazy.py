@@ -26,3 +26,18 @@ def lazy_exports(package: str, exports: dict[str, str],
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def framework_exports(package: str, options: str) -> Callable[[str], Any]:
+    """The `__getattr__` of `pt_mlm`/`tf_mlm`: `train`, `MaskFiller`, their options class and `__version__`,
+    each imported on first use inside the package's `environment.prepared()`."""
+    from importlib.metadata import version
+
+    environment = importlib.import_module(f"{package}.environment")
+    serve = lazy_exports(package, {"train": f"{package}.training:train", "MaskFiller": f"{package}.infer:MaskFiller",
+                                   options: f"{package}.options:{options}"}, around=environment.prepared)
+
+    def __getattr__(name: str) -> Any:
+        return version("mlm-toolkit") if name == "__version__" else serve(name)
+
+    return __getattr__

@@ -108,10 +108,10 @@ class Backend(Protocol):
     def start(self, run: RunConfig) -> None:
         """Processes, devices, strategy: before anything else touches the framework."""
 
-    def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]:
-        """Build model, loaders and optimizer; return the weights the checkpoint lacked."""
+    plan: StepPlan  # set by `load`
 
-    def plan(self) -> StepPlan: ...
+    def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]:
+        """Build model, loaders, optimizer and `plan`; return the weights the checkpoint lacked."""
 
     def resume(self, out: Path, identity: dict[str, Any]) -> LossLog:
         """The loss log so far: restored from --resume's checkpoint, or empty for a fresh run."""
@@ -157,7 +157,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             data = prepare_data(run.data, tokenizer, run.train.seed)
             fresh = backend.load(resolved, tokenizer, data)
             report_fresh_weights(fresh, resolved.name)
-            plan = backend.plan()
+            plan = backend.plan
             identity = run_identity(run, resolved.name, backend.model_config, data.texts, backend.num_processes,
                                     backend.options)
             losses = backend.resume(out, identity)

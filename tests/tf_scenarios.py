@@ -14,6 +14,10 @@ from pathlib import Path
 from tf_mlm.environment import prepare
 
 prepare()  # this script's modules import tf_mlm.training: the Keras 2, TF-only environment first  # noqa: E402
+
+from tf_mlm.compat import patch_safetensors_loading  # noqa: E402
+
+patch_safetensors_loading()  # the scenarios load PyTorch safetensors into TF models directly too
 from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 TINY = dict(block_size=32)

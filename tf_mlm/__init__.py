@@ -1,12 +1,10 @@
-"""Keras-first TensorFlow masked-LM fine-tuning: `tf-mlm train`, `tf_mlm.MaskFiller`.
+"""Keras-first TensorFlow masked-LM fine-tuning: `tf-mlm train`, `tf_mlm.train`, `tf_mlm.MaskFiller`.
 
-Importing the package loads no framework and sets nothing: `train` and `MaskFiller` import TensorFlow when first used.
+Importing the package loads no framework and sets nothing. The first use of `train` or `MaskFiller`
+sets the Keras 2 environment (tf-keras) and imports TensorFlow.
 """
 
-from shared.lazy import lazy_exports
-from tf_mlm.environment import prepared
+from shared.lazy import framework_exports
 
-__version__ = "0.1.0"
 __all__ = ["MaskFiller", "TFOptions", "train", "__version__"]
-__getattr__ = lazy_exports(__name__, {"train": "tf_mlm.training:train", "MaskFiller": "tf_mlm.infer:MaskFiller",
-                                      "TFOptions": "tf_mlm.options:TFOptions"}, around=prepared)
+__getattr__ = framework_exports(__name__, "TFOptions")

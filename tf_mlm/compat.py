@@ -38,3 +38,15 @@ def patch_safetensors_loading() -> None:
     for module in (tf_utils, pt_utils):
         if getattr(module, "safe_open", None) is _safe_open:
             module.safe_open = IterableSafeOpen
+
+
+def load_masked_lm(resolved, **kwargs):
+    """`TFAutoModelForMaskedLM.from_pretrained` for a resolved model (whatever weights file it holds),
+    with a damaged file reported as one line. The shim above is installed here, where it is needed."""
+    from transformers import TFAutoModelForMaskedLM
+
+    from shared.models import load_weights
+
+    patch_safetensors_loading()
+    return load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs(),
+                                                                       **kwargs), resolved.name)

@@ -12,10 +12,9 @@ check_prepared("tf_mlm.infer")  # before TensorFlow is imported  # noqa: E402
 
 import numpy as np
 import tensorflow as tf
-from transformers import TFAutoModelForMaskedLM
-
 from shared.fill_mask import MaskFillerBase
-from shared.models import load_checked, load_weights, max_block_size, resolve_model
+from shared.models import load_checked, max_block_size, resolve_model
+from tf_mlm.compat import load_masked_lm
 
 
 class MaskFiller(MaskFillerBase):
@@ -25,7 +24,7 @@ class MaskFiller(MaskFillerBase):
         resolved = resolve_model(model)
         config, tokenizer = load_checked(resolved, block_size=1)  # an unusable folder is one clear line
         super().__init__(tokenizer, max_block_size(config, tokenizer))
-        self.model = load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), model)
+        self.model = load_masked_lm(resolved)
 
     def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from transformers import TFAutoModelForMaskedLM, create_optimizer
+from transformers import create_optimizer
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 from transformers.optimization_tf import WarmUp
 
@@ -51,12 +51,11 @@ from shared.errors import RunError, UsageError
 from shared.export import add_weights_for_other_framework
 from shared.identity import check_same_run, check_steps_left
 from shared.metrics import LossLog, TokenWeightedMean
-from shared.models import load_weights
 from shared.outputs import checkpoint_damage, require_free_space, write_manifest
 from shared.reports import hub_base_model
 from shared.results import Results
 from shared.run import Recorder, RunHooks, StepPlan
-from tf_mlm.compat import patch_safetensors_loading
+from tf_mlm.compat import load_masked_lm
 from tf_mlm.environment import native_noise_filtered
 from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from tf_mlm.options import TFOptions, check_tf_config
@@ -266,14 +265,12 @@ class KerasBackend:
         if batches == 0:
             raise UsageError(f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
                              "--per-device-batch-size")
-        self.step_plan = StepPlan.make(batches, 1, global_batch, run.train.num_epochs, run.train.max_steps)
+        self.plan = StepPlan.make(batches, 1, global_batch, run.train.num_epochs, run.train.max_steps)
         # The policy must be set before the model is built: layers read it when created.
         keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
-        patch_safetensors_loading()  # PyTorch safetensors checkpoints load into TF models
         with self.strategy.scope():
-            model, info = load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(
-                resolved.location, output_loading_info=True, **resolved.load_kwargs()), resolved.name)
-            self.trainee = compile_trainee(model, run, options, self.step_plan.total_steps)
+            model, info = load_masked_lm(resolved, output_loading_info=True)
+            self.trainee = compile_trainee(model, run, options, self.plan.total_steps)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
@@ -285,9 +282,6 @@ class KerasBackend:
             collate_fn=masking_collator(tokenizer, run.data.mlm_probability, return_tensors="np"), drop_remainder=True)
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
         return info["missing_keys"]
-
-    def plan(self) -> StepPlan:
-        return self.step_plan
 
     def resume(self, out: Path, identity: dict) -> LossLog:
         resume = self.run.train.resume
@@ -321,7 +315,7 @@ class KerasBackend:
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
-        run, plan = self.run, self.step_plan
+        run, plan = self.run, self.plan
         monitor = RunMonitor(recorder, self.evaluate, plan, plan.global_batch * run.data.block_size)
         callbacks = [monitor, VerifiedBackup(self.backup, recorder.losses, self.identity,
                                              run.train.checkpointing_steps or "epoch", self.weight_bytes)]
