@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from shared.config import check_positive, check_numbers, option
 from shared.errors import UsageError
@@ -18,14 +18,13 @@ class PTOptions:
 
     gradient_accumulation_steps: int = option(1, "Micro-batches averaged before each optimizer step.")
     save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
-    mixed_precision: str = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", choices=("no", "fp16", "bf16"))
+    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).")
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
     fused_adamw: bool = option(
         True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
     )
-    attention: str = option(
-        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls.",
-        choices=("sdpa", "eager"),
+    attention: Literal["sdpa", "eager"] = option(
+        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls."
     )
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     log_every: int = option(

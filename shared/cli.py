@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from shared.config import flag_of
+from shared.config import choices_of, flag_of
 from shared.errors import MLMError
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callab
             for f in reversed(dataclasses.fields(cls)):
                 meta = dict(f.metadata)
                 help_text = meta.pop("help", "")
-                choices = meta.pop("choices", None)
+                choices = choices_of(hints[f.name])
                 click_type, _ = _click_type(hints[f.name])
                 if choices:
                     click_type = click.Choice(choices)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from shared.errors import UsageError
 
@@ -39,12 +40,18 @@ INT_LIMIT = 2**31  # beyond this, counts and seeds overflow the frameworks' int3
 EPOCH_LIMIT = 1e6
 
 
+def choices_of(annotation: Any) -> tuple[str, ...] | None:
+    """The values of a `Literal[...]` field type: the one declaration click and validation both read."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
+
+
 def check_numbers(config: Any) -> None:
     """Every number field is finite and within what the frameworks can take, whatever its own rule, and
-    every field with a choice list holds one of its choices (the list click offers, declared once)."""
+    every `Literal[...]` field holds one of its values (the list click offers)."""
+    hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        choices = f.metadata.get("choices")
+        choices = choices_of(hints[f.name])
         if choices and value not in choices:
             raise UsageError(f"must be one of {', '.join(choices)}, got {value!r}", flag_of(f.name))
         if isinstance(value, bool) or value is None:
@@ -132,8 +139,8 @@ class TrainConfig:
     max_grad_norm: float = option(
         1.0, "Clip the global gradient norm to this before each optimizer step (the Trainer's default); 0 turns it off."
     )
-    lr_scheduler: str = option(
-        "linear", "Learning-rate schedule.", choices=("linear", "cosine", "constant", "constant_with_warmup")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
+        "linear", "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths)."
     )
     seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")
     checkpointing_steps: int | None = option(
@@ -142,7 +149,7 @@ class TrainConfig:
     resume: str | None = option(
         None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
     )
-    report_to: str = option("none", "Where to log metrics besides the console.", choices=("none", "tensorboard"))
+    report_to: Literal["none", "tensorboard"] = option("none", "Where to log metrics besides the console.")
     eval_batch_size: int | None = option(None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size).")
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tiny_models import BROKEN_MODELS
@@ -85,6 +86,24 @@ def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     exact, fixed = seen["rows"]["exact"], seen["rows"]["fixed_xla"]
     assert fixed[1] == exact[1] > 0  # every masked token is in the fixed rows
     assert fixed[0] == pytest.approx(exact[0], rel=1e-5)
+
+
+def test_every_lr_scheduler_gives_the_rates_of_transformers_get_scheduler(tiny_roberta, eli5_jsonl, tmp_path):
+    import torch
+    from transformers import get_scheduler
+
+    keras_rates = scenario("schedules", tiny_roberta, eli5_jsonl, tmp_path)
+    for name, rates in keras_rates.items():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=3, num_training_steps=20)
+        torch_rates = []
+        for _ in range(20):  # the rate each optimizer step uses
+            torch_rates.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        np.testing.assert_allclose(rates, torch_rates, rtol=1e-5, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(keras_rates["constant"], [1e-3] * 20, rtol=1e-6)  # no warm-up, as in PyTorch
+    assert keras_rates["cosine"][3] > keras_rates["cosine"][10] > keras_rates["cosine"][19] > 0
 
 
 def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path):

@@ -171,6 +171,17 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
     return seen
 
 
+def schedules(model: str, data: str, work: Path) -> dict:
+    """The learning rate of tf-mlm's optimizer at each step, for every --lr-scheduler (warm-up 3, 20 steps)."""
+    from tf_mlm.training import make_optimizer
+
+    rates = {}
+    for name in ("linear", "cosine", "constant", "constant_with_warmup"):
+        optimizer = make_optimizer(TrainConfig(learning_rate=1e-3, warmup_steps=3, lr_scheduler=name), total_steps=20)
+        rates[name] = [float(optimizer.learning_rate(step)) for step in range(20)]
+    return rates
+
+
 def stopped_fit(model: str, data: str, work: Path) -> dict:
     """A fit stopped by an exception at epoch 2, leaving its Keras backup in WORK/stopped."""
     from tf_mlm.training import TFOptions, train

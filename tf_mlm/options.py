@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from shared.config import check_numbers, option
 from shared.errors import UsageError
@@ -12,14 +13,12 @@ from shared.errors import UsageError
 class TFOptions:
     """Settings only the Keras path has."""
 
-    mixed_precision: str = option(
-        "no", "Keras mixed-precision policy, set before the model is built.",
-        choices=("no", "mixed_float16", "mixed_bfloat16"),
+    mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = option(
+        "no", "Keras mixed-precision policy, set before the model is built."
     )
     jit_compile: bool = option(False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True)
-    strategy: str = option(
-        "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible).",
-        choices=("auto", "default", "mirrored", "multi-worker"),
+    strategy: Literal["auto", "default", "mirrored", "multi-worker"] = option(
+        "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible)."
     )
     sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
     worker_timeout: int = option(
