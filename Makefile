@@ -31,8 +31,10 @@ demo-tf: $(STAMP)
 		--overwrite-output-dir --learning-rate 2e-4
 	$(BIN)/tf-mlm fill-mask $(DEMO_DIR)-tf "The Milky Way is a <mask> galaxy." --top-k 3
 
-# TensorFlow and PyTorch fight over threads and memory in one process: two pytest processes.
+# The linter first (seconds); then TensorFlow and PyTorch, which fight over threads and memory in one
+# process, in two pytest processes.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/pytest -m "not tf"
 	$(BIN)/pytest -m tf
 

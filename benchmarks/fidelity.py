@@ -2,7 +2,8 @@
 
     python -m benchmarks.fidelity                      # 3 training seeds, about 30 min on 2 CPU cores
     python -m benchmarks.fidelity --seeds 42 --steps 50 --out /tmp/quick
-    python -m benchmarks.fidelity --seeds 42 --recipes pt-mlm --max-grad-norm 0 --out /tmp/unclipped   # an ablation
+    # an ablation:
+    python -m benchmarks.fidelity --seeds 42 --recipes pt-mlm --max-grad-norm 0 --out /tmp/unclipped
 
 The corpus is one the project never trains on elsewhere: the Python language reference as shipped in
 every CPython (`pydoc_data.topics`), cut into paragraphs, one row each. The start is one saved folder:
@@ -27,13 +28,19 @@ import sys
 from pathlib import Path
 
 RECIPES = ("Trainer (guide)", "pt-mlm", "tf-mlm")
-LEARNING_RATE, BATCH, BLOCK = 1e-4, 8, 128  # a fresh head learns little at the guide's 2e-5 in a few hundred steps
+LEARNING_RATE, BATCH, BLOCK = (
+    1e-4,
+    8,
+    128,
+)  # a fresh head learns little at the guide's 2e-5 in a few hundred steps
 
 
 def write_corpus(path: Path) -> Path:
     from pydoc_data.topics import topics
 
-    paragraphs = [p.strip() for text in topics.values() for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8]
+    paragraphs = [
+        p.strip() for text in topics.values() for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8
+    ]
     with path.open("w") as f:
         for paragraph in paragraphs:
             f.write(json.dumps({"text": " ".join(paragraph.split())}) + "\n")
@@ -64,12 +71,21 @@ def run_config(corpus: Path, start: Path, out: Path, steps: int, seed: int, max_
     return RunConfig(
         DataConfig(dataset=str(corpus), text_column="text", max_samples=None, block_size=BLOCK),
         ModelConfig(model=str(start)),
-        TrainConfig(output_dir=str(out), per_device_batch_size=BATCH, learning_rate=LEARNING_RATE, max_steps=steps,
-                    seed=seed, eval_batch_size=32, max_grad_norm=max_grad_norm),
+        TrainConfig(
+            output_dir=str(out),
+            per_device_batch_size=BATCH,
+            learning_rate=LEARNING_RATE,
+            max_steps=steps,
+            seed=seed,
+            eval_batch_size=32,
+            max_grad_norm=max_grad_norm,
+        ),
     )
 
 
-def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
+def train_one(
+    recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float
+) -> None:
     """Train one recipe in this process and leave its final PyTorch weights in `out`."""
     run = run_config(corpus, start, out, steps, seed, max_grad_norm)
     if recipe == "pt-mlm":
@@ -82,20 +98,38 @@ def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, see
         tf_mlm.train(run, tf_mlm.TFOptions())
     else:
         import datasets
-        from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                                  TrainingArguments)
+        from transformers import (
+            AutoModelForMaskedLM,
+            AutoTokenizer,
+            DataCollatorForLanguageModeling,
+            Trainer,
+            TrainingArguments,
+        )
 
         from shared.blocks import prepare_data
 
         tokenizer = AutoTokenizer.from_pretrained(start)
         data = prepare_data(run.data, tokenizer, seed)
-        args = TrainingArguments(output_dir=str(out / "trainer"), per_device_train_batch_size=BATCH,
-                                 learning_rate=LEARNING_RATE, weight_decay=0.01, max_steps=steps, save_strategy="no",
-                                 report_to=[], logging_steps=10**6, seed=seed, use_cpu=True, disable_tqdm=True,
-                                 max_grad_norm=max_grad_norm)
-        trainer = Trainer(model=AutoModelForMaskedLM.from_pretrained(start), args=args,
-                          train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
-                          data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15))
+        args = TrainingArguments(
+            output_dir=str(out / "trainer"),
+            per_device_train_batch_size=BATCH,
+            learning_rate=LEARNING_RATE,
+            weight_decay=0.01,
+            max_steps=steps,
+            save_strategy="no",
+            report_to=[],
+            logging_steps=10**6,
+            seed=seed,
+            use_cpu=True,
+            disable_tqdm=True,
+            max_grad_norm=max_grad_norm,
+        )
+        trainer = Trainer(
+            model=AutoModelForMaskedLM.from_pretrained(start),
+            args=args,
+            train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
+        )
         trainer.train()
         trainer.model.save_pretrained(out, safe_serialization=False)
 
@@ -108,27 +142,54 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     from pt_mlm.heads import MaskedTokenLoss
     from shared.blocks import prepare_data
 
-    data = prepare_data(run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed)
+    data = prepare_data(
+        run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed
+    )
     net = MaskedTokenLoss(AutoModelForMaskedLM.from_pretrained(folder), sparse=False).eval()
     total = count = 0.0
     with torch.no_grad():
         for first in range(0, len(data.eval_inputs["input_ids"]), 32):
-            batch = {k: torch.from_numpy(v[first:first + 32].astype("int64")) for k, v in data.eval_inputs.items()}
+            batch = {
+                k: torch.from_numpy(v[first : first + 32].astype("int64"))
+                for k, v in data.eval_inputs.items()
+            }
             losses, _ = net(**batch)
             total, count = total + losses.sum().item(), count + len(losses)
     return total / count
 
 
-def child(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
+def child(
+    recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float
+) -> None:
     # Each recipe in its own process: TensorFlow and PyTorch never share one; hide the other framework.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("USE_TF" if recipe == "tf-mlm" else "USE_TORCH", None)
     if recipe != "tf-mlm":
         env["USE_TF"] = "0"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.fidelity", "--child", recipe, "--corpus", str(corpus),
-                           "--start", str(start), "--out", str(out), "--steps", str(steps), "--seeds", str(seed),
-                           "--max-grad-norm", str(max_grad_norm)],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.fidelity",
+            "--child",
+            recipe,
+            "--corpus",
+            str(corpus),
+            "--start",
+            str(start),
+            "--out",
+            str(out),
+            "--steps",
+            str(steps),
+            "--seeds",
+            str(seed),
+            "--max-grad-norm",
+            str(max_grad_norm),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{recipe} (seed {seed}) failed:\n{done.stderr[-3000:]}")
 
@@ -138,21 +199,30 @@ def write_report(out: Path, report: dict) -> None:
 
     rows = report["rows"]
     lines = [
-        f"# Training fidelity: eval perplexity after {report['steps']} steps from the same start, {report['date']}",
+        f"# Training fidelity: eval perplexity after {report['steps']} steps from the same start, "
+        f"{report['date']}",
         "",
-        f"Corpus: {report['corpus']}. Start: {report['start']}. Global batch {BATCH} blocks of {BLOCK} tokens, "
-        f"learning rate {LEARNING_RATE}, weight decay 0.01, linear decay, gradient clipping "
-        f"{report.get('max_grad_norm', 1.0) or 'off'} (1.0 is every recipe's default), dropout on; training seeds {', '.join(map(str, report['seeds']))}. One evaluator (PyTorch, frozen "
-        f"masks of {report['eval_blocks']} eval blocks) scores every final model. Device: {report['device']}.",
+        f"Corpus: {report['corpus']}. Start: {report['start']}. Global batch {BATCH} blocks of {BLOCK} "
+        f"tokens, learning rate {LEARNING_RATE}, weight decay 0.01, linear decay, gradient clipping "
+        f"{report.get('max_grad_norm', 1.0) or 'off'} (1.0 is every recipe's default), dropout on; training "
+        f"seeds {', '.join(map(str, report['seeds']))}. One evaluator (PyTorch, frozen masks of "
+        f"{report['eval_blocks']} eval blocks) scores every final model. Device: {report['device']}.",
         "",
-        "| recipe | " + " | ".join(f"seed {seed}" for seed in report["seeds"]) + " | mean | vs Trainer, per seed | "
+        "| recipe | "
+        + " | ".join(f"seed {seed}" for seed in report["seeds"])
+        + " | mean | vs Trainer, per seed | "
         "vs Trainer, mean of seeds |",
         "|---|" + "---|" * len(report["seeds"]) + "---|---|---|",
     ]
     reference_losses = rows.get("Trainer (guide)", {}).get("eval_losses")
     for name, row in rows.items():
         per_seed = " | ".join(f"{perplexity(loss):.2f}" for loss in row["eval_losses"])
-        ratios = [perplexity(loss) / perplexity(ref) - 1 for loss, ref in zip(row["eval_losses"], reference_losses or [])]
+        ratios = [
+            perplexity(loss) / perplexity(ref) - 1
+            for loss, ref in zip(
+                row["eval_losses"], reference_losses or [], strict=False
+            )  # no reference: none
+        ]
         row["ratio_per_seed"] = ratios
         row["ratio_mean"] = statistics.mean(ratios) if ratios else None
         if not ratios:
@@ -162,10 +232,14 @@ def write_report(out: Path, report: dict) -> None:
         else:
             vs_seed, vs_mean = ", ".join(f"{r:+.1%}" for r in ratios), f"**{row['ratio_mean']:+.2%}**"
         lines.append(f"| {name} | {per_seed} | {row['perplexity_mean']:.2f} | {vs_seed} | {vs_mean} |")
-    lines += ["", f"Before training (the shared start): perplexity {report['before_perplexity']:,.1f}.",
-              "Each seed draws its own 80/20 split (so its own eval blocks: compare within a column), and each",
-              "recipe its own masks and dropout: the per-seed differences show that noise, a few percent either",
-              f"way after {report['steps']} steps; the target is the mean over seeds within 2% of the Trainer.", ""]
+    lines += [
+        "",
+        f"Before training (the shared start): perplexity {report['before_perplexity']:,.1f}.",
+        "Each seed draws its own 80/20 split (so its own eval blocks: compare within a column), and each",
+        "recipe its own masks and dropout: the per-seed differences show that noise, a few percent either",
+        f"way after {report['steps']} steps; the target is the mean over seeds within 2% of the Trainer.",
+        "",
+    ]
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(out / "perplexity.png", report)
@@ -196,10 +270,14 @@ def plot(path: Path, report: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated")
-    parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-fidelity)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-fidelity)"
+    )
     parser.add_argument("--work", type=Path, default=Path("benchmarks/scratch/fidelity"))
     parser.add_argument("--recipes", default=",".join(RECIPES), help="which recipes, comma-separated")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="every recipe's clipping (0: off)")
@@ -236,19 +314,28 @@ def main() -> None:
     from shared.blocks import prepare_data
     from shared.metrics import perplexity
 
-    data = prepare_data(run_config(corpus, start, start, 1, seeds[0]).data, AutoTokenizer.from_pretrained(start), seeds[0])
+    data = prepare_data(
+        run_config(corpus, start, start, 1, seeds[0]).data, AutoTokenizer.from_pretrained(start), seeds[0]
+    )
     for row in rows.values():
         row["perplexity_mean"] = statistics.mean(perplexity(loss) for loss in row["eval_losses"])
     out.mkdir(parents=True, exist_ok=True)
-    write_report(out, {
-        "date": date, "steps": args.steps, "seeds": seeds, "rows": rows, "max_grad_norm": args.max_grad_norm,
-        "device": f"CPU, {os.cpu_count()} cores",
-        "corpus": f"Python language reference (pydoc_data.topics), {data.texts.rows} paragraphs, "
-                  f"{len(data.train_blocks)} train / {data.eval_blocks} eval blocks",
-        "start": "built-in MiniLM encoder + a fresh MLM head initialised once (seed 0)",
-        "eval_blocks": data.eval_blocks,
-        "before_perplexity": perplexity(shared_evaluation(start, corpus, start, seeds[0])),
-    })
+    write_report(
+        out,
+        {
+            "date": date,
+            "steps": args.steps,
+            "seeds": seeds,
+            "rows": rows,
+            "max_grad_norm": args.max_grad_norm,
+            "device": f"CPU, {os.cpu_count()} cores",
+            "corpus": f"Python language reference (pydoc_data.topics), {data.texts.rows} paragraphs, "
+            f"{len(data.train_blocks)} train / {data.eval_blocks} eval blocks",
+            "start": "built-in MiniLM encoder + a fresh MLM head initialised once (seed 0)",
+            "eval_blocks": data.eval_blocks,
+            "before_perplexity": perplexity(shared_evaluation(start, corpus, start, seeds[0])),
+        },
+    )
     print((out / "results.md").read_text())
 
 

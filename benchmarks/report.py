@@ -15,7 +15,12 @@ BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10"
 def train_flops_per_token(size: str, block_size: int) -> float:
     """Model FLOPs per trained token: 6 x matmul parameters (encoder + full output layer) + attention."""
     shape = SIZES[size]
-    h, layers, ffn, vocab = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"], shape["vocab_size"]
+    h, layers, ffn, vocab = (
+        shape["hidden_size"],
+        shape["num_hidden_layers"],
+        shape["intermediate_size"],
+        shape["vocab_size"],
+    )
     per_layer = 4 * h * h + 2 * h * ffn
     head = h * h + h * vocab
     attention = 2 * layers * block_size * h  # QK^T and AV, per token, forward
@@ -37,23 +42,27 @@ def write_report(out: Path, report: dict) -> None:
         row["mfu"] = row["tokens_per_s"] * flops / peak if peak else None
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
 
+    shape = SIZES[workload["size"]]
     lines = [
         f"# Training throughput: {machine['device']}, {machine['date']}",
         "",
-        f"Model: `{workload['size']}` shape from config ({SIZES[workload['size']]['num_hidden_layers']} layers x "
-        f"{SIZES[workload['size']]['hidden_size']}, {SIZES[workload['size']]['vocab_size']:,}-word output layer); "
+        f"Model: `{workload['size']}` shape from config ({shape['num_hidden_layers']} layers x "
+        f"{shape['hidden_size']}, {shape['vocab_size']:,}-word output layer); "
         f"global batch {workload['batch_size']} blocks of {workload['block_size']} tokens; built-in corpus; "
         f"{workload['warmup_steps']} warm-up steps then {workload['measured_steps']} measured steps per run; "
         f"median of {rows[0]['repeats'] if rows else 0} runs, each in its own process. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + f", Python {machine['python']}.",
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        + f", Python {machine['python']}.",
         "",
-        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s | peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after | eval perplexity after |",
+        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s "
+        "| peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after | eval perplexity after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio_vs_reference']:.2f}x {r['reference']}" if r["ratio_vs_reference"] else "reference"
         lines.append(
-            f"| {r['name']} | {r['tokens_per_s']:,.0f} ({r['tokens_per_s_min']:,.0f}-{r['tokens_per_s_max']:,.0f}) "
+            f"| {r['name']} | {r['tokens_per_s']:,.0f} "
+            f"({r['tokens_per_s_min']:,.0f}-{r['tokens_per_s_max']:,.0f}) "
             f"| {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {r['time_to_first_step_s']:.1f} "
             f"| {r['peak_rss_mib']:,.0f} | {format(r['peak_gpu_mib'], ',.0f') if r['peak_gpu_mib'] else '-'} "
             f"| {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
@@ -61,15 +70,27 @@ def write_report(out: Path, report: dict) -> None:
             f"| {r['eval_loss_after']:.3f} | {perplexity(r['eval_loss_after']):,.1f} |"
         )
     if machine.get("bf16") == "none":
-        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated (PyTorch's about 20x slower",
-                  "than fp32), so the mixed-precision rows are left out (`--emulated-bf16` runs them). On such a CPU, train in fp32."]
+        lines += [
+            "",
+            "This CPU has no native bf16 (no avx512_bf16/amx): bf16 would be emulated (PyTorch's about 20x",
+            "slower than fp32), so the mixed-precision rows are left out (`--emulated-bf16` runs them).",
+            "On such a CPU, train in fp32.",
+        ]
     elif machine.get("bf16") == "emulated":
-        lines += ["", "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation. Compare them",
-                  "with each other (pt-mlm against the Trainer at the same precision), not with fp32."]
-    lines += ["", "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
-              "evaluation before training). Eval loss and perplexity are after the same steps, on the same frozen masked",
-              "blocks, for every configuration: a faster row that learns worse shows here.",
-              "Data wait is the share of step time pt-mlm spent waiting for its next masked batch (`--loader-workers`).", ""]
+        lines += [
+            "",
+            "This CPU has no native bf16 (no avx512_bf16/amx): the bf16 rows time its emulation.",
+            "Compare them with each other (pt-mlm against the Trainer at the same precision), not with fp32.",
+        ]
+    lines += [
+        "",
+        "Time to first step counts from the process start (imports, data, model, and for pt-mlm/tf-mlm the",
+        "evaluation before training). Eval loss and perplexity are after the same steps, on the same frozen",
+        "masked blocks, for every configuration: a faster row that learns worse shows here.",
+        "Data wait is the share of step time pt-mlm spent waiting for its next masked batch",
+        "(`--loader-workers`).",
+        "",
+    ]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "throughput.png", rows, machine)
 

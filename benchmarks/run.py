@@ -1,6 +1,6 @@
 """Training-throughput benchmark: pt-mlm and tf-mlm against the guide's Trainer and Keras recipes.
 
-    python -m benchmarks.run                      # the device it finds: CPU -> small model, GPU -> DistilRoBERTa-sized
+    python -m benchmarks.run                      # the device it finds: CPU: small model, GPU: DistilRoBERTa
     python -m benchmarks.run --device cpu --repeats 3 --out benchmarks/results/cpu-small
     python -m benchmarks.run --smoke              # two steps of two configurations, to check the harness
 
@@ -53,38 +53,101 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
     rows = [
         {"name": "Trainer (guide) fp32", "path": "trainer", "precision": "no"},
         {"name": "pt-mlm fp32", "path": "pt-mlm", "precision": "no", **fp32},
-        {"name": "pt-mlm fp32 dense head", "path": "pt-mlm", "precision": "no", "flags": {"sparse_head": False}, **fp32},
-        {"name": "pt-mlm fp32 eager attention", "path": "pt-mlm", "precision": "no", "flags": {"attention": "eager"}, **fp32},
-        {"name": "pt-mlm fp32 unfused AdamW", "path": "pt-mlm", "precision": "no", "flags": {"fused_adamw": False}, **fp32},
-        {"name": "pt-mlm fp32 compile", "path": "pt-mlm", "precision": "no", "flags": {"torch_compile": True}, **fp32},
+        {
+            "name": "pt-mlm fp32 dense head",
+            "path": "pt-mlm",
+            "precision": "no",
+            "flags": {"sparse_head": False},
+            **fp32,
+        },
+        {
+            "name": "pt-mlm fp32 eager attention",
+            "path": "pt-mlm",
+            "precision": "no",
+            "flags": {"attention": "eager"},
+            **fp32,
+        },
+        {
+            "name": "pt-mlm fp32 unfused AdamW",
+            "path": "pt-mlm",
+            "precision": "no",
+            "flags": {"fused_adamw": False},
+            **fp32,
+        },
+        {
+            "name": "pt-mlm fp32 compile",
+            "path": "pt-mlm",
+            "precision": "no",
+            "flags": {"torch_compile": True},
+            **fp32,
+        },
     ]
     if bf16:
         rows += [
             {"name": "Trainer (guide) bf16", "path": "trainer", "precision": "bf16"},
-            {"name": "pt-mlm bf16", "path": "pt-mlm", "precision": "bf16", "reference": "Trainer (guide) bf16"},
+            {
+                "name": "pt-mlm bf16",
+                "path": "pt-mlm",
+                "precision": "bf16",
+                "reference": "Trainer (guide) bf16",
+            },
         ]
     if gpu:
         rows += [
-            {"name": "pt-mlm bf16 compile", "path": "pt-mlm", "precision": "bf16",
-             "flags": {"torch_compile": True}, "reference": "Trainer (guide) bf16"},
+            {
+                "name": "pt-mlm bf16 compile",
+                "path": "pt-mlm",
+                "precision": "bf16",
+                "flags": {"torch_compile": True},
+                "reference": "Trainer (guide) bf16",
+            },
             {"name": "Trainer (guide) fp16", "path": "trainer", "precision": "fp16"},
-            {"name": "pt-mlm fp16", "path": "pt-mlm", "precision": "fp16", "reference": "Trainer (guide) fp16"},
+            {
+                "name": "pt-mlm fp16",
+                "path": "pt-mlm",
+                "precision": "fp16",
+                "reference": "Trainer (guide) fp16",
+            },
         ]
     keras = {"reference": "Keras (guide) fp32"}
     rows += [
         {"name": "Keras (guide) fp32", "path": "keras", "precision": "no"},
         {"name": "tf-mlm fp32", "path": "tf-mlm", "precision": "no", **keras},
-        {"name": "tf-mlm fp32 dense head", "path": "tf-mlm", "precision": "no", "flags": {"sparse_head": False}, **keras},
-        {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True}, **keras},
+        {
+            "name": "tf-mlm fp32 dense head",
+            "path": "tf-mlm",
+            "precision": "no",
+            "flags": {"sparse_head": False},
+            **keras,
+        },
+        {
+            "name": "tf-mlm fp32 XLA",
+            "path": "tf-mlm",
+            "precision": "no",
+            "flags": {"jit_compile": True},
+            **keras,
+        },
     ]
     if bf16:
-        rows.append({"name": "tf-mlm mixed_bfloat16", "path": "tf-mlm", "precision": "mixed_bfloat16", **keras})
+        rows.append(
+            {"name": "tf-mlm mixed_bfloat16", "path": "tf-mlm", "precision": "mixed_bfloat16", **keras}
+        )
     if gpu:
         rows += [
-            {"name": "tf-mlm mixed_bfloat16 XLA", "path": "tf-mlm", "precision": "mixed_bfloat16",
-             "flags": {"jit_compile": True}, **keras},
-            {"name": "tf-mlm mixed_float16 XLA", "path": "tf-mlm", "precision": "mixed_float16",
-             "flags": {"jit_compile": True}, **keras},
+            {
+                "name": "tf-mlm mixed_bfloat16 XLA",
+                "path": "tf-mlm",
+                "precision": "mixed_bfloat16",
+                "flags": {"jit_compile": True},
+                **keras,
+            },
+            {
+                "name": "tf-mlm mixed_float16 XLA",
+                "path": "tf-mlm",
+                "precision": "mixed_float16",
+                "flags": {"jit_compile": True},
+                **keras,
+            },
         ]
     return rows
 
@@ -93,7 +156,9 @@ def gpu_name() -> str | None:
     """The first NVIDIA GPU's name, or None (asked of nvidia-smi, so no framework is imported here)."""
     if not shutil.which("nvidia-smi"):
         return None
-    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+    )
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     return lines[0] if lines else None
 
@@ -101,15 +166,28 @@ def gpu_name() -> str | None:
 def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: str) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     out_file = scratch / f"{abs(hash((spec['name'], time.time())))}.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MLM_CACHE_DIR": str(scratch / "cache"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLM_CACHE_DIR": str(scratch / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     # One framework per process: the other one is not even imported.
     tensorflow = spec["path"] in ("keras", "tf-mlm")
     env.update(USE_TF="1" if tensorflow else "0", USE_TORCH="0" if tensorflow else "1")
-    command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), json.dumps(asdict(workload)), str(model),
-               str(out_file), str(time.time())]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        json.dumps(spec),
+        json.dumps(asdict(workload)),
+        str(model),
+        str(out_file),
+        str(time.time()),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise click.ClickException(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
@@ -120,9 +198,14 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
     tokens_per_step = workload.batch_size * workload.block_size
     throughputs = [tokens_per_step / statistics.median(r["warm_step_seconds"]) for r in runs]
     return {
-        "name": spec["name"], "path": spec["path"], "precision": spec["precision"], "flags": spec.get("flags", {}),
+        "name": spec["name"],
+        "path": spec["path"],
+        "precision": spec["precision"],
+        "flags": spec.get("flags", {}),
         "reference": spec.get("reference"),
-        "tokens_per_s": statistics.median(throughputs), "tokens_per_s_min": min(throughputs), "tokens_per_s_max": max(throughputs),
+        "tokens_per_s": statistics.median(throughputs),
+        "tokens_per_s_min": min(throughputs),
+        "tokens_per_s_max": max(throughputs),
         "samples_per_s": statistics.median(throughputs) / workload.block_size,
         "step_ms": 1000 * statistics.median(s for r in runs for s in r["warm_step_seconds"]),
         "time_to_first_step_s": statistics.median(r["time_to_first_step"] for r in runs),
@@ -131,27 +214,55 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
         "eval_loss_after": statistics.median(r["eval_loss_after"] for r in runs),
         # Share of the step time spent waiting for the next batch (data loading starving the step).
         "data_wait_share": statistics.median(r["data_wait_seconds"] / sum(r["step_seconds"]) for r in runs)
-        if all(r.get("data_wait_seconds") is not None for r in runs) else None,
+        if all(r.get("data_wait_seconds") is not None for r in runs)
+        else None,
         "repeats": len(runs),
     }
 
 
 @click.command()
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
-@click.option("--size", type=click.Choice(["auto", "small", "distilroberta"]), default="auto", show_default=True,
-              help="Model shape (auto: small on CPU, distilroberta on GPU).")
+@click.option(
+    "--size",
+    type=click.Choice(["auto", "small", "distilroberta"]),
+    default="auto",
+    show_default=True,
+    help="Model shape (auto: small on CPU, distilroberta on GPU).",
+)
 @click.option("--batch-size", default=8, show_default=True, help="Global batch in blocks (one device).")
 @click.option("--block-size", default=128, show_default=True)
 @click.option("--warmup", default=3, show_default=True, help="Steps not counted (compilation, caches).")
 @click.option("--steps", default=10, show_default=True, help="Warm steps measured per run.")
-@click.option("--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported.")
+@click.option(
+    "--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported."
+)
 @click.option("--only", default="", help="Comma-separated substrings of configuration names to run.")
-@click.option("--emulated-bf16", is_flag=True,
-              help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).")
-@click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
-@click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
+@click.option(
+    "--emulated-bf16",
+    is_flag=True,
+    help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).",
+)
+@click.option(
+    "--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures."
+)
+@click.option(
+    "--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
-def main(device, size, batch_size, block_size, warmup, steps, repeats, only, emulated_bf16, smoke, out_dir, overwrite) -> None:
+def main(
+    device,
+    size,
+    batch_size,
+    block_size,
+    warmup,
+    steps,
+    repeats,
+    only,
+    emulated_bf16,
+    smoke,
+    out_dir,
+    overwrite,
+) -> None:
     """Measure training throughput of each configuration and write a readable report."""
     name = gpu_name()
     if device == "auto":
@@ -172,8 +283,9 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, emu
     stamp = dt.date.today().isoformat()
     out = Path(out_dir or ROOT / "benchmarks" / "results" / f"{stamp}-{device}-{size}")
     if (out / "results.json").exists() and not overwrite:  # a committed report is a measurement: keep it
-        raise click.BadParameter(f"{out} already holds a report; choose another folder or pass --overwrite",
-                                 param_hint="--out")
+        raise click.BadParameter(
+            f"{out} already holds a report; choose another folder or pass --overwrite", param_hint="--out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     scratch = ROOT / "benchmarks" / "scratch"
     model = build_model_folder(size, scratch / f"model-{size}")
@@ -187,9 +299,14 @@ def main(device, size, batch_size, block_size, warmup, steps, repeats, only, emu
         raw[spec["name"]] = runs
         rows.append(summarise(spec, runs, workload))
     machine = {
-        "date": stamp, "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
-        "kind": device, "python": platform.python_version(), "platform": platform.platform(),
-        "bf16": "gpu" if device == "gpu" else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
+        "date": stamp,
+        "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "kind": device,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "bf16": "gpu"
+        if device == "gpu"
+        else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
         "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
     }
     report = {"machine": machine, "workload": asdict(workload), "results": rows, "runs": raw}

@@ -1,6 +1,6 @@
 """Run one benchmark configuration in this process and write its figures as JSON.
 
-    python -m benchmarks.worker '{"path": "pt-mlm", "precision": "bf16", ...}' WORKLOAD_JSON MODEL_DIR OUT_JSON
+    python -m benchmarks.worker '{"path": "pt-mlm", "precision": "bf16", ...}' WORKLOAD MODEL_DIR OUT_JSON
 
 Run by benchmarks/run.py, one process per configuration and repeat, so TensorFlow and PyTorch never
 share a process and every run starts cold (time-to-first-step includes imports and set-up).
@@ -26,8 +26,12 @@ def run_config(workload: Workload, model: str, out: Path) -> RunConfig:
     return RunConfig(
         DataConfig(dataset=BUILTIN_DATASET, block_size=workload.block_size, max_samples=workload.max_samples),
         ModelConfig(model=model),
-        TrainConfig(output_dir=str(out), per_device_batch_size=workload.batch_size, max_steps=workload.total_steps,
-                    eval_batch_size=32),
+        TrainConfig(
+            output_dir=str(out),
+            per_device_batch_size=workload.batch_size,
+            max_steps=workload.total_steps,
+            eval_batch_size=32,
+        ),
     )
 
 
@@ -50,7 +54,11 @@ def torch_peak_memory() -> float | None:
 def tf_peak_memory() -> float | None:
     import tensorflow as tf
 
-    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if tf.config.list_logical_devices("GPU") else None
+    return (
+        tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        if tf.config.list_logical_devices("GPU")
+        else None
+    )
 
 
 def step_timer():
@@ -81,22 +89,38 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
         # of the warm-up makes the measured window start on a read.
         flags = {"log_every": workload.warmup_steps, **spec.get("flags", {})}
         options = pt_mlm.PTOptions(mixed_precision=spec["precision"], **flags)
-        results, peak = pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]), torch_peak_memory()
+        results, peak = (
+            pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]),
+            torch_peak_memory(),
+        )
     else:
         import tf_mlm
 
         options = tf_mlm.TFOptions(mixed_precision=spec["precision"], **spec.get("flags", {}))
-        results, peak = tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]), tf_peak_memory()
-    return {"step_seconds": timer.seconds, "first_step_time": timer.first_step_time,
-            "eval_loss": results.after.eval_loss, "peak_gpu_mib": peak,
-            "data_wait_seconds": results.data_wait_seconds}  # pt-mlm measures its own; None for Keras
+        results, peak = (
+            tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]),
+            tf_peak_memory(),
+        )
+    return {
+        "step_seconds": timer.seconds,
+        "first_step_time": timer.first_step_time,
+        "eval_loss": results.after.eval_loss,
+        "peak_gpu_mib": peak,
+        "data_wait_seconds": results.data_wait_seconds,
+    }  # pt-mlm measures its own; None for Keras
 
 
 def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     """The guide's PyTorch recipe: transformers.Trainer with DataCollatorForLanguageModeling."""
     import datasets
     import torch
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from pt_mlm.heads import MaskedTokenLoss
 
@@ -123,19 +147,35 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
                 first.append(first[0] if first else time.time())
 
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=workload.batch_size, learning_rate=2e-5, weight_decay=0.01,
-        max_steps=workload.total_steps, save_strategy="no", report_to=[], logging_steps=10**6, seed=42,
-        bf16=spec["precision"] == "bf16", fp16=spec["precision"] == "fp16", use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out),
+        per_device_train_batch_size=workload.batch_size,
+        learning_rate=2e-5,
+        weight_decay=0.01,
+        max_steps=workload.total_steps,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10**6,
+        seed=42,
+        bf16=spec["precision"] == "bf16",
+        fp16=spec["precision"] == "fp16",
+        use_cpu=not torch.cuda.is_available(),
     )
     net = AutoModelForMaskedLM.from_pretrained(model)
     trainer = Trainer(
-        model=net, args=args, train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15), callbacks=[Timer()],
+        model=net,
+        args=args,
+        train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
+        callbacks=[Timer()],
     )
     trainer.train()
     eval_loss = frozen_eval_torch(MaskedTokenLoss(trainer.model, sparse=False), data.eval_inputs)
-    return {"step_seconds": seconds, "first_step_time": first[0], "eval_loss": eval_loss,
-            "peak_gpu_mib": torch_peak_memory()}
+    return {
+        "step_seconds": seconds,
+        "first_step_time": first[0],
+        "eval_loss": eval_loss,
+        "peak_gpu_mib": torch_peak_memory(),
+    }
 
 
 def frozen_eval_torch(net, eval_inputs: dict) -> float:
@@ -146,7 +186,10 @@ def frozen_eval_torch(net, eval_inputs: dict) -> float:
     net.eval()
     with torch.no_grad():
         for start in range(0, len(eval_inputs["input_ids"]), 32):
-            batch = {k: torch.from_numpy(v[start : start + 32].astype("int64")).to(device) for k, v in eval_inputs.items()}
+            batch = {
+                k: torch.from_numpy(v[start : start + 32].astype("int64")).to(device)
+                for k, v in eval_inputs.items()
+            }
             losses, _ = net(**batch)
             total, count = total + losses.sum().item(), count + len(losses)
     return total / count
@@ -181,12 +224,18 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     net = TFAutoModelForMaskedLM.from_pretrained(model)
     net.compile(optimizer=AdamWeightDecay(learning_rate=2e-5, weight_decay_rate=0.01))
     train_set = net.prepare_tf_dataset(
-        datasets.Dataset.from_dict({"input_ids": data.train_blocks}), shuffle=True, batch_size=workload.batch_size,
+        datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+        shuffle=True,
+        batch_size=workload.batch_size,
         collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="np"),
     )
     net.fit(train_set, epochs=1, steps_per_epoch=workload.total_steps, callbacks=[Timer()], verbose=0)
-    return {"step_seconds": seconds, "first_step_time": first[0],
-            "eval_loss": make_evaluator(net, data.eval_inputs, 32)(), "peak_gpu_mib": tf_peak_memory()}
+    return {
+        "step_seconds": seconds,
+        "first_step_time": first[0],
+        "eval_loss": make_evaluator(net, data.eval_inputs, 32)(),
+        "peak_gpu_mib": tf_peak_memory(),
+    }
 
 
 def versions() -> dict:

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SIZES = {
-    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522),
-    "distilroberta": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, vocab_size=50265),
+    "small": dict(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522
+    ),
+    "distilroberta": dict(
+        hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, vocab_size=50265
+    ),
 }
 
 

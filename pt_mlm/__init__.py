@@ -1,4 +1,4 @@
-"""PyTorch masked-LM fine-tuning with Hugging Face Accelerate: `pt-mlm train`, `pt_mlm.train`, `pt_mlm.MaskFiller`.
+"""PyTorch masked-LM fine-tuning with Accelerate: `pt-mlm train`, `pt_mlm.train`, `pt_mlm.MaskFiller`.
 Importing the package loads no framework and sets nothing; torch comes with the first use of a name."""
 
 from shared.lazy import framework_exports

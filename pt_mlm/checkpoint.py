@@ -15,7 +15,14 @@ from pathlib import Path
 
 from shared.errors import UsageError
 from shared.identity import check_same_run, check_steps_left
-from shared.outputs import checkpoint_dir, commit_dir, mark_latest, require_free_space, staging_dir, write_manifest
+from shared.outputs import (
+    checkpoint_dir,
+    commit_dir,
+    mark_latest,
+    require_free_space,
+    staging_dir,
+    write_manifest,
+)
 
 STATE = "trainer_state.json"
 
@@ -32,8 +39,8 @@ class Progress:
 
 
 def tied_weights_notice(record: logging.LogRecord) -> bool:
-    """False for accelerate's "Removed shared tensor" notice: a tied decoder (RoBERTa's, BERT's) is stored once
-    in safetensors and tied again on load, as the reload tests show; nothing for the user to check."""
+    """False for accelerate's "Removed shared tensor" notice: a tied decoder (RoBERTa's, BERT's) is
+    stored once in safetensors and tied again on load, as the reload tests show: nothing to check."""
     return "Removed shared tensor" not in record.getMessage()
 
 

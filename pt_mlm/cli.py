@@ -5,8 +5,14 @@ from pt_mlm import __version__
 from pt_mlm.options import PTOptions
 from shared.cli import make_cli
 
-main = make_cli("pt-mlm", __version__, "Fine-tune masked language models with PyTorch and Hugging Face Accelerate.",
-                PTOptions, train="pt_mlm:train", filler="pt_mlm:MaskFiller")
+main = make_cli(
+    "pt-mlm",
+    __version__,
+    "Fine-tune masked language models with PyTorch and Hugging Face Accelerate.",
+    PTOptions,
+    train="pt_mlm:train",
+    filler="pt_mlm:MaskFiller",
+)
 
 if __name__ == "__main__":
     main()

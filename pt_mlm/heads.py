@@ -35,8 +35,13 @@ class MaskedTokenLoss(nn.Module):
         # Looked up, not stored: a second reference would register the head's weights twice.
         self.sparse = sparse and _head_of(model) is not None
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, masked_positions: torch.Tensor | None = None,
-                **_: torch.Tensor):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        masked_positions: torch.Tensor | None = None,
+        **_: torch.Tensor,
+    ):
         # Blocks are always full (group_texts drops the remainder), so no attention mask is needed;
         # leaving it out also lets SDPA take its fastest kernel. `masked_positions` (flat indices of the
         # labelled tokens) comes from the data loader, so nothing here waits for the device.
@@ -47,5 +52,7 @@ class MaskedTokenLoss(nn.Module):
             logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
         else:
             logits = self.model(input_ids=input_ids).logits.flatten(0, 1).index_select(0, masked_positions)
-        token_losses = F.cross_entropy(logits.float(), labels.flatten().index_select(0, masked_positions), reduction="none")
+        token_losses = F.cross_entropy(
+            logits.float(), labels.flatten().index_select(0, masked_positions), reduction="none"
+        )
         return token_losses, torch.div(masked_positions, labels.shape[1], rounding_mode="floor")

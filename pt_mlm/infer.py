@@ -1,7 +1,7 @@
 """`pt_mlm.MaskFiller`: load a trained folder and fill masks from Python in two lines.
 
-    from pt_mlm import MaskFiller
-    MaskFiller("runs/minilm")("The Milky Way is a <mask> galaxy.", top_k=3)
+from pt_mlm import MaskFiller
+MaskFiller("runs/minilm")("The Milky Way is a <mask> galaxy.", top_k=3)
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ class MaskFiller(MaskFillerBase):
         config, tokenizer = load_checked(resolved, block_size=1)  # an unusable folder is one clear line
         super().__init__(tokenizer, max_block_size(config, tokenizer))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = load_weights(lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), model)
+        self.model = load_weights(
+            lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), model
+        )
         self.model.to(self.device).eval()
 
     @torch.no_grad()
-    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top_k(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         ids = torch.from_numpy(input_ids).to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)).logits
+        logits = self.model(
+            input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)
+        ).logits
         mask_logits = logits[ids == self.tokenizer.mask_token_id].float()  # (masks, vocab), row-major order
         top = torch.topk(mask_logits.softmax(dim=-1), k, dim=-1)
         return top.values.cpu().numpy(), top.indices.cpu().numpy()

@@ -86,7 +86,9 @@ class SeededMasking:
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
-def train_loader(blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int, workers: int = 0):
+def train_loader(
+    blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int, workers: int = 0
+):
     """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
 
     The sampler runs in this process and every block carries its own mask seed, so the batches and
@@ -130,6 +132,9 @@ def eval_loader(eval_inputs: dict[str, np.ndarray], batch_size: int) -> DataLoad
     tensors = {k: torch.from_numpy(v.astype(np.int64)) for k, v in eval_inputs.items()}
     rows = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["input_ids"]))]
     return DataLoader(
-        rows, batch_size=batch_size, shuffle=False, pin_memory=torch.cuda.is_available(),
+        rows,
+        batch_size=batch_size,
+        shuffle=False,
+        pin_memory=torch.cuda.is_available(),
         collate_fn=lambda items: with_masked_positions(default_collate(items)),
     )

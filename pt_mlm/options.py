@@ -18,20 +18,32 @@ class PTOptions:
 
     gradient_accumulation_steps: int = option(1, "Micro-batches averaged before each optimizer step.")
     save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU).")
-    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
+    mixed_precision: Literal["no", "fp16", "bf16"] = option(
+        "no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU)."
+    )
+    sparse_head: bool = option(
+        True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
+    )
     fused_adamw: bool = option(
-        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
+        True,
+        "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).",
+        switch=True,
     )
     attention: Literal["sdpa", "eager"] = option(
         "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls."
     )
-    torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
+    torch_compile: bool = option(
+        False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True
+    )
     log_every: int = option(
-        10, "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU between."
+        10,
+        "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU "
+        "between.",
     )
     tf_weights: bool = option(
-        True, "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.", switch=True
+        True,
+        "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.",
+        switch=True,
     )
     loader_workers: int | None = option(
         None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
@@ -44,7 +56,9 @@ class PTOptions:
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+            raise UsageError(
+                "fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision"
+            )
         if self.log_every < 1:
             raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
         if self.loader_workers is None:

@@ -130,31 +130,56 @@ class TorchBackend:
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options = self.run.train, self.options
         set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
-        model, info = load_weights(lambda: AutoModelForMaskedLM.from_pretrained(
-            resolved.location, output_loading_info=True, attn_implementation=options.attention,
-            **resolved.load_kwargs()), resolved.name)
+        model, info = load_weights(
+            lambda: AutoModelForMaskedLM.from_pretrained(
+                resolved.location,
+                output_loading_info=True,
+                attn_implementation=options.attention,
+                **resolved.load_kwargs(),
+            ),
+            resolved.name,
+        )
         if options.torch_compile:
             model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
         self.model_config, self.tokenizer = model.config, tokenizer
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
-        loader, self.batches = train_loader(data.train_blocks, tokenizer, self.run.data.mlm_probability,
-                                            train_cfg.per_device_batch_size, train_cfg.seed, options.loader_workers)
+        loader, self.batches = train_loader(
+            data.train_blocks,
+            tokenizer,
+            self.run.data.mlm_probability,
+            train_cfg.per_device_batch_size,
+            train_cfg.seed,
+            options.loader_workers,
+        )
         # Steps are counted after sharding: each process sees 1/N of the batches.
         processes = self.num_processes
         self.plan = StepPlan.make(
-            math.ceil(len(loader) / processes), options.gradient_accumulation_steps,
+            math.ceil(len(loader) / processes),
+            options.gradient_accumulation_steps,
             train_cfg.per_device_batch_size * processes * options.gradient_accumulation_steps,
-            train_cfg.num_epochs, train_cfg.max_steps)
-        optimizer = torch.optim.AdamW(no_decay_groups(model, train_cfg.weight_decay), lr=train_cfg.learning_rate,
-                                      fused=options.fused_adamw or None)
+            train_cfg.num_epochs,
+            train_cfg.max_steps,
+        )
+        optimizer = torch.optim.AdamW(
+            no_decay_groups(model, train_cfg.weight_decay),
+            lr=train_cfg.learning_rate,
+            fused=options.fused_adamw or None,
+        )
         # The prepared scheduler steps once per process per optimizer step, hence the factor.
-        scheduler = get_scheduler(train_cfg.lr_scheduler, optimizer,
-                                  num_warmup_steps=train_cfg.warmup_steps * processes,
-                                  num_training_steps=self.plan.total_steps * processes)
+        scheduler = get_scheduler(
+            train_cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=train_cfg.warmup_steps * processes,
+            num_training_steps=self.plan.total_steps * processes,
+        )
         self.net, self.optimizer, self.loader, self.evals, self.scheduler = self.accelerator.prepare(
-            MaskedTokenLoss(model, sparse=options.sparse_head), optimizer, loader,
-            eval_loader(data.eval_inputs, train_cfg.eval_batch), scheduler)
+            MaskedTokenLoss(model, sparse=options.sparse_head),
+            optimizer,
+            loader,
+            eval_loader(data.eval_inputs, train_cfg.eval_batch),
+            scheduler,
+        )
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
@@ -165,16 +190,24 @@ class TorchBackend:
         if self.run.train.resume:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
             self.progress = load_checkpoint(self.accelerator, checkpoint, identity, self.run.train.max_steps)
-            log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.progress.global_step, self.progress.epoch)
+            log.info(
+                "resumed from %s at step %d (epoch %d)",
+                checkpoint,
+                self.progress.global_step,
+                self.progress.epoch,
+            )
         return LossLog.from_dict(self.progress.loss_log)
 
     def describe(self) -> str:
         o = self.options
-        return (f"{self.run.train.per_device_batch_size} per device x {self.num_processes} processes x "
-                f"{o.gradient_accumulation_steps} accumulation, precision {o.mixed_precision}, device {self.device}, "
-                f"sparse head {self.accelerator.unwrap_model(self.net).sparse}, "
-                f"{self.model_config._attn_implementation} attention, fused AdamW {o.fused_adamw}, "
-                f"torch.compile {o.torch_compile}, {o.loader_workers} loader workers")
+        return (
+            f"{self.run.train.per_device_batch_size} per device x {self.num_processes} processes x "
+            f"{o.gradient_accumulation_steps} accumulation, precision {o.mixed_precision}, "
+            f"device {self.device}, "
+            f"sparse head {self.accelerator.unwrap_model(self.net).sparse}, "
+            f"{self.model_config._attn_implementation} attention, fused AdamW {o.fused_adamw}, "
+            f"torch.compile {o.torch_compile}, {o.loader_workers} loader workers"
+        )
 
     def track(self, values: dict[str, float], step: int) -> None:
         self.accelerator.log(values, step=step)
@@ -193,7 +226,9 @@ class TorchBackend:
             # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
             blocks = len(batch["labels"])
             sums = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, token_losses)
-            counts = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, torch.ones_like(token_losses))
+            counts = torch.zeros(blocks, device=token_losses.device).index_add_(
+                0, rows, torch.ones_like(token_losses)
+            )
             sums, counts = self.accelerator.gather_for_metrics((sums, counts))
             mean.add(sums.sum().item() / max(counts.sum().item(), 1), int(counts.sum().item()))
         self.net.train()
@@ -207,8 +242,13 @@ class TorchBackend:
         unread, waiting = UnreadSteps(accelerator, recorder), WaitClock()
         self.recorder, self.unread = recorder, unread
         # A live bar on a terminal; in a log file (not a terminal) about 20 progress lines instead.
-        bar = tqdm(total=plan.total_steps, initial=progress.global_step, desc="train", mininterval=1.0,
-                   disable=None if accelerator.is_local_main_process else True)
+        bar = tqdm(
+            total=plan.total_steps,
+            initial=progress.global_step,
+            desc="train",
+            mininterval=1.0,
+            disable=None if accelerator.is_local_main_process else True,
+        )
         self.log_interval = max(options.log_every, plan.total_steps // 20)
         self.next_log = progress.global_step + self.log_interval
         self.net.train()
@@ -225,18 +265,26 @@ class TorchBackend:
                     for batch in waiting.iterate(self.loader):
                         # Dropout draws are a function of the micro-batch's place in the run, so every
                         # micro-batch of an accumulation window draws its own, and a resumed run the same.
-                        torch.manual_seed(micro_batch_seed(train_cfg.seed, epoch, progress.batches_done_in_epoch,
-                                                           accelerator.process_index))
+                        torch.manual_seed(
+                            micro_batch_seed(
+                                train_cfg.seed,
+                                epoch,
+                                progress.batches_done_in_epoch,
+                                accelerator.process_index,
+                            )
+                        )
                         with accelerator.accumulate(self.net):
                             # Each micro-batch's mean over its masked tokens, averaged over the window by
                             # backward(): micro-batches weigh the same whatever their masked-token counts, as
-                            # in the Trainer (BERT/RoBERTa take no num_items_in_batch: it divides by the steps).
+                            # in the Trainer (BERT/RoBERTa take no num_items_in_batch: it divides by the
+                            # accumulation steps).
                             loss = self.net(**batch)[0].mean()
                             accelerator.backward(loss)
                             if accelerator.sync_gradients:
-                                # The norm before clipping is logged; with clipping off the factor is 1, exactly.
-                                grad_norm = accelerator.clip_grad_norm_(self.net.parameters(),
-                                                                        train_cfg.max_grad_norm or math.inf)
+                                # The norm before clipping is logged; with clipping off the factor is 1.
+                                grad_norm = accelerator.clip_grad_norm_(
+                                    self.net.parameters(), train_cfg.max_grad_norm or math.inf
+                                )
                             self.optimizer.step()
                             self.scheduler.step()
                             self.optimizer.zero_grad(set_to_none=True)
@@ -255,12 +303,20 @@ class TorchBackend:
                             self.show(bar, unread.read(progress.global_step))
                         if progress.global_step >= plan.total_steps:
                             break  # the checkpoint below covers this step; the epoch stays unfinished
-                        if train_cfg.checkpointing_steps and progress.global_step % train_cfg.checkpointing_steps == 0:
+                        if (
+                            train_cfg.checkpointing_steps
+                            and progress.global_step % train_cfg.checkpointing_steps == 0
+                        ):
                             self.checkpoint()
-                    self.show(bar, unread.read(progress.global_step))  # before the evaluation: not training time
+                    self.show(
+                        bar, unread.read(progress.global_step)
+                    )  # before the evaluation: not training time
                     # ---- end of epoch: evaluate, checkpoint
                     recorder.evaluation(progress.global_step, self.evaluate(), f"epoch {epoch + 1}")
-                    if progress.global_step < plan.total_steps or progress.batches_done_in_epoch >= plan.batches_per_epoch:
+                    if (
+                        progress.global_step < plan.total_steps
+                        or progress.batches_done_in_epoch >= plan.batches_per_epoch
+                    ):
                         # The epoch ran to its end. Stopped by --max-steps it did not: a resume with more
                         # steps continues it where it stopped.
                         progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
@@ -268,16 +324,26 @@ class TorchBackend:
         except KeyboardInterrupt:
             bar.close()
             if progress.global_step == 0:
-                raise RunError("interrupted before the first optimizer step; nothing to resume from") from None
-            progress.batches_done_in_epoch -= progress.batches_done_in_epoch % options.gradient_accumulation_steps
+                raise RunError(
+                    "interrupted before the first optimizer step; nothing to resume from"
+                ) from None
+            progress.batches_done_in_epoch -= (
+                progress.batches_done_in_epoch % options.gradient_accumulation_steps
+            )
             saved = self.checkpoint()
-            raise RunError(f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto") from None
+            raise RunError(
+                f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto"
+            ) from None
         finally:
             bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
         recorder.data_wait_seconds = waiting.seconds
         if recorder.train_seconds > 0:
-            log.info("trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches (--loader-workers)",
-                     recorder.tokens_per_second, 100 * waiting.seconds / recorder.train_seconds)
+            log.info(
+                "trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches "
+                "(--loader-workers)",
+                recorder.tokens_per_second,
+                100 * waiting.seconds / recorder.train_seconds,
+            )
         return progress.global_step
 
     def show(self, bar, losses: list[float]) -> None:
@@ -288,16 +354,23 @@ class TorchBackend:
         speed = f"{self.recorder.tokens_per_second:,.0f}"
         bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{figures.grad_norms[-1]:.2f}", tok_s=speed)
         if bar.disable and step >= self.next_log and self.accelerator.is_local_main_process:
-            log.info("step %d/%d: loss %.4f, grad norm %.2f, %s tokens/s", step, self.plan.total_steps,
-                     losses[-1], figures.grad_norms[-1], speed)
+            log.info(
+                "step %d/%d: loss %.4f, grad norm %.2f, %s tokens/s",
+                step,
+                self.plan.total_steps,
+                losses[-1],
+                figures.grad_norms[-1],
+                speed,
+            )
             self.next_log = step + self.log_interval
         self.accelerator.log({"train/learning_rate": self.scheduler.get_last_lr()[0]}, step=step)
 
     def checkpoint(self) -> Path:
         self.unread.read(self.progress.global_step)
         self.progress.loss_log = self.recorder.losses.to_dict()
-        saved = save_checkpoint(self.accelerator, self.out, self.progress, self.options.save_total_limit,
-                                self.weight_bytes)
+        saved = save_checkpoint(
+            self.accelerator, self.out, self.progress, self.options.save_total_limit, self.weight_bytes
+        )
         self.unread.restart()  # saving is not training time
         return saved
 

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def group_into_blocks(token_lists: list[list[int]] | list[np.ndarray], block_size: int) -> tuple[np.ndarray, int]:
+def group_into_blocks(
+    token_lists: list[list[int]] | list[np.ndarray], block_size: int
+) -> tuple[np.ndarray, int]:
     """Concatenate token lists and cut them into `block_size` blocks, dropping the final remainder.
 
     The guide's `group_texts` does `sum(examples[k], [])`, quadratic in the number of rows; one

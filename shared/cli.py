@@ -89,7 +89,10 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"Error: {describe_os_error(error)} (details: {write_crash_log()})", err=True)
             sys.exit(1)
         except Exception as error:  # nobody foresaw this one: one line, and the traceback in a file
-            click.echo(f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})", err=True)
+            click.echo(
+                f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})",
+                err=True,
+            )
             sys.exit(1)
 
     return wrapper
@@ -105,7 +108,8 @@ def describe_os_error(error: OSError) -> str:
         folder = Path(str(where)).parent if error.filename else Path.cwd()
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        message += f"; {shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there: free some space and --resume auto"
+        free = shutil.disk_usage(folder).free / 2**20
+        message += f"; {free:,.0f} MiB free there: free some space and --resume auto"
     return message
 
 
@@ -115,7 +119,9 @@ def write_crash_log() -> str:
     import time
     import traceback
 
-    path = Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path = (
+        Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    )
     path.write_text(traceback.format_exc())
     return str(path)
 
@@ -129,9 +135,23 @@ def setup_logging(verbose: bool = False) -> None:
     import logging
 
     # Under torchrun/accelerate launch the main process speaks for all; the others say only what goes wrong.
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if is_main_process() else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
-    for noisy in ("httpx", "urllib3", "matplotlib", "datasets", "filelock", "absl", "tensorflow", "h5py", "accelerate"):
+    for noisy in (
+        "httpx",
+        "urllib3",
+        "matplotlib",
+        "datasets",
+        "filelock",
+        "absl",
+        "tensorflow",
+        "h5py",
+        "accelerate",
+    ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -154,11 +174,20 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     @click.command("fill-mask")
     @click.argument("model")
     @click.argument("texts", metavar="[TEXT]...", nargs=-1)
-    @click.option("--file", "text_file", type=click.File("r"), default=None,
-                  help="Read texts from this file, one per line ('-' reads standard input).")
+    @click.option(
+        "--file",
+        "text_file",
+        type=click.File("r"),
+        default=None,
+        help="Read texts from this file, one per line ('-' reads standard input).",
+    )
     @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
-    @click.option("--json", "as_json", is_flag=True,
-                  help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.')
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.',
+    )
     @reports_errors
     def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
@@ -170,7 +199,7 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
         if not texts:
             raise UsageError("give the texts to fill as arguments or with --file", "TEXT")
         filler = load_filler(model)
-        results = list(zip(texts, filler(list(texts), top_k=top_k)))
+        results = list(zip(texts, filler(list(texts), top_k=top_k), strict=True))
         if as_json:
             click.echo(predictions_as_json(results))
             return
@@ -180,8 +209,14 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     return fill_mask
 
 
-def make_cli(prog: str, version: str, summary: str, options_cls: type, train: str | Callable[..., Any],
-             filler: str | Callable[[str], Any]) -> click.Group:
+def make_cli(
+    prog: str,
+    version: str,
+    summary: str,
+    options_cls: type,
+    train: str | Callable[..., Any],
+    filler: str | Callable[[str], Any],
+) -> click.Group:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
     `fill-mask`. One definition, so the two CLIs cannot drift apart. `train` and `filler` are given as
     "module:name" paths, imported when a command runs (so `--help` loads no framework), or as callables."""
@@ -196,7 +231,9 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train: st
     from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
     from shared.results import completed_results
 
-    @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    @click.group(
+        help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+    )
     @click.version_option(version, prog_name=prog)
     def main() -> None:
         pass
@@ -208,12 +245,19 @@ def make_cli(prog: str, version: str, summary: str, options_cls: type, train: st
     def train_command(verbose: bool, **values: Any) -> None:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
-        run = RunConfig(build(DataConfig, values), build(ModelConfig, values), build(TrainConfig, values), build(HubConfig, values))
+        run = RunConfig(
+            build(DataConfig, values),
+            build(ModelConfig, values),
+            build(TrainConfig, values),
+            build(HubConfig, values),
+        )
         options = build(options_cls, values)
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
-            click.echo(f"{run.train.output_dir} holds a complete run ({finished.optimizer_steps} optimizer steps); "
-                       "nothing to resume. Its figures:")
+            click.echo(
+                f"{run.train.output_dir} holds a complete run ({finished.optimizer_steps} optimizer steps); "
+                "nothing to resume. Its figures:"
+            )
             print_summary(finished, run.train.output_dir)
             return
         print_summary(train_fn(run, options), run.train.output_dir)

@@ -130,14 +130,18 @@ class TrainConfig:
 
     output_dir: str = option("mlm-output", "Folder for the model, checkpoints, metrics and model card.")
     overwrite_output_dir: bool = option(False, "Allow writing into a non-empty --output-dir.", is_flag=True)
-    per_device_batch_size: int = option(8, "Blocks per device per step (global = this x devices [x accumulation]).")
+    per_device_batch_size: int = option(
+        8, "Blocks per device per step (global = this x devices [x accumulation])."
+    )
     learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     num_epochs: float = option(3.0, "Passes over the training blocks.")
     max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides --num-epochs).")
     warmup_steps: int = option(0, "Linear warm-up steps of the learning rate.")
     max_grad_norm: float = option(
-        1.0, "Clip the global gradient norm to this before each optimizer step (the Trainer's default); 0 turns it off."
+        1.0,
+        "Clip the global gradient norm to this before each optimizer step (the Trainer's default); "
+        "0 turns it off.",
     )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
         "linear", "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths)."
@@ -150,7 +154,9 @@ class TrainConfig:
         None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
     )
     report_to: Literal["none", "tensorboard"] = option("none", "Where to log metrics besides the console.")
-    eval_batch_size: int | None = option(None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size).")
+    eval_batch_size: int | None = option(
+        None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size)."
+    )
 
     def __post_init__(self) -> None:
         check_numbers(self)
@@ -163,7 +169,9 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise UsageError(f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm")
+            raise UsageError(
+                f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm"
+            )
         if self.warmup_steps < 0:
             raise UsageError(f"must be >= 0, got {self.warmup_steps}", "--warmup-steps")
         if not self.output_dir:

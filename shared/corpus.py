@@ -19,7 +19,9 @@ def _english_files() -> list[Any]:
     try:
         root = resources.files("chatterbot_corpus") / "data" / "english"
     except ModuleNotFoundError as error:
-        raise RunError("the built-in dataset needs the chatterbot-corpus package: pip install chatterbot-corpus") from error
+        raise RunError(
+            "the built-in dataset needs the chatterbot-corpus package: pip install chatterbot-corpus"
+        ) from error
     return sorted((f for f in root.iterdir() if f.name.endswith(".yml")), key=lambda f: f.name)
 
 

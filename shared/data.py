@@ -41,13 +41,16 @@ def _looks_like_path(name: str) -> bool:
 
 def _local_files(path: Path) -> tuple[str, list[str]]:
     """(datasets builder, files) for a local file or a folder of files of one format."""
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
+    )
     if not files:
         raise UsageError(f"folder {str(path)!r} holds no {'/'.join(LOCAL_FORMATS)} files", "--dataset")
     formats = {LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
     if None in formats:
         raise UsageError(
-            f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}", "--dataset"
+            f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}",
+            "--dataset",
         )
     if len(formats) > 1:
         raise UsageError(f"folder {str(path)!r} mixes formats {sorted(formats)}", "--dataset")
@@ -76,14 +79,18 @@ def load_rows(config: DataConfig):  # -> datasets.Dataset
         try:
             dataset = datasets.load_dataset(builder, data_files=files, split="train")
         except Exception as error:  # datasets raises many types for unreadable files
-            raise UsageError(f"cannot read {name!r} as {builder}: {str(error).splitlines()[0]}", "--dataset") from error
+            raise UsageError(
+                f"cannot read {name!r} as {builder}: {str(error).splitlines()[0]}", "--dataset"
+            ) from error
         finally:
             if shown:
                 datasets.utils.logging.enable_progress_bar()
         if limit:
             dataset = dataset.select(range(min(limit, len(dataset))))
     elif _looks_like_path(name) or name.startswith("builtin:"):
-        raise UsageError(f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset")
+        raise UsageError(
+            f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset"
+        )
     else:
         reason = hub_offline_reason()
         if reason:
@@ -92,7 +99,9 @@ def load_rows(config: DataConfig):  # -> datasets.Dataset
         try:
             dataset = datasets.load_dataset(name, split=split)
         except Exception as error:
-            raise RunError(f"--dataset: cannot load {name!r} from the Hub: {str(error).splitlines()[0]}") from error
+            raise RunError(
+                f"--dataset: cannot load {name!r} from the Hub: {str(error).splitlines()[0]}"
+            ) from error
     return dataset.flatten()
 
 
@@ -117,18 +126,26 @@ def load_texts(config: DataConfig, seed: int) -> Texts:
     kept = [t for t in texts if t and t.strip()]
     skipped = len(texts) - len(kept)
     if skipped:
-        log.warning("skipped %d of %d rows whose %r is empty or not text", skipped, len(texts), config.text_column)
+        log.warning(
+            "skipped %d of %d rows whose %r is empty or not text", skipped, len(texts), config.text_column
+        )
     if len(kept) < 2:
         raise UsageError(
-            f"{config.dataset!r} has {len(kept)} usable rows in {config.text_column!r}; at least 2 are needed "
+            f"{config.dataset!r} has {len(kept)} usable rows in {config.text_column!r}; "
+            "at least 2 are needed "
             "to split train and test",
             "--dataset",
         )
     held_out = math.ceil(config.test_size * len(kept))  # as datasets rounds it
     if held_out >= len(kept):
-        raise UsageError(f"{config.test_size} of {len(kept)} usable rows leaves no rows to train on; "
-                         "use a smaller share or more rows (--max-samples)", "--test-size")
+        raise UsageError(
+            f"{config.test_size} of {len(kept)} usable rows leaves no rows to train on; "
+            "use a smaller share or more rows (--max-samples)",
+            "--test-size",
+        )
     import datasets
 
     split = datasets.Dataset.from_dict({"text": kept}).train_test_split(test_size=config.test_size, seed=seed)
-    return Texts(list(split["train"]["text"]), list(split["test"]["text"]), config.dataset, len(texts), skipped)
+    return Texts(
+        list(split["train"]["text"]), list(split["test"]["text"]), config.dataset, len(texts), skipped
+    )

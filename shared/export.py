@@ -42,8 +42,14 @@ def add_weights_for_other_framework(folder: Path, have: str) -> bool:
     when the other framework cannot be imported here."""
     # "AUTO" for both: a "1" for one framework switches the other off in transformers. No GPU: the
     # conversion is small, and the training process may hold the GPU's memory.
-    env = {**os.environ, "USE_TF": "AUTO", "USE_TORCH": "AUTO", "CUDA_VISIBLE_DEVICES": "",
-           "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "USE_TF": "AUTO",
+        "USE_TORCH": "AUTO",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     code = _TO_TF if have == "pt" else _TO_PT
     done = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True)
     if done.returncode != 0:

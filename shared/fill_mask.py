@@ -33,7 +33,9 @@ class MaskFillerBase:
     def __init__(self, tokenizer, max_length: int = 512) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
 
-    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top_k(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, token ids), each (masks in the batch, k), in row-major mask order."""
         raise NotImplementedError
 
@@ -60,8 +62,13 @@ class MaskFillerBase:
         probs, tokens = self._top_k(ids, attention, min(top_k, len(self.tokenizer)))
         rows, cols = np.nonzero(ids == self.tokenizer.mask_token_id)
         results: list[list[list[Prediction]]] = [[] for _ in batch]
-        for n, (row, col) in enumerate(zip(rows, cols)):
-            results[row].append([self._prediction(ids[row], col, int(t), float(p)) for p, t in zip(probs[n], tokens[n])])
+        for n, (row, col) in enumerate(zip(rows, cols, strict=True)):
+            results[row].append(
+                [
+                    self._prediction(ids[row], col, int(t), float(p))
+                    for p, t in zip(probs[n], tokens[n], strict=True)
+                ]
+            )
         shaped = [per_text[0] if len(per_text) == 1 else per_text for per_text in results]
         return shaped[0] if single else shaped
 
@@ -73,17 +80,27 @@ class MaskFillerBase:
         masks = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         inner = self.max_length - 2
         if masks[-1] - masks[0] + 1 > inner:
-            raise UsageError(f"text {n + 1} has masks {masks[-1] - masks[0] + 1} tokens apart, more than the "
-                             f"model's {self.max_length} positions hold; split it into shorter texts", "TEXT")
+            raise UsageError(
+                f"text {n + 1} has masks {masks[-1] - masks[0] + 1} tokens apart, more than the "
+                f"model's {self.max_length} positions hold; split it into shorter texts",
+                "TEXT",
+            )
         start = min(max(1, masks[0] - (inner - (masks[-1] - masks[0] + 1)) // 2), len(ids) - 1 - inner)
-        log.warning("text %d has %d tokens, more than the model's %d positions: kept the %d around its masks",
-                    n + 1, len(ids), self.max_length, inner)
-        return [ids[0], *ids[start:start + inner], ids[-1]]
+        log.warning(
+            "text %d has %d tokens, more than the model's %d positions: kept the %d around its masks",
+            n + 1,
+            len(ids),
+            self.max_length,
+            inner,
+        )
+        return [ids[0], *ids[start : start + inner], ids[-1]]
 
     def _prediction(self, ids: np.ndarray, position: int, token: int, score: float) -> Prediction:
         filled = ids.copy()
         filled[position] = token
-        keep = filled != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else slice(None)
+        keep = (
+            filled != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else slice(None)
+        )
         return {
             "score": score,
             "token": token,
@@ -98,7 +115,9 @@ def _per_mask(predictions: list) -> list[list[Prediction]]:
 
 def predictions_as_json(results: list[tuple[str, list]]) -> str:
     """One JSON array for any number of texts: [{"text": ..., "masks": [[prediction, ...] per mask]}]."""
-    return json.dumps([{"text": text, "masks": _per_mask(predictions)} for text, predictions in results], indent=2)
+    return json.dumps(
+        [{"text": text, "masks": _per_mask(predictions)} for text, predictions in results], indent=2
+    )
 
 
 def format_predictions(text: str, predictions: list) -> str:

@@ -34,5 +34,9 @@ def offline_message(kind: str, name: str, reason: str) -> str:
     """One line naming the local alternatives, for a Hub id that cannot be fetched."""
     builtin = BUILTIN_MODEL if kind == "model" else BUILTIN_DATASET
     flag = "--model" if kind == "model" else "--dataset"
-    local = "a folder saved with save_pretrained" if kind == "model" else "a local jsonl/json/csv/parquet/txt file"
+    local = (
+        "a folder saved with save_pretrained"
+        if kind == "model"
+        else "a local jsonl/json/csv/parquet/txt file"
+    )
     return f"{flag}: {name!r} is a Hub id but {reason}; use {flag} {builtin} (offline built-in) or {local}"

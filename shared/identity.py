@@ -8,8 +8,6 @@ the same file edited in place is other data.
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 from shared.config import RunConfig, flag_of
@@ -17,8 +15,15 @@ from shared.errors import UsageError
 
 # Settings that decide what the model learns, by their config field (and so their flag).
 DATA_FIELDS = ("text_column", "max_samples", "test_size", "block_size", "mlm_probability")
-TRAIN_FIELDS = ("seed", "per_device_batch_size", "learning_rate", "weight_decay", "lr_scheduler", "warmup_steps",
-                "max_grad_norm")
+TRAIN_FIELDS = (
+    "seed",
+    "per_device_batch_size",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler",
+    "warmup_steps",
+    "max_grad_norm",
+)
 
 
 def data_fingerprint(texts) -> str:
@@ -34,15 +39,21 @@ def data_fingerprint(texts) -> str:
 
 def model_shape(config) -> str:
     """What a checkpoint's tensors depend on: family, vocabulary, width and depth of the model."""
-    return (f"{config.model_type}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
-            f"{config.num_hidden_layers} layers")
+    return (
+        f"{config.model_type}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
+        f"{config.num_hidden_layers} layers"
+    )
 
 
-def run_identity(run: RunConfig, model_name: str, model_config, texts, num_processes: int,
-                 options: Any = None) -> dict[str, Any]:
+def run_identity(
+    run: RunConfig, model_name: str, model_config, texts, num_processes: int, options: Any = None
+) -> dict[str, Any]:
     """The settings a resumed run must share; `options` (a framework's) adds its `identity_fields`."""
-    identity: dict[str, Any] = {"model": model_name, "model_shape": model_shape(model_config),
-                                "num_processes": num_processes}
+    identity: dict[str, Any] = {
+        "model": model_name,
+        "model_shape": model_shape(model_config),
+        "num_processes": num_processes,
+    }
     identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
     identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
     identity.update({name: getattr(options, name) for name in getattr(options, "identity_fields", ())})
@@ -57,15 +68,23 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
         if key not in saved or saved[key] == value:
             continue
         if key == "dataset":
-            raise UsageError(f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
-                             "resume with the same data or start a new --output-dir", "--dataset")
+            raise UsageError(
+                f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
+                "resume with the same data or start a new --output-dir",
+                "--dataset",
+            )
         flag = {"num_processes": "--resume", "model_shape": "--model"}.get(key) or flag_of(key)
-        raise UsageError(f"{where} was made with {flag} {saved[key]}, this run has {value}; "
-                         "resume with the same settings or start a new --output-dir", flag)
+        raise UsageError(
+            f"{where} was made with {flag} {saved[key]}, this run has {value}; "
+            "resume with the same settings or start a new --output-dir",
+            flag,
+        )
 
 
 def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
     """Refuse a --max-steps below the steps done. Equal is allowed: a run stopped after its last step
     (its final save failed) finishes with no step more."""
     if max_steps is not None and max_steps < steps_done:
-        raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
+        raise UsageError(
+            f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps"
+        )

@@ -13,8 +13,9 @@ def load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def lazy_exports(package: str, exports: dict[str, str],
-                 around: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> Callable[[str], Any]:
+def lazy_exports(
+    package: str, exports: dict[str, str], around: Callable[[], ContextManager[None]] = contextlib.nullcontext
+) -> Callable[[str], Any]:
     """A module `__getattr__` (PEP 562) serving each name of `exports` from its "module:name" path.
     The import runs inside `around()`: what must be set before a framework is imported is set at the
     moment the framework is asked for, not when the package is imported."""
@@ -34,8 +35,15 @@ def framework_exports(package: str, options: str) -> Callable[[str], Any]:
     from importlib.metadata import version
 
     environment = importlib.import_module(f"{package}.environment")
-    serve = lazy_exports(package, {"train": f"{package}.training:train", "MaskFiller": f"{package}.infer:MaskFiller",
-                                   options: f"{package}.options:{options}"}, around=environment.prepared)
+    serve = lazy_exports(
+        package,
+        {
+            "train": f"{package}.training:train",
+            "MaskFiller": f"{package}.infer:MaskFiller",
+            options: f"{package}.options:{options}",
+        },
+        around=environment.prepared,
+    )
 
     def __getattr__(name: str) -> Any:
         return version("mlm-toolkit") if name == "__version__" else serve(name)

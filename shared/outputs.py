@@ -50,7 +50,10 @@ def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[
 
     from shared.blocks import cache_root
 
-    sources = [("--cache-dir", cache_root(run.data)), ("the Hugging Face cache", Path(constants.HF_HUB_CACHE))]
+    sources = [
+        ("--cache-dir", cache_root(run.data)),
+        ("the Hugging Face cache", Path(constants.HF_HUB_CACHE)),
+    ]
     for flag, name in (("--model", model_location), ("--dataset", run.data.dataset)):
         if name and Path(name).expanduser().exists():
             sources.append((flag, Path(name).expanduser()))
@@ -62,11 +65,19 @@ def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
     target = out.expanduser().resolve()
     for flag, source in sources:
         source = source.resolve()
-        where = ("is" if target == source else "lies inside" if source in target.parents
-                 else "contains" if target in source.parents else None)
+        where = (
+            "is"
+            if target == source
+            else "lies inside"
+            if source in target.parents
+            else "contains"
+            if target in source.parents
+            else None
+        )
         if where:
-            raise UsageError(f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder",
-                             "--output-dir")
+            raise UsageError(
+                f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder", "--output-dir"
+            )
 
 
 def _running_pid(lock: Path) -> int | None:
@@ -86,8 +97,10 @@ def _take_lock(out: Path) -> Path:
     except FileExistsError:
         pid = _running_pid(lock)
         if pid is not None and pid != os.getpid():
-            raise UsageError(f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
-                             "--output-dir") from None
+            raise UsageError(
+                f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
+                "--output-dir",
+            ) from None
         lock.unlink(missing_ok=True)  # stale: its run is gone
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with os.fdopen(fd, "w") as f:
@@ -109,8 +122,10 @@ def claimed_output_dir(run: RunConfig, model_location: str | None, is_main: bool
         yield out
         return
     if out.is_dir() and (pid := _running_pid(out / LOCK)) is not None and pid != os.getpid():
-        raise UsageError(f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
-                         "--output-dir")
+        raise UsageError(
+            f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
+            "--output-dir",
+        )
     aside = None
     if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
@@ -195,8 +210,11 @@ def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
     """Size and SHA-256 of every file of a finished checkpoint (or of `paths` in it), written last: a
     checkpoint damaged later (a truncated or edited file, a missing one) is recognised without loading it."""
     paths = sorted(folder.rglob("*") if paths is None else paths)
-    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in paths if p.is_file() and p.name != MANIFEST}
+    files = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in paths
+        if p.is_file() and p.name != MANIFEST
+    }
     (folder / MANIFEST).write_text(json.dumps(files, indent=1))
 
 
@@ -266,13 +284,16 @@ def require_free_space(folder: Path, needed: int, what: str) -> None:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if free < needed:
-        raise RunError(f"--output-dir: {what} needs about {needed / 2**20:,.1f} MiB in {folder}, "
-                       f"{free / 2**20:,.1f} MiB are free there: free some space and --resume auto")
+        raise RunError(
+            f"--output-dir: {what} needs about {needed / 2**20:,.1f} MiB in {folder}, "
+            f"{free / 2**20:,.1f} MiB are free there: free some space and --resume auto"
+        )
 
 
 def save_model_atomically(out: Path, save: Callable[[Path], None], needed: int) -> None:
     """Write the final model (about `needed` bytes) with `save(folder)` into staging, then move its files
-    to the top of `out`, where pipelines look. `all_results.json`, written after this, marks the run complete."""
+    to the top of `out`, where pipelines look. `all_results.json`, written after this, marks the run
+    complete."""
     require_free_space(out, needed, "the final model")
     staged = out / "model"
     with atomic_dir(staged) as partial:

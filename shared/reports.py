@@ -39,7 +39,9 @@ def plot_loss_curve(path: Path, losses: LossLog, title: str) -> None:
     if losses.steps:
         ax.plot(losses.steps, losses.losses, label="train loss", linewidth=1)
     if losses.evals:
-        ax.plot([e["step"] for e in losses.evals], [e["eval_loss"] for e in losses.evals], "o-", label="eval loss")
+        ax.plot(
+            [e["step"] for e in losses.evals], [e["eval_loss"] for e in losses.evals], "o-", label="eval loss"
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("MLM cross-entropy")
     ax.set_title(title)
@@ -57,7 +59,7 @@ def _fmt(value: Any) -> str:
 
 
 def hub_base_model(name: str) -> str | None:
-    """The Hub id a model card should name as base model: none for a local folder, the origin of the built-in."""
+    """The Hub id a model card names as base model: none for a local folder, the built-in's origin."""
     from shared.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
 
     if name == BUILTIN_MODEL:
@@ -75,8 +77,10 @@ def model_card(results: Results, framework: str) -> str:
     cfg = results.config
     data, train = cfg["data"], cfg["train"]
     before, after = results.before, results.after
-    rows = "\n".join(f"| {name} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
-                     for name, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity")))
+    rows = "\n".join(
+        f"| {name} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
+        for name, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"))
+    )
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
@@ -123,4 +127,6 @@ def write_run_report(out: Path, results: Results, framework: str) -> None:
     """all_results.json, README.md (model card) and loss_curve.png into the output folder."""
     write_json(out / RESULTS, results.to_dict())
     (out / "README.md").write_text(model_card(results, framework))
-    plot_loss_curve(out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}")
+    plot_loss_curve(
+        out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}"
+    )

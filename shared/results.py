@@ -57,10 +57,13 @@ class Results:
         """Results from the loss log and the framework's own figures."""
         seconds = figures["train_seconds"]
         return cls(
-            before=Evaluation.of(losses.evals[0]["eval_loss"]), after=Evaluation.of(losses.evals[-1]["eval_loss"]),
-            train_loss=losses.losses[-1] if losses.losses else math.nan, loss_log=losses.to_dict(),
+            before=Evaluation.of(losses.evals[0]["eval_loss"]),
+            after=Evaluation.of(losses.evals[-1]["eval_loss"]),
+            train_loss=losses.losses[-1] if losses.losses else math.nan,
+            loss_log=losses.to_dict(),
             epochs_trained=round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
-            train_tokens_per_second=figures["train_tokens"] / seconds if seconds > 0 else None, **figures,
+            train_tokens_per_second=figures["train_tokens"] / seconds if seconds > 0 else None,
+            **figures,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,8 +73,10 @@ class Results:
     def load(cls, path: Path) -> "Results":
         saved = json.loads(path.read_text())
         names = {f.name for f in dataclasses.fields(cls)}
-        evaluations = {key: Evaluation(*(float(saved[key][f]) for f in ("eval_loss", "perplexity")))
-                       for key in ("before", "after")}  # an overflowed perplexity is stored as "inf"
+        evaluations = {
+            key: Evaluation(*(float(saved[key][f]) for f in ("eval_loss", "perplexity")))
+            for key in ("before", "after")
+        }  # an overflowed perplexity is stored as "inf"
         return cls(**{**{k: v for k, v in saved.items() if k in names}, **evaluations})
 
 

@@ -41,12 +41,24 @@ class StepPlan:
     num_epochs: int  # epochs begun, the last one possibly cut short by --max-steps
 
     @classmethod
-    def make(cls, batches_per_epoch: int, accumulation: int, global_batch: int, num_epochs: float,
-             max_steps: int | None) -> "StepPlan":
+    def make(
+        cls,
+        batches_per_epoch: int,
+        accumulation: int,
+        global_batch: int,
+        num_epochs: float,
+        max_steps: int | None,
+    ) -> "StepPlan":
         steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
         total_steps = max_steps or math.ceil(num_epochs * steps_per_epoch)
-        return cls(batches_per_epoch, accumulation, global_batch, steps_per_epoch, total_steps,
-                   math.ceil(total_steps / steps_per_epoch))
+        return cls(
+            batches_per_epoch,
+            accumulation,
+            global_batch,
+            steps_per_epoch,
+            total_steps,
+            math.ceil(total_steps / steps_per_epoch),
+        )
 
 
 class RunHooks:
@@ -72,9 +84,9 @@ class Recorder:
     data_wait_seconds: float | None = None
 
     def steps(self, first_step: int, losses: list[float], grad_norms: list[float], seconds: float) -> None:
-        """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read back at once)."""
+        """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read at once)."""
         self.train_seconds += seconds
-        for step, (loss, grad_norm) in enumerate(zip(losses, grad_norms), start=first_step):
+        for step, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True), start=first_step):
             self.losses.log_step(step, loss, seconds / len(losses), grad_norm)
             self.track({"train/loss": loss, "train/grad_norm": grad_norm}, step)
             for hook in self.hooks:
@@ -123,7 +135,7 @@ class Backend(Protocol):
         """Token-weighted mean loss over the frozen eval set."""
 
     def fit(self, recorder: Recorder, out: Path) -> int:
-        """Train to the plan's end, checkpointing and evaluating each epoch; return the optimizer steps done."""
+        """Train to the plan's end, checkpointing and evaluating each epoch; return the steps done."""
 
     def save(self, folder: Path) -> None:
         """The final model and tokenizer, loadable by both frameworks."""
@@ -146,8 +158,11 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     if run.train.resume and (finished := completed_results(check_output_dir(run.train))):
-        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir,
-                    finished.optimizer_steps)
+        log.warning(
+            "%s holds a complete run (%d optimizer steps); nothing to resume",
+            run.train.output_dir,
+            finished.optimizer_steps,
+        )
         return finished  # a finished run is never rewritten
     # Every process checks the folder before the main one creates and locks it.
     with claimed_output_dir(run, resolved.location, backend.is_main) as out:
@@ -158,12 +173,21 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             fresh = backend.load(resolved, tokenizer, data)
             report_fresh_weights(fresh, resolved.name)
             plan = backend.plan
-            identity = run_identity(run, resolved.name, backend.model_config, data.texts, backend.num_processes,
-                                    backend.options)
+            identity = run_identity(
+                run, resolved.name, backend.model_config, data.texts, backend.num_processes, backend.options
+            )
             losses = backend.resume(out, identity)
-            log.info("derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, global batch %d, "
-                     "%d tokens/step, %s", len(data.train_blocks), data.eval_blocks, plan.steps_per_epoch,
-                     plan.total_steps, plan.global_batch, plan.global_batch * run.data.block_size, backend.describe())
+            log.info(
+                "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
+                "global batch %d, %d tokens/step, %s",
+                len(data.train_blocks),
+                data.eval_blocks,
+                plan.steps_per_epoch,
+                plan.total_steps,
+                plan.global_batch,
+                plan.global_batch * run.data.block_size,
+                backend.describe(),
+            )
             recorder = Recorder(losses, list(hooks or []), backend.track)
 
             # ---- evaluate before training (a resumed run keeps the figure of its true start)
@@ -175,21 +199,37 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
 
             # ---- report (the last evaluation ran at the end of the fit) and save
             results = Results.of_run(
-                losses, framework=backend.framework, config={**run.to_dict(), backend.short: asdict(backend.options)},
-                data=data.summary(), model=resolved.name, mask_token=tokenizer.mask_token, fresh_weights=fresh,
-                optimizer_steps=steps_done, steps_per_epoch=plan.steps_per_epoch, global_batch=plan.global_batch,
-                precision=backend.options.mixed_precision, device=backend.device, num_processes=backend.num_processes,
-                train_tokens=recorder.train_tokens, train_seconds=recorder.train_seconds,
+                losses,
+                framework=backend.framework,
+                config={**run.to_dict(), backend.short: asdict(backend.options)},
+                data=data.summary(),
+                model=resolved.name,
+                mask_token=tokenizer.mask_token,
+                fresh_weights=fresh,
+                optimizer_steps=steps_done,
+                steps_per_epoch=plan.steps_per_epoch,
+                global_batch=plan.global_batch,
+                precision=backend.options.mixed_precision,
+                device=backend.device,
+                num_processes=backend.num_processes,
+                train_tokens=recorder.train_tokens,
+                train_seconds=recorder.train_seconds,
                 data_wait_seconds=recorder.data_wait_seconds,
             )
             backend.barrier()
             if backend.is_main:
                 save_model_atomically(out, backend.save, backend.saved_bytes)
                 write_run_report(out, results, backend.short)
-                log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", results.after.eval_loss,
-                         results.after.perplexity, out)
+                log.info(
+                    "after training: eval loss %.4f, perplexity %.2f; saved to %s",
+                    results.after.eval_loss,
+                    results.after.perplexity,
+                    out,
+                )
                 if run.hub.push_to_hub:
-                    push_folder(out, run.hub, f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}")
+                    push_folder(
+                        out, run.hub, f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}"
+                    )
             completed = True
             return results
         finally:

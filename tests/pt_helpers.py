@@ -8,8 +8,17 @@ from pathlib import Path
 from click.testing import CliRunner
 
 # Keras weights are left out of most runs (a TensorFlow child per run); the reload tests ask for them.
-TINY_ARGS = ["--block-size", "32", "--learning-rate", "1e-3", "--per-device-batch-size", "8", "--eval-batch-size", "32",
-             "--no-tf-weights"]
+TINY_ARGS = [
+    "--block-size",
+    "32",
+    "--learning-rate",
+    "1e-3",
+    "--per-device-batch-size",
+    "8",
+    "--eval-batch-size",
+    "32",
+    "--no-tf-weights",
+]
 
 
 def run_cli(*args: str):

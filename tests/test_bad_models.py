@@ -13,10 +13,14 @@ from test_pt_train import trained  # noqa: F401  (a module fixture: one trained 
 
 
 @pytest.mark.parametrize("how, says", BROKEN_MODELS)
-def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(tiny_roberta, eli5_jsonl, tmp_path, how, says):
+def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(
+    tiny_roberta, eli5_jsonl, tmp_path, how, says
+):
     folder = broken_copy(tiny_roberta, tmp_path, how)
-    for args in (["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS],
-                 ["fill-mask", folder, "the cat sees <mask> ball."]):
+    for args in (
+        ["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS],
+        ["fill-mask", folder, "the cat sees <mask> ball."],
+    ):
         result = run_cli(*args)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         line = result.output.strip().splitlines()[-1]
@@ -54,7 +58,9 @@ def test_fill_mask_reads_texts_from_a_file_or_standard_input(trained, tmp_path):
     lines = ["the cat sees <mask> ball.", "", "a dog <mask> the moon"]
     (tmp_path / "texts.txt").write_text("\n".join(lines) + "\n")
     from_file = run_cli("fill-mask", out, "--file", tmp_path / "texts.txt", "--json")
-    from_stdin = CliRunner().invoke(main, ["fill-mask", str(out), "--file", "-", "--json"], input="\n".join(lines))
+    from_stdin = CliRunner().invoke(
+        main, ["fill-mask", str(out), "--file", "-", "--json"], input="\n".join(lines)
+    )
     for result in (from_file, from_stdin):
         assert result.exit_code == 0, result.output
         assert [item["text"] for item in json.loads(result.output)] == [lines[0], lines[2]]

@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_smoke_run_writes_json_table_and_chart(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--device", "cpu", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--device", "cpu", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     names = [r["name"] for r in report["results"]]
@@ -39,8 +44,13 @@ def test_model_flops_count_the_output_layer():
 def test_bad_input_names_the_flag_and_keeps_the_previous_report(tmp_path, args, flag):
     previous = tmp_path / "results.json"
     previous.write_text('{"kept": true}')
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--out", str(tmp_path), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--out", str(tmp_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and flag in done.stderr, done.stderr
     assert previous.read_text() == '{"kept": true}'
 
@@ -52,12 +62,32 @@ def test_a_gpu_report_gives_mfu_against_the_bf16_peak(tmp_path):
     from benchmarks.workloads import Workload
 
     workload = Workload("distilroberta", 8, 128, 3, 10, 5000)
-    row = {"name": "pt-mlm bf16", "path": "pt-mlm", "precision": "bf16", "flags": {}, "reference": None,
-           "tokens_per_s": 100_000.0, "tokens_per_s_min": 90_000.0, "tokens_per_s_max": 110_000.0,
-           "samples_per_s": 781.25, "step_ms": 10.24, "time_to_first_step_s": 20.0, "peak_rss_mib": 3000.0,
-           "peak_gpu_mib": 5000.0, "eval_loss_after": 10.0, "data_wait_share": 0.01, "repeats": 3}
-    machine = {"date": "2026-11-24", "device": "NVIDIA H100 80GB HBM3", "kind": "gpu", "python": "3.11",
-               "bf16": "gpu", "versions": {"torch": "x"}}
+    row = {
+        "name": "pt-mlm bf16",
+        "path": "pt-mlm",
+        "precision": "bf16",
+        "flags": {},
+        "reference": None,
+        "tokens_per_s": 100_000.0,
+        "tokens_per_s_min": 90_000.0,
+        "tokens_per_s_max": 110_000.0,
+        "samples_per_s": 781.25,
+        "step_ms": 10.24,
+        "time_to_first_step_s": 20.0,
+        "peak_rss_mib": 3000.0,
+        "peak_gpu_mib": 5000.0,
+        "eval_loss_after": 10.0,
+        "data_wait_share": 0.01,
+        "repeats": 3,
+    }
+    machine = {
+        "date": "2026-11-24",
+        "device": "NVIDIA H100 80GB HBM3",
+        "kind": "gpu",
+        "python": "3.11",
+        "bf16": "gpu",
+        "versions": {"torch": "x"},
+    }
     write_report(tmp_path, {"machine": machine, "workload": asdict(workload), "results": [row], "runs": {}})
     mfu = json.loads((tmp_path / "results.json").read_text())["results"][0]["mfu"]
     # Counted independently of the report's formula: the weights of every matmul of the real model

@@ -77,7 +77,9 @@ def test_the_faster_collator_masks_exactly_as_the_guides(tiny_roberta, tensors):
     tokenizer.add_tokens(["<extra>"])  # an added token: len() differs from the base vocabulary size
     blocks = np.random.default_rng(0).integers(5, len(tokenizer), (16, 32))
     examples = [{"input_ids": row} for row in blocks]
-    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7, return_tensors=tensors)(examples)
+    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7, return_tensors=tensors)(
+        examples
+    )
     ours = masking_collator(tokenizer, 0.15, seed=7, return_tensors=tensors)(examples)
     for key in ("input_ids", "labels"):
         np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(guide[key]))

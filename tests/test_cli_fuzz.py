@@ -15,15 +15,47 @@ from hypothesis import strategies as st
 
 from shared.cli import make_cli
 
-EXTREMES = ["nan", "inf", "-inf", "-1", "0", "1e308", "-1e308", "1e-320", "99999999999999999999", "0.5", "1", "3"]
+EXTREMES = [
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1e308",
+    "-1e308",
+    "1e-320",
+    "99999999999999999999",
+    "0.5",
+    "1",
+    "3",
+]
 NUMERIC_FLAGS = {
-    "pt": ["--max-samples", "--test-size", "--block-size", "--mlm-probability", "--per-device-batch-size",
-           "--gradient-accumulation-steps", "--learning-rate", "--weight-decay", "--num-epochs", "--max-steps",
-           "--warmup-steps", "--max-grad-norm", "--seed", "--checkpointing-steps", "--save-total-limit",
-           "--eval-batch-size", "--log-every", "--loader-workers"],
+    "pt": [
+        "--max-samples",
+        "--test-size",
+        "--block-size",
+        "--mlm-probability",
+        "--per-device-batch-size",
+        "--gradient-accumulation-steps",
+        "--learning-rate",
+        "--weight-decay",
+        "--num-epochs",
+        "--max-steps",
+        "--warmup-steps",
+        "--max-grad-norm",
+        "--seed",
+        "--checkpointing-steps",
+        "--save-total-limit",
+        "--eval-batch-size",
+        "--log-every",
+        "--loader-workers",
+    ],
 }
-NUMERIC_FLAGS["tf"] = [f for f in NUMERIC_FLAGS["pt"] if f not in ("--log-every", "--loader-workers",
-                                                                  "--gradient-accumulation-steps", "--save-total-limit")]
+NUMERIC_FLAGS["tf"] = [
+    f
+    for f in NUMERIC_FLAGS["pt"]
+    if f not in ("--log-every", "--loader-workers", "--gradient-accumulation-steps", "--save-total-limit")
+]
 
 
 def fake_results():
@@ -32,9 +64,23 @@ def fake_results():
 
     losses = LossLog()
     losses.log_eval(0, 0.0)
-    return Results.of_run(losses, framework="fuzz", config={}, data={}, model="m", mask_token="<mask>",
-                          fresh_weights=[], optimizer_steps=0, steps_per_epoch=1, global_batch=1, precision="no",
-                          device="cpu", num_processes=1, train_tokens=0, train_seconds=0.0)
+    return Results.of_run(
+        losses,
+        framework="fuzz",
+        config={},
+        data={},
+        model="m",
+        mask_token="<mask>",
+        fresh_weights=[],
+        optimizer_steps=0,
+        steps_per_epoch=1,
+        global_batch=1,
+        precision="no",
+        device="cpu",
+        num_processes=1,
+        train_tokens=0,
+        train_seconds=0.0,
+    )
 
 
 def cli(path: str):
@@ -42,7 +88,9 @@ def cli(path: str):
         from pt_mlm.options import PTOptions as Options
     else:
         from tf_mlm.options import TFOptions as Options
-    return make_cli(f"{path}-mlm", "0", "fuzz", Options, lambda run, options: fake_results(), lambda model: None)
+    return make_cli(
+        f"{path}-mlm", "0", "fuzz", Options, lambda run, options: fake_results(), lambda model: None
+    )
 
 
 @pytest.mark.parametrize("path", ["pt", "tf"])
@@ -62,11 +110,22 @@ def test_extreme_numbers_never_end_in_a_traceback(path, data, tmp_path):
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-@pytest.mark.parametrize("flag", ["--learning-rate", "--weight-decay", "--num-epochs", "--test-size",
-                                  "--mlm-probability", "--max-grad-norm"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--learning-rate",
+        "--weight-decay",
+        "--num-epochs",
+        "--test-size",
+        "--mlm-probability",
+        "--max-grad-norm",
+    ],
+)
 def test_non_finite_floats_are_refused_naming_the_flag(flag, value, tmp_path):
     result = CliRunner().invoke(cli("pt"), ["train", "--output-dir", str(tmp_path), flag, value])
-    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(f"Error: {flag}:"), result.output
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(f"Error: {flag}:"), (
+        result.output
+    )
     assert not math.isfinite(float(value))
 
 
@@ -75,18 +134,28 @@ def test_the_clis_answer_without_importing_a_framework():
     import subprocess
     import sys
 
-    code = ("import sys, pt_mlm.cli, tf_mlm.cli; "
-            "print(sorted(m for m in ('torch', 'tensorflow', 'transformers', 'keras') if m in sys.modules))")
+    code = (
+        "import sys, pt_mlm.cli, tf_mlm.cli; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'transformers', 'keras') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("error, expected", [
-    (RuntimeError("something nobody foresaw"), "Error: unexpected RuntimeError: something nobody foresaw (traceback: "),
-    (OSError(28, "No space left on device", "/data/run/pytorch_model.bin"),
-     "Error: No space left on device while writing /data/run/pytorch_model.bin; "),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            RuntimeError("something nobody foresaw"),
+            "Error: unexpected RuntimeError: something nobody foresaw (traceback: ",
+        ),
+        (
+            OSError(28, "No space left on device", "/data/run/pytorch_model.bin"),
+            "Error: No space left on device while writing /data/run/pytorch_model.bin; ",
+        ),
+    ],
+)
 def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, expected, tmp_path):
     def failing_train(run, options):
         raise error
@@ -102,15 +171,27 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     assert "Traceback" in log.read_text() and type(error).__name__ in log.read_text()
 
 
-@pytest.mark.parametrize("tf_config, says", [
-    (None, "multi-worker needs TF_CONFIG"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": ', "is not valid JSON"),
-    ('{"task": {"type": "worker", "index": 0}}', 'needs a "cluster" object'),
-    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
-    ('{"cluster": {"worker": ["host-without-port"]}, "task": {"type": "worker", "index": 0}}', "is not host:port"),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}', 'needs a "task" whose "type"'),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "task index 2 is not a position"),
-])
+@pytest.mark.parametrize(
+    "tf_config, says",
+    [
+        (None, "multi-worker needs TF_CONFIG"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": ', "is not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', 'needs a "cluster" object'),
+        ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
+        (
+            '{"cluster": {"worker": ["host-without-port"]}, "task": {"type": "worker", "index": 0}}',
+            "is not host:port",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}',
+            'needs a "task" whose "type"',
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            "task index 2 is not a position",
+        ),
+    ],
+)
 def test_a_malformed_tf_config_is_one_line(tf_config, says):
     from shared.errors import UsageError
     from tf_mlm.options import check_tf_config
@@ -123,4 +204,7 @@ def test_a_malformed_tf_config_is_one_line(tf_config, says):
 def test_a_wellformed_tf_config_passes():
     from tf_mlm.options import check_tf_config
 
-    check_tf_config('{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}')
+    check_tf_config(
+        '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, '
+        '"task": {"type": "worker", "index": 1}}'
+    )

@@ -31,8 +31,18 @@ def test_bad_values_name_their_flag(build, flag):
 
 def test_defaults_are_the_guides_recipe():
     run = RunConfig()
-    assert (run.data.max_samples, run.data.test_size, run.data.block_size, run.data.mlm_probability) == (5000, 0.2, 128, 0.15)
-    assert (run.train.learning_rate, run.train.num_epochs, run.train.weight_decay, run.train.seed) == (2e-5, 3, 0.01, 42)
+    assert (run.data.max_samples, run.data.test_size, run.data.block_size, run.data.mlm_probability) == (
+        5000,
+        0.2,
+        128,
+        0.15,
+    )
+    assert (run.train.learning_rate, run.train.num_epochs, run.train.weight_decay, run.train.seed) == (
+        2e-5,
+        3,
+        0.01,
+        42,
+    )
     assert run.model.model == "distilbert/distilroberta-base" and run.data.text_column == "answers.text"
     # The Trainer's defaults the guide inherits: gradient clipping at 1.0, linear decay, no warm-up.
     assert (run.train.max_grad_norm, run.train.lr_scheduler, run.train.warmup_steps) == (1.0, "linear", 0)
@@ -60,15 +70,25 @@ def test_cli_help_shows_defaults_and_version():
     from pt_mlm.cli import main
 
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
-    for fragment in ("--block-size", "[default: 128]", "--mixed-precision", "--resume", "--push-to-hub", "2e-05"):
+    for fragment in (
+        "--block-size",
+        "[default: 128]",
+        "--mixed-precision",
+        "--resume",
+        "--push-to-hub",
+        "2e-05",
+    ):
         assert fragment in help_text, fragment
     assert "pt-mlm, version" in CliRunner().invoke(main, ["--version"]).output
 
 
-@pytest.mark.parametrize("build, flag", [
-    (lambda: TrainConfig(lr_scheduler="cosine_with_restarts"), "--lr-scheduler"),
-    (lambda: TrainConfig(report_to="wandb-typo"), "--report-to"),
-])
+@pytest.mark.parametrize(
+    "build, flag",
+    [
+        (lambda: TrainConfig(lr_scheduler="cosine_with_restarts"), "--lr-scheduler"),
+        (lambda: TrainConfig(report_to="wandb-typo"), "--report-to"),
+    ],
+)
 def test_python_callers_get_the_clis_choice_lists(build, flag):
     with pytest.raises(UsageError) as error:
         build()
@@ -78,18 +98,23 @@ def test_python_callers_get_the_clis_choice_lists(build, flag):
 def test_framework_options_check_their_choices_from_the_same_lists():
     from tf_mlm.options import TFOptions
 
-    for build, flag in ((lambda: PTOptions(mixed_precision="fp8"), "--mixed-precision"),
-                        (lambda: PTOptions(attention="flash"), "--attention"),
-                        (lambda: TFOptions(strategy="tpu"), "--strategy")):
+    for build, flag in (
+        (lambda: PTOptions(mixed_precision="fp8"), "--mixed-precision"),
+        (lambda: PTOptions(attention="flash"), "--attention"),
+        (lambda: TFOptions(strategy="tpu"), "--strategy"),
+    ):
         with pytest.raises(UsageError) as error:
             build()
         assert str(error.value).startswith(f"{flag}: must be one of")
 
 
-@pytest.mark.parametrize("build, flag", [
-    (lambda: PTOptions(gradient_accumulation_steps=0), "--gradient-accumulation-steps"),
-    (lambda: PTOptions(save_total_limit=0), "--save-total-limit"),
-])
+@pytest.mark.parametrize(
+    "build, flag",
+    [
+        (lambda: PTOptions(gradient_accumulation_steps=0), "--gradient-accumulation-steps"),
+        (lambda: PTOptions(save_total_limit=0), "--save-total-limit"),
+    ],
+)
 def test_pytorch_only_options_are_checked_too(build, flag):
     with pytest.raises(UsageError) as error:
         build()

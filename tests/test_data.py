@@ -65,7 +65,10 @@ def test_empty_and_non_string_rows_are_skipped_and_counted(tmp_path):
     [
         (lambda d: d / "missing.jsonl", "--dataset: no such file"),
         (lambda d: (d / "empty.jsonl").touch() or d / "empty.jsonl", "--dataset: file .* is empty"),
-        (lambda d: (d / "data.xml").write_text("<a/>") and d / "data.xml", "--dataset: unknown format '.xml'"),
+        (
+            lambda d: (d / "data.xml").write_text("<a/>") and d / "data.xml",
+            "--dataset: unknown format '.xml'",
+        ),
         (lambda d: d / "empty_folder", "--dataset: folder .* holds no"),
     ],
 )
@@ -76,12 +79,18 @@ def test_bad_dataset_paths_name_the_flag(tmp_path, make, match):
 
 
 def test_missing_text_column_lists_the_columns(eli5_jsonl):
-    with pytest.raises(UsageError, match=r"--text-column: column 'body' not found; the dataset has .*answers\.text"):
+    with pytest.raises(
+        UsageError, match=r"--text-column: column 'body' not found; the dataset has .*answers\.text"
+    ):
         load_texts(DataConfig(dataset=str(eli5_jsonl), text_column="body"), seed=0)
 
 
 def test_hub_dataset_offline_fails_fast_naming_the_builtin():
-    with pytest.raises(RunError, match=f"--dataset: 'eli5_category' is a Hub id but HF_HUB_OFFLINE is set; use --dataset {BUILTIN_DATASET}"):
+    with pytest.raises(
+        RunError,
+        match=f"--dataset: 'eli5_category' is a Hub id but HF_HUB_OFFLINE is set; "
+        f"use --dataset {BUILTIN_DATASET}",
+    ):
         load_rows(DataConfig(dataset="eli5_category"))
 
 

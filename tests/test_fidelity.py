@@ -35,15 +35,25 @@ def pt_mlm_run(model: Path, data: Path, out: Path, accumulation: int = ACCUMULAT
     import pt_mlm
     from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    settings = dict(output_dir=str(out), learning_rate=LR, per_device_batch_size=BATCH, max_steps=STEPS,
-                    eval_batch_size=32)
-    run = RunConfig(DataConfig(dataset=str(data), block_size=32), ModelConfig(model=str(model)),
-                    TrainConfig(**{**settings, **train}))
+    settings = dict(
+        output_dir=str(out),
+        learning_rate=LR,
+        per_device_batch_size=BATCH,
+        max_steps=STEPS,
+        eval_batch_size=32,
+    )
+    run = RunConfig(
+        DataConfig(dataset=str(data), block_size=32),
+        ModelConfig(model=str(model)),
+        TrainConfig(**{**settings, **train}),
+    )
     options = pt_mlm.PTOptions(log_every=1, tf_weights=False, gradient_accumulation_steps=accumulation)
     return pt_mlm.train(run, options).to_dict()
 
 
-def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH) -> list[dict[str, torch.Tensor]]:
+def pt_mlm_batches(
+    model: Path, data: Path, count: int, batch_size: int = BATCH
+) -> list[dict[str, torch.Tensor]]:
     """The first `count` micro-batches pt-mlm trains on, drawn by its own loader."""
     from transformers import AutoTokenizer
 
@@ -56,7 +66,7 @@ def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH)
     loader, batches = train_loader(data_.train_blocks, tokenizer, 0.15, batch_size, seed=42)
     batches.set_position(0, 0)
     assert len(loader) >= count, "the comparison stays inside the first epoch"
-    return [batch for _, batch in zip(range(count), loader)]
+    return [batch for _, batch in zip(range(count), loader, strict=False)]
 
 
 def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, max_grad_norm: float):
@@ -64,8 +74,11 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
     from torch.utils.data import SequentialSampler
     from transformers import AutoModelForMaskedLM, Trainer, TrainingArguments, default_data_collator
 
-    examples = [{"input_ids": ids, "labels": labels}
-                for batch in batches for ids, labels in zip(batch["input_ids"], batch["labels"])]
+    examples = [
+        {"input_ids": ids, "labels": labels}
+        for batch in batches
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True)
+    ]
     window_losses: list[float] = []
 
     class InOrderTrainer(Trainer):
@@ -78,13 +91,28 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
             return loss
 
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=BATCH, gradient_accumulation_steps=ACCUMULATION,
-        learning_rate=LR, weight_decay=0.01, max_steps=STEPS, lr_scheduler_type="linear", warmup_steps=0,
-        max_grad_norm=max_grad_norm, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42,
+        output_dir=str(out),
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=ACCUMULATION,
+        learning_rate=LR,
+        weight_decay=0.01,
+        max_steps=STEPS,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        max_grad_norm=max_grad_norm,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=42,
         disable_tqdm=True,
     )
-    trainer = InOrderTrainer(model=AutoModelForMaskedLM.from_pretrained(model), args=args, train_dataset=examples,
-                             data_collator=default_data_collator)
+    trainer = InOrderTrainer(
+        model=AutoModelForMaskedLM.from_pretrained(model),
+        args=args,
+        train_dataset=examples,
+        data_collator=default_data_collator,
+    )
     trainer.train()
     step_losses = np.add.reduceat(window_losses, np.arange(0, len(window_losses), ACCUMULATION))
     grad_norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
@@ -96,7 +124,9 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
 def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl, tmp_path, max_grad_norm):
     ours = pt_mlm_run(no_dropout_roberta, eli5_jsonl, tmp_path / "pt", max_grad_norm=max_grad_norm)
     reference_losses, reference_norms, reference = trainer_run(
-        no_dropout_roberta, pt_mlm_batches(no_dropout_roberta, eli5_jsonl, STEPS * ACCUMULATION), tmp_path / "hf",
+        no_dropout_roberta,
+        pt_mlm_batches(no_dropout_roberta, eli5_jsonl, STEPS * ACCUMULATION),
+        tmp_path / "hf",
         max_grad_norm,
     )
     log = ours["loss_log"]
@@ -106,7 +136,11 @@ def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl
     if max_grad_norm:
         assert max(reference_norms) > max_grad_norm, "clipping must have acted for this test to test it"
         np.testing.assert_allclose(log["grad_norms"], reference_norms, rtol=1e-5)
-    trained, initial, reference_state = load_state(tmp_path / "pt"), load_state(no_dropout_roberta), reference.state_dict()
+    trained, initial, reference_state = (
+        load_state(tmp_path / "pt"),
+        load_state(no_dropout_roberta),
+        reference.state_dict(),
+    )
     moved = max(float((trained[k] - initial[k]).abs().max()) for k in trained.keys() & initial.keys())
     assert moved > 1e-3, "training moved the weights"
     for name, weight in trained.items():

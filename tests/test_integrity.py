@@ -17,8 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +36,21 @@ def stopped_run(tiny_roberta, eli5_jsonl, tmp_path_factory):
     return out, data
 
 
-@pytest.mark.parametrize("flag, value", [
-    ("--block-size", "16"), ("--mlm-probability", "0.2"), ("--seed", "7"), ("--per-device-batch-size", "4"),
-    ("--gradient-accumulation-steps", "2"), ("--learning-rate", "2e-3"), ("--max-grad-norm", "0"),
-    ("--test-size", "0.3"), ("--max-samples", "150"), ("--max-steps", "3"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--block-size", "16"),
+        ("--mlm-probability", "0.2"),
+        ("--seed", "7"),
+        ("--per-device-batch-size", "4"),
+        ("--gradient-accumulation-steps", "2"),
+        ("--learning-rate", "2e-3"),
+        ("--max-grad-norm", "0"),
+        ("--test-size", "0.3"),
+        ("--max-samples", "150"),
+        ("--max-steps", "3"),
+    ],
+)
 def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, flag, value):
     out, data = stopped_run
     before = digest(out / "checkpoints")
@@ -48,7 +61,9 @@ def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, f
         args += [flag, value]
     if flag != "--max-steps":
         args += ["--max-steps", "8"]
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", data, "--output-dir", out, *args, "--resume", "auto")
+    result = run_cli(
+        "train", "--model", tiny_roberta, "--dataset", data, "--output-dir", out, *args, "--resume", "auto"
+    )
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(f"Error: {flag}:") and "step-0000004" in last, last
@@ -62,10 +77,26 @@ def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta
     lines = data.read_text().splitlines()
     changed = tmp_path / data.name
     changed.write_text("\n".join([lines[0].replace("the cat", "the lion")] + lines[1:]) + "\n")
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", changed, "--output-dir", edited, *TINY_ARGS,
-                     "--max-steps", "8", "--resume", "auto")
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        changed,
+        "--output-dir",
+        edited,
+        *TINY_ARGS,
+        "--max-steps",
+        "8",
+        "--resume",
+        "auto",
+    )
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].startswith("Error: --dataset: checkpoint step-0000004 was trained on other data")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("Error: --dataset: checkpoint step-0000004 was trained on other data")
+    )
 
 
 def test_resuming_at_the_last_checkpoint_reports_no_nan(tiny_roberta, eli5_jsonl, tmp_path):
@@ -86,8 +117,21 @@ def test_a_finished_run_is_never_rewritten(tiny_roberta, eli5_jsonl, tmp_path):
     train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "3")
     before = digest(out)
     for extra in ([], ["--max-steps", "6"]):
-        result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
-                         "--max-steps", "3", *extra, "--resume", "auto")
+        result = run_cli(
+            "train",
+            "--model",
+            tiny_roberta,
+            "--dataset",
+            eli5_jsonl,
+            "--output-dir",
+            out,
+            *TINY_ARGS,
+            "--max-steps",
+            "3",
+            *extra,
+            "--resume",
+            "auto",
+        )
         assert result.exit_code == 0, result.output
         assert "holds a complete run (3 optimizer steps); nothing to resume" in result.output
     assert digest(out) == before
@@ -97,28 +141,49 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "out"
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
-                     "--num-epochs", "1.5", "--report-to", "tensorboard")
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "1.5",
+        "--report-to",
+        "tensorboard",
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "all_results.json").read_text())
     before, after = results["before"], results["after"]
     card = (out / "README.md").read_text()
     per_epoch = -(-results["data"]["train_blocks"] // 8)
     assert results["epochs_trained"] == round(results["optimizer_steps"] / per_epoch, 2) < 2
-    assert f"| epochs trained / optimizer steps | {results['epochs_trained']:g} / {results['optimizer_steps']} |" in card
+    assert (
+        f"| epochs trained / optimizer steps | {results['epochs_trained']:g} / {results['optimizer_steps']} |"
+        in card
+    )
     assert f"| perplexity | {before['perplexity']:.3f} | {after['perplexity']:.3f} |" in card
-    assert f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in result.output
+    assert (
+        f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in result.output
+    )
     assert f"{results['train_tokens_per_second']:,.0f} train tokens/s" in result.output
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
     events.Reload()
     eval_losses = {e.step: e.value for e in events.Scalars("eval/loss")}
-    assert eval_losses == pytest.approx({e["step"]: e["eval_loss"] for e in results["loss_log"]["evals"]}, rel=1e-6)
+    assert eval_losses == pytest.approx(
+        {e["step"]: e["eval_loss"] for e in results["loss_log"]["evals"]}, rel=1e-6
+    )
     train_losses = [e.value for e in events.Scalars("train/loss")]
     assert train_losses == pytest.approx(results["loss_log"]["losses"], rel=1e-6)
     assert len(events.Scalars("train/grad_norm")) == results["optimizer_steps"]
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "broken state", "missing optimizer", "latest nowhere"])
+@pytest.mark.parametrize(
+    "damage", ["truncated weights", "broken state", "missing optimizer", "latest nowhere"]
+)
 def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta, tmp_path, damage):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
@@ -133,14 +198,25 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta
         (newest / "optimizer.bin").unlink()
     else:
         (out / "checkpoints" / "latest").write_text("step-9999999\n")
-    results = train_tiny(tiny_roberta, stopped_run[1], out, "--max-steps", "6", "--checkpointing-steps", "2",
-                         "--resume", "auto")
+    results = train_tiny(
+        tiny_roberta,
+        stopped_run[1],
+        out,
+        "--max-steps",
+        "6",
+        "--checkpointing-steps",
+        "2",
+        "--resume",
+        "auto",
+    )
     whole = damage == "latest nowhere"  # `latest` is a pointer for people; resume reads the folders
     assert results["optimizer_steps"] == 6
     assert results["loss_log"]["steps"] == list(range(1, 7)), "steps 3 and 4 are retrained, once each"
     assert (out / "checkpoints" / "step-0000004" / "manifest.json").is_file()
     if not whole:
-        assert checkpoint_damage(out / "checkpoints" / "step-0000004") is None, "the damaged one was rewritten"
+        assert checkpoint_damage(out / "checkpoints" / "step-0000004") is None, (
+            "the damaged one was rewritten"
+        )
 
 
 def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny_roberta, tmp_path):
@@ -149,19 +225,48 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
     before = digest(out / "checkpoints")
     for step in ("step-0000002", "step-0000004"):
         (out / "checkpoints" / step / "optimizer.bin").unlink()
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", stopped_run[1], "--output-dir", out, *TINY_ARGS,
-                     "--max-steps", "6", "--resume", "auto")
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        stopped_run[1],
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--max-steps",
+        "6",
+        "--resume",
+        "auto",
+    )
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2, line
-    assert set(digest(out / "checkpoints")) == set(before) - {"step-0000002/optimizer.bin", "step-0000004/optimizer.bin"}
+    assert (
+        line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2
+    ), line
+    assert set(digest(out / "checkpoints")) == set(before) - {
+        "step-0000002/optimizer.bin",
+        "step-0000004/optimizer.bin",
+    }
 
 
 def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_run, tiny_bert, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
-    result = run_cli("train", "--model", tiny_bert, "--dataset", stopped_run[1], "--output-dir", out, *TINY_ARGS,
-                     "--max-steps", "6", "--resume", "auto")
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_bert,
+        "--dataset",
+        stopped_run[1],
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--max-steps",
+        "6",
+        "--resume",
+        "auto",
+    )
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("Error: --model:") and "roberta" in line and "bert" in line, line

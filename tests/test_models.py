@@ -8,7 +8,11 @@ from shared.models import load_checked, resolve_model
 
 
 def test_hub_id_offline_fails_fast_naming_the_builtin():
-    with pytest.raises(RunError, match=f"--model: 'distilbert/distilroberta-base' is a Hub id but HF_HUB_OFFLINE is set; use --model {BUILTIN_MODEL}"):
+    with pytest.raises(
+        RunError,
+        match=f"--model: 'distilbert/distilroberta-base' is a Hub id but HF_HUB_OFFLINE is set; "
+        f"use --model {BUILTIN_MODEL}",
+    ):
         resolve_model("distilbert/distilroberta-base")
 
 

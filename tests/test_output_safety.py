@@ -19,12 +19,27 @@ pytestmark = pytest.mark.slow
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def train_args(model, data, out, *extra):
-    return ["train", "--model", model, "--dataset", data, "--output-dir", out, *TINY_ARGS, "--max-steps", "2", *extra]
+    return [
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        data,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--max-steps",
+        "2",
+        *extra,
+    ]
 
 
 def test_the_model_folder_as_output_is_refused_and_kept(tiny_roberta, eli5_jsonl, tmp_path):
@@ -39,7 +54,9 @@ def test_the_model_folder_as_output_is_refused_and_kept(tiny_roberta, eli5_jsonl
     assert digest(model) == before
 
 
-def test_the_dataset_folder_and_the_cache_are_refused_as_output(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+def test_the_dataset_folder_and_the_cache_are_refused_as_output(
+    tiny_roberta, eli5_jsonl, tmp_path, monkeypatch
+):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(eli5_jsonl, data / "eli5.jsonl")
@@ -54,7 +71,9 @@ def test_an_overwrite_that_fails_early_puts_the_previous_run_back(tiny_roberta, 
     out = tmp_path / "out"
     train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "2")
     before = digest(out)
-    result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir", "--text-column", "nope"))
+    result = run_cli(
+        *train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir", "--text-column", "nope")
+    )
     assert result.exit_code == 2 and "--text-column" in result.output
     assert digest(out) == before
     assert not list(tmp_path.glob(".out.replaced-*"))

@@ -46,8 +46,13 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     final = out / "checkpoints" / f"step-{results['optimizer_steps']:07d}"
     state = {key.removeprefix("model."): value for key, value in load_state(final).items()}
     missing, unexpected = in_memory.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.decoder.weight", "lm_head.decoder.bias"}  # tied, saved once
-    inputs = fill.tokenizer(["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True)
+    assert not unexpected and set(missing) <= {
+        "lm_head.decoder.weight",
+        "lm_head.decoder.bias",
+    }  # tied, saved once
+    inputs = fill.tokenizer(
+        ["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True
+    )
     with torch.no_grad():
         torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
 
@@ -115,8 +120,16 @@ def without_dropout(model_dir, tmp_path):
 def test_gradient_accumulation_matches_a_bigger_batch(tiny_roberta, eli5_jsonl, tmp_path):
     model = without_dropout(tiny_roberta, tmp_path)
     common = ("--max-steps", "1", "--weight-decay", "0", "--lr-scheduler", "constant")
-    accumulated = train_tiny(model, eli5_jsonl, tmp_path / "acc", "--per-device-batch-size", "4",
-                             "--gradient-accumulation-steps", "2", *common)
+    accumulated = train_tiny(
+        model,
+        eli5_jsonl,
+        tmp_path / "acc",
+        "--per-device-batch-size",
+        "4",
+        "--gradient-accumulation-steps",
+        "2",
+        *common,
+    )
     full = train_tiny(model, eli5_jsonl, tmp_path / "full", "--per-device-batch-size", "8", *common)
     untrained = load_state(model)
     a, b = load_state(tmp_path / "acc"), load_state(tmp_path / "full")
@@ -130,19 +143,41 @@ def test_gradient_accumulation_matches_a_bigger_batch(tiny_roberta, eli5_jsonl, 
 
 
 def test_bf16_trains_on_cpu(tiny_roberta, eli5_jsonl, tmp_path):
-    results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "bf16", "--mixed-precision", "bf16", "--num-epochs", "1")
+    results = train_tiny(
+        tiny_roberta, eli5_jsonl, tmp_path / "bf16", "--mixed-precision", "bf16", "--num-epochs", "1"
+    )
     assert results["precision"] == "bf16"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta, eli5_jsonl, tmp_path):
-    args = ("--num-epochs", "2", "--gradient-accumulation-steps", "2", "--per-device-batch-size", "4",
-            "--checkpointing-steps", "7")
+    args = (
+        "--num-epochs",
+        "2",
+        "--gradient-accumulation-steps",
+        "2",
+        "--per-device-batch-size",
+        "4",
+        "--checkpointing-steps",
+        "7",
+    )
     whole = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "whole", *args)
     # A real process, killed without warning once it has checkpointed mid-epoch (step >= 14).
     parts = tmp_path / "parts"
-    command = [sys.executable, "-m", "pt_mlm", "train", "--model", str(tiny_roberta), "--dataset", str(eli5_jsonl),
-               "--output-dir", str(parts), *TINY_ARGS, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pt_mlm",
+        "train",
+        "--model",
+        str(tiny_roberta),
+        "--dataset",
+        str(eli5_jsonl),
+        "--output-dir",
+        str(parts),
+        *TINY_ARGS,
+        *args,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = parts / "checkpoints" / "latest"
     deadline = time.time() + 120
@@ -157,30 +192,59 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta
 
     resumed = train_tiny(tiny_roberta, eli5_jsonl, parts, *args, "--resume", "auto")
     assert resumed["optimizer_steps"] == whole["optimizer_steps"]
-    np.testing.assert_allclose(resumed["loss_log"]["losses"], whole["loss_log"]["losses"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        resumed["loss_log"]["losses"], whole["loss_log"]["losses"], rtol=1e-4, atol=1e-5
+    )
     a, b = load_state(tmp_path / "whole"), load_state(parts)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
 def test_resume_without_a_checkpoint_names_the_flag(tiny_roberta, eli5_jsonl, tmp_path):
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "none",
-                     "--resume", "auto")
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        tmp_path / "none",
+        "--resume",
+        "auto",
+    )
     assert result.exit_code == 2 and "--resume: no complete checkpoint" in result.output
 
 
 @pytest.mark.slow
 def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
-    results = train_tiny("builtin:minilm", BUILTIN_DATASET, tmp_path / "builtin", "--max-samples", "300",
-                         "--block-size", "64", "--max-steps", "6", "--learning-rate", "2e-4")
+    results = train_tiny(
+        "builtin:minilm",
+        BUILTIN_DATASET,
+        tmp_path / "builtin",
+        "--max-samples",
+        "300",
+        "--block-size",
+        "64",
+        "--max-steps",
+        "6",
+        "--learning-rate",
+        "2e-4",
+    )
     assert results["fresh_weights"], "the packaged encoder has no MLM head; its fresh weights are reported"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
 
-@pytest.mark.parametrize("flags", [
-    ("--no-sparse-head",), ("--attention", "eager"), ("--no-fused-adamw",), ("--torch-compile",), ("--loader-workers", "2"),
-    ("--log-every", "1"),
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--no-sparse-head",),
+        ("--attention", "eager"),
+        ("--no-fused-adamw",),
+        ("--torch-compile",),
+        ("--loader-workers", "2"),
+        ("--log-every", "1"),
+    ],
+)
 def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path, flags, monkeypatch, caplog):
     if "--torch-compile" in flags:
         import torch._dynamo
@@ -195,10 +259,14 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
     defaults = plain["config"]["pt"]
-    assert defaults["sparse_head"] and defaults["fused_adamw"] and defaults["attention"] == "sdpa"  # the fast path
+    assert (
+        defaults["sparse_head"] and defaults["fused_adamw"] and defaults["attention"] == "sdpa"
+    )  # the fast path
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
-    assert other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]  # every step, read late
+    assert (
+        other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]
+    )  # every step, read late
     if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
         assert "sdpa attention" in caplog.text and "eager attention" in caplog.text
     if "--loader-workers" in flags:
@@ -250,7 +318,16 @@ def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_pat
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake")
     monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
-    train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny")
+    train_tiny(
+        tiny_roberta,
+        eli5_jsonl,
+        tmp_path / "out",
+        "--max-steps",
+        "2",
+        "--push-to-hub",
+        "--hub-model-id",
+        "me/tiny",
+    )
     assert calls["repo"] == ("me/tiny", False, True)
     repo, files, ignored = calls["upload"]
     assert repo == "me/tiny" and {"pytorch_model.bin", "README.md", "all_results.json"} <= set(files)
@@ -260,6 +337,15 @@ def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_pat
 def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):
     from shared.outputs import complete_checkpoints
 
-    train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "12", "--checkpointing-steps", "3",
-               "--save-total-limit", "2")
+    train_tiny(
+        tiny_roberta,
+        eli5_jsonl,
+        tmp_path / "out",
+        "--max-steps",
+        "12",
+        "--checkpointing-steps",
+        "3",
+        "--save-total-limit",
+        "2",
+    )
     assert [p.name for p in complete_checkpoints(tmp_path / "out")] == ["step-0000009", "step-0000012"]

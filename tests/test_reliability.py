@@ -18,13 +18,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pt_mlm", "train", "--model", str(model), "--dataset", str(data),
-               "--output-dir", str(out), *TINY_ARGS, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "pt_mlm",
+        "train",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+        *TINY_ARGS,
+        *extra,
+    ]
     # A shell without job control starts background jobs with SIGINT ignored, and Python then never
     # raises KeyboardInterrupt; the child gets the default disposition so Ctrl-C reaches it wherever
     # the suite runs.
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> None:
@@ -49,24 +66,52 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
     assert (out / "checkpoints" / f"step-{step:07d}").is_dir()
 
 
-@pytest.mark.parametrize("fault, says", [
-    ("final-model-disk-full", "No space left on device while writing {out}/.tmp-model/pytorch_model.bin; "),
-    ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
-    ("no-room-after-first", "--output-dir: checkpoint step-0000004 needs about"),
-    ("second-checkpoint-dies-midway", "No space left on device while writing {out}/checkpoints/.tmp-step-0000004/optimizer.bin; "),
-])
-def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(tiny_roberta, eli5_jsonl, tmp_path, fault, says):
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        (
+            "final-model-disk-full",
+            "No space left on device while writing {out}/.tmp-model/pytorch_model.bin; ",
+        ),
+        ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
+        ("no-room-after-first", "--output-dir: checkpoint step-0000004 needs about"),
+        (
+            "second-checkpoint-dies-midway",
+            "No space left on device while writing {out}/checkpoints/.tmp-step-0000004/optimizer.bin; ",
+        ),
+    ],
+)
+def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(
+    tiny_roberta, eli5_jsonl, tmp_path, fault, says
+):
     out = tmp_path / "out"
-    args = ["--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--max-steps", "4",
-            "--checkpointing-steps", "2"]
-    failed = subprocess.run([sys.executable, ROOT / "tests" / "faults.py", fault, "pt_mlm", "train", *map(str, args)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    args = [
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--max-steps",
+        "4",
+        "--checkpointing-steps",
+        "2",
+    ]
+    failed = subprocess.run(
+        [sys.executable, ROOT / "tests" / "faults.py", fault, "pt_mlm", "train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr, failed.stderr[-3000:]
     line = failed.stderr.strip().splitlines()[-1]
     assert line.startswith("Error: " + says.format(out=out)), line
     assert not (out / "all_results.json").exists()
     kept = complete_checkpoints(out)
-    assert kept and all(checkpoint_damage(path) is None for path in kept), "every checkpoint as it was written"
+    assert kept and all(checkpoint_damage(path) is None for path in kept), (
+        "every checkpoint as it was written"
+    )
     assert (out / "checkpoints" / "latest").read_text().strip() == kept[-1].name
     if "checkpoint" in fault:
         assert [path.name for path in kept] == ["step-0000002"]
@@ -77,7 +122,9 @@ def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(tiny_roberta
 def test_unwritable_output_dir_fails_before_training(tiny_roberta, eli5_jsonl, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", blocker / "out")
+    result = run_cli(
+        "train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", blocker / "out"
+    )
     assert result.exit_code == 1 and "--output-dir: cannot write to" in result.output
 
 
@@ -91,24 +138,79 @@ def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, no
     m, d = ("--model", str(tiny_roberta)), ("--dataset", str(eli5_jsonl))
     train = lambda *args: ["train", "--output-dir", str(tmp_path / "out"), "--block-size", "32", *args]  # noqa: E731
     return [
-        ("missing dataset file", train(*m, "--dataset", str(tmp_path / "nope.jsonl")), 2, "--dataset: no such file"),
+        (
+            "missing dataset file",
+            train(*m, "--dataset", str(tmp_path / "nope.jsonl")),
+            2,
+            "--dataset: no such file",
+        ),
         ("empty dataset file", train(*m, "--dataset", str(tmp_path / "empty.jsonl")), 2, "--dataset: file"),
-        ("unknown format", train(*m, "--dataset", str(tmp_path / "data.xml")), 2, "--dataset: unknown format"),
-        ("text column absent", train(*m, *d, "--text-column", "body"), 2, "--text-column: column 'body' not found; the dataset has"),
-        ("no usable text", train(*m, "--dataset", str(tmp_path / "bad-rows.jsonl"), "--text-column", "text"), 2, "--dataset:"),
-        ("too small for one block", train(*m, *d, "--max-samples", "4", "--block-size", "128"), 2, "less than one block"),
-        ("block size beyond positions", train(*m, *d, "--block-size", "4096"), 2, "--block-size: 4096 is more than"),
-        ("mlm probability outside (0, 1)", train(*m, *d, "--mlm-probability", "1.5"), 2, "--mlm-probability:"),
+        (
+            "unknown format",
+            train(*m, "--dataset", str(tmp_path / "data.xml")),
+            2,
+            "--dataset: unknown format",
+        ),
+        (
+            "text column absent",
+            train(*m, *d, "--text-column", "body"),
+            2,
+            "--text-column: column 'body' not found; the dataset has",
+        ),
+        (
+            "no usable text",
+            train(*m, "--dataset", str(tmp_path / "bad-rows.jsonl"), "--text-column", "text"),
+            2,
+            "--dataset:",
+        ),
+        (
+            "too small for one block",
+            train(*m, *d, "--max-samples", "4", "--block-size", "128"),
+            2,
+            "less than one block",
+        ),
+        (
+            "block size beyond positions",
+            train(*m, *d, "--block-size", "4096"),
+            2,
+            "--block-size: 4096 is more than",
+        ),
+        (
+            "mlm probability outside (0, 1)",
+            train(*m, *d, "--mlm-probability", "1.5"),
+            2,
+            "--mlm-probability:",
+        ),
         ("zero batch size", train(*m, *d, "--per-device-batch-size", "0"), 2, "--per-device-batch-size:"),
         ("negative epochs", train(*m, *d, "--num-epochs", "-1"), 2, "--num-epochs:"),
         ("zero steps", train(*m, *d, "--max-steps", "0"), 2, "--max-steps:"),
         ("not a masked LM", train("--model", str(gpt2), *d), 2, "has no masked-LM head"),
         ("tokenizer without mask", train("--model", str(nomask), *d), 2, "has no mask token"),
-        ("fp16 on a CPU", train(*m, *d, "--mixed-precision", "fp16"), 2, "--mixed-precision: fp16 needs a CUDA GPU"),
+        (
+            "fp16 on a CPU",
+            train(*m, *d, "--mixed-precision", "fp16"),
+            2,
+            "--mixed-precision: fp16 needs a CUDA GPU",
+        ),
         ("zero log interval", train(*m, *d, "--log-every", "0"), 2, "--log-every: must be 1 or more"),
-        ("negative loader workers", train(*m, *d, "--loader-workers", "-1"), 2, "--loader-workers: must be 0 or more"),
-        ("Hub id offline", train("--model", "distilbert/distilroberta-base", *d), 1, "--model: 'distilbert/distilroberta-base' is a Hub id"),
-        ("resume without checkpoint", train(*m, *d, "--resume", "auto"), 2, "--resume: no complete checkpoint"),
+        (
+            "negative loader workers",
+            train(*m, *d, "--loader-workers", "-1"),
+            2,
+            "--loader-workers: must be 0 or more",
+        ),
+        (
+            "Hub id offline",
+            train("--model", "distilbert/distilroberta-base", *d),
+            1,
+            "--model: 'distilbert/distilroberta-base' is a Hub id",
+        ),
+        (
+            "resume without checkpoint",
+            train(*m, *d, "--resume", "auto"),
+            2,
+            "--resume: no complete checkpoint",
+        ),
         ("existing output dir", ["train", *m, *d, "--output-dir", str(existing)], 2, "--output-dir:"),
         ("push without repo id", train(*m, *d, "--push-to-hub"), 2, "--hub-model-id: is required"),
         ("push offline", train(*m, *d, "--push-to-hub", "--hub-model-id", "me/x"), 1, "--push-to-hub:"),
@@ -140,7 +242,12 @@ def test_bad_input_catalog(tmp_path, tiny_roberta, eli5_jsonl, odd_models):
     for name, args, code, message in catalog(tmp_path, tiny_roberta, eli5_jsonl, *odd_models):
         result = CliRunner().invoke(main, args)
         lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
-        ok = result.exit_code == code and len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+        ok = (
+            result.exit_code == code
+            and len(lines) == 1
+            and message in lines[0]
+            and "Traceback" not in result.output
+        )
         if not ok:
             failures.append((name, result.exit_code, result.output[-500:], repr(result.exception)))
     assert not failures, failures
@@ -161,10 +268,28 @@ def free_port() -> int:
 def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, tmp_path):
     common = [*TINY_ARGS, "--num-epochs", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU and uses gloo.
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-              "-m", "pt_mlm", "train", "--model", str(tiny_roberta),
-              "--dataset", str(eli5_jsonl), "--output-dir", str(tmp_path / "two"), *common, "--per-device-batch-size", "4"]
+    # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU: gloo.
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "pt_mlm",
+        "train",
+        "--model",
+        str(tiny_roberta),
+        "--dataset",
+        str(eli5_jsonl),
+        "--output-dir",
+        str(tmp_path / "two"),
+        *common,
+        "--per-device-batch-size",
+        "4",
+    ]
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "all_results.json").read_text())

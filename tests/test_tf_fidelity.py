@@ -1,4 +1,4 @@
-"""tf-mlm against the guide's Keras recipe, and against pt-mlm, on the very same batches from the same weights.
+"""tf-mlm against the guide's Keras recipe, and against pt-mlm, on the same batches from the same weights.
 
 pt-mlm draws the batches (its own loader); pt-mlm trains on them in this process, and a child process
 trains tf-mlm's train step and the guide's Keras recipe (`compile()` without a loss, `fit()`) on them.
@@ -24,14 +24,31 @@ PAD = 1  # the tiny RoBERTa's <pad> id
 
 
 def tf_same_batches(model, batches, work, max_grad_norm: float, **env: str) -> tuple[dict, np.ndarray]:
-    arrays = {"input_ids": torch.cat([b["input_ids"] for b in batches]).numpy(),
-              "labels": torch.cat([b["labels"] for b in batches]).numpy(), "probe": probe_of(batches),
-              "steps": STEPS, "batch": BATCH, "lr": LR, "max_grad_norm": max_grad_norm}
+    arrays = {
+        "input_ids": torch.cat([b["input_ids"] for b in batches]).numpy(),
+        "labels": torch.cat([b["labels"] for b in batches]).numpy(),
+        "probe": probe_of(batches),
+        "steps": STEPS,
+        "batch": BATCH,
+        "lr": LR,
+        "max_grad_norm": max_grad_norm,
+    }
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "batches.npz", **arrays)
-    done = subprocess.run([sys.executable, str(HERE / "tf_scenarios.py"), "same_batches", str(model),
-                           str(work / "batches.npz"), str(work)], env={**child_env(), **env}, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "tf_scenarios.py"),
+            "same_batches",
+            str(model),
+            str(work / "batches.npz"),
+            str(work),
+        ],
+        env={**child_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     return seen, np.load(work / "tf_probe_logits.npy")
@@ -58,23 +75,35 @@ def test_tf_mlm_matches_pt_mlm_with_clipping(no_dropout_roberta, eli5_jsonl, tmp
     from transformers import AutoModelForMaskedLM
 
     batches = pt_mlm_batches(no_dropout_roberta, eli5_jsonl, STEPS, BATCH)
-    ours = pt_mlm_run(no_dropout_roberta, eli5_jsonl, tmp_path / "pt", max_grad_norm=1.0, per_device_batch_size=BATCH,
-                      accumulation=1, learning_rate=LR)
+    ours = pt_mlm_run(
+        no_dropout_roberta,
+        eli5_jsonl,
+        tmp_path / "pt",
+        max_grad_norm=1.0,
+        per_device_batch_size=BATCH,
+        accumulation=1,
+        learning_rate=LR,
+    )
     with torch.no_grad():
         model = AutoModelForMaskedLM.from_pretrained(tmp_path / "pt").eval()
         pt_logits = model(input_ids=torch.from_numpy(probe_of(batches))).logits.numpy()
     assert max(ours["loss_log"]["grad_norms"]) > 1.0, "clipping must have acted"
 
-    keras_eps, keras_logits = tf_same_batches(no_dropout_roberta, batches, tmp_path / "keras-eps", max_grad_norm=1.0)
+    keras_eps, keras_logits = tf_same_batches(
+        no_dropout_roberta, batches, tmp_path / "keras-eps", max_grad_norm=1.0
+    )
     np.testing.assert_allclose(keras_eps["ours"], ours["loss_log"]["losses"], rtol=1e-5)
 
-    torch_eps, torch_logits = tf_same_batches(no_dropout_roberta, batches, tmp_path / "torch-eps", max_grad_norm=1.0,
-                                              TORCH_ADAM_EPSILON="1")
+    torch_eps, torch_logits = tf_same_batches(
+        no_dropout_roberta, batches, tmp_path / "torch-eps", max_grad_norm=1.0, TORCH_ADAM_EPSILON="1"
+    )
     np.testing.assert_allclose(torch_eps["ours"], ours["loss_log"]["losses"], rtol=1e-5)
     # Until a <pad> is fed as input (where the TF model's pad row starts to learn), the norms agree tightly.
     first_pad = next(n for n, batch in enumerate(batches) if (batch["input_ids"] == PAD).any())
     assert first_pad > 5
-    np.testing.assert_allclose(torch_eps["ours_norms"][:first_pad], ours["loss_log"]["grad_norms"][:first_pad], rtol=1e-5)
+    np.testing.assert_allclose(
+        torch_eps["ours_norms"][:first_pad], ours["loss_log"]["grad_norms"][:first_pad], rtol=1e-5
+    )
     others = np.arange(pt_logits.shape[-1]) != PAD
     np.testing.assert_allclose(torch_logits[..., others], pt_logits[..., others], atol=2e-5)
     # Keras' own epsilon moves rarely-used vocabulary rows measurably: the switch above is what aligns them.

@@ -14,7 +14,16 @@ from tiny_models import BROKEN_MODELS
 
 pytestmark = pytest.mark.tf
 HERE = Path(__file__).parent
-TINY_ARGS = ["--block-size", "32", "--learning-rate", "1e-3", "--per-device-batch-size", "8", "--eval-batch-size", "32"]
+TINY_ARGS = [
+    "--block-size",
+    "32",
+    "--learning-rate",
+    "1e-3",
+    "--per-device-batch-size",
+    "8",
+    "--eval-batch-size",
+    "32",
+]
 
 
 def child_env() -> dict:
@@ -23,22 +32,43 @@ def child_env() -> dict:
 
 
 def scenario(name: str, model: Path, data: Path, work: Path, **env: str) -> dict:
-    done = subprocess.run([sys.executable, str(HERE / "tf_scenarios.py"), name, str(model), str(data), str(work)],
-                          env={**child_env(), **env}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "tf_scenarios.py"), name, str(model), str(data), str(work)],
+        env={**child_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 def tf_mlm(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tf_mlm", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("tf-run") / "out"
-    done = tf_mlm("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
-                  "--num-epochs", "2", "--jit-compile")
+    done = tf_mlm(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "2",
+        "--jit-compile",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "all_results.json").read_text())
 
@@ -64,7 +94,9 @@ def test_tf_and_pytorch_give_the_same_top_k(trained):
     assert tf_top == [[p["token"] for p in fill(t, top_k=5)] for t in texts]
 
 
-def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(trained, tiny_roberta, eli5_jsonl, tmp_path):
+def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(
+    trained, tiny_roberta, eli5_jsonl, tmp_path
+):
     from pt_helpers import train_tiny
 
     _, tf_results = trained
@@ -111,7 +143,10 @@ def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path
     assert seen["crashed"] and seen["backup_left"]
     assert seen["refused"]["block"].startswith("--block-size: the Keras backup in")
     assert seen["refused"]["rate"].startswith("--learning-rate: the Keras backup in")
-    assert seen["refused"]["steps"].startswith("--max-steps: the Keras backup in") and "already" in seen["refused"]["steps"]
+    assert (
+        seen["refused"]["steps"].startswith("--max-steps: the Keras backup in")
+        and "already" in seen["refused"]["steps"]
+    )
     assert seen["finished_untouched"], "resuming a finished run returns its results untouched"
     assert seen["resumed_steps"] == seen["whole_steps"]
     assert seen["resumed_evals"][0] == 0 and seen["resumed_evals"][-1] == seen["whole_steps"]
@@ -138,46 +173,93 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
 
 
 def backup_files(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_a_damaged_backup_or_another_model_is_refused_in_one_line_and_the_backup_kept(
-        tiny_roberta, tiny_bert, eli5_jsonl, tmp_path):
-    assert scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
+    tiny_roberta, tiny_bert, eli5_jsonl, tmp_path
+):
+    assert (
+        scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
+    )
     out = tmp_path / "stopped"
     backup, before = out / "backup", backup_files(out / "backup")
     assert "manifest.json" in before and "loss_log.json" in before
-    resume = ["train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--num-epochs", "3", "--resume", "auto"]
+    resume = [
+        "train",
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "3",
+        "--resume",
+        "auto",
+    ]
 
     other = tf_mlm(*resume, "--model", tiny_bert)
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
     line = other.stderr.strip().splitlines()[-1]
-    assert line.startswith("Error: --model: the Keras backup in") and "roberta" in line and "bert" in line, line
+    assert line.startswith("Error: --model: the Keras backup in") and "roberta" in line and "bert" in line, (
+        line
+    )
 
     data = next(name for name in before if ".data-" in name)
     (backup / data).write_bytes(before[data][: len(before[data]) // 2])
     damaged = tf_mlm(*resume, "--model", tiny_roberta)
     assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr[-2000:]
     line = damaged.stderr.strip().splitlines()[-1]
-    assert line.startswith("Error: --resume: the Keras backup in") and f"{data} has {len(before[data]) // 2} bytes" in line
-    assert backup_files(backup) == {**before, data: before[data][: len(before[data]) // 2]}, "nothing else changed"
+    assert (
+        line.startswith("Error: --resume: the Keras backup in")
+        and f"{data} has {len(before[data]) // 2} bytes" in line
+    )
+    assert backup_files(backup) == {**before, data: before[data][: len(before[data]) // 2]}, (
+        "nothing else changed"
+    )
 
 
-def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(tiny_roberta, eli5_jsonl, tmp_path):
+def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(
+    tiny_roberta, eli5_jsonl, tmp_path
+):
     out = tmp_path / "out"
-    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, "--num-epochs", "2"]
-    failed = subprocess.run([sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
-                            env=child_env(), capture_output=True, text=True, timeout=600)
+    args = [
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "2",
+    ]
+    failed = subprocess.run(
+        [sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
     line = failed.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), line
+    assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), (
+        line
+    )
     backup = backup_files(out / "backup")
     assert "manifest.json" in backup and not (out / "all_results.json").exists()
     done = tf_mlm(*args, "--resume", "auto")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)
-    assert [e["step"] for e in results["loss_log"]["evals"]] == [0, results["optimizer_steps"] // 2, results["optimizer_steps"]]
+    assert [e["step"] for e in results["loss_log"]["evals"]] == [
+        0,
+        results["optimizer_steps"] // 2,
+        results["optimizer_steps"],
+    ]
     assert not (out / "backup").exists(), "the backup goes once the run is complete"
 
 
@@ -186,10 +268,26 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     import time
 
     out = tmp_path / "killed"
-    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS,
-            "--num-epochs", "4", "--checkpointing-steps", "10"]
-    process = subprocess.Popen([sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "4",
+        "--checkpointing-steps",
+        "10",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tf_mlm", *map(str, args)],
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state, deadline = out / "backup" / "loss_log.json", time.time() + 300
     while time.time() < deadline and process.poll() is None and not state.exists():
         time.sleep(0.05)  # the first epoch's evaluation is written: backups exist, the fit is mid-way
@@ -211,21 +309,56 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_r
     assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
     assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
     assert seen["upload_message"].startswith("tf-mlm: perplexity")
-    assert seen["uploaded"] == sorted([
-        "README.md", "all_results.json", "config.json", "loss_curve.png", "merges.txt", "pytorch_model.bin",
-        "special_tokens_map.json", "tf_model.h5", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-    ])
+    assert seen["uploaded"] == sorted(
+        [
+            "README.md",
+            "all_results.json",
+            "config.json",
+            "loss_curve.png",
+            "merges.txt",
+            "pytorch_model.bin",
+            "special_tokens_map.json",
+            "tf_model.h5",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.json",
+        ]
+    )
 
 
-def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny_roberta, eli5_jsonl, tmp_path):
-    args = ["train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS,
-            "--strategy", "multi-worker", "--worker-timeout", "5"]
+def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(
+    tiny_roberta, eli5_jsonl, tmp_path
+):
+    args = [
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        tmp_path / "out",
+        *TINY_ARGS,
+        "--strategy",
+        "multi-worker",
+        "--worker-timeout",
+        "5",
+    ]
     port_a, port_b = free_ports(2)
-    lonely = {"cluster": {"worker": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]}, "task": {"type": "worker", "index": 0}}
-    for tf_config, code, says in ((json.dumps(lonely), 1, "Error: TF_CONFIG: not every worker of"),
-                                  ('{"cluster": ', 2, "Error: TF_CONFIG: is not valid JSON")):
-        done = subprocess.run([sys.executable, "-m", "tf_mlm", *map(str, args)], env={**child_env(), "TF_CONFIG": tf_config},
-                              capture_output=True, text=True, timeout=120)
+    lonely = {
+        "cluster": {"worker": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    for tf_config, code, says in (
+        (json.dumps(lonely), 1, "Error: TF_CONFIG: not every worker of"),
+        ('{"cluster": ', 2, "Error: TF_CONFIG: is not valid JSON"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "tf_mlm", *map(str, args)],
+            env={**child_env(), "TF_CONFIG": tf_config},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == code, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith(says) and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
@@ -242,8 +375,10 @@ else:
 Auto.from_pretrained(folder)
 # transformers 4.57 passes its default dtype="auto" to TF models, which reject it (any TF model, not
 # only ours): a TF pipeline needs dtype=None there.
-fill = pipeline("fill-mask", model=folder, framework=framework, **({"dtype": None} if framework == "tf" else {}))
-top = [[p["token"] for p in fill(text, top_k=3)] for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")]
+dtype = {"dtype": None} if framework == "tf" else {}
+fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
+top = [[p["token"] for p in fill(text, top_k=3)]
+       for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")]
 project = sorted(m for m in sys.modules if m.split(".")[0] in ("shared", "pt_mlm", "tf_mlm", "benchmarks"))
 print("RESULT " + json.dumps({"top": top, "project": project}))
 """
@@ -252,21 +387,35 @@ print("RESULT " + json.dumps({"top": top, "project": project}))
 def load_with_plain_transformers(folder: Path, framework: str, work: Path) -> dict:
     """A fresh process that never imports this project, in a user's default environment (both frameworks
     visible: transformers 4.x cannot import its pipelines with torch hidden)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    done = subprocess.run([sys.executable, "-c", PLAIN_TRANSFORMERS, framework, str(folder)], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_TRANSFORMERS, framework, str(folder)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 @pytest.mark.slow
-def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(trained, tiny_roberta, eli5_jsonl, tmp_path):
+def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(
+    trained, tiny_roberta, eli5_jsonl, tmp_path
+):
     from pt_helpers import train_tiny
 
     pt_out = tmp_path / "pt"
     train_tiny(tiny_roberta, eli5_jsonl, pt_out, "--max-steps", "30", "--tf-weights")
     for folder in (trained[0], pt_out):
-        seen = {framework: load_with_plain_transformers(folder, framework, tmp_path) for framework in ("tf", "pt")}
+        seen = {
+            framework: load_with_plain_transformers(folder, framework, tmp_path) for framework in ("tf", "pt")
+        }
         assert seen["tf"]["project"] == seen["pt"]["project"] == []
         assert seen["tf"]["top"] == seen["pt"]["top"], folder  # the same weights in both files
 
@@ -285,19 +434,54 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.mark.slow
 def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jsonl, tmp_path):
-    one = tf_mlm("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "single",
-                 *TINY_ARGS, "--num-epochs", "2")  # one worker, 8 blocks per step
+    one = tf_mlm(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        tmp_path / "single",
+        *TINY_ARGS,
+        "--num-epochs",
+        "2",
+    )  # one worker, 8 blocks per step
     assert one.returncode == 0, one.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "all_results.json").read_text())
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
-        env = {**child_env(), "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        args = ["train", "--strategy", "multi-worker", "--model", tiny_roberta, "--dataset", eli5_jsonl,
-                "--output-dir", tmp_path / f"worker{index}", *TINY_ARGS, "--per-device-batch-size", "4",
-                "--num-epochs", "2"]
-        processes.append(subprocess.Popen([sys.executable, "-m", "tf_mlm", *map(str, args)], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        env = {
+            **child_env(),
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        args = [
+            "train",
+            "--strategy",
+            "multi-worker",
+            "--model",
+            tiny_roberta,
+            "--dataset",
+            eli5_jsonl,
+            "--output-dir",
+            tmp_path / f"worker{index}",
+            *TINY_ARGS,
+            "--per-device-batch-size",
+            "4",
+            "--num-epochs",
+            "2",
+        ]
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tf_mlm", *map(str, args)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]

@@ -25,9 +25,17 @@ TINY = dict(block_size=32)
 
 def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
     return RunConfig(
-        DataConfig(dataset=data, **TINY), ModelConfig(model=model),
-        TrainConfig(**{"output_dir": str(out), "learning_rate": 1e-3, "per_device_batch_size": 8, "eval_batch_size": 32,
-                       **train}),
+        DataConfig(dataset=data, **TINY),
+        ModelConfig(model=model),
+        TrainConfig(
+            **{
+                "output_dir": str(out),
+                "learning_rate": 1e-3,
+                "per_device_batch_size": 8,
+                "eval_batch_size": 32,
+                **train,
+            }
+        ),
     )
 
 
@@ -75,9 +83,14 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
 
     big = resolve_model(BUILTIN_MODEL).location
     big_tokenizer = AutoTokenizer.from_pretrained(big)
-    big_data = prepare_data(DataConfig(dataset=BUILTIN_DATASET, block_size=64, max_samples=300), big_tokenizer, seed=42)
-    big_batch = dict(DataCollatorForLanguageModeling(big_tokenizer, seed=0, return_tensors="np")(
-        [{"input_ids": b} for b in big_data.train_blocks[:8]]))
+    big_data = prepare_data(
+        DataConfig(dataset=BUILTIN_DATASET, block_size=64, max_samples=300), big_tokenizer, seed=42
+    )
+    big_batch = dict(
+        DataCollatorForLanguageModeling(big_tokenizer, seed=0, return_tensors="np")(
+            [{"input_ids": b} for b in big_data.train_blocks[:8]]
+        )
+    )
     internal = {}
     for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
@@ -86,22 +99,37 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         net.compile(optimizer=keras.optimizers.SGD(0.0))
         internal[policy] = float(np.mean(net.test_on_batch(big_batch)))
     keras.mixed_precision.set_global_policy("float32")
-    mixed = train(tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16")).to_dict()
+    mixed = train(
+        tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16")
+    ).to_dict()
     # The sparse head (default; exact rows without XLA, fixed rows with it) trains like the dense model.
     heads = {
         name: train(tiny_run(model, data, work / name, max_steps=6), options).loss_log["losses"]
-        for name, options in (("sparse", TFOptions()), ("dense", TFOptions(sparse_head=False)),
-                              ("sparse_xla", TFOptions(jit_compile=True)))
+        for name, options in (
+            ("sparse", TFOptions()),
+            ("dense", TFOptions(sparse_head=False)),
+            ("sparse_xla", TFOptions(jit_compile=True)),
+        )
     }
     from tf_mlm.heads import masked_rows, masked_token_loss_sum
 
     net = TFAutoModelForMaskedLM.from_pretrained(model)
     ids, labels = data_.eval_inputs["input_ids"][:8], data_.eval_inputs["labels"][:8]
     exact = masked_token_loss_sum(net, ids, labels, training=False)
-    fixed = tf.function(masked_token_loss_sum, jit_compile=True)(net, ids, labels, False, masked_rows(ids.size, 0.15))
+    fixed = tf.function(masked_token_loss_sum, jit_compile=True)(
+        net, ids, labels, False, masked_rows(ids.size, 0.15)
+    )
     rows = {"exact": [float(exact[0]), float(exact[1])], "fixed_xla": [float(fixed[0]), float(fixed[1])]}
-    return {"xla": losses, "eval": evals, "rows": rows, "internal": internal, "max_label": int(big_batch["labels"].max()), "mixed_before": mixed["before"]["eval_loss"], "mixed_after": mixed["after"]["eval_loss"],
-            "heads": heads}
+    return {
+        "xla": losses,
+        "eval": evals,
+        "rows": rows,
+        "internal": internal,
+        "max_label": int(big_batch["labels"].max()),
+        "mixed_before": mixed["before"]["eval_loss"],
+        "mixed_after": mixed["after"]["eval_loss"],
+        "heads": heads,
+    }
 
 
 def interrupted_fit(model: str, data: str, work: Path) -> dict:
@@ -119,8 +147,11 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     from shared.errors import UsageError
 
     refused = {}  # a resume that would be another run is refused, naming the setting
-    for name, changed in (("block", dict(block_size=16)), ("rate", dict(learning_rate=2e-3)),
-                          ("steps", dict(max_steps=1))):
+    for name, changed in (
+        ("block", dict(block_size=16)),
+        ("rate", dict(learning_rate=2e-3)),
+        ("steps", dict(max_steps=1)),
+    ):
         try:
             config = tiny_run(model, data, out, num_epochs=3, resume="auto")
             for key, value in changed.items():
@@ -132,11 +163,15 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
     finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
     return {
-        "crashed": crashed, "backup_left": backup_left, "refused": refused,
+        "crashed": crashed,
+        "backup_left": backup_left,
+        "refused": refused,
         "finished_untouched": finished == json.loads((out / "all_results.json").read_text()),
-        "whole_steps": whole["optimizer_steps"], "resumed_steps": resumed["optimizer_steps"],
+        "whole_steps": whole["optimizer_steps"],
+        "resumed_steps": resumed["optimizer_steps"],
         "resumed_evals": [e["step"] for e in resumed["loss_log"]["evals"]],
-        "whole_after": whole["after"]["eval_loss"], "resumed_after": resumed["after"]["eval_loss"],
+        "whole_after": whole["after"]["eval_loss"],
+        "resumed_after": resumed["after"]["eval_loss"],
     }
 
 
@@ -154,30 +189,55 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
         "existing_output": base + ["--output-dir", str(existing)],
         "precision": base + ["--output-dir", str(work / "b"), "--mixed-precision", "fp16"],
         "resume_without_backup": base + ["--output-dir", str(work / "c"), "--resume", "auto"],
-        "xla_multi_worker": base + ["--output-dir", str(work / "e"), "--strategy", "multi-worker", "--jit-compile"],
-        "block_size": ["train", "--model", model, "--dataset", data, "--block-size", "4096", "--output-dir", str(work / "d")],
+        "xla_multi_worker": base
+        + ["--output-dir", str(work / "e"), "--strategy", "multi-worker", "--jit-compile"],
+        "block_size": [
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            data,
+            "--block-size",
+            "4096",
+            "--output-dir",
+            str(work / "d"),
+        ],
         "no_mask": ["fill-mask", model, "nothing to fill"],
     }
     from tiny_models import BROKEN_MODELS, broken_copy
 
     for how, _ in BROKEN_MODELS:  # the same unusable folders as the PyTorch path's test
-        cases[how] = ["train", "--model", str(broken_copy(Path(model), work, how)), "--dataset", data,
-                      "--block-size", "32", "--output-dir", str(work / "f")]
+        cases[how] = [
+            "train",
+            "--model",
+            str(broken_copy(Path(model), work, how)),
+            "--dataset",
+            data,
+            "--block-size",
+            "32",
+            "--output-dir",
+            str(work / "f"),
+        ]
     seen = {}
     for name, args in cases.items():
         result = CliRunner().invoke(main, args)
-        seen[name] = {"exit": result.exit_code, "output": result.output.strip().splitlines()[-1] if result.output.strip() else ""}
+        seen[name] = {
+            "exit": result.exit_code,
+            "output": result.output.strip().splitlines()[-1] if result.output.strip() else "",
+        }
     seen["existing_kept"] = (existing / "keep.txt").read_text() == "a previous run"
     return seen
 
 
 def schedules(model: str, data: str, work: Path) -> dict:
-    """The learning rate of tf-mlm's optimizer at each step, for every --lr-scheduler (warm-up 3, 20 steps)."""
+    """tf-mlm's learning rate at each step, for every --lr-scheduler (warm-up 3, 20 steps)."""
     from tf_mlm.training import make_optimizer
 
     rates = {}
     for name in ("linear", "cosine", "constant", "constant_with_warmup"):
-        optimizer = make_optimizer(TrainConfig(learning_rate=1e-3, warmup_steps=3, lr_scheduler=name), total_steps=20)
+        optimizer = make_optimizer(
+            TrainConfig(learning_rate=1e-3, warmup_steps=3, lr_scheduler=name), total_steps=20
+        )
         rates[name] = [float(optimizer.learning_rate(step)) for step in range(20)]
     return rates
 
@@ -187,7 +247,9 @@ def stopped_fit(model: str, data: str, work: Path) -> dict:
     from tf_mlm.training import TFOptions, train
 
     try:
-        train(tiny_run(model, data, work / "stopped", num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()])
+        train(
+            tiny_run(model, data, work / "stopped", num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()]
+        )
     except RuntimeError as error:
         return {"stopped": str(error)}
     return {"stopped": None}
@@ -220,20 +282,27 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
         def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
             from huggingface_hub.utils import filter_repo_objects  # what the real upload_folder filters with
 
-            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            files = [
+                p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()
+            ]
             calls["uploaded"] = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
             calls["upload_message"] = commit_message
 
-    keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type("Repo", (), {"repo_id": repo_id})()
+    keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type(
+        "Repo", (), {"repo_id": repo_id}
+    )()
     keras_callbacks.Repository = FakeRepository
     huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
     publish.hub_offline_reason = lambda: None
     run = tiny_run(model, data, work / "out", num_epochs=2)
     run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf")
     train(run, TFOptions())
-    card = (work / "out" / "hub" / "README.md")
-    return {**calls, "callback_saved": sorted(p.name for p in (work / "out" / "hub").iterdir()),
-            "card": card.read_text() if card.is_file() else ""}
+    card = work / "out" / "hub" / "README.md"
+    return {
+        **calls,
+        "callback_saved": sorted(p.name for p in (work / "out" / "hub").iterdir()),
+        "card": card.read_text() if card.is_file() else "",
+    }
 
 
 def use_torch_adam_epsilon() -> None:
@@ -284,8 +353,15 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
             self.losses.append(float(logs["loss"]))  # tf-mlm's train step reports the step's own loss
             self.norms.append(float(logs["grad_norm"]))
 
-    run = tiny_run(model, "unused", work / "unused", max_steps=steps, max_grad_norm=max_grad_norm, learning_rate=lr,
-                   per_device_batch_size=batch)
+    run = tiny_run(
+        model,
+        "unused",
+        work / "unused",
+        max_steps=steps,
+        max_grad_norm=max_grad_norm,
+        learning_rate=lr,
+        per_device_batch_size=batch,
+    )
     ours = TFAutoModelForMaskedLM.from_pretrained(model)
     trainee = compile_trainee(ours, run, TFOptions(), total_steps=steps)
     ours_log = StepLosses()
@@ -298,7 +374,9 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     reference = TFAutoModelForMaskedLM.from_pretrained(model)
     # The guide's Keras code, with the schedule and decay exclusions of transformers' TF examples
     # (create_optimizer), which are the Trainer's; no clipping, as the guide.
-    optimizer, _ = create_optimizer(init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01)
+    optimizer, _ = create_optimizer(
+        init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01
+    )
     reference.compile(optimizer=optimizer, run_eagerly=True)  # eager, so each step's own loss can be read
     reference_losses, compute_loss = [], reference.hf_compute_loss
 
@@ -310,10 +388,18 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     reference.hf_compute_loss = recording_loss
     reference.fit(in_order(), epochs=1, verbose=0)
 
-    weight_diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-                      for a, b in zip(ours.trainable_variables, reference.trainable_variables))
-    moved = max(float(np.max(np.abs(a.numpy() - b.numpy())))
-                for a, b in zip(ours.trainable_variables, TFAutoModelForMaskedLM.from_pretrained(model).trainable_variables))
+    weight_diff = max(
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(ours.trainable_variables, reference.trainable_variables, strict=True)
+    )
+    moved = max(
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(
+            ours.trainable_variables,
+            TFAutoModelForMaskedLM.from_pretrained(model).trainable_variables,
+            strict=True,
+        )
+    )
     return {**result, "reference": reference_losses, "weight_diff": weight_diff, "moved": moved}
 
 

@@ -19,8 +19,14 @@ def train(run, options):
     return tf_mlm.train(run, options)
 
 
-main = make_cli("tf-mlm", __version__, "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
-                TFOptions, train=train, filler="tf_mlm:MaskFiller")
+main = make_cli(
+    "tf-mlm",
+    __version__,
+    "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
+    TFOptions,
+    train=train,
+    filler="tf_mlm:MaskFiller",
+)
 
 if __name__ == "__main__":
     main()

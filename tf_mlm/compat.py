@@ -48,5 +48,7 @@ def load_masked_lm(resolved, **kwargs):
     from shared.models import load_weights
 
     patch_safetensors_loading()
-    return load_weights(lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs(),
-                                                                       **kwargs), resolved.name)
+    return load_weights(
+        lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs(), **kwargs),
+        resolved.name,
+    )

@@ -10,9 +10,16 @@ from typing import Iterator
 # What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
 # TF_CPP_MIN_LOG_LEVEL: absl's pre-initialisation notice, oneDNN and CPU-feature notes, and the failed
 # CUDA probes. None of it is the user's concern; anything else printed meanwhile is passed on.
-NATIVE_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
-                "Could not find cuda drivers", "failed call to cuInit", "cpu_feature_guard.cc",
-                "To enable the following instructions", "Unable to register cu", "cuda_executor.cc")
+NATIVE_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+    "Unable to register cu",
+    "cuda_executor.cc",
+)
 
 
 def prepare() -> None:
@@ -41,7 +48,9 @@ def native_noise_filtered() -> Iterator[None]:
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE)))
+            sys.stderr.write(
+                "".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE))
+            )
 
 
 @contextlib.contextmanager
@@ -55,5 +64,7 @@ def prepared() -> Iterator[None]:
 def check_prepared(module: str) -> None:
     """Fail with the fix, rather than deep inside Keras 3, when TensorFlow would load without tf-keras."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        raise ImportError(f"{module} needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: use tf_mlm.train "
-                          "or tf_mlm.MaskFiller, or call tf_mlm.environment.prepare() first")
+        raise ImportError(
+            f"{module} needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: use tf_mlm.train "
+            "or tf_mlm.MaskFiller, or call tf_mlm.environment.prepare() first"
+        )

@@ -32,7 +32,9 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
     return min(batch_tokens, math.ceil(2 * mlm_probability * batch_tokens) + 64)
 
 
-def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True):
+def masked_token_loss_sum(
+    model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True
+):
     """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy."""
     parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
@@ -51,7 +53,9 @@ def masked_token_loss_sum(model, input_ids, labels, training: bool, rows: int | 
             hidden, labels = tf.gather(hidden, order), tf.gather(labels, order)
         logits = head(hidden[tf.newaxis], training=training)[0]  # the head expects (batch, length, hidden)
         weights = tf.cast(labels != -100, tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(logits, tf.float32))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.maximum(labels, 0), tf.cast(logits, tf.float32)
+    )
     return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
 
@@ -80,7 +84,9 @@ class MaskedLMTrainer(keras.Model):
         return self.mlm(inputs, training=training)
 
     def train_step(self, data):
-        features, labels = data if isinstance(data, tuple) else (data, data["labels"])  # prepare_tf_dataset gives (x, y)
+        features, labels = (
+            data if isinstance(data, tuple) else (data, data["labels"])
+        )  # prepare_tf_dataset gives (x, y)
         input_ids = features["input_ids"] if isinstance(features, dict) else features
         optimizer = self.optimizer
         scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
@@ -95,7 +101,7 @@ class MaskedLMTrainer(keras.Model):
         gradients = tape.gradient(scaled, variables)
         if scales_loss:
             gradients = optimizer.get_unscaled_gradients(gradients)
-        summed = optimizer._aggregate_gradients(list(zip(map(dense, gradients), variables)))
+        summed = optimizer._aggregate_gradients(list(zip(map(dense, gradients), variables, strict=True)))
         grad_norm = tf.linalg.global_norm([g for g, _ in summed])
         # Already summed across replicas; the optimizer clips (global_clipnorm) and applies.
         optimizer.apply_gradients(summed, experimental_aggregate_gradients=False)

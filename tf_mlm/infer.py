@@ -1,7 +1,7 @@
 """`tf_mlm.MaskFiller`: load a trained folder and fill masks from Python, with TensorFlow ops.
 
-    from tf_mlm import MaskFiller
-    MaskFiller("runs/minilm-tf")("The Milky Way is a <mask> galaxy.", top_k=3)
+from tf_mlm import MaskFiller
+MaskFiller("runs/minilm-tf")("The Milky Way is a <mask> galaxy.", top_k=3)
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ class MaskFiller(MaskFillerBase):
         super().__init__(tokenizer, max_block_size(config, tokenizer))
         self.model = load_masked_lm(resolved)
 
-    def _top_k(self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top_k(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits
         mask_positions = tf.where(input_ids == self.tokenizer.mask_token_id)  # (masks, 2), row-major order
         mask_logits = tf.cast(tf.gather_nd(logits, mask_positions), tf.float32)

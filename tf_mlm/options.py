@@ -16,11 +16,15 @@ class TFOptions:
     mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = option(
         "no", "Keras mixed-precision policy, set before the model is built."
     )
-    jit_compile: bool = option(False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True)
+    jit_compile: bool = option(
+        False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True
+    )
     strategy: Literal["auto", "default", "mirrored", "multi-worker"] = option(
         "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible)."
     )
-    sparse_head: bool = option(True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True)
+    sparse_head: bool = option(
+        True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
+    )
     worker_timeout: int = option(
         300, "With --strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up."
     )
@@ -31,7 +35,9 @@ class TFOptions:
             raise UsageError(f"must be 1 or more, got {self.worker_timeout}", "--worker-timeout")
         if self.strategy == "multi-worker" and self.jit_compile:
             # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
-            raise UsageError("cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile")
+            raise UsageError(
+                "cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile"
+            )
 
 
 def check_tf_config(text: str | None) -> None:
@@ -48,7 +54,9 @@ def check_tf_config(text: str | None) -> None:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise UsageError('needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG")
+        raise UsageError(
+            'needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG"
+        )
     for role, addresses in cluster.items():
         if not isinstance(addresses, list) or not addresses:
             raise UsageError(f'cluster "{role}" must be a non-empty list of host:port addresses', "TF_CONFIG")
@@ -60,5 +68,7 @@ def check_tf_config(text: str | None) -> None:
         raise UsageError(f'needs a "task" whose "type" is one of {sorted(cluster)}', "TF_CONFIG")
     index, members = task.get("index"), cluster[task["type"]]
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(members):
-        raise UsageError(f'task index {index!r} is not a position in cluster "{task["type"]}" '
-                         f"(0 to {len(members) - 1})", "TF_CONFIG")
+        raise UsageError(
+            f'task index {index!r} is not a position in cluster "{task["type"]}" (0 to {len(members) - 1})',
+            "TF_CONFIG",
+        )

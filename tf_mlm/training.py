@@ -5,13 +5,15 @@ Runbook:
     # one CPU or GPU (XLA on for speed; the guide runs without it)
     tf-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm-tf --jit-compile
     # the guide's recipe, online, pushed to the Hub as it trains
-    tf-mlm train --model distilbert/distilroberta-base --dataset eli5_category --push-to-hub --hub-model-id you/eli5-mlm
+    tf-mlm train --model distilbert/distilroberta-base --dataset eli5_category \\
+        --push-to-hub --hub-model-id you/eli5-mlm
     # mixed precision: mixed_float16 on GPUs, mixed_bfloat16 on recent CPUs and TPUs
     tf-mlm train --mixed-precision mixed_float16 ...
     # every GPU of one machine (global batch = per-replica batch x replicas)
     tf-mlm train --strategy mirrored ...
     # several machines: the same command on each, TF_CONFIG naming the cluster and this worker's index
-    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+               "task": {"type": "worker", "index": 0}}' \\
         tf-mlm train --strategy multi-worker ...
     # continue an interrupted fit from its last backup
     tf-mlm train ... --resume auto
@@ -66,9 +68,13 @@ LOSS_LOG, IDENTITY = "loss_log.json", "run_identity.json"  # beside the Keras ba
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
 
-def train(run: RunConfig, options: TFOptions | None = None, callbacks: list | None = None,
-          hooks: list[RunHooks] | None = None) -> Results:
-    """Fine-tune with compile() and fit(); `callbacks` are extra Keras callbacks (tests interrupt a fit so)."""
+def train(
+    run: RunConfig,
+    options: TFOptions | None = None,
+    callbacks: list | None = None,
+    hooks: list[RunHooks] | None = None,
+) -> Results:
+    """Fine-tune with compile() and fit(); `callbacks`: extra Keras callbacks (tests interrupt a fit so)."""
     return skeleton.train(run, KerasBackend(options or TFOptions(), callbacks), hooks)
 
 
@@ -85,12 +91,21 @@ def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strateg
     # can end the wait. faulthandler's watchdog thread needs no GIL: it exits with 1 after the timeout,
     # its traceback going to a file; a small process says why on the console just before.
     cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
-    message = (f"Error: TF_CONFIG: not every worker of {cluster} answered within {worker_timeout} s "
-               "(--worker-timeout); start the same command on each of them")
+    message = (
+        f"Error: TF_CONFIG: not every worker of {cluster} answered within {worker_timeout} s "
+        "(--worker-timeout); start the same command on each of them"
+    )
     crash_log = open(Path(tempfile.gettempdir()) / f"mlm-toolkit-workers-{os.getpid()}.log", "w")  # noqa: SIM115
     faulthandler.dump_traceback_later(worker_timeout + 1, exit=True, file=crash_log)
-    announcer = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1])); "
-                                  "print(sys.argv[2], file=sys.stderr)", str(worker_timeout), message])
+    announcer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; time.sleep(float(sys.argv[1])); print(sys.argv[2], file=sys.stderr)",
+            str(worker_timeout),
+            message,
+        ]
+    )
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -116,9 +131,14 @@ def make_optimizer(train_cfg, total_steps: int):
     warmup = 0 if name == "constant" else train_cfg.warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
     # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
-    optimizer, _ = create_optimizer(init_lr=rate, num_train_steps=total_steps, num_warmup_steps=warmup,
-                                    weight_decay_rate=train_cfg.weight_decay, power=1.0 if name == "linear" else 0.0,
-                                    adam_global_clipnorm=train_cfg.max_grad_norm or None)
+    optimizer, _ = create_optimizer(
+        init_lr=rate,
+        num_train_steps=total_steps,
+        num_warmup_steps=warmup,
+        weight_decay_rate=train_cfg.weight_decay,
+        power=1.0 if name == "linear" else 0.0,
+        adam_global_clipnorm=train_cfg.max_grad_norm or None,
+    )
     if name == "cosine":  # half a cosine from the peak to 0 over the steps after the warm-up
         cosine = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps - warmup, 1))
         optimizer.learning_rate = WarmUp(rate, cosine, warmup) if warmup else cosine
@@ -130,7 +150,9 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int)
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
         rows = masked_rows(run.train.per_device_batch_size * run.data.block_size, run.data.mlm_probability)
-    trainee = MaskedLMTrainer(model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows)
+    trainee = MaskedLMTrainer(
+        model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows
+    )
     trainee.compile(optimizer=make_optimizer(run.train, total_steps), jit_compile=options.jit_compile)
     return trainee
 
@@ -138,8 +160,9 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int)
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
     in float32 whatever the precision policy. The graph is traced once per run, not per call."""
-    batch_sums = tf.function(lambda ids, labels: masked_token_loss_sum(model, ids, labels, training=False),
-                             reduce_retracing=True)
+    batch_sums = tf.function(
+        lambda ids, labels: masked_token_loss_sum(model, ids, labels, training=False), reduce_retracing=True
+    )
 
     def evaluate() -> float:
         mean = TokenWeightedMean()
@@ -157,16 +180,25 @@ class RunMonitor(keras.callbacks.Callback):
 
     def __init__(self, recorder: Recorder, evaluate_fn, plan: StepPlan, tokens_per_step: int) -> None:
         super().__init__()
-        self.recorder, self.evaluate_fn, self.plan, self.tokens_per_step = recorder, evaluate_fn, plan, tokens_per_step
+        self.recorder, self.evaluate_fn, self.plan, self.tokens_per_step = (
+            recorder,
+            evaluate_fn,
+            plan,
+            tokens_per_step,
+        )
 
     def on_train_batch_begin(self, batch, logs=None):
         self._tic = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        step_loss = float(logs["loss"])  # this step's own loss; reading it waits for the step: the timing is real
+        step_loss = float(
+            logs["loss"]
+        )  # this step's own loss; reading it waits for the step: the timing is real
         step = int(self.model.optimizer.iterations.numpy())
         self.recorder.train_tokens += self.tokens_per_step
-        self.recorder.steps(step, [step_loss], [float(logs.get("grad_norm", math.nan))], time.perf_counter() - self._tic)
+        self.recorder.steps(
+            step, [step_loss], [float(logs.get("grad_norm", math.nan))], time.perf_counter() - self._tic
+        )
         if step >= self.plan.total_steps:
             self.model.stop_training = True
 
@@ -188,7 +220,9 @@ class StepProgbar(keras.callbacks.ProgbarLogger):
 
     def _finalize_progbar(self, logs, counter):
         if self.seen and self.target and self.seen < self.target:  # the bar ends where the fit stopped
-            self.progbar.update(self.seen, [(k, np.asarray(v).item()) for k, v in (logs or {}).items()], finalize=True)
+            self.progbar.update(
+                self.seen, [(k, np.asarray(v).item()) for k, v in (logs or {}).items()], finalize=True
+            )
             if self.verbose == 2:  # Keras ends this line only at a full epoch
                 sys.stdout.write("\n")
         else:
@@ -254,8 +288,10 @@ class KerasBackend:
             from transformers.utils import is_torch_available
 
             if not is_torch_available():
-                raise RunError("--push-to-hub: transformers' PushToHubCallback needs torch importable; "
-                               "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)")
+                raise RunError(
+                    "--push-to-hub: transformers' PushToHubCallback needs torch importable; "
+                    "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)"
+                )
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
@@ -263,37 +299,53 @@ class KerasBackend:
         global_batch = run.train.per_device_batch_size * self.num_processes
         batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
         if batches == 0:
-            raise UsageError(f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
-                             "--per-device-batch-size")
+            raise UsageError(
+                f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
+                "--per-device-batch-size",
+            )
         self.plan = StepPlan.make(batches, 1, global_batch, run.train.num_epochs, run.train.max_steps)
         # The policy must be set before the model is built: layers read it when created.
-        keras.mixed_precision.set_global_policy("float32" if options.mixed_precision == "no" else options.mixed_precision)
+        keras.mixed_precision.set_global_policy(
+            "float32" if options.mixed_precision == "no" else options.mixed_precision
+        )
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
             self.trainee = compile_trainee(model, run, options, self.plan.total_steps)
-            self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
+            self.trainee(
+                tf.zeros((1, run.data.block_size), tf.int32)
+            )  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
         self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
         import datasets
 
         self.train_set = model.prepare_tf_dataset(
-            datasets.Dataset.from_dict({"input_ids": data.train_blocks}), batch_size=global_batch, shuffle=True,
-            collate_fn=masking_collator(tokenizer, run.data.mlm_probability, return_tensors="np"), drop_remainder=True)
+            datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+            batch_size=global_batch,
+            shuffle=True,
+            collate_fn=masking_collator(tokenizer, run.data.mlm_probability, return_tensors="np"),
+            drop_remainder=True,
+        )
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
         resume = self.run.train.resume
-        self.backup, self.identity = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(), identity
+        self.backup, self.identity = (
+            out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(),
+            identity,
+        )
         if not resume:
             return LossLog()
         where = f"the Keras backup in {self.backup}"
         if not (self.backup.is_dir() and any(self.backup.iterdir())):
             raise UsageError(f"no Keras backup in {str(self.backup)!r} to resume from", "--resume")
         if damage := checkpoint_damage(self.backup):
-            raise UsageError(f"{where} is damaged: {damage}; Keras keeps no older backup to fall back to: "
-                             "start again with --overwrite-output-dir", "--resume")
+            raise UsageError(
+                f"{where} is damaged: {damage}; Keras keeps no older backup to fall back to: "
+                "start again with --overwrite-output-dir",
+                "--resume",
+            )
         if (self.backup / IDENTITY).is_file():
             check_same_run(json.loads((self.backup / IDENTITY).read_text()), identity, where)
         losses = LossLog()
@@ -304,8 +356,11 @@ class KerasBackend:
 
     def describe(self) -> str:
         o = self.options
-        return (f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas, precision "
-                f"{o.mixed_precision}, XLA {o.jit_compile}, sparse head {self.trainee.sparse}, device {self.device}")
+        return (
+            f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas, precision "
+            f"{o.mixed_precision}, XLA {o.jit_compile}, sparse head {self.trainee.sparse}, "
+            f"device {self.device}"
+        )
 
     def track(self, values: dict[str, float], step: int) -> None:
         pass  # Keras' TensorBoard callback writes the logs of fit()
@@ -317,23 +372,43 @@ class KerasBackend:
     def fit(self, recorder: Recorder, out: Path) -> int:
         run, plan = self.run, self.plan
         monitor = RunMonitor(recorder, self.evaluate, plan, plan.global_batch * run.data.block_size)
-        callbacks = [monitor, VerifiedBackup(self.backup, recorder.losses, self.identity,
-                                             run.train.checkpointing_steps or "epoch", self.weight_bytes)]
+        callbacks = [
+            monitor,
+            VerifiedBackup(
+                self.backup,
+                recorder.losses,
+                self.identity,
+                run.train.checkpointing_steps or "epoch",
+                self.weight_bytes,
+            ),
+        ]
         if run.train.report_to == "tensorboard":
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
         if run.hub.push_to_hub:
-            callbacks.append(epoch_pushes()(
-                output_dir=str(out / HUB_CLONE), tokenizer=self.tokenizer, hub_model_id=run.hub.hub_model_id,
-                # model-card data for the card the callback writes
-                finetuned_from=hub_base_model(run.model.model), tasks="fill-mask", dataset=run.data.dataset,
-                language="en",
-            ))
+            callbacks.append(
+                epoch_pushes()(
+                    output_dir=str(out / HUB_CLONE),
+                    tokenizer=self.tokenizer,
+                    hub_model_id=run.hub.hub_model_id,
+                    # model-card data for the card the callback writes
+                    finetuned_from=hub_base_model(run.model.model),
+                    tasks="fill-mask",
+                    dataset=run.data.dataset,
+                    language="en",
+                )
+            )
         self.backup.mkdir(parents=True, exist_ok=True)
-        self.trainee.fit(self.train_set, epochs=plan.num_epochs, steps_per_epoch=plan.steps_per_epoch,
-                         callbacks=[*callbacks, *self.extra_callbacks, StepProgbar()],
-                         verbose=1 if sys.stdout.isatty() else 2)
+        self.trainee.fit(
+            self.train_set,
+            epochs=plan.num_epochs,
+            steps_per_epoch=plan.steps_per_epoch,
+            callbacks=[*callbacks, *self.extra_callbacks, StepProgbar()],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         steps = int(self.trainee.optimizer.iterations.numpy())
-        if recorder.losses.evals[-1]["step"] != steps:  # stopped mid-epoch by --max-steps: evaluate the final weights
+        if (
+            recorder.losses.evals[-1]["step"] != steps
+        ):  # stopped mid-epoch by --max-steps: evaluate the final weights
             recorder.evaluation(steps, self.evaluate(), f"step {steps}")
         return steps
 
