@@ -52,9 +52,9 @@ def write_start(folder: Path) -> Path:
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from shared.config import BUILTIN_MODEL
-    from shared.export import add_weights_for_other_framework
-    from shared.models import resolve_model
+    from mlm_toolkit.config import BUILTIN_MODEL
+    from mlm_toolkit.export import add_weights_for_other_framework
+    from mlm_toolkit.models import resolve_model
 
     source = resolve_model(BUILTIN_MODEL).location
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def write_start(folder: Path) -> Path:
 
 
 def run_config(corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float = 1.0):
-    from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     return RunConfig(
         DataConfig(dataset=str(corpus), text_column="text", max_samples=None, block_size=BLOCK),
@@ -106,7 +106,7 @@ def train_one(
             TrainingArguments,
         )
 
-        from shared.blocks import prepare_data
+        from mlm_toolkit.blocks import prepare_data
 
         tokenizer = AutoTokenizer.from_pretrained(start)
         data = prepare_data(run.data, tokenizer, seed)
@@ -140,7 +140,7 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from pt_mlm.heads import MaskedTokenLoss
-    from shared.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
 
     data = prepare_data(
         run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed
@@ -195,7 +195,7 @@ def child(
 
 
 def write_report(out: Path, report: dict) -> None:
-    from shared.metrics import perplexity
+    from mlm_toolkit.metrics import perplexity
 
     rows = report["rows"]
     lines = [
@@ -251,7 +251,7 @@ def plot(path: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from shared.metrics import perplexity
+    from mlm_toolkit.metrics import perplexity
 
     names = list(report["rows"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -311,8 +311,8 @@ def main() -> None:
             print(f"seed {seed} {recipe}: eval loss {loss:.4f}", flush=True)
     from transformers import AutoTokenizer
 
-    from shared.blocks import prepare_data
-    from shared.metrics import perplexity
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.metrics import perplexity
 
     data = prepare_data(
         run_config(corpus, start, start, 1, seeds[0]).data, AutoTokenizer.from_pretrained(start), seeds[0]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from benchmarks.workloads import Workload
-from shared.config import BUILTIN_DATASET, DataConfig, ModelConfig, RunConfig, TrainConfig
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig, ModelConfig, RunConfig, TrainConfig
 
 START = float(sys.argv[5]) if len(sys.argv) > 5 else time.time()  # when the parent started this process
 
@@ -39,7 +39,7 @@ def shared_data(workload: Workload, model: str):
     """Tokenizer and the same blocks and frozen eval masks the toolkit uses, for the reference recipes."""
     from transformers import AutoTokenizer
 
-    from shared.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     return tokenizer, prepare_data(run_config(workload, model, Path(".")).data, tokenizer, seed=42)
@@ -62,10 +62,10 @@ def tf_peak_memory() -> float | None:
 
 
 def step_timer():
-    """A `shared.run.RunHooks` recording what the product loop reports: each step's share of the measured
+    """A `mlm_toolkit.run.RunHooks` recording what the product loop reports: each step's share of the measured
     time, and when the first step's loss was read (time to first step). The loop is timed by itself;
     the benchmark only listens."""
-    from shared.run import RunHooks
+    from mlm_toolkit.run import RunHooks
 
     class StepTimer(RunHooks):
         def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """PyTorch masked-LM fine-tuning with Accelerate: `pt-mlm train`, `pt_mlm.train`, `pt_mlm.MaskFiller`.
 Importing the package loads no framework and sets nothing; torch comes with the first use of a name."""
 
-from shared.lazy import framework_exports
+from mlm_toolkit.lazy import framework_exports
 
 __all__ = ["MaskFiller", "PTOptions", "train", "__version__"]
 __getattr__ = framework_exports(__name__, "PTOptions")

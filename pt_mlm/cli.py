@@ -3,7 +3,7 @@ that needs it, so `--help` and `--version` answer at once."""
 
 from pt_mlm import __version__
 from pt_mlm.options import PTOptions
-from shared.cli import make_cli
+from mlm_toolkit.cli import make_cli
 
 main = make_cli(
     "pt-mlm",

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM
 
-from shared.fill_mask import MaskFillerBase
-from shared.models import load_checked, load_weights, max_block_size, resolve_model
+from mlm_toolkit.fill_mask import MaskFillerBase
+from mlm_toolkit.models import load_checked, load_weights, max_block_size, resolve_model
 
 
 class MaskFiller(MaskFillerBase):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from shared.blocks import masking_collator
+from mlm_toolkit.blocks import masking_collator
 
 
 def mask_seed(seed: int, epoch: int, position: int) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from shared.config import check_positive, check_numbers, option
-from shared.errors import UsageError
+from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option
+from mlm_toolkit.errors import UsageError
 
 
 @dataclass
-class PTOptions:
+class PTOptions(FrameworkOptions):
     """Settings only the PyTorch path has."""
 
     # Options that change what the model learns: part of the run's identity, checked on --resume.
@@ -20,9 +20,6 @@ class PTOptions:
     save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
     mixed_precision: Literal["no", "fp16", "bf16"] = option(
         "no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU)."
-    )
-    sparse_head: bool = option(
-        True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
     )
     fused_adamw: bool = option(
         True,

@@ -18,7 +18,7 @@ Runbook (the same command everywhere; Accelerate decides the processes):
     # continue a stopped run from its newest complete checkpoint
     pt-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `shared.run.train`; this module is
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`; this module is
 what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in plain sight.
 """
 
@@ -42,15 +42,15 @@ from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import WaitClock, eval_loader, micro_batch_seed, train_loader
 from pt_mlm.options import PTOptions
-from shared import run as skeleton
-from shared.config import RunConfig
-from shared.errors import RunError
-from shared.export import add_weights_for_other_framework
-from shared.metrics import LossLog, TokenWeightedMean
-from shared.models import load_weights
-from shared.outputs import find_resume_checkpoint
-from shared.results import Results
-from shared.run import Recorder, RunHooks, StepPlan
+from mlm_toolkit import run as skeleton
+from mlm_toolkit.config import RunConfig
+from mlm_toolkit.errors import RunError
+from mlm_toolkit.export import add_weights_for_other_framework
+from mlm_toolkit.metrics import LossLog, TokenWeightedMean
+from mlm_toolkit.models import load_weights
+from mlm_toolkit.outputs import find_resume_checkpoint
+from mlm_toolkit.results import Results
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan
 
 log = logging.getLogger("pt_mlm")
 
@@ -101,7 +101,7 @@ class UnreadSteps:
 
 
 class TorchBackend:
-    """What PyTorch does in `shared.run.train`: Accelerate, the sparse-head loss, AdamW, the step loop."""
+    """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
 
     framework, short = "pytorch", "pt"
 
@@ -198,16 +198,16 @@ class TorchBackend:
             )
         return LossLog.from_dict(self.progress.loss_log)
 
-    def describe(self) -> str:
-        o = self.options
-        return (
-            f"{self.run.train.per_device_batch_size} per device x {self.num_processes} processes x "
-            f"{o.gradient_accumulation_steps} accumulation, precision {o.mixed_precision}, "
-            f"device {self.device}, "
-            f"sparse head {self.accelerator.unwrap_model(self.net).sparse}, "
-            f"{self.model_config._attn_implementation} attention, fused AdamW {o.fused_adamw}, "
-            f"torch.compile {o.torch_compile}, {o.loader_workers} loader workers"
-        )
+    def settings(self) -> dict[str, object]:
+        return {
+            "batch": f"{self.run.train.per_device_batch_size} per device x {self.num_processes} processes",
+            "x accumulation": self.plan.accumulation,
+            "sparse head": self.accelerator.unwrap_model(self.net).sparse,
+            "attention": self.model_config._attn_implementation,
+            "fused AdamW": self.options.fused_adamw,
+            "torch.compile": self.options.torch_compile,
+            "loader workers": self.options.loader_workers,
+        }
 
     def track(self, values: dict[str, float], step: int) -> None:
         self.accelerator.log(values, step=step)
@@ -377,7 +377,7 @@ class TorchBackend:
     # ---- save
     def save(self, folder: Path) -> None:
         model = self.accelerator.unwrap_model(self.net).model
-        model.save_pretrained(folder, safe_serialization=False)  # see shared.export
+        model.save_pretrained(folder, safe_serialization=False)  # see mlm_toolkit.export
         self.tokenizer.save_pretrained(folder)
         if self.options.tf_weights:
             add_weights_for_other_framework(folder, have="pt")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import DataConfig
-from shared.data import Texts, load_texts
-from shared.errors import UsageError
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.data import Texts, load_texts
+from mlm_toolkit.errors import UsageError
 
 log = logging.getLogger(__name__)
 

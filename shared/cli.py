@@ -1,6 +1,6 @@
 """Click glue both CLIs share: options generated from the config dataclasses, and error mapping.
 
-A flag is defined once, as a config field (`shared.config`); `options_from(DataConfig)` turns the
+A flag is defined once, as a config field (`mlm_toolkit.config`); `options_from(DataConfig)` turns the
 fields into click options with the same defaults and help, and `build(DataConfig, kwargs)` turns the
 parsed values back into the validated dataclass.
 """
@@ -17,8 +17,8 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from shared.config import choices_of, flag_of
-from shared.errors import MLMError
+from mlm_toolkit.config import choices_of, flag_of
+from mlm_toolkit.errors import MLMError
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def print_summary(results, output_dir: str) -> None:
-    """The lines a user looks for when a run ends (`results`: shared.results.Results), printed once."""
+    """The lines a user looks for when a run ends (`results`: mlm_toolkit.results.Results), printed once."""
     if not is_main_process():
         return
     before, after, speed = results.before, results.after, results.train_tokens_per_second
@@ -191,8 +191,8 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     @reports_errors
     def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
-        from shared.errors import UsageError
-        from shared.fill_mask import format_predictions, predictions_as_json
+        from mlm_toolkit.errors import UsageError
+        from mlm_toolkit.fill_mask import format_predictions, predictions_as_json
 
         if text_file is not None:
             texts = texts + tuple(line.rstrip("\n") for line in text_file if line.strip())
@@ -220,7 +220,7 @@ def make_cli(
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
     `fill-mask`. One definition, so the two CLIs cannot drift apart. `train` and `filler` are given as
     "module:name" paths, imported when a command runs (so `--help` loads no framework), or as callables."""
-    from shared.lazy import load
+    from mlm_toolkit.lazy import load
 
     def train_fn(run, options):
         return (load(train) if isinstance(train, str) else train)(run, options)
@@ -228,8 +228,8 @@ def make_cli(
     def load_filler(model: str):
         return (load(filler) if isinstance(filler, str) else filler)(model)
 
-    from shared.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from shared.results import completed_results
+    from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.results import completed_results
 
     @click.group(
         help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}

@@ -2,7 +2,7 @@
 
 Each concern (data, model, training, hub) is one dataclass; its defaults are the Hugging Face masked
 language modeling guide's recipe. Every field's metadata carries its help text, and the click options
-of `tf-mlm` and `pt-mlm` are generated from these fields (`shared.cli`), so a flag is defined once.
+of `tf-mlm` and `pt-mlm` are generated from these fields (`mlm_toolkit.cli`), so a flag is defined once.
 Validation lives in `__post_init__` and its errors name the CLI flag (`--block-size`), which is also
 what a Python user sees when building the config by hand.
 """
@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.errors import UsageError
+from mlm_toolkit.errors import UsageError
 
 # Hub ids of the documented recipe. Offline they fail fast and name the built-ins below.
 RECIPE_MODEL = "distilbert/distilroberta-base"
@@ -69,6 +69,15 @@ def check_positive(config: Any, *names: str, allow_none: bool = False) -> None:
             continue
         if value is None or value <= 0:
             raise UsageError(f"must be a positive number, got {value}", flag_of(name))
+
+
+@dataclass
+class FrameworkOptions:
+    """What both frameworks offer, each in its own code: the base of `PTOptions` and `TFOptions`."""
+
+    sparse_head: bool = option(
+        True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
+    )
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from shared.errors import RunError
+from mlm_toolkit.errors import RunError
 
 
 def _english_files() -> list[Any]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.config import BUILTIN_DATASET, DataConfig
-from shared.errors import RunError, UsageError
-from shared.hub import hub_offline_reason, offline_message
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.hub import hub_offline_reason, offline_message
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def load_rows(config: DataConfig):  # -> datasets.Dataset
     name = config.dataset
     limit = config.max_samples
     if name == BUILTIN_DATASET:
-        from shared.corpus import builtin_eli5_rows
+        from mlm_toolkit.corpus import builtin_eli5_rows
 
         rows = builtin_eli5_rows()
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)

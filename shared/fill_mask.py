@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shared.errors import UsageError
+from mlm_toolkit.errors import UsageError
 
 log = logging.getLogger(__name__)
 

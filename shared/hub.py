@@ -6,7 +6,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from shared.config import BUILTIN_DATASET, BUILTIN_MODEL
+from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
 
 _reachable: bool | None = None
 

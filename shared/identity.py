@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from shared.config import RunConfig, flag_of
-from shared.errors import UsageError
+from mlm_toolkit.config import RunConfig, flag_of
+from mlm_toolkit.errors import UsageError
 
 # Settings that decide what the model learns, by their config field (and so their flag).
 DATA_FIELDS = ("text_column", "max_samples", "test_size", "block_size", "mlm_probability")

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import BUILTIN_MODEL
-from shared.errors import RunError, UsageError
-from shared.hub import hub_offline_reason, offline_message
+from mlm_toolkit.config import BUILTIN_MODEL
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.hub import hub_offline_reason, offline_message
 
 log = logging.getLogger(__name__)
 

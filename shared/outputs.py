@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from shared.config import RunConfig, TrainConfig
-from shared.errors import RunError, UsageError
+from mlm_toolkit.config import RunConfig, TrainConfig
+from mlm_toolkit.errors import RunError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[
     """(flag, folder) of everything a run reads and must never write over: model, data, caches."""
     from huggingface_hub import constants
 
-    from shared.blocks import cache_root
+    from mlm_toolkit.blocks import cache_root
 
     sources = [
         ("--cache-dir", cache_root(run.data)),

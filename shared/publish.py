@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.config import HubConfig
-from shared.errors import RunError
-from shared.hub import hub_offline_reason
+from mlm_toolkit.config import HubConfig
+from mlm_toolkit.errors import RunError
+from mlm_toolkit.hub import hub_offline_reason
 
 # Checkpoints, logs and the Keras callback's clone of the repository (hub/) stay local; the Hub gets
 # the model, tokenizer, card, metrics and curve.

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shared.metrics import LossLog
-from shared.results import RESULTS, Results
+from mlm_toolkit.metrics import LossLog
+from mlm_toolkit.results import RESULTS, Results
 
 
 def _jsonable(value: Any) -> Any:
@@ -60,7 +60,7 @@ def _fmt(value: Any) -> str:
 
 def hub_base_model(name: str) -> str | None:
     """The Hub id a model card names as base model: none for a local folder, the built-in's origin."""
-    from shared.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
+    from mlm_toolkit.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
 
     if name == BUILTIN_MODEL:
         return BUILTIN_MODEL_ORIGIN

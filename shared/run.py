@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from shared.blocks import MLMData, prepare_data
-from shared.config import RunConfig
-from shared.identity import run_identity
-from shared.metrics import LossLog
-from shared.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
-from shared.outputs import check_output_dir, claimed_output_dir, save_model_atomically
-from shared.publish import check_push_possible, push_folder
-from shared.reports import write_run_report
-from shared.results import Results, completed_results
+from mlm_toolkit.blocks import MLMData, prepare_data
+from mlm_toolkit.config import RunConfig
+from mlm_toolkit.identity import run_identity
+from mlm_toolkit.metrics import LossLog
+from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
+from mlm_toolkit.outputs import check_output_dir, claimed_output_dir, save_model_atomically
+from mlm_toolkit.publish import check_push_possible, push_folder
+from mlm_toolkit.reports import write_run_report
+from mlm_toolkit.results import Results, completed_results
 
 log = logging.getLogger("mlm")
 
@@ -128,8 +128,8 @@ class Backend(Protocol):
     def resume(self, out: Path, identity: dict[str, Any]) -> LossLog:
         """The loss log so far: restored from --resume's checkpoint, or empty for a fresh run."""
 
-    def describe(self) -> str:
-        """The derived settings of this framework, for the log."""
+    def settings(self) -> dict[str, Any]:
+        """This framework's own derived settings (batch layout, kernels), for the log."""
 
     def evaluate(self) -> float:
         """Token-weighted mean loss over the frozen eval set."""
@@ -179,14 +179,16 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             losses = backend.resume(out, identity)
             log.info(
                 "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
-                "global batch %d, %d tokens/step, %s",
+                "global batch %d, %d tokens/step, precision %s, device %s, %s",
                 len(data.train_blocks),
                 data.eval_blocks,
                 plan.steps_per_epoch,
                 plan.total_steps,
                 plan.global_batch,
                 plan.global_batch * run.data.block_size,
-                backend.describe(),
+                backend.options.mixed_precision,
+                backend.device,
+                ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
             )
             recorder = Recorder(losses, list(hooks or []), backend.track)
 

@@ -32,16 +32,16 @@ def final_model_disk_full(framework: str) -> None:
 
 
 def report_read_only(framework: str) -> None:
-    import shared.reports
+    import mlm_toolkit.reports
 
-    real = shared.reports.write_json
+    real = mlm_toolkit.reports.write_json
 
     def write_json(path, content):
         if Path(path).name == "all_results.json":
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         real(path, content)
 
-    shared.reports.write_json = write_json
+    mlm_toolkit.reports.write_json = write_json
 
 
 def no_room_after_first(framework: str) -> None:

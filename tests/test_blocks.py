@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from shared.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
-from shared.config import DataConfig
-from shared.errors import UsageError
+from mlm_toolkit.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.errors import UsageError
 
 
 def test_exact_blocks_and_remainder_dropped():

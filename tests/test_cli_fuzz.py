@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.cli import make_cli
+from mlm_toolkit.cli import make_cli
 
 EXTREMES = [
     "nan",
@@ -59,8 +59,8 @@ NUMERIC_FLAGS["tf"] = [
 
 
 def fake_results():
-    from shared.metrics import LossLog
-    from shared.results import Results
+    from mlm_toolkit.metrics import LossLog
+    from mlm_toolkit.results import Results
 
     losses = LossLog()
     losses.log_eval(0, 0.0)
@@ -193,7 +193,7 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     ],
 )
 def test_a_malformed_tf_config_is_one_line(tf_config, says):
-    from shared.errors import UsageError
+    from mlm_toolkit.errors import UsageError
     from tf_mlm.options import check_tf_config
 
     with pytest.raises(UsageError) as error:

@@ -3,8 +3,8 @@
 import pytest
 
 from pt_mlm.options import PTOptions
-from shared.config import DataConfig, HubConfig, RunConfig, TrainConfig
-from shared.errors import UsageError
+from mlm_toolkit.config import DataConfig, HubConfig, RunConfig, TrainConfig
+from mlm_toolkit.errors import UsageError
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_zero_max_samples_means_all_rows():
 def test_perplexity_overflow_is_inf_not_a_crash():
     import math
 
-    from shared.metrics import TokenWeightedMean, perplexity
+    from mlm_toolkit.metrics import TokenWeightedMean, perplexity
 
     assert perplexity(1000.0) == math.inf and perplexity(0.0) == 1.0
     mean = TokenWeightedMean()

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from shared.config import BUILTIN_DATASET, DataConfig
-from shared.data import load_rows, load_texts
-from shared.errors import RunError, UsageError
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
+from mlm_toolkit.data import load_rows, load_texts
+from mlm_toolkit.errors import RunError, UsageError
 
 
 def test_eli5_answers_are_flattened_and_joined_per_row(eli5_jsonl):
@@ -96,9 +96,9 @@ def test_hub_dataset_offline_fails_fast_naming_the_builtin():
 
 @pytest.mark.parametrize("test_size", [0.95, 0.999])
 def test_a_test_size_that_leaves_no_train_rows_names_the_flag(eli5_jsonl, test_size):
-    from shared.config import DataConfig
-    from shared.data import load_texts
-    from shared.errors import UsageError
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.data import load_texts
+    from mlm_toolkit.errors import UsageError
 
     with pytest.raises(UsageError) as error:
         load_texts(DataConfig(dataset=str(eli5_jsonl), max_samples=10, test_size=test_size), seed=42)
@@ -106,8 +106,8 @@ def test_a_test_size_that_leaves_no_train_rows_names_the_flag(eli5_jsonl, test_s
 
 
 def test_a_tiny_test_size_still_holds_out_one_row(eli5_jsonl):
-    from shared.config import DataConfig
-    from shared.data import load_texts
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.data import load_texts
 
     texts = load_texts(DataConfig(dataset=str(eli5_jsonl), max_samples=10, test_size=0.001), seed=42)
     assert (len(texts.train), len(texts.test)) == (9, 1)

@@ -33,7 +33,7 @@ def no_dropout_roberta(tiny_roberta, tmp_path_factory) -> Path:
 def pt_mlm_run(model: Path, data: Path, out: Path, accumulation: int = ACCUMULATION, **train) -> dict:
     """pt-mlm's results (as all_results.json holds them), trained through its Python API."""
     import pt_mlm
-    from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     settings = dict(
         output_dir=str(out),
@@ -58,8 +58,8 @@ def pt_mlm_batches(
     from transformers import AutoTokenizer
 
     from pt_mlm.loaders import train_loader
-    from shared.blocks import prepare_data
-    from shared.config import DataConfig
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.config import DataConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=str(data), block_size=32), tokenizer, seed=42)

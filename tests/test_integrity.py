@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pt_helpers import TINY_ARGS, run_cli, train_tiny
-from shared.outputs import checkpoint_damage
+from mlm_toolkit.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
 

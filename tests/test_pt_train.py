@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pt_helpers import TINY_ARGS, load_state, run_cli, train_tiny
-from shared.config import BUILTIN_DATASET
+from mlm_toolkit.config import BUILTIN_DATASET
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
         monkeypatch.setattr(inductor, "fallback_random", True)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-    caplog.set_level("INFO", logger="mlm")  # the run's own log (shared.run)
+    caplog.set_level("INFO", logger="mlm")  # the run's own log (mlm_toolkit.run)
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
@@ -268,7 +268,7 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
         other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]
     )  # every step, read late
     if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
-        assert "sdpa attention" in caplog.text and "eager attention" in caplog.text
+        assert "attention sdpa" in caplog.text and "attention eager" in caplog.text
     if "--loader-workers" in flags:
         assert other["config"]["pt"]["loader_workers"] == 2
         # measured (the workers' start-up alone is a wait), and part of the step time
@@ -303,7 +303,7 @@ def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
 def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
     import huggingface_hub
 
-    import shared.publish as publish
+    import mlm_toolkit.publish as publish
 
     calls = {}
 
@@ -335,7 +335,7 @@ def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_pat
 
 
 def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):
-    from shared.outputs import complete_checkpoints
+    from mlm_toolkit.outputs import complete_checkpoints
 
     train_tiny(
         tiny_roberta,

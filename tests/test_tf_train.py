@@ -379,7 +379,8 @@ dtype = {"dtype": None} if framework == "tf" else {}
 fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
 top = [[p["token"] for p in fill(text, top_k=3)]
        for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")]
-project = sorted(m for m in sys.modules if m.split(".")[0] in ("shared", "pt_mlm", "tf_mlm", "benchmarks"))
+ours = ("mlm_toolkit", "shared", "pt_mlm", "tf_mlm", "benchmarks")
+project = sorted(m for m in sys.modules if m.split(".")[0] in ours)
 print("RESULT " + json.dumps({"top": top, "project": project}))
 """
 

@@ -18,7 +18,7 @@ prepare()  # this script's modules import tf_mlm.training: the Keras 2, TF-only 
 from tf_mlm.compat import patch_safetensors_loading  # noqa: E402
 
 patch_safetensors_loading()  # the scenarios load PyTorch safetensors into TF models directly too
-from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 TINY = dict(block_size=32)
 
@@ -58,7 +58,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
-    from shared.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
     from tf_mlm.training import TFOptions, make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -78,8 +78,8 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         evals[policy] = make_evaluator(net, data_.eval_inputs, 32)()
     # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
     # represent exactly (2,048 and 256) must still pick the right logits.
-    from shared.config import BUILTIN_DATASET, BUILTIN_MODEL
-    from shared.models import resolve_model
+    from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
+    from mlm_toolkit.models import resolve_model
 
     big = resolve_model(BUILTIN_MODEL).location
     big_tokenizer = AutoTokenizer.from_pretrained(big)
@@ -144,7 +144,7 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     except RuntimeError:
         crashed = True
     backup_left = (out / "backup").is_dir() and any((out / "backup").iterdir())
-    from shared.errors import UsageError
+    from mlm_toolkit.errors import UsageError
 
     refused = {}  # a resume that would be another run is refused, naming the setting
     for name, changed in (
@@ -260,8 +260,8 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     import huggingface_hub
     import transformers.keras_callbacks as keras_callbacks
 
-    import shared.publish as publish
-    from shared.config import HubConfig
+    import mlm_toolkit.publish as publish
+    from mlm_toolkit.config import HubConfig
     from tf_mlm.training import TFOptions, train
 
     calls: dict = {"pushes": []}

@@ -4,7 +4,7 @@ Importing the package loads no framework and sets nothing. The first use of `tra
 sets the Keras 2 environment (tf-keras) and imports TensorFlow.
 """
 
-from shared.lazy import framework_exports
+from mlm_toolkit.lazy import framework_exports
 
 __all__ = ["MaskFiller", "TFOptions", "train", "__version__"]
 __getattr__ = framework_exports(__name__, "TFOptions")

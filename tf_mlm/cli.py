@@ -3,7 +3,7 @@ command that needs it, so `--help` and `--version` answer at once."""
 
 import os
 
-from shared.cli import make_cli
+from mlm_toolkit.cli import make_cli
 from tf_mlm import __version__
 from tf_mlm.options import TFOptions
 

@@ -45,7 +45,7 @@ def load_masked_lm(resolved, **kwargs):
     with a damaged file reported as one line. The shim above is installed here, where it is needed."""
     from transformers import TFAutoModelForMaskedLM
 
-    from shared.models import load_weights
+    from mlm_toolkit.models import load_weights
 
     patch_safetensors_loading()
     return load_weights(

@@ -12,8 +12,8 @@ check_prepared("tf_mlm.infer")  # before TensorFlow is imported  # noqa: E402
 
 import numpy as np
 import tensorflow as tf
-from shared.fill_mask import MaskFillerBase
-from shared.models import load_checked, max_block_size, resolve_model
+from mlm_toolkit.fill_mask import MaskFillerBase
+from mlm_toolkit.models import load_checked, max_block_size, resolve_model
 from tf_mlm.compat import load_masked_lm
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.config import check_numbers, option
-from shared.errors import UsageError
+from mlm_toolkit.config import FrameworkOptions, check_numbers, option
+from mlm_toolkit.errors import UsageError
 
 
 @dataclass
-class TFOptions:
+class TFOptions(FrameworkOptions):
     """Settings only the Keras path has."""
 
     mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = option(
@@ -21,9 +21,6 @@ class TFOptions:
     )
     strategy: Literal["auto", "default", "mirrored", "multi-worker"] = option(
         "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible)."
-    )
-    sparse_head: bool = option(
-        True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
     )
     worker_timeout: int = option(
         300, "With --strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up."

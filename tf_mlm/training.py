@@ -18,7 +18,7 @@ Runbook:
     # continue an interrupted fit from its last backup
     tf-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `shared.run.train`; this module is
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`; this module is
 what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
 """
 
@@ -46,17 +46,17 @@ from transformers import create_optimizer
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 from transformers.optimization_tf import WarmUp
 
-from shared import run as skeleton
-from shared.blocks import masking_collator
-from shared.config import RunConfig
-from shared.errors import RunError, UsageError
-from shared.export import add_weights_for_other_framework
-from shared.identity import check_same_run, check_steps_left
-from shared.metrics import LossLog, TokenWeightedMean
-from shared.outputs import checkpoint_damage, require_free_space, write_manifest
-from shared.reports import hub_base_model
-from shared.results import Results
-from shared.run import Recorder, RunHooks, StepPlan
+from mlm_toolkit import run as skeleton
+from mlm_toolkit.blocks import masking_collator
+from mlm_toolkit.config import RunConfig
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.export import add_weights_for_other_framework
+from mlm_toolkit.identity import check_same_run, check_steps_left
+from mlm_toolkit.metrics import LossLog, TokenWeightedMean
+from mlm_toolkit.outputs import checkpoint_damage, require_free_space, write_manifest
+from mlm_toolkit.reports import hub_base_model
+from mlm_toolkit.results import Results
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan
 from tf_mlm.compat import load_masked_lm
 from tf_mlm.environment import native_noise_filtered
 from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
@@ -267,7 +267,7 @@ def epoch_pushes():
 
 
 class KerasBackend:
-    """What Keras does in `shared.run.train`: a tf.distribute strategy, compile() and fit() with callbacks."""
+    """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
 
     framework, short = "tensorflow", "tf"
     is_main = True  # every worker of a multi-worker run writes its own --output-dir
@@ -354,13 +354,9 @@ class KerasBackend:
         check_steps_left(self.run.train.max_steps, losses.steps[-1] if losses.steps else 0, where)
         return losses
 
-    def describe(self) -> str:
-        o = self.options
-        return (
-            f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas, precision "
-            f"{o.mixed_precision}, XLA {o.jit_compile}, sparse head {self.trainee.sparse}, "
-            f"device {self.device}"
-        )
+    def settings(self) -> dict[str, object]:
+        replicas = f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas"
+        return {"batch": replicas, "XLA": self.options.jit_compile, "sparse head": self.trainee.sparse}
 
     def track(self, values: dict[str, float], step: int) -> None:
         pass  # Keras' TensorBoard callback writes the logs of fit()
