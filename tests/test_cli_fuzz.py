@@ -143,6 +143,28 @@ def test_the_clis_answer_without_importing_a_framework():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_users_own_shared_and_benchmarks_modules_do_not_collide(tmp_path):
+    """The core installs as `mlm_toolkit`: a project of the user's with its own `shared` and `benchmarks`
+    packages imports both, and ours runs beside them."""
+    import subprocess
+    import sys
+
+    for name in ("shared", "benchmarks"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("OWNER = 'the user'\n")
+    code = (
+        "import shared, benchmarks, pt_mlm.cli, tf_mlm.cli, mlm_toolkit.run\n"
+        "assert shared.OWNER == benchmarks.OWNER == 'the user'\n"
+        "assert all(m.split('.')[0] != 'shared' or m == 'shared' for m in __import__('sys').modules)\n"
+        "pt_mlm.cli.main(['--version'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pt-mlm, version ")
+
+
 @pytest.mark.parametrize(
     "error, expected",
     [
