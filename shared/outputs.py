@@ -206,6 +206,31 @@ def mark_latest(out: Path, checkpoint: Path, keep: int | None) -> None:
 MANIFEST = "manifest.json"
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a new file and rename it over `path`: a reader never sees half of it, and a hard link to the
+    old file (a kept previous backup) keeps the old content."""
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def snapshot_dir(folder: Path, snapshot: Path) -> None:
+    """Make `snapshot` hold `folder`'s files as they are now, by hard links: no copy and no extra disk
+    while both hold the same files; what `folder` writes next (new files, renames) leaves `snapshot` as it
+    was. Where links cannot be made (another file system), the files are copied."""
+    with atomic_dir(snapshot) as partial:
+        for path in sorted(folder.rglob("*")):
+            target = partial / path.relative_to(folder)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+
+
 def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
     """Size and SHA-256 of every file of a finished checkpoint (or of `paths` in it), written last: a
     checkpoint damaged later (a truncated or edited file, a missing one) is recognised without loading it."""
@@ -215,7 +240,7 @@ def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
         for p in paths
         if p.is_file() and p.name != MANIFEST
     }
-    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+    write_text_atomically(folder / MANIFEST, json.dumps(files, indent=1))
 
 
 def _sha256(path: Path) -> str:

@@ -10,7 +10,7 @@ from mlm_toolkit.hub import hub_offline_reason
 
 # Checkpoints, logs and the Keras callback's clone of the repository (hub/) stay local; the Hub gets
 # the model, tokenizer, card, metrics and curve.
-NOT_PUSHED = ["checkpoints/*", "runs/*", ".tmp-*", "backup/*", "hub/*", ".lock"]
+NOT_PUSHED = ["checkpoints/*", "runs/*", ".tmp-*", "backup/*", "backup-previous/*", "hub/*", ".lock"]
 
 
 def check_push_possible(hub: HubConfig) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from mlm_toolkit.metrics import LossLog
+from mlm_toolkit.outputs import write_text_atomically
 from mlm_toolkit.results import RESULTS, Results
 
 
@@ -24,9 +24,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
 
 
 def plot_loss_curve(path: Path, losses: LossLog, title: str) -> None:

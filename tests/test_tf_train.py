@@ -3,6 +3,7 @@ CLI), so this file can share a pytest process with the PyTorch tests."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,15 +179,18 @@ def backup_files(folder: Path) -> dict:
     }
 
 
-def test_a_damaged_backup_or_another_model_is_refused_in_one_line_and_the_backup_kept(
+def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refused(
     tiny_roberta, tiny_bert, eli5_jsonl, tmp_path
 ):
     assert (
         scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
     )
     out = tmp_path / "stopped"
-    backup, before = out / "backup", backup_files(out / "backup")
+    backup, previous = out / "backup", out / "backup-previous"
+    before, kept = backup_files(backup), backup_files(previous)
     assert "manifest.json" in before and "loss_log.json" in before
+    assert json.loads(before["loss_log.json"])["steps"] == list(range(1, 41))
+    assert json.loads(kept["loss_log.json"])["steps"] == list(range(1, 21)), "the backup before, as it was"
     resume = [
         "train",
         "--dataset",
@@ -196,6 +200,8 @@ def test_a_damaged_backup_or_another_model_is_refused_in_one_line_and_the_backup
         *TINY_ARGS,
         "--num-epochs",
         "3",
+        "--checkpointing-steps",
+        "20",
         "--resume",
         "auto",
     ]
@@ -207,18 +213,28 @@ def test_a_damaged_backup_or_another_model_is_refused_in_one_line_and_the_backup
         line
     )
 
-    data = next(name for name in before if ".data-" in name)
+    # Both damaged: one line naming each damage, and nothing touched.
+    both = tmp_path / "both"
+    shutil.copytree(out, both)
+    data, old_data = (next(name for name in files if ".data-" in name) for files in (before, kept))
+    (both / "backup" / data).write_bytes(b"cut")
+    (both / "backup-previous" / old_data).write_bytes(b"cut")
+    refused = tf_mlm(*[str(both) if a == out else a for a in resume], "--model", tiny_roberta)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: --resume: the Keras backup in") and line.count(" has 3 bytes") == 2, line
+    assert backup_files(both / "backup") == {**before, data: b"cut"}, "nothing else changed"
+    assert backup_files(both / "backup-previous") == {**kept, old_data: b"cut"}
+
+    # The newest damaged: the run resumes from the previous one (step 20) and finishes, each step once.
     (backup / data).write_bytes(before[data][: len(before[data]) // 2])
-    damaged = tf_mlm(*resume, "--model", tiny_roberta)
-    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr[-2000:]
-    line = damaged.stderr.strip().splitlines()[-1]
-    assert (
-        line.startswith("Error: --resume: the Keras backup in")
-        and f"{data} has {len(before[data]) // 2} bytes" in line
-    )
-    assert backup_files(backup) == {**before, data: before[data][: len(before[data]) // 2]}, (
-        "nothing else changed"
-    )
+    resumed = tf_mlm(*resume, "--model", tiny_roberta)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the previous Keras backup: the newest is damaged" in resumed.stderr
+    results = json.loads((out / "all_results.json").read_text())
+    total = 3 * (results["data"]["train_blocks"] // 8)
+    assert results["optimizer_steps"] == total and results["loss_log"]["steps"] == list(range(1, total + 1))
+    assert not backup.exists() and not previous.exists(), "a finished run keeps no backups"
 
 
 def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(

@@ -243,13 +243,13 @@ def schedules(model: str, data: str, work: Path) -> dict:
 
 
 def stopped_fit(model: str, data: str, work: Path) -> dict:
-    """A fit stopped by an exception at epoch 2, leaving its Keras backup in WORK/stopped."""
+    """A fit backed up every 20 steps and stopped by an exception at epoch 2 (step 53), leaving its Keras
+    backup of step 40 in WORK/stopped/backup and the one of step 20 in backup-previous."""
     from tf_mlm.training import TFOptions, train
 
+    run = tiny_run(model, data, work / "stopped", num_epochs=3, checkpointing_steps=20)
     try:
-        train(
-            tiny_run(model, data, work / "stopped", num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()]
-        )
+        train(run, TFOptions(), callbacks=[crash_at_epoch_2()])
     except RuntimeError as error:
         return {"stopped": str(error)}
     return {"stopped": None}

@@ -53,7 +53,14 @@ from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.identity import check_same_run, check_steps_left
 from mlm_toolkit.metrics import LossLog, TokenWeightedMean
-from mlm_toolkit.outputs import checkpoint_damage, require_free_space, write_manifest
+from mlm_toolkit.outputs import (
+    MANIFEST,
+    checkpoint_damage,
+    require_free_space,
+    snapshot_dir,
+    write_manifest,
+    write_text_atomically,
+)
 from mlm_toolkit.reports import hub_base_model
 from mlm_toolkit.results import Results
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan
@@ -64,6 +71,7 @@ from tf_mlm.options import TFOptions, check_tf_config
 
 log = logging.getLogger("tf_mlm")
 BACKUP = "backup"
+PREVIOUS = "backup-previous"  # the backup before the newest, kept to fall back to if the newest is damaged
 LOSS_LOG, IDENTITY = "loss_log.json", "run_identity.json"  # beside the Keras backup
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
@@ -231,8 +239,10 @@ class StepProgbar(keras.callbacks.ProgbarLogger):
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore, with the loss log and the run's identity saved beside each backup (a
-    resumed run keeps its whole curve, and is checked to be the same run) and a manifest of sizes and
-    hashes written last (a damaged backup is named, not loaded)."""
+    resumed run keeps its whole curve, and is checked to be the same run), a manifest of sizes and
+    hashes written last (a damaged backup is named, not loaded), and the backup before kept beside it in
+    `backup-previous/` (hard links: Keras writes each backup into new files), so a backup damaged by a
+    kill mid-write, or later, leaves one to resume from."""
 
     def __init__(self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int) -> None:
         # Kept after fit: removed only once the final model and report are written, so a failed final
@@ -244,8 +254,10 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
         require_free_space(self.folder, 3 * self.weight_bytes, "the Keras backup")  # weights, Adam's moments
         writes = self.model.distribute_strategy.extended.should_checkpoint  # the chief, in multi-worker
         if writes:
-            (self.folder / LOSS_LOG).write_text(json.dumps(self.losses.to_dict()))
-            (self.folder / IDENTITY).write_text(json.dumps(self.identity))
+            if (self.folder / MANIFEST).is_file():  # a finished backup: the one to fall back to
+                snapshot_dir(self.folder, self.folder.with_name(PREVIOUS))
+            write_text_atomically(self.folder / LOSS_LOG, json.dumps(self.losses.to_dict()))
+            write_text_atomically(self.folder / IDENTITY, json.dumps(self.identity))
         super()._backup(epoch, batch)
         if writes:  # other workers write into temporary folders of their own: not part of the backup
             write_manifest(self.folder, [*(self.folder / "chief").rglob("*"), *self.folder.glob("*.json")])
@@ -341,11 +353,7 @@ class KerasBackend:
         if not (self.backup.is_dir() and any(self.backup.iterdir())):
             raise UsageError(f"no Keras backup in {str(self.backup)!r} to resume from", "--resume")
         if damage := checkpoint_damage(self.backup):
-            raise UsageError(
-                f"{where} is damaged: {damage}; Keras keeps no older backup to fall back to: "
-                "start again with --overwrite-output-dir",
-                "--resume",
-            )
+            self.fall_back_to_previous(damage, where, auto=resume == "auto")
         if (self.backup / IDENTITY).is_file():
             check_same_run(json.loads((self.backup / IDENTITY).read_text()), identity, where)
         losses = LossLog()
@@ -353,6 +361,19 @@ class KerasBackend:
             losses = LossLog.from_dict(json.loads((self.backup / LOSS_LOG).read_text()))
         check_steps_left(self.run.train.max_steps, losses.steps[-1] if losses.steps else 0, where)
         return losses
+
+    def fall_back_to_previous(self, damage: str, where: str, auto: bool) -> None:
+        """Put the backup before the damaged newest one in its place, or refuse naming what is damaged."""
+        previous = self.backup.with_name(PREVIOUS)
+        previous_damage = checkpoint_damage(previous) if previous.is_dir() else "there is none"
+        if not auto or previous_damage:
+            older = f"; the previous backup: {previous_damage}" if auto else ""
+            raise UsageError(
+                f"{where} is damaged: {damage}{older}; start again with --overwrite-output-dir", "--resume"
+            )
+        log.warning("resuming from the previous Keras backup: the newest is damaged (%s)", damage)
+        shutil.rmtree(self.backup)
+        os.replace(previous, self.backup)
 
     def settings(self) -> dict[str, object]:
         replicas = f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas"
@@ -416,5 +437,6 @@ class KerasBackend:
 
     def finish(self, out: Path, completed: bool) -> None:
         keras.mixed_precision.set_global_policy("float32")
-        if completed:
-            shutil.rmtree(out / BACKUP, ignore_errors=True)  # the run is complete: nothing left to resume
+        if completed:  # the run is complete: nothing left to resume
+            shutil.rmtree(out / BACKUP, ignore_errors=True)
+            shutil.rmtree(out / PREVIOUS, ignore_errors=True)
