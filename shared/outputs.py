@@ -126,7 +126,7 @@ def claimed_output_dir(run: RunConfig, model_location: str | None, is_main: bool
             f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
             "--output-dir",
         )
-    aside = None
+    aside, created = None, not out.exists()
     if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:
         aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         os.replace(out, aside)
@@ -152,6 +152,8 @@ def claimed_output_dir(run: RunConfig, model_location: str | None, is_main: bool
             shutil.rmtree(aside, ignore_errors=True)
         if lock.is_file() and _running_pid(lock) == os.getpid():
             lock.unlink()
+        if created and out.is_dir() and not any(out.iterdir()):  # a run that failed before writing
+            out.rmdir()
 
 
 def staging_dir(final: Path) -> Path:

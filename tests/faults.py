@@ -7,6 +7,8 @@ FAULT is one of:
   no-room-after-first     the disk has room for the first checkpoint only (found before writing)
   second-checkpoint-dies-midway
                           the second PyTorch checkpoint fills the disk after its files are written
+  second-checkpoint-read-only
+                          the folder turns read-only as the second PyTorch checkpoint starts (EROFS)
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ def second_checkpoint_dies_midway(framework: str) -> None:
         real(self, output_dir, **kwargs)
         if len(calls) == 2:  # written, not yet committed
             raise OSError(errno.ENOSPC, "No space left on device", f"{output_dir}/optimizer.bin")
+
+    Accelerator.save_state = save_state
+
+
+def second_checkpoint_read_only(framework: str) -> None:
+    from accelerate import Accelerator
+
+    real, calls = Accelerator.save_state, []
+
+    def save_state(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            raise OSError(errno.EROFS, "Read-only file system", f"{output_dir}/model.safetensors")
+        real(self, output_dir, **kwargs)
 
     Accelerator.save_state = save_state
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -25,6 +30,40 @@ def run_cli(*args: str):
     from pt_mlm.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@dataclass
+class ChildRun:
+    exit_code: int
+    output: str  # stdout, then stderr
+
+    @property
+    def error_line(self) -> str:
+        """The last line: where a failed run says why, in one line."""
+        return self.output.strip().splitlines()[-1] if self.output.strip() else ""
+
+
+def run_child(*args, package: str = "pt_mlm", **env: str) -> ChildRun:
+    """The real CLI in a process of its own (`python -m pt_mlm ...`), as a user's shell runs it."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", package, *map(str, args)],
+        env={**{k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH")}, **env},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return ChildRun(done.returncode, done.stdout + done.stderr)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below `folder`: equal digests, byte-identical folders."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def train_tiny(model: Path, data: Path, out: Path, *extra: str):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pt_helpers import TINY_ARGS, run_cli
+from pt_helpers import TINY_ARGS, digest, run_child, run_cli
 from tiny_models import BROKEN_MODELS, broken_copy
 from test_pt_train import trained  # noqa: F401  (a module fixture: one trained tiny RoBERTa)
 
@@ -17,14 +17,19 @@ def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(
     tiny_roberta, eli5_jsonl, tmp_path, how, says
 ):
     folder = broken_copy(tiny_roberta, tmp_path, how)
-    for args in (
-        ["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", tmp_path / "out", *TINY_ARGS],
-        ["fill-mask", folder, "the cat sees <mask> ball."],
-    ):
-        result = run_cli(*args)
+    before = digest(folder)
+    for run in (run_child, run_cli):  # train as a user's shell runs it; fill-mask in this process
+        out = tmp_path / "out"
+        args = (
+            ["train", "--model", folder, "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS]
+            if run is run_child
+            else ["fill-mask", folder, "the cat sees <mask> ball."]
+        )
+        result = run(*args)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         line = result.output.strip().splitlines()[-1]
         assert line.startswith("Error: --model:") and says in line, (args[0], line)
+    assert digest(folder) == before and not (tmp_path / "out").exists()
 
 
 def test_a_text_longer_than_the_model_keeps_the_window_around_its_mask(trained):  # noqa: F811

@@ -3,25 +3,15 @@ never rewritten; no nan or inf reaches a report; the figures agree wherever they
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from pt_helpers import TINY_ARGS, digest, run_child, run_cli, train_tiny
 from mlm_toolkit.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +215,7 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
     before = digest(out / "checkpoints")
     for step in ("step-0000002", "step-0000004"):
         (out / "checkpoints" / step / "optimizer.bin").unlink()
-    result = run_cli(
+    result = run_child(
         "train",
         "--model",
         tiny_roberta,
@@ -239,8 +229,8 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
         "--resume",
         "auto",
     )
-    assert result.exit_code == 2
-    line = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.error_line
     assert (
         line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2
     ), line
@@ -253,7 +243,8 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
 def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_run, tiny_bert, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
-    result = run_cli(
+    before = digest(out)
+    result = run_child(
         "train",
         "--model",
         tiny_bert,
@@ -267,6 +258,7 @@ def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_ru
         "--resume",
         "auto",
     )
-    assert result.exit_code == 2
-    line = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.error_line
     assert line.startswith("Error: --model:") and "roberta" in line and "bert" in line, line
+    assert digest(out) == before, "the checkpoints are byte-identical"

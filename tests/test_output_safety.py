@@ -3,27 +3,17 @@ only discards the old run once the new one has something safe, and two runs neve
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from pt_helpers import TINY_ARGS, digest, run_child, run_cli, train_tiny
 from test_reliability import start_pt
 
 pytestmark = pytest.mark.slow
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def train_args(model, data, out, *extra):
@@ -47,9 +37,9 @@ def test_the_model_folder_as_output_is_refused_and_kept(tiny_roberta, eli5_jsonl
     shutil.copytree(tiny_roberta, model)
     before = digest(model)
     for out in (model, model / "finetuned", tmp_path):  # is, lies inside, contains the model folder
-        result = run_cli(*train_args(model, eli5_jsonl, out, "--overwrite-output-dir"))
-        assert result.exit_code == 2, result.output
-        message = result.output.strip().splitlines()[-1]
+        result = run_child(*train_args(model, eli5_jsonl, out, "--overwrite-output-dir"))
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        message = result.error_line
         assert message.startswith("Error: --output-dir:") and "--model" in message, message
     assert digest(model) == before
 

@@ -76,6 +76,10 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
         ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
         ("no-room-after-first", "--output-dir: checkpoint step-0000004 needs about"),
         (
+            "second-checkpoint-read-only",
+            "Read-only file system while writing {out}/checkpoints/.tmp-step-0000004/model.safetensors",
+        ),
+        (
             "second-checkpoint-dies-midway",
             "No space left on device while writing {out}/checkpoints/.tmp-step-0000004/optimizer.bin; ",
         ),
