@@ -97,7 +97,6 @@ def train_one(
 
         tf_mlm.train(run, tf_mlm.TFOptions())
     else:
-        import datasets
         from transformers import (
             AutoModelForMaskedLM,
             AutoTokenizer,
@@ -127,7 +126,7 @@ def train_one(
         trainer = Trainer(
             model=AutoModelForMaskedLM.from_pretrained(start),
             args=args,
-            train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+            train_dataset=data.train_blocks.dataset,
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
         )
         trainer.train()
@@ -329,7 +328,7 @@ def main() -> None:
             "rows": rows,
             "max_grad_norm": args.max_grad_norm,
             "device": f"CPU, {os.cpu_count()} cores",
-            "corpus": f"Python language reference (pydoc_data.topics), {data.texts.rows} paragraphs, "
+            "corpus": f"Python language reference (pydoc_data.topics), {data.splits.rows} paragraphs, "
             f"{len(data.train_blocks)} train / {data.eval_blocks} eval blocks",
             "start": "built-in MiniLM encoder + a fresh MLM head initialised once (seed 0)",
             "eval_blocks": data.eval_blocks,

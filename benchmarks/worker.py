@@ -112,7 +112,6 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
 
 def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     """The guide's PyTorch recipe: transformers.Trainer with DataCollatorForLanguageModeling."""
-    import datasets
     import torch
     from transformers import (
         AutoModelForMaskedLM,
@@ -164,7 +163,7 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     trainer = Trainer(
         model=net,
         args=args,
-        train_dataset=datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+        train_dataset=data.train_blocks.dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
         callbacks=[Timer()],
     )
@@ -201,7 +200,6 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
 
     with prepared():  # the Keras 2 environment before TensorFlow and transformers load
         from tf_mlm.training import make_evaluator
-    import datasets
     from transformers import AdamWeightDecay, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
@@ -224,7 +222,7 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     net = TFAutoModelForMaskedLM.from_pretrained(model)
     net.compile(optimizer=AdamWeightDecay(learning_rate=2e-5, weight_decay_rate=0.01))
     train_set = net.prepare_tf_dataset(
-        datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+        data.train_blocks.dataset,
         shuffle=True,
         batch_size=workload.batch_size,
         collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="np"),

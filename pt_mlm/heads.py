@@ -40,18 +40,21 @@ class MaskedTokenLoss(nn.Module):
         input_ids: torch.Tensor,
         labels: torch.Tensor,
         masked_positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         **_: torch.Tensor,
     ):
-        # Blocks are always full (group_texts drops the remainder), so no attention mask is needed;
-        # leaving it out also lets SDPA take its fastest kernel. `masked_positions` (flat indices of the
-        # labelled tokens) comes from the data loader, so nothing here waits for the device.
+        # Grouped blocks are always full (group_texts drops the remainder), so they come without an
+        # attention mask, which lets SDPA take its fastest kernel; padded examples (--line-by-line) bring
+        # theirs. `masked_positions` (flat indices of the labelled tokens) comes from the data loader, so
+        # nothing here waits for the device.
         if masked_positions is None:
             masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.sparse:
-            hidden = self.model.base_model(input_ids=input_ids).last_hidden_state
+            hidden = self.model.base_model(**inputs).last_hidden_state
             logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
         else:
-            logits = self.model(input_ids=input_ids).logits.flatten(0, 1).index_select(0, masked_positions)
+            logits = self.model(**inputs).logits.flatten(0, 1).index_select(0, masked_positions)
         token_losses = F.cross_entropy(
             logits.float(), labels.flatten().index_select(0, masked_positions), reduction="none"
         )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from mlm_toolkit.blocks import masking_collator
+from mlm_toolkit.masking import WholeWordMasking, masking_collator
 
 
 def mask_seed(seed: int, epoch: int, position: int) -> int:
@@ -28,17 +28,18 @@ def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -
 
 
 class BlockDataset(Dataset):
-    """Train blocks; an item is asked for as (block index, mask seed of that block)."""
+    """Train blocks, read from their memory-mapped file (`mlm_toolkit.blocks.Blocks`); an item is asked for
+    as (block index, mask seed of that block)."""
 
-    def __init__(self, blocks: np.ndarray) -> None:
-        self.blocks = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int64))
+    def __init__(self, blocks) -> None:
+        self.blocks = blocks
 
     def __len__(self) -> int:
         return len(self.blocks)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, object]:
         index, seed = key
-        return {"input_ids": self.blocks[index], "mask_seed": seed}
+        return {"input_ids": torch.from_numpy(self.blocks[index].astype(np.int64)), "mask_seed": seed}
 
 
 class EpochBatches(Sampler):
@@ -64,30 +65,52 @@ class EpochBatches(Sampler):
 
 
 def with_masked_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the flat indices of the labelled positions, found here on the host.
+    """Add the flat indices of the labelled positions, found here on the host; padded examples are cut to
+    the longest of the batch (the padding beyond it carries no label and no attention).
 
     Found on a GPU (`labels != -100` then indexing) they would make the host wait for the device on
     every step, since the number of masked tokens decides the shape of what follows.
     """
+    if "attention_mask" in batch:
+        width = int(batch["attention_mask"].sum(1).max())
+        batch = {key: value[:, :width] for key, value in batch.items()}
     return {**batch, "masked_positions": (batch["labels"].flatten() != -100).nonzero().squeeze(1)}
 
 
 class SeededMasking:
-    """The guide's `DataCollatorForLanguageModeling`, reseeded for each block from its mask seed."""
+    """The guide's `DataCollatorForLanguageModeling` (or whole-word masking), reseeded for each block from
+    its mask seed; padded examples (--line-by-line) get their attention mask from the ids before masking."""
 
-    def __init__(self, tokenizer, mlm_probability: float) -> None:
+    def __init__(self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False):
         self.collator = masking_collator(tokenizer, mlm_probability)
+        self.whole_words = WholeWordMasking(tokenizer, mlm_probability) if whole_word else None
+        self.pad_id = tokenizer.pad_token_id if padded else None
+
+    def mask(self, ids: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        if self.whole_words is None:
+            self.collator.generator = torch.Generator().manual_seed(seed)
+            return self.collator([{"input_ids": ids}])
+        inputs, labels = self.whole_words(ids[None].numpy(), np.random.default_rng(seed))
+        return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
     def __call__(self, examples: list[dict[str, object]]) -> dict[str, torch.Tensor]:
         masked = []
         for example in examples:
-            self.collator.generator = torch.Generator().manual_seed(int(example["mask_seed"]))
-            masked.append(self.collator([{"input_ids": example["input_ids"]}]))
+            masked.append(self.mask(example["input_ids"], int(example["mask_seed"])))
+            if self.pad_id is not None:
+                masked[-1]["attention_mask"] = (example["input_ids"][None] != self.pad_id).long()
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
 def train_loader(
-    blocks: np.ndarray, tokenizer, mlm_probability: float, batch_size: int, seed: int, workers: int = 0
+    blocks,
+    tokenizer,
+    mlm_probability: float,
+    batch_size: int,
+    seed: int,
+    workers: int = 0,
+    whole_word: bool = False,
+    padded: bool = False,
 ):
     """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
 
@@ -101,7 +124,7 @@ def train_loader(
     loader = DataLoader(
         BlockDataset(blocks),
         batch_sampler=batches,
-        collate_fn=SeededMasking(tokenizer, mlm_probability),
+        collate_fn=SeededMasking(tokenizer, mlm_probability, whole_word, padded),
         pin_memory=torch.cuda.is_available(),
         num_workers=workers,
         persistent_workers=workers > 0,

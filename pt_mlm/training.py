@@ -151,6 +151,8 @@ class TorchBackend:
             train_cfg.per_device_batch_size,
             train_cfg.seed,
             options.loader_workers,
+            whole_word=self.run.data.whole_word_masking,
+            padded=self.run.data.line_by_line,
         )
         # Steps are counted after sharding: each process sees 1/N of the batches.
         processes = self.num_processes

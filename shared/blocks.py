@@ -1,28 +1,37 @@
-"""Tokenize texts, group them into fixed blocks (the guide's `group_texts`), cache, and mask eval once.
+"""Tokenize texts, group them into fixed blocks (the guide's `group_texts`), cache them memory-mapped, and
+mask the held-out blocks once.
 
-The result of this module is plain NumPy, so both frameworks read the very same blocks, and the
-evaluation set is masked once with a fixed seed: the same checkpoint always gets the same
-perplexity, and TensorFlow and PyTorch numbers are measured on identical inputs.
+Tokenizing is `datasets.Dataset.map(batched=True)` in `--preprocessing-num-workers` processes; grouping
+reads the token lists in Arrow batches and writes the blocks to an Arrow file in the cache, which both
+frameworks read memory-mapped (`Blocks`): a corpus larger than memory costs disk, not RAM. The held-out
+blocks are masked once with a fixed seed: the same checkpoint always gets the same perplexity, and
+TensorFlow and PyTorch numbers are measured on identical inputs.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data import Texts, load_texts
+from mlm_toolkit.data import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
 from mlm_toolkit.errors import UsageError
+from mlm_toolkit.masking import mask_once
+from mlm_toolkit.outputs import write_text_atomically
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+EVAL_BLOCKS_CAP = 10_000  # --max-eval-samples' default: evaluating more costs time and tells little more
 
 
 def group_into_blocks(
@@ -33,134 +42,275 @@ def group_into_blocks(
     The guide's `group_texts` does `sum(examples[k], [])`, quadratic in the number of rows; one
     `np.concatenate` is linear. Returns the (blocks, block_size) int32 array and the tokens dropped.
     """
-    if not len(token_lists):
-        return np.zeros((0, block_size), dtype=np.int32), 0
-    flat = np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists])
-    usable = (len(flat) // block_size) * block_size
-    return flat[:usable].reshape(-1, block_size), len(flat) - usable
+    grouper = Grouper(block_size)
+    blocks = grouper.add(np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists] or [[]]))
+    return blocks, grouper.dropped
 
 
-def tokenize(texts: list[str], tokenizer, batch_size: int = 1000) -> list[list[int]]:
-    """Token ids of each text with the fast tokenizer, in batches, special tokens included (as the guide)."""
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), batch_size):
-        # No truncation: long texts are what blocks are for. verbose=False hides the length warning.
-        ids.extend(tokenizer(texts[start : start + batch_size], verbose=False)["input_ids"])
-    return ids
+class Grouper:
+    """`group_texts` over a stream of tokens: concatenate, cut into blocks; a remainder waits for the next
+    tokens and is dropped at the end, so the blocks are those of the whole corpus concatenated."""
+
+    def __init__(self, block_size: int, carry: Iterable[int] = ()) -> None:
+        self.block_size, self.carry = block_size, np.asarray(list(carry), dtype=np.int32)
+
+    def add(self, tokens: np.ndarray) -> np.ndarray:
+        flat = np.concatenate([self.carry, np.asarray(tokens, dtype=np.int32)])
+        usable = len(flat) // self.block_size * self.block_size
+        self.carry = flat[usable:]
+        return flat[:usable].reshape(-1, self.block_size)
+
+    @property
+    def dropped(self) -> int:
+        return len(self.carry)
 
 
-def _fingerprint(texts: list[str], tokenizer, block_size: int) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{block_size}|".encode())
-    digest.update(tokenizer.backend_tokenizer.to_str().encode())
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:24]
+def pad_examples(token_lists, block_size: int, pad_id: int) -> np.ndarray:
+    """--line-by-line: each (already truncated) example alone in a block, padded to the block size."""
+    lengths = np.asarray(token_lists.value_lengths())
+    blocks = np.full((len(lengths), block_size), pad_id, dtype=np.int32)
+    columns = np.arange(block_size)
+    blocks[columns[None, :] < lengths[:, None]] = np.asarray(token_lists.flatten(), dtype=np.int32)
+    return blocks
+
+
+class Blocks:
+    """Blocks of token ids in an Arrow file, memory-mapped: `len()`, `blocks[i]` (a NumPy row read from the
+    mapped file), `head(n)` and `dataset` (a `datasets.Dataset` over the same file, for Keras'
+    `prepare_tf_dataset` and the reference recipes)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = Path(path)
+        table = pa.ipc.open_stream(pa.memory_map(str(self.path))).read_all()
+        self.block_size = table.schema.field("input_ids").type.list_size
+        self._chunks = [
+            chunk.values.to_numpy(zero_copy_only=True).reshape(-1, self.block_size)
+            for chunk in table.column("input_ids").chunks
+            if len(chunk)
+        ]
+        self._starts = np.cumsum([0] + [len(c) for c in self._chunks]).tolist()
+        about = self.path.with_suffix(".json")
+        self.dropped_tokens = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.block_size
+
+    @property
+    def size(self) -> int:
+        return len(self) * self.block_size
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, slice):  # a copy of the rows asked for
+            rows = range(len(self))[index]
+            if rows.step == 1 and rows.start == 0:
+                return self.head(len(rows))
+            return np.stack([self[i] for i in rows]) if rows else np.zeros((0, self.block_size), np.int32)
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        chunk = bisect.bisect_right(self._starts, index) - 1
+        return self._chunks[chunk][index - self._starts[chunk]]
+
+    def head(self, count: int) -> np.ndarray:
+        """The first `count` blocks as one array (a copy)."""
+        parts, left = [], count
+        for chunk in self._chunks:
+            if left <= 0:
+                break
+            parts.append(chunk[:left])
+            left -= len(parts[-1])
+        return np.concatenate(parts) if parts else np.zeros((0, self.block_size), dtype=np.int32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.head(len(self)).astype(dtype or np.int32)
+
+    @property
+    def dataset(self):
+        import datasets
+
+        return datasets.Dataset.from_file(str(self.path))
+
+    def __reduce__(self):  # a worker process maps the file anew rather than receiving a copy
+        return Blocks, (self.path,)
+
+
+def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | None) -> int:
+    """Group (or, with `pad_id`, pad) each Arrow batch of token lists as it comes and append the blocks to
+    an Arrow file, renamed into place when complete; returns the tokens dropped at the end."""
+    import pyarrow as pa
+
+    schema = pa.schema([("input_ids", pa.list_(pa.int32(), block_size))])
+    grouper = Grouper(block_size)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for lists in batches:
+                if pad_id is None:
+                    blocks = grouper.add(np.asarray(lists.flatten(), dtype=np.int32))
+                else:
+                    blocks = pad_examples(lists, block_size, pad_id)
+                if len(blocks):
+                    values = pa.array(blocks.reshape(-1), type=pa.int32())
+                    array = pa.FixedSizeListArray.from_arrays(values, block_size)
+                    writer.write_batch(pa.record_batch([array], schema=schema))
+        # What was dropped beside the blocks, written first: the blocks file is the one that counts.
+        write_text_atomically(path.with_suffix(".json"), json.dumps({"dropped_tokens": grouper.dropped}))
+        os.replace(partial, path)  # atomic: a reader never sees a half-written cache file
+    finally:
+        partial.unlink(missing_ok=True)
+    return grouper.dropped
+
+
+def _tokenize_batch(texts: list[str], tokenizer, max_length: int | None) -> dict[str, list]:
+    # No truncation for blocks: long texts are what blocks are for. verbose=False hides the length warning.
+    truncate = {"truncation": True, "max_length": max_length} if max_length else {}
+    return {"input_ids": tokenizer(texts, verbose=False, **truncate)["input_ids"]}
+
+
+def tokenized(texts, tokenizer, config: DataConfig):
+    """The texts' token ids (special tokens included, as the guide), in Arrow, in parallel workers."""
+    import datasets
+
+    with progress_bars(len(texts) >= PROGRESS_ROWS):
+        return texts.map(
+            _tokenize_batch,
+            batched=True,
+            input_columns=["text"],
+            remove_columns=["text"],
+            fn_kwargs={
+                "tokenizer": tokenizer,
+                "max_length": config.block_size if config.line_by_line else None,
+            },
+            features=datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))}),
+            num_proc=config.preprocessing_num_workers,
+            desc="tokenizing",
+        )
 
 
 def cache_root(config: DataConfig) -> Path:
     return Path(config.cache_dir or os.environ.get("MLM_CACHE_DIR") or Path.home() / ".cache" / "mlm-toolkit")
 
 
-def cached_blocks(texts: list[str], tokenizer, config: DataConfig) -> tuple[np.ndarray, int, bool]:
-    """(blocks, tokens dropped, came from cache): tokenized and grouped once per distinct input."""
-    path = cache_root(config) / f"blocks-{_fingerprint(texts, tokenizer, config.block_size)}.npz"
+def _cache_key(texts_digest: str, tokenizer, config: DataConfig) -> str:
+    key = hashlib.sha256(f"v{CACHE_VERSION}|{config.block_size}|line-by-line {config.line_by_line}|".encode())
+    key.update(tokenizer.backend_tokenizer.to_str().encode())
+    key.update(texts_digest.encode())
+    return key.hexdigest()[:24]
+
+
+def cached_blocks(texts, texts_digest: str, tokenizer, config: DataConfig) -> tuple[Blocks, bool]:
+    """(blocks, came from cache): tokenized and grouped once per distinct input, then memory-mapped."""
+    name = f"blocks-{_cache_key(texts_digest, tokenizer, config)}.arrow"
+    path = cache_root(config) / name
     if path.is_file():
-        with np.load(path) as stored:
-            return stored["blocks"], int(stored["dropped"]), True
-    blocks, dropped = group_into_blocks(tokenize(texts, tokenizer), config.block_size)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(partial, blocks=blocks, dropped=dropped)
-        partial.replace(path)  # atomic: a reader never sees a half-written cache file
-    except OSError as error:  # a read-only cache is slower, not fatal
-        log.warning("could not cache tokenized blocks in %s: %s", path.parent, error)
-    return blocks, dropped, False
-
-
-class _KnownLength:
-    """A tokenizer whose `len()` is computed once.
-
-    The guide's collator draws random replacement words from `range(len(tokenizer))` on every call, and
-    a fast tokenizer rebuilds its vocabulary to answer `len()`: about 6 ms for 30k words, 90% of the time
-    it takes to mask a batch. Everything else is the tokenizer's own.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        self._tokenizer, self._length = tokenizer, len(tokenizer)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getattr__(self, name: str):
-        return getattr(self._tokenizer, name)
-
-
-def masking_collator(tokenizer, mlm_probability: float, **kwargs):
-    """The guide's `DataCollatorForLanguageModeling`, without the per-call vocabulary rebuild."""
-    from transformers import DataCollatorForLanguageModeling
-
-    return DataCollatorForLanguageModeling(_KnownLength(tokenizer), mlm_probability=mlm_probability, **kwargs)
-
-
-def mask_once(blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int) -> dict[str, np.ndarray]:
-    """Mask blocks with the guide's collator and a fixed seed: the frozen evaluation inputs."""
-    collator = masking_collator(tokenizer, mlm_probability, seed=seed, return_tensors="np")
-    batch = collator([{"input_ids": row} for row in blocks])
-    return {"input_ids": batch["input_ids"].astype(np.int32), "labels": batch["labels"].astype(np.int32)}
+        return Blocks(path), True
+    pad_id = tokenizer.pad_token_id if config.line_by_line else None
+    for attempt in (path, Path(tempfile.gettempdir()) / f"mlm-toolkit-{os.getpid()}" / name):
+        batches = (
+            batch.column("input_ids").combine_chunks()  # one ListArray per batch of rows
+            for batch in tokenized(texts, tokenizer, config).with_format("arrow").iter(batch_size=10_000)
+        )
+        try:
+            write_blocks(batches, attempt, config.block_size, pad_id)
+            return Blocks(attempt), False
+        except OSError as error:  # a read-only or full cache: the temporary folder, for this run only
+            log.warning("could not write the token cache %s: %s", attempt, error.strerror or error)
+    raise UsageError(f"cannot write the token blocks in {path.parent} nor a temporary folder", "--cache-dir")
 
 
 @dataclass
 class MLMData:
-    """What a training run consumes: train blocks to mask on the fly, and frozen masked eval blocks."""
+    """What a run consumes: train blocks to mask on the fly, and frozen masked held-out blocks."""
 
-    train_blocks: np.ndarray
+    train_blocks: Blocks | None  # None when only evaluating
     eval_inputs: dict[str, np.ndarray]
-    texts: Texts
+    splits: Splits
+    fingerprint: str  # of the train and held-out texts: what identifies the data of a run
     dropped_tokens: int
     from_cache: bool
+    eval_blocks_available: int
 
     @property
     def eval_blocks(self) -> int:
         return len(self.eval_inputs["input_ids"])
 
     def summary(self) -> dict[str, object]:
+        train = self.train_blocks
         return {
-            "dataset": self.texts.source,
-            "rows": self.texts.rows,
-            "rows_skipped": self.texts.skipped,
-            "train_texts": len(self.texts.train),
-            "eval_texts": len(self.texts.test),
-            "train_blocks": int(len(self.train_blocks)),
+            "dataset": self.splits.source,
+            "text_column": self.splits.text_column,
+            "held_out": self.splits.held_out_from,
+            "rows": self.splits.rows,
+            "rows_skipped": self.splits.skipped,
+            "train_texts": len(self.splits.train),
+            "eval_texts": len(self.splits.held_out),
+            "train_blocks": len(train) if train is not None else None,
             "eval_blocks": self.eval_blocks,
-            "block_size": int(self.train_blocks.shape[1]),
-            "train_tokens": int(self.train_blocks.size),
+            "eval_blocks_available": self.eval_blocks_available,
+            "block_size": int(self.eval_inputs["input_ids"].shape[1]),
+            "train_tokens": train.size if train is not None else None,
             "eval_masked_tokens": int((self.eval_inputs["labels"] != -100).sum()),
             "dropped_tokens": self.dropped_tokens,
             "cached": self.from_cache,
         }
 
 
-def prepare_data(config: DataConfig, tokenizer, seed: int) -> MLMData:
-    """Texts -> train blocks and masked eval blocks; a clear error when either is empty."""
-    texts = load_texts(config, seed)
-    train, train_dropped, train_cached = cached_blocks(texts.train, tokenizer, config)
-    test, test_dropped, test_cached = cached_blocks(texts.test, tokenizer, config)
-    for name, blocks, part in (("train", train, texts.train), ("eval", test, texts.test)):
+def eval_block_count(available: int, config: DataConfig) -> int:
+    """How many held-out blocks are evaluated: --max-eval-samples, or all up to EVAL_BLOCKS_CAP."""
+    cap = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or available
+    if available > cap:
+        log.info(
+            "evaluating the first %d of %d held-out blocks (--max-eval-samples; 0 evaluates all)",
+            cap,
+            available,
+        )
+    return min(available, cap)
+
+
+def frozen_eval_inputs(blocks: Blocks, tokenizer, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
+    count = eval_block_count(len(blocks), config)
+    return mask_once(
+        blocks.head(count),
+        tokenizer,
+        config.mlm_probability,
+        seed,
+        whole_word=config.whole_word_masking,
+        padded=config.line_by_line,
+    )
+
+
+def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
+    """Texts -> memory-mapped train blocks and masked held-out blocks; a clear error when either is empty.
+    `train=False` (evaluation only) reads and tokenizes the held-out rows alone."""
+    splits = load_splits(config, seed)
+    held_out_digest = digest(splits.held_out)
+    train_digest = digest(splits.train) if train else ""
+    parts = [("eval", splits.held_out, held_out_digest)] + ([("train", splits.train, train_digest)] * train)
+    made = {name: cached_blocks(texts, sha, tokenizer, config) for name, texts, sha in parts}
+    for name, (blocks, _) in made.items():
         if len(blocks) == 0:
-            tokens = sum(len(t) for t in tokenize(part, tokenizer))
             raise UsageError(
-                f"the {name} split has {tokens} tokens, less than one block of {config.block_size}; "
+                f"the {name} split has {blocks.dropped_tokens} tokens, less than one block of "
+                f"{config.block_size}; "
                 "use more rows (--max-samples) or a smaller --block-size",
                 "--dataset",
             )
+    train_blocks = made["train"][0] if train else None
     data = MLMData(
-        train,
-        mask_once(test, tokenizer, config.mlm_probability, seed),
-        texts,
-        train_dropped + test_dropped,
-        train_cached and test_cached,
+        train_blocks,
+        frozen_eval_inputs(made["eval"][0], tokenizer, config, seed),
+        splits,
+        hashlib.sha256(f"{train_digest}|{held_out_digest}".encode()).hexdigest()[:16],
+        sum(blocks.dropped_tokens for blocks, _ in made.values()),
+        all(cached for _, cached in made.values()),
+        len(made["eval"][0]),
     )
     log.info("data: %s", json.dumps(data.summary()))
     return data

@@ -89,13 +89,52 @@ class DataConfig:
         f"Hub dataset id, a local file or folder (jsonl, json, csv, parquet, txt), or {BUILTIN_DATASET} "
         "(offline English Q&A corpus in the ELI5 schema).",
     )
-    text_column: str = option(
-        "answers.text", "Column holding the text; nested fields are flattened (answers.text), lists joined."
+    dataset_config: str | None = option(
+        None, "The Hub dataset's configuration (e.g. wikitext-2-raw-v1), or a local dataset folder's."
+    )
+    train_split: str = option("train", "The split of --dataset to train on.")
+    validation_file: str | None = option(
+        None,
+        "Evaluate on this file instead of holding rows out (default: the dataset's own 'validation' split "
+        "if it has one, else --test-size of the rows).",
+    )
+    text_column: str | None = option(
+        None,
+        "Column holding the text (default: answers.text, the guide's ELI5, else text); nested fields are "
+        "dotted, lists joined per row.",
     )
     max_samples: int | None = option(5000, "Use only the first N rows (the guide uses 5,000); 0 means all.")
-    test_size: float = option(0.2, "Share of rows held out for evaluation.")
-    block_size: int = option(128, "Tokens per training block (group_texts).")
+    test_size: float = option(
+        0.2, "Share of rows held out for evaluation, when there is no validation source."
+    )
+    max_eval_samples: int | None = option(
+        None, "Evaluate on the first N held-out blocks (default: all, up to 10,000; 0 means all)."
+    )
+    block_size: int = option(
+        128, "Tokens per training block (group_texts); with --line-by-line, per example."
+    )
+    line_by_line: bool = option(
+        False,
+        "Each non-empty row (a line of a text file) is one example, truncated and padded to --block-size, "
+        "instead of grouping the texts into blocks; padding never counts in the loss.",
+        is_flag=True,
+    )
     mlm_probability: float = option(0.15, "Share of tokens masked for the MLM objective.")
+    whole_word_masking: bool = option(
+        False,
+        "Mask whole words: all sub-tokens of a chosen word (BERT's ## pieces, RoBERTa's leading space).",
+        is_flag=True,
+    )
+    streaming: bool = option(
+        False,
+        "Read --dataset as a stream (datasets' IterableDataset), grouping blocks as they come: for corpora "
+        "larger than disk or memory; needs --max-steps, evaluates on the validation source or the first "
+        "rows of the stream.",
+        is_flag=True,
+    )
+    preprocessing_num_workers: int | None = option(
+        None, "Processes reading and tokenizing the texts (datasets' num_proc; default: this process)."
+    )
     cache_dir: str | None = option(
         None, "Where tokenized blocks are cached (default: $MLM_CACHE_DIR or ~/.cache/mlm-toolkit)."
     )
@@ -104,12 +143,16 @@ class DataConfig:
         check_numbers(self)
         if not self.dataset:
             raise UsageError("must name a dataset", "--dataset")
-        if not self.text_column:
+        if self.text_column == "":
             raise UsageError("must name a column", "--text-column")
+        if not self.train_split:
+            raise UsageError("must name a split", "--train-split")
         if self.max_samples == 0:
             self.max_samples = None
-        check_positive(self, "max_samples", allow_none=True)
+        check_positive(self, "max_samples", "preprocessing_num_workers", allow_none=True)
         check_positive(self, "block_size")
+        if self.max_eval_samples is not None and self.max_eval_samples < 0:
+            raise UsageError(f"must be 0 (all) or more, got {self.max_eval_samples}", "--max-eval-samples")
         if not 0.0 < self.test_size < 1.0:
             raise UsageError(f"must lie strictly between 0 and 1, got {self.test_size}", "--test-size")
         if not 0.0 < self.mlm_probability < 1.0:

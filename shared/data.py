@@ -1,151 +1,344 @@
-"""Loading rows from any dataset source and turning them into the guide's texts.
+"""Loading rows from any dataset source and turning them into the guide's texts, kept in Arrow.
 
 One resolver for three sources: the built-in offline corpus, a local file or folder, or a Hub dataset
-id. Whatever the source, rows are cut to `--max-samples`, nested fields are flattened
-(`answers.text`), a list in the text column is joined with a space per row (the guide's
-`" ".join(x) for x in examples["answers.text"]`), and the rows are split into train and test.
+id (with `--dataset-config`, from the local cache when offline). Rows stay in `datasets`' Arrow tables,
+memory-mapped from disk, never Python lists: `--max-samples` selects the first rows, nested fields are read
+by their dotted name (`answers.text`), a list in the text column is joined with a space per row (the
+guide's `" ".join(x) for x in examples["answers.text"]`), in `--preprocessing-num-workers` processes.
+
+The held-out rows are, in this order: `--validation-file`, the dataset's own `validation` split, or
+`--test-size` of the rows (the guide's 80/20 `train_test_split`, seeded). With `--streaming` the rows are
+an `IterableDataset` read as they are needed; the held-out rows are then the validation source, or the
+first rows of the stream, which training skips.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
 from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.hub import hub_offline_reason, offline_message
+from mlm_toolkit.hub import hub_offline_reason, is_offline_mode, offline_message
 
 log = logging.getLogger(__name__)
 
 # datasets builder for each local file ending.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+# The column read when --text-column is not given: the guide's ELI5 answers, else run_mlm.py's choice.
+DEFAULT_COLUMNS = ("answers.text", "text")
+VALIDATION = "validation"
 
 
 @dataclass
-class Texts:
-    """The train and test texts of a run, with what was skipped on the way."""
+class Splits:
+    """The texts of a run: train and held-out rows, each a `datasets.Dataset` with one column "text"
+    (an `IterableDataset` for train with --streaming)."""
 
-    train: list[str]
-    test: list[str]
+    train: Any
+    held_out: Any
     source: str
-    rows: int
-    skipped: int
+    text_column: str  # as resolved
+    held_out_from: str  # where the held-out rows come from, in words
+    rows: int | None  # rows read for training (None when streaming: not known in advance)
+    skipped: int | None  # rows without text
 
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in LOCAL_FORMATS
 
 
-def _local_files(path: Path) -> tuple[str, list[str]]:
+def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
     """(datasets builder, files) for a local file or a folder of files of one format."""
     files = (
         sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
     )
     if not files:
-        raise UsageError(f"folder {str(path)!r} holds no {'/'.join(LOCAL_FORMATS)} files", "--dataset")
+        raise UsageError(f"folder {str(path)!r} holds no {'/'.join(LOCAL_FORMATS)} files", flag)
     formats = {LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
     if None in formats:
         raise UsageError(
             f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}",
-            "--dataset",
+            flag,
         )
     if len(formats) > 1:
-        raise UsageError(f"folder {str(path)!r} mixes formats {sorted(formats)}", "--dataset")
+        raise UsageError(f"folder {str(path)!r} mixes formats {sorted(formats)}", flag)
     empty = [p for p in files if p.stat().st_size == 0]
     if empty:
-        raise UsageError(f"file {str(empty[0])!r} is empty", "--dataset")
+        raise UsageError(f"file {str(empty[0])!r} is empty", flag)
     return formats.pop(), [str(p) for p in files]
 
 
-def load_rows(config: DataConfig):  # -> datasets.Dataset
-    """The first `max_samples` rows of the configured source, as a flattened `datasets.Dataset`."""
+PROGRESS_ROWS = 50_000  # datasets' progress bars for corpora of this many rows and more, where they help
+
+
+@contextlib.contextmanager
+def progress_bars(shown: bool) -> Iterator[None]:
+    """datasets' progress bars on or off for a block: for a small corpus they would only interleave with
+    the log."""
     import datasets
 
-    name = config.dataset
-    limit = config.max_samples
+    was = datasets.utils.logging.is_progress_bar_enabled()
+    (datasets.utils.logging.enable_progress_bar if shown else datasets.utils.logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (datasets.utils.logging.enable_progress_bar if was else datasets.utils.logging.disable_progress_bar)()
+
+
+def _quiet_load(*args, flag: str, what: str, **kwargs):
+    """`datasets.load_dataset` for a local source, without progress bars (a local file reads in moments);
+    a file it cannot read is bad input naming `flag`."""
+    import datasets
+
+    try:
+        with progress_bars(False):
+            return datasets.load_dataset(*args, **kwargs)
+    except ValueError as error:
+        message = str(error).splitlines()[0]
+        for word, named in (("config", "--dataset-config"), ("split", "--train-split")):
+            if word in message.lower() and flag == "--dataset":
+                raise UsageError(f"{what}: {message}", named) from error
+        raise UsageError(f"cannot read {what}: {message}", flag) from error
+    except Exception as error:  # datasets raises many types for unreadable files
+        raise UsageError(f"cannot read {what}: {str(error).splitlines()[0]}", flag) from error
+
+
+def _is_dataset_folder(path: Path) -> bool:
+    """A folder laid out as a dataset repository: a README declaring configs, or files named by split."""
+    readme = path / "README.md"
+    if readme.is_file() and "configs:" in readme.read_text(errors="replace"):
+        return True
+    return any(p.stem.split("-")[0] in ("train", VALIDATION) for p in path.iterdir() if p.is_file())
+
+
+def open_split(config: DataConfig, split: str, limit: int | None = None):
+    """The rows of one split of the configured source: a `datasets.Dataset` (an `IterableDataset` with
+    --streaming), its first `limit` rows."""
+    import datasets
+
+    name, streaming = config.dataset, config.streaming
+    path = Path(name).expanduser()
     if name == BUILTIN_DATASET:
+        if split != "train":
+            raise UsageError(f"{BUILTIN_DATASET} has one split, 'train', not {split!r}", "--train-split")
         from mlm_toolkit.corpus import builtin_eli5_rows
 
         rows = builtin_eli5_rows()
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)
-    elif Path(name).expanduser().exists():
-        builder, files = _local_files(Path(name).expanduser())
-        # A local file reads in moments: its "Generating train split" bar would only interleave with the log.
-        shown = datasets.utils.logging.is_progress_bar_enabled()
-        datasets.utils.logging.disable_progress_bar()
-        try:
-            dataset = datasets.load_dataset(builder, data_files=files, split="train")
-        except Exception as error:  # datasets raises many types for unreadable files
-            raise UsageError(
-                f"cannot read {name!r} as {builder}: {str(error).splitlines()[0]}", "--dataset"
-            ) from error
-        finally:
-            if shown:
-                datasets.utils.logging.enable_progress_bar()
-        if limit:
-            dataset = dataset.select(range(min(limit, len(dataset))))
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if path.is_dir() and _is_dataset_folder(path):  # read as the Hub would read the same repository
+        dataset = _quiet_load(
+            str(path), config.dataset_config, split=split, streaming=streaming, flag="--dataset", what=name
+        )
+    elif path.exists():
+        if split != "train":
+            raise UsageError(f"a file or plain folder has one split, 'train', not {split!r}", "--train-split")
+        builder, files = _local_files(path, "--dataset")
+        dataset = _quiet_load(
+            builder, data_files=files, split="train", streaming=streaming, flag="--dataset", what=repr(name)
+        )
     elif _looks_like_path(name) or name.startswith("builtin:"):
         raise UsageError(
             f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset"
         )
     else:
-        reason = hub_offline_reason()
+        dataset = _hub_split(name, config.dataset_config, split, streaming)
+    if limit:
+        dataset = dataset.take(limit) if streaming else dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+def _hub_split(name: str, dataset_config: str | None, split: str, streaming: bool):
+    """A Hub dataset's split; offline, the copy in the local cache, or one line naming the built-ins."""
+    import datasets
+
+    reason = hub_offline_reason()
+    if reason and not is_offline_mode():  # unreachable: do not wait on the HTTP client's retries
+        raise RunError(offline_message("dataset", name, reason))
+    try:  # offline mode: datasets reads its cached copy without touching the network
+        return datasets.load_dataset(name, dataset_config, split=split, streaming=streaming)
+    except Exception as error:
         if reason:
-            raise RunError(offline_message("dataset", name, reason))
-        split = f"train[:{limit}]" if limit else "train"
-        try:
-            dataset = datasets.load_dataset(name, split=split)
-        except Exception as error:
-            raise RunError(
-                f"--dataset: cannot load {name!r} from the Hub: {str(error).splitlines()[0]}"
-            ) from error
-    return dataset.flatten()
+            raise RunError(offline_message("dataset", name, reason)) from error
+        flag = "--dataset-config" if "config" in str(error).lower() else "--dataset"
+        raise RunError(f"{flag}: cannot load {name!r} from the Hub: {str(error).splitlines()[0]}") from error
 
 
-def _as_text(value: Any) -> str | None:
-    """A row's text: strings as they are, lists joined with a space (as the guide does), else None."""
+def has_validation_split(config: DataConfig) -> bool:
+    """Whether the source has a split of its own named `validation` (then no rows are held out of train)."""
+    path = Path(config.dataset).expanduser()
+    if config.dataset == BUILTIN_DATASET or (path.exists() and not path.is_dir()):
+        return False
+    if path.is_dir():
+        if not _is_dataset_folder(path):
+            return False
+        import datasets
+
+        builder = datasets.load_dataset_builder(str(path), config.dataset_config)
+        return VALIDATION in (builder.info.splits or {}) or VALIDATION in (builder.config.data_files or {})
+    if hub_offline_reason():
+        return False  # the cached copy is what loads; its validation split, if any, is found on load
+    from datasets import get_dataset_split_names
+
+    try:
+        return VALIDATION in get_dataset_split_names(config.dataset, config.dataset_config)
+    except Exception:  # unknown here; load_dataset reports the real problem with the train split
+        return False
+
+
+def open_validation_file(config: DataConfig):
+    path = Path(config.validation_file).expanduser()
+    if not path.exists():
+        raise UsageError(f"no such file or folder: {config.validation_file!r}", "--validation-file")
+    builder, files = _local_files(path, "--validation-file")
+    return _quiet_load(
+        builder,
+        data_files=files,
+        split="train",
+        streaming=config.streaming,
+        flag="--validation-file",
+        what=repr(config.validation_file),
+    )
+
+
+def column_names(dataset) -> list[str]:
+    """Every column, nested fields by their dotted names (answers.text)."""
+    features = dataset.features
+    if features is None:  # a stream whose schema is not known before its first row
+        first = next(iter(dataset))
+        return sorted(_dotted(first))
+    return list(features.flatten().keys())
+
+
+def _dotted(row: dict, prefix: str = "") -> list[str]:
+    names = []
+    for key, value in row.items():
+        names.append(prefix + key)
+        if isinstance(value, dict):
+            names.extend(_dotted(value, f"{prefix}{key}."))
+    return names
+
+
+def resolve_text_column(config: DataConfig, columns: list[str]) -> str:
+    if config.text_column:
+        if config.text_column not in columns:
+            raise UsageError(
+                f"column {config.text_column!r} not found; the dataset has {', '.join(columns)}",
+                "--text-column",
+            )
+        return config.text_column
+    for name in DEFAULT_COLUMNS:
+        if name in columns:
+            return name
+    raise UsageError(
+        f"the dataset has neither {' nor '.join(DEFAULT_COLUMNS)}; name one of "
+        f"{', '.join(columns)} with --text-column",
+        "--text-column",
+    )
+
+
+def _as_text(value: Any) -> str:
+    """A row's text: strings as they are, lists joined with a space (as the guide does), else ''."""
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return " ".join(value)
-    return None
+    return ""
 
 
-def load_texts(config: DataConfig, seed: int) -> Texts:
-    """Train and test texts for a run: load, flatten, join, drop unusable rows, split."""
-    dataset = load_rows(config)
-    if config.text_column not in dataset.column_names:
-        raise UsageError(
-            f"column {config.text_column!r} not found; the dataset has {', '.join(dataset.column_names)}",
-            "--text-column",
-        )
-    texts = [_as_text(v) for v in list(dataset[config.text_column])]
-    kept = [t for t in texts if t and t.strip()]
-    skipped = len(texts) - len(kept)
-    if skipped:
-        log.warning(
-            "skipped %d of %d rows whose %r is empty or not text", skipped, len(texts), config.text_column
-        )
-    if len(kept) < 2:
-        raise UsageError(
-            f"{config.dataset!r} has {len(kept)} usable rows in {config.text_column!r}; "
-            "at least 2 are needed "
-            "to split train and test",
-            "--dataset",
-        )
-    held_out = math.ceil(config.test_size * len(kept))  # as datasets rounds it
-    if held_out >= len(kept):
-        raise UsageError(
-            f"{config.test_size} of {len(kept)} usable rows leaves no rows to train on; "
-            "use a smaller share or more rows (--max-samples)",
-            "--test-size",
-        )
+def _texts_of_batch(values: list, path: list[str]) -> dict[str, list[str]]:
+    for key in path:  # down a nested field: answers -> text
+        values = [v.get(key) if isinstance(v, dict) else None for v in values]
+    return {"text": [_as_text(v) for v in values]}
+
+
+def _has_text(texts: list[str]) -> list[bool]:
+    return [bool(t and t.strip()) for t in texts]
+
+
+def texts_of(rows, column: str, workers: int | None):
+    """The rows' texts in one column "text", rows with none left out: Arrow in, Arrow out."""
     import datasets
 
-    split = datasets.Dataset.from_dict({"text": kept}).train_test_split(test_size=config.test_size, seed=seed)
-    return Texts(
-        list(split["train"]["text"]), list(split["test"]["text"]), config.dataset, len(texts), skipped
-    )
+    top, *path = column.split(".")
+    streamed = isinstance(rows, datasets.IterableDataset)
+    parallel = {} if streamed else {"num_proc": workers}
+    with progress_bars(not streamed and len(rows) >= PROGRESS_ROWS):
+        texts = rows.map(
+            _texts_of_batch,
+            batched=True,
+            input_columns=[top],
+            remove_columns=rows.column_names,  # None for a stream of unknown schema: dropped below
+            fn_kwargs={"path": path},
+            **parallel,
+        )
+        if streamed:
+            texts = texts.select_columns(["text"])
+        return texts.filter(_has_text, batched=True, input_columns=["text"], **parallel)
+
+
+def digest(texts) -> str:
+    """SHA-256 of a split's texts, in order: what identifies the data of a run and its token cache. Read
+    in Arrow batches, so a corpus larger than memory is hashed in bounded memory."""
+    sha = hashlib.sha256()
+    for batch in texts.with_format("arrow").iter(batch_size=10_000):
+        for text in batch.column("text").to_pylist():
+            sha.update(text.encode())
+            sha.update(b"\0")
+    return sha.hexdigest()
+
+
+def load_splits(config: DataConfig, seed: int) -> Splits:
+    """Train and held-out texts for a run (map mode): load, read the column, drop rows without text, split."""
+    rows = open_split(config, config.train_split, config.max_samples)
+    column = resolve_text_column(config, column_names(rows))
+    workers = config.preprocessing_num_workers
+    train = texts_of(rows, column, workers)
+    skipped = len(rows) - len(train)
+    if skipped:
+        log.warning("skipped %d of %d rows whose %r is empty or not text", skipped, len(rows), column)
+    held_out, held_out_from = _held_out_source(config)
+    if held_out is not None:
+        held_out = texts_of(held_out, resolve_text_column(config, column_names(held_out)), workers)
+        _require_rows(train, 1, repr(config.dataset), "--dataset", "to train on")
+        _require_rows(held_out, 1, held_out_from, held_out_from.split()[0], "to evaluate on")
+    else:
+        _require_rows(train, 2, repr(config.dataset), "--dataset", "to split train and test")
+        count = math.ceil(config.test_size * len(train))  # as datasets rounds it
+        if count >= len(train):
+            raise UsageError(
+                f"{config.test_size} of {len(train)} usable rows leaves no rows to train on; "
+                "use a smaller share or more rows (--max-samples)",
+                "--test-size",
+            )
+        split = train.train_test_split(test_size=config.test_size, seed=seed)
+        train, held_out = split["train"], split["test"]
+        held_out_from = f"{config.test_size:g} of the rows (--test-size)"
+    return Splits(train, held_out, config.dataset, column, held_out_from, len(rows), skipped)
+
+
+def _held_out_source(config: DataConfig):
+    """(rows, description) of the held-out source, or (None, None) when rows must be held out of train."""
+    if config.validation_file:
+        return open_validation_file(config), f"--validation-file {config.validation_file}"
+    if has_validation_split(config):
+        return open_split(config, VALIDATION), f"--dataset {config.dataset}'s {VALIDATION} split"
+    return None, None
+
+
+def _require_rows(texts, needed: int, where: str, flag: str, purpose: str) -> None:
+    if len(texts) < needed:
+        raise UsageError(
+            f"{where} has {len(texts)} usable rows; at least {needed} are needed {purpose}", flag
+        )
+
+
+def load_rows(config: DataConfig):
+    """The rows `--dataset`, `--train-split` and `--max-samples` name, before any text is read."""
+    return open_split(config, config.train_split, config.max_samples)

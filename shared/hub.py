@@ -1,33 +1,51 @@
-"""Knowing, quickly, whether the Hugging Face Hub can be reached, and saying what to do when not."""
+"""Knowing, quickly, whether the Hugging Face Hub can be reached, and saying what to do when not.
+
+Asked the way huggingface_hub itself asks: its offline switch (`HF_HUB_OFFLINE`), its endpoint
+(`HF_ENDPOINT`, a mirror or a private Hub), and its HTTP session, which honours `HTTPS_PROXY`,
+`HTTP_PROXY` and `NO_PROXY`.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-from urllib.parse import urlparse
 
 from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
 
 _reachable: bool | None = None
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_offline_mode() -> bool:
+    """HF_HUB_OFFLINE, in the environment or as huggingface_hub read it when first imported."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def hub_offline_reason() -> str | None:
     """Why the Hub cannot be used now (None when it can). Checked once per process.
 
-    HF_HUB_OFFLINE is honoured first; otherwise one TCP connection with a short timeout decides, so an
-    offline machine fails in seconds instead of waiting on the HTTP client's retries.
+    Offline mode is honoured first; otherwise one HEAD request to the endpoint, with a short timeout and
+    no retries, decides, so an offline machine fails in seconds instead of waiting on the client's retries.
     """
     global _reachable
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    if is_offline_mode():
         return "HF_HUB_OFFLINE is set"
     if _reachable is None:
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+        from huggingface_hub.utils import get_session
+
         try:
-            socket.create_connection((host, 443), timeout=3).close()
+            get_session().head(endpoint(), timeout=3, allow_redirects=False)  # any answer will do
             _reachable = True
-        except OSError:
+        except Exception:  # requests' connection errors, a proxy refusing, a TLS failure
             _reachable = False
-    return None if _reachable else "the Hugging Face Hub cannot be reached"
+    return None if _reachable else f"the Hugging Face Hub ({endpoint()}) cannot be reached"
 
 
 def offline_message(kind: str, name: str, reason: str) -> str:

@@ -7,14 +7,25 @@ the same file edited in place is other data.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from mlm_toolkit.config import RunConfig, flag_of
 from mlm_toolkit.errors import UsageError
 
-# Settings that decide what the model learns, by their config field (and so their flag).
-DATA_FIELDS = ("text_column", "max_samples", "test_size", "block_size", "mlm_probability")
+# Settings that decide what the model learns or how it is measured, by their config field (and so their
+# flag); a change of the data itself is caught by the fingerprint of the texts.
+DATA_FIELDS = (
+    "dataset_config",
+    "train_split",
+    "max_samples",
+    "test_size",
+    "max_eval_samples",
+    "block_size",
+    "line_by_line",
+    "mlm_probability",
+    "whole_word_masking",
+    "streaming",
+)
 TRAIN_FIELDS = (
     "seed",
     "per_device_batch_size",
@@ -26,17 +37,6 @@ TRAIN_FIELDS = (
 )
 
 
-def data_fingerprint(texts) -> str:
-    """A digest of the train and eval texts, in order."""
-    digest = hashlib.sha256()
-    for part in (texts.train, texts.test):
-        for text in part:
-            digest.update(text.encode())
-            digest.update(b"\0")
-        digest.update(b"\1")
-    return digest.hexdigest()[:16]
-
-
 def model_shape(config) -> str:
     """What a checkpoint's tensors depend on: family, vocabulary, width and depth of the model."""
     return (
@@ -46,19 +46,21 @@ def model_shape(config) -> str:
 
 
 def run_identity(
-    run: RunConfig, model_name: str, model_config, texts, num_processes: int, options: Any = None
+    run: RunConfig, model_name: str, model_config, data, num_processes: int, options: Any = None
 ) -> dict[str, Any]:
-    """The settings a resumed run must share; `options` (a framework's) adds its `identity_fields`."""
+    """The settings a resumed run must share (`data`: the run's `MLMData`); `options` (a framework's) adds
+    its `identity_fields`."""
     identity: dict[str, Any] = {
         "model": model_name,
         "model_shape": model_shape(model_config),
         "num_processes": num_processes,
+        "text_column": data.splits.text_column,
     }
     identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
     identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
     identity.update({name: getattr(options, name) for name in getattr(options, "identity_fields", ())})
     # Last, so that a setting that changes the data (the seed's split, --max-samples) is named itself.
-    identity["dataset"] = data_fingerprint(texts)
+    identity["dataset"] = data.fingerprint
     return identity
 
 

@@ -211,7 +211,7 @@ MANIFEST = "manifest.json"
 def write_text_atomically(path: Path, text: str) -> None:
     """Write a new file and rename it over `path`: a reader never sees half of it, and a hard link to the
     old file (a kept previous backup) keeps the old content."""
-    partial = path.with_name(f".{path.name}.tmp")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write at once
     partial.write_text(text)
     os.replace(partial, path)
 

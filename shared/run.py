@@ -174,7 +174,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             report_fresh_weights(fresh, resolved.name)
             plan = backend.plan
             identity = run_identity(
-                run, resolved.name, backend.model_config, data.texts, backend.num_processes, backend.options
+                run, resolved.name, backend.model_config, data, backend.num_processes, backend.options
             )
             losses = backend.resume(out, identity)
             log.info(

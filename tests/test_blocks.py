@@ -1,11 +1,10 @@
 """group_into_blocks and the cached, seeded data pipeline."""
 
-import time
-
 import numpy as np
 import pytest
 
-from mlm_toolkit.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
+from mlm_toolkit.blocks import cached_blocks, group_into_blocks, prepare_data
+from mlm_toolkit.masking import mask_once, masking_collator
 from mlm_toolkit.config import DataConfig
 from mlm_toolkit.errors import UsageError
 
@@ -32,26 +31,62 @@ def test_fewer_tokens_than_one_block_gives_no_blocks():
     assert blocks.shape == (0, 8) and dropped == 3
 
 
-def test_a_million_tokens_group_in_well_under_a_second():
+def test_a_million_tokens_group_into_exact_blocks():
     lists = [list(range(100))] * 10_000  # 1M tokens in 10k rows: quadratic concatenation would take minutes
-    start = time.perf_counter()
-    blocks, _ = group_into_blocks(lists, 128)
-    assert time.perf_counter() - start < 1.0
-    assert blocks.shape == (1_000_000 // 128, 128)
+    blocks, dropped = group_into_blocks(lists, 128)
+    assert blocks.shape == (1_000_000 // 128, 128) and dropped == 1_000_000 % 128
+    assert blocks[0].tolist() == list(range(100)) + list(range(28))
+    assert blocks[-1].tolist() == (list(range(100)) * 3)[-dropped - 128 : -dropped]
 
 
-def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
+def text_dataset(texts):
+    import datasets
+
+    return datasets.Dataset.from_dict({"text": texts})
+
+
+def test_blocks_are_cached_memory_mapped_and_reused(tiny_roberta, tmp_path):
     from transformers import AutoTokenizer
+
+    from mlm_toolkit.data import digest
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     config = DataConfig(dataset="x", block_size=16, cache_dir=str(tmp_path))
-    texts = ["the cat sees the ball"] * 20
-    first, _, cached = cached_blocks(texts, tokenizer, config)
-    again, _, cached_again = cached_blocks(texts, tokenizer, config)
-    other, _, cached_other = cached_blocks(texts + ["a dog"], tokenizer, config)
+    texts = text_dataset([f"the cat sees the ball number {i}" for i in range(50)])
+    more = text_dataset(list(texts["text"]) + ["a dog"])
+    first, cached = cached_blocks(texts, digest(texts), tokenizer, config)
+    again, cached_again = cached_blocks(texts, digest(texts), tokenizer, config)
+    other, cached_other = cached_blocks(more, digest(more), tokenizer, config)
     assert (cached, cached_again, cached_other) == (False, True, False)
-    np.testing.assert_array_equal(first, again)
-    assert len(list(tmp_path.glob("blocks-*.npz"))) == 2
+    assert len(list(tmp_path.glob("blocks-*.arrow"))) == 2
+    # The same blocks as grouping the token lists in memory, read from the file without a copy.
+    expected, dropped = group_into_blocks(tokenizer(list(texts["text"]))["input_ids"], 16)
+    np.testing.assert_array_equal(np.asarray(again), expected)
+    assert again.dropped_tokens == dropped and len(again) == len(expected)
+    assert not again[3].flags.owndata and not again[3].flags.writeable  # a view of the mapped file
+    assert again.dataset.num_rows == len(expected)
+
+
+def test_parallel_tokenizing_gives_the_same_blocks(tiny_roberta, eli5_jsonl, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    one, two = (
+        prepare_data(
+            DataConfig(
+                dataset=str(eli5_jsonl),
+                block_size=32,
+                preprocessing_num_workers=workers,
+                cache_dir=str(tmp_path / str(workers)),
+            ),
+            tokenizer,
+            seed=42,
+        )
+        for workers in (None, 2)
+    )
+    np.testing.assert_array_equal(np.asarray(one.train_blocks), np.asarray(two.train_blocks))
+    np.testing.assert_array_equal(one.eval_inputs["labels"], two.eval_inputs["labels"])
+    assert one.fingerprint == two.fingerprint
 
 
 def test_eval_masking_is_seeded_and_follows_the_collator(tiny_roberta):
@@ -102,3 +137,92 @@ def test_too_little_text_for_one_block_is_a_clear_error(tiny_roberta, eli5_jsonl
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     with pytest.raises(UsageError, match="--dataset.*less than one block"):
         prepare_data(DataConfig(dataset=str(eli5_jsonl), max_samples=4, block_size=128), tokenizer, seed=42)
+
+
+def test_frozen_eval_masks_are_the_guides_collator_with_the_seed(tiny_roberta):
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    blocks = np.random.default_rng(0).integers(5, len(tokenizer), (32, 16))
+    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=3, return_tensors="np")(
+        [{"input_ids": row} for row in blocks]
+    )
+    ours = mask_once(blocks, tokenizer, 0.15, seed=3)
+    for key in ("input_ids", "labels"):
+        np.testing.assert_array_equal(ours[key], guide[key])
+
+
+def test_line_by_line_pads_each_row_and_padding_never_counts(tiny_roberta, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tiny_models import tiny_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    lines = tmp_path / "lines.txt"
+    # Rows of several lengths; the last one longer than a block.
+    rows = [line if i % 2 else line.split(" because")[0] for i, line in enumerate(tiny_corpus(80))]
+    rows.append("the cat " * 40)
+    lines.write_text("\n".join(rows) + "\n\n   \n")
+    config = DataConfig(dataset=str(lines), block_size=24, line_by_line=True, test_size=0.25)
+    data = prepare_data(config, tokenizer, seed=1)
+    train, pad = np.asarray(data.train_blocks), tokenizer.pad_token_id
+    assert len(train) + data.eval_blocks == len(rows), "one example per non-empty line, empty ones skipped"
+    expected = {tuple(tokenizer(r, truncation=True, max_length=24)["input_ids"]) for r in rows}
+    assert {tuple(row[row != pad]) for row in train} <= expected  # each row alone, truncated, then padded
+    assert (train == pad).any() and (train[:, 0] == tokenizer.bos_token_id).all()
+    inputs = data.eval_inputs
+    original = np.where(inputs["labels"] != -100, inputs["labels"], inputs["input_ids"])
+    assert (inputs["attention_mask"] == (original != pad)).all(), "attention on the example, none on padding"
+    padding = inputs["attention_mask"] == 0
+    assert padding.any() and (inputs["labels"][padding] == -100).all(), "no label on padding"
+    assert (inputs["labels"] != -100).sum() > 0
+
+
+@pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_bert"])
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request):
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.masking import WholeWordMasking, word_starts
+    from tiny_models import tiny_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    # Words the tiny vocabularies split into pieces ("teachers", "redder") beside whole ones.
+    text = " ".join(line.replace("er ", "ers ").replace("red", "redder") for line in tiny_corpus(200))
+    ids = np.array(tokenizer(text, verbose=False)["input_ids"][: 64 * 32]).reshape(64, 32)
+    starts = word_starts(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(ids.flatten().tolist())
+    # BERT continues a word with ##, byte-level BPE begins one with a space (Ġ)
+    marker = "##" if fixture == "tiny_bert" else "Ġ"
+    assert any(t.startswith(marker) for t in tokens) and any(not t.startswith(marker) for t in tokens[1:])
+    inputs, labels = WholeWordMasking(tokenizer, 0.15)(ids, np.random.default_rng(0))
+    masked = labels != -100
+    assert 0.10 < masked.mean() < 0.20  # the guide's share of tokens
+    np.testing.assert_array_equal(labels[masked], ids[masked])
+    # A word is every token from a start up to the next start: within it, all masked or none.
+    special = np.isin(ids, tokenizer.all_special_ids)
+    begins = starts[ids] | np.roll(special, 1, axis=1)
+    begins[:, 0] = True
+    words = np.cumsum(begins, axis=1)
+    for row in range(len(ids)):
+        for word in np.unique(words[row][masked[row]]):
+            members = (words[row] == word) & ~special[row]
+            assert masked[row][members].all(), tokenizer.convert_ids_to_tokens(ids[row][members].tolist())
+    several = [
+        w for r in range(len(ids)) for w in np.unique(words[r][masked[r]]) if (words[r] == w).sum() > 1
+    ]
+    assert several, "some masked words have several pieces"
+    assert 0.7 < (inputs[masked] == tokenizer.mask_token_id).mean() < 0.9  # 80% become the mask token
+
+
+def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, caplog):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    full = prepare_data(DataConfig(dataset=str(eli5_jsonl), block_size=32), tokenizer, seed=42)
+    caplog.set_level("INFO")
+    capped = prepare_data(
+        DataConfig(dataset=str(eli5_jsonl), block_size=32, max_eval_samples=10), tokenizer, 42
+    )
+    assert full.eval_blocks > 10 == capped.eval_blocks
+    assert capped.summary()["eval_blocks_available"] == full.eval_blocks
+    assert f"evaluating the first 10 of {full.eval_blocks} held-out blocks" in caplog.text

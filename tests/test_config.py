@@ -43,7 +43,11 @@ def test_defaults_are_the_guides_recipe():
         0.01,
         42,
     )
-    assert run.model.model == "distilbert/distilroberta-base" and run.data.text_column == "answers.text"
+    from mlm_toolkit.data import DEFAULT_COLUMNS
+
+    assert run.model.model == "distilbert/distilroberta-base" and run.data.dataset == "eli5_category"
+    # No --text-column: the guide's answers.text where the data has it, else run_mlm.py's "text".
+    assert run.data.text_column is None and DEFAULT_COLUMNS == ("answers.text", "text")
     # The Trainer's defaults the guide inherits: gradient clipping at 1.0, linear decay, no warm-up.
     assert (run.train.max_grad_norm, run.train.lr_scheduler, run.train.warmup_steps) == (1.0, "linear", 0)
 

@@ -300,6 +300,38 @@ def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
     assert torch.equal(rows, (labels != -100).nonzero()[:, 0]) and torch.equal(given_rows, rows)
 
 
+def test_padded_examples_lose_exactly_what_the_model_loses_with_their_attention_mask(tiny_bert):
+    """--line-by-line: the attention mask goes to the encoder, and the loader's cut to the longest example
+    of the batch changes nothing."""
+    from transformers import AutoModelForMaskedLM
+
+    from pt_mlm.heads import MaskedTokenLoss
+    from pt_mlm.loaders import with_masked_positions
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
+    lengths = torch.tensor([16, 9, 5, 12])
+    attention = (torch.arange(24)[None, :] < lengths[:, None]).long()  # padded to 24, longest 16
+    ids = torch.where(attention.bool(), torch.randint(5, model.config.vocab_size, (4, 24)), 0)
+    labels = torch.where((torch.rand(4, 24) < 0.3) & attention.bool(), ids, torch.full_like(ids, -100))
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        batch = with_masked_positions({"input_ids": ids, "attention_mask": attention, "labels": labels})
+        ours, _ = MaskedTokenLoss(model)(**batch)
+        unmasked, _ = MaskedTokenLoss(model)(input_ids=ids, labels=labels)
+    assert batch["input_ids"].shape == (4, 16)
+    torch.testing.assert_close(ours.mean(), reference)
+    assert (unmasked - ours).abs().max() > 1e-6, "without the mask, padding would change the losses"
+
+
+@pytest.mark.parametrize("flag", ["--line-by-line", "--whole-word-masking"])
+def test_line_by_line_and_whole_word_masking_train(tiny_roberta, eli5_jsonl, tmp_path, flag):
+    results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--num-epochs", "2", flag)
+    assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
+    assert results["config"]["data"][flag[2:].replace("-", "_")] is True
+    if flag == "--line-by-line":  # one example per row: 160 train rows, 40 held out
+        assert (results["data"]["train_blocks"], results["data"]["eval_blocks"]) == (160, 40)
+
+
 def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
     import huggingface_hub
 

@@ -105,6 +105,36 @@ def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(
     assert tf_results["before"]["eval_loss"] == pytest.approx(pt_results["before"]["eval_loss"], rel=1e-4)
 
 
+def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_train(
+    tiny_roberta, eli5_jsonl, tmp_path
+):
+    """--line-by-line --whole-word-masking in Keras: the same frozen masks and attention masks as PyTorch
+    (the same perplexity before training), and the loss falls."""
+    from pt_helpers import train_tiny
+
+    flags = ["--line-by-line", "--whole-word-masking"]
+    out = tmp_path / "tf"
+    done = tf_mlm(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--num-epochs",
+        "3",
+        *flags,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    tf_results = json.loads((out / "all_results.json").read_text())
+    pt_results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "pt", "--max-steps", "1", *flags)
+    assert tf_results["before"]["eval_loss"] == pytest.approx(pt_results["before"]["eval_loss"], rel=1e-4)
+    assert tf_results["after"]["eval_loss"] < tf_results["before"]["eval_loss"] - 0.5
+    assert tf_results["data"]["eval_blocks"] == pt_results["data"]["eval_blocks"] == 40
+
+
 def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("xla_and_precision", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["xla"]["True"] == pytest.approx(seen["xla"]["False"], rel=1e-4)

@@ -33,17 +33,25 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
 
 
 def masked_token_loss_sum(
-    model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True
+    model,
+    input_ids,
+    labels,
+    training: bool,
+    rows: int | None = None,
+    sparse: bool = True,
+    attention_mask=None,
 ):
-    """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy."""
+    """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy. Grouped
+    blocks come without `attention_mask` (they are full); padded examples (--line-by-line) with one."""
     parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "training": training}
     if parts is None:  # no separable head, or asked for the dense path
-        logits = tf.reshape(model(input_ids=input_ids, training=training).logits, [tf.size(labels), -1])
+        logits = tf.reshape(model(**inputs).logits, [tf.size(labels), -1])
         weights = tf.cast(labels != -100, tf.float32)
     else:
         encoder, head = parts
-        hidden = encoder(input_ids=input_ids, training=training)[0]
+        hidden = encoder(**inputs)[0]
         hidden = tf.reshape(hidden, [tf.size(labels), -1])
         masked = labels != -100
         if rows is None:
@@ -88,10 +96,13 @@ class MaskedLMTrainer(keras.Model):
             data if isinstance(data, tuple) else (data, data["labels"])
         )  # prepare_tf_dataset gives (x, y)
         input_ids = features["input_ids"] if isinstance(features, dict) else features
+        attention_mask = features.get("attention_mask") if isinstance(features, dict) else None
         optimizer = self.optimizer
         scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            total, count = masked_token_loss_sum(self.mlm, input_ids, labels, True, self.rows, self.sparse)
+            total, count = masked_token_loss_sum(
+                self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask
+            )
             loss = total / tf.maximum(count, 1.0)
             # Replicas' gradients are summed: each contributes its share of the mean.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync

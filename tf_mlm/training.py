@@ -47,7 +47,7 @@ from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API tr
 from transformers.optimization_tf import WarmUp
 
 from mlm_toolkit import run as skeleton
-from mlm_toolkit.blocks import masking_collator
+from mlm_toolkit.masking import BlockMasker, masking_collator
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.export import add_weights_for_other_framework
@@ -165,18 +165,32 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int)
     return trainee
 
 
+def keras_masking(tokenizer, data_cfg, seed: int):
+    """The collate_fn of `prepare_tf_dataset`: the guide's collator, drawing from NumPy's global generator
+    (seeded by `keras.utils.set_random_seed`) as in the guide; whole words or padded examples through our
+    `BlockMasker`, with a generator of its own from the run's seed."""
+    if not (data_cfg.whole_word_masking or data_cfg.line_by_line):
+        return masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
+    masker = BlockMasker(
+        tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line
+    )
+    rng = np.random.default_rng(seed)
+    return lambda examples: masker(np.stack([np.asarray(e["input_ids"]) for e in examples]), rng)
+
+
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
     in float32 whatever the precision policy. The graph is traced once per run, not per call."""
     batch_sums = tf.function(
-        lambda ids, labels: masked_token_loss_sum(model, ids, labels, training=False), reduce_retracing=True
+        lambda ids, labels, mask: masked_token_loss_sum(model, ids, labels, False, attention_mask=mask),
+        reduce_retracing=True,
     )
 
     def evaluate() -> float:
         mean = TokenWeightedMean()
         for start in range(0, len(eval_inputs["input_ids"]), batch_size):
-            batch = slice(start, start + batch_size)
-            total, count = batch_sums(eval_inputs["input_ids"][batch], eval_inputs["labels"][batch])
+            batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
+            total, count = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
             mean.add(float(total) / max(float(count), 1.0), int(count))
         return mean.mean
 
@@ -329,13 +343,11 @@ class KerasBackend:
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
         self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
-        import datasets
-
         self.train_set = model.prepare_tf_dataset(
-            datasets.Dataset.from_dict({"input_ids": data.train_blocks}),
+            data.train_blocks.dataset,  # the memory-mapped blocks file
             batch_size=global_batch,
             shuffle=True,
-            collate_fn=masking_collator(tokenizer, run.data.mlm_probability, return_tensors="np"),
+            collate_fn=keras_masking(tokenizer, run.data, run.train.seed),
             drop_remainder=True,
         )
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
