@@ -44,7 +44,25 @@ def tied_weights_notice(record: logging.LogRecord) -> bool:
     return "Removed shared tensor" not in record.getMessage()
 
 
-def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None, weight_bytes: int) -> Path:
+def process_state_file(process: int) -> str:
+    return f"stream-{process}.json"
+
+
+def read_process_state(checkpoint: Path, process: int) -> dict | None:
+    """What one process saved of its own beside the shared state (its stream's position), if anything."""
+    path = checkpoint / process_state_file(process)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_checkpoint(
+    accelerator,
+    out: Path,
+    progress: Progress,
+    keep: int | None,
+    weight_bytes: int,
+    process_state: dict | None = None,
+) -> Path:
+    """`process_state`: what this process must find again on resume (each process's stream position)."""
     final = checkpoint_dir(out, progress.global_step)
     # Weights and AdamW's two moments. Every process checks (and so stops) alike: none waits for another.
     require_free_space(out, 3 * weight_bytes, f"checkpoint {final.name}")
@@ -58,6 +76,8 @@ def save_checkpoint(accelerator, out: Path, progress: Progress, keep: int | None
         notices.removeFilter(tied_weights_notice)
     if accelerator.is_main_process:
         (partial / STATE).write_text(json.dumps(asdict(progress)))
+    if process_state is not None:
+        (partial / process_state_file(accelerator.process_index)).write_text(json.dumps(process_state))
     accelerator.wait_for_everyone()  # every shard is on disk before the folder counts
     if accelerator.is_main_process:
         write_manifest(partial)

@@ -7,24 +7,16 @@ uninterrupted run sees, and 2 x 4 accumulated blocks (or 2 processes x 4) are ma
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from mlm_toolkit.masking import WholeWordMasking, masking_collator
-
-
-def mask_seed(seed: int, epoch: int, position: int) -> int:
-    """The seed of the mask of the block at `position` of epoch `epoch`'s order."""
-    return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
-
-
-def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -> int:
-    """The seed of the dropout draws of one micro-batch of one process."""
-    return (mask_seed(seed, epoch, batch_in_epoch) * 65_537 + process) % (2**63)
+from mlm_toolkit.masking import WholeWordMasking, mask_seed, masking_collator
+from mlm_toolkit.streaming import BlockStream, StreamPosition
 
 
 class BlockDataset(Dataset):
@@ -102,16 +94,7 @@ class SeededMasking:
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
-def train_loader(
-    blocks,
-    tokenizer,
-    mlm_probability: float,
-    batch_size: int,
-    seed: int,
-    workers: int = 0,
-    whole_word: bool = False,
-    padded: bool = False,
-):
+def train_loader(blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int = 0):
     """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
 
     The sampler runs in this process and every block carries its own mask seed, so the batches and
@@ -124,13 +107,93 @@ def train_loader(
     loader = DataLoader(
         BlockDataset(blocks),
         batch_sampler=batches,
-        collate_fn=SeededMasking(tokenizer, mlm_probability, whole_word, padded),
+        collate_fn=masking,
         pin_memory=torch.cuda.is_available(),
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
     )
     return loader, batches
+
+
+class MapSource:
+    """Train blocks of a memory-mapped file in a seeded order per epoch; Accelerate shards the batches."""
+
+    streaming = False
+
+    def __init__(self, blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int) -> None:
+        self.loader, self.batches = train_loader(blocks, masking, batch_size, seed, workers)
+
+    def batches_per_epoch(self, processes: int) -> int:
+        return math.ceil(len(self.loader) / processes)
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        self.batches.set_position(epoch, start_batch)
+
+    def state(self) -> None:  # the position is the epoch and batch the checkpoint records
+        return None
+
+    def restore(self, state) -> None:
+        pass
+
+
+class StreamedBlocks(IterableDataset):
+    """The blocks of a `BlockStream`, each with the mask seed of its place in the stream."""
+
+    def __init__(self, stream: BlockStream, seed: int) -> None:
+        self.stream, self.seed = stream, seed
+
+    def __iter__(self):
+        for block, passes, position in self.stream:
+            yield {
+                "input_ids": torch.from_numpy(block.astype(np.int64)),
+                "mask_seed": mask_seed(self.seed, passes, position),
+            }
+
+
+class StreamSource:
+    """--streaming: this process's shard of the stream, read in this process (its position is exact: no
+    worker reads ahead), and moved to the device by the loop."""
+
+    streaming = True
+
+    def __init__(self, stream: BlockStream, masking: SeededMasking, batch_size: int, seed: int) -> None:
+        self.stream = stream
+        self.loader = DataLoader(
+            StreamedBlocks(stream, seed),
+            batch_size=batch_size,
+            collate_fn=masking,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def batches_per_epoch(self, processes: int) -> None:
+        return None  # not known: trained by --max-steps
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        pass  # restored from the checkpoint's stream position instead
+
+    def state(self) -> dict:
+        return self.stream.position.to_dict()
+
+    def restore(self, state: dict | None) -> None:
+        self.stream.position = StreamPosition.from_dict(state)
+
+    def on_device(self, device: torch.device):
+        non_blocking = device.type == "cuda"
+        for batch in self.loader:
+            yield {key: value.to(device, non_blocking=non_blocking) for key, value in batch.items()}
+
+
+def train_source(data, tokenizer, run, options, accelerator) -> MapSource | StreamSource:
+    """Where the training batches come from: the memory-mapped blocks, or this process's stream."""
+    config = run.data
+    masking = SeededMasking(tokenizer, config.mlm_probability, config.whole_word_masking, config.line_by_line)
+    batch_size, seed = run.train.per_device_batch_size, run.train.seed
+    if not config.streaming:
+        return MapSource(data.train_blocks, masking, batch_size, seed, options.loader_workers)
+    index, processes = accelerator.process_index, accelerator.num_processes
+    stream = BlockStream(lambda: data.open_train(index, processes), tokenizer, config)
+    return StreamSource(stream, masking, batch_size, seed)
 
 
 class WaitClock:

@@ -38,14 +38,15 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
-from pt_mlm.checkpoint import Progress, load_checkpoint, save_checkpoint
+from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
-from pt_mlm.loaders import WaitClock, eval_loader, micro_batch_seed, train_loader
+from pt_mlm.loaders import WaitClock, eval_loader, train_source
 from pt_mlm.options import PTOptions
 from mlm_toolkit import run as skeleton
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
 from mlm_toolkit.export import add_weights_for_other_framework
+from mlm_toolkit.masking import micro_batch_seed
 from mlm_toolkit.metrics import LossLog, TokenWeightedMean
 from mlm_toolkit.models import load_weights
 from mlm_toolkit.outputs import find_resume_checkpoint
@@ -72,11 +73,13 @@ def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 class UnreadSteps:
     """Step losses and grad norms kept on the device until read back together: reading one waits for the
-    GPU to finish everything queued, so reading every step would stop the host from queueing the next."""
+    GPU to finish everything queued, so reading every step would stop the host from queueing the next.
+    The learning rate of each step is a host number, kept beside them."""
 
-    def __init__(self, accelerator: Accelerator, recorder: Recorder) -> None:
-        self.accelerator, self.recorder = accelerator, recorder
+    def __init__(self, backend: "TorchBackend", recorder: Recorder) -> None:
+        self.accelerator, self.scheduler, self.recorder = backend.accelerator, backend.scheduler, recorder
         self.pending: list[torch.Tensor] = []
+        self.rates: list[float] = []
         self.restart()
 
     def restart(self) -> None:
@@ -85,6 +88,7 @@ class UnreadSteps:
 
     def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.pending.append(torch.stack([loss, grad_norm.float()]))
+        self.rates.append(self.scheduler.get_last_lr()[0])  # as the Trainer logs it: after the step
 
     def read(self, last_step: int) -> list[float]:
         """Gather the pending steps (all processes at once) and record them, ending at `last_step`."""
@@ -94,8 +98,9 @@ class UnreadSteps:
         gathered = self.accelerator.gather(torch.stack(self.pending)).reshape(processes, len(self.pending), 2)
         losses = gathered[..., 0].mean(0).tolist()
         grad_norms = gathered[0, :, 1].tolist()  # the same on every process: gradients are synced
-        self.recorder.steps(last_step - len(losses) + 1, losses, grad_norms, time.perf_counter() - self.tic)
-        self.pending = []
+        first = last_step - len(losses) + 1
+        self.recorder.steps(first, losses, grad_norms, self.rates, time.perf_counter() - self.tic)
+        self.pending, self.rates = [], []
         self.restart()
         return losses
 
@@ -128,7 +133,7 @@ class TorchBackend:
         self.device = str(self.accelerator.device)
 
     def load(self, resolved, tokenizer, data) -> list[str]:
-        train_cfg, options = self.run.train, self.options
+        train_cfg, options, processes = self.run.train, self.options, self.num_processes
         set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
         model, info = load_weights(
             lambda: AutoModelForMaskedLM.from_pretrained(
@@ -144,24 +149,12 @@ class TorchBackend:
         self.model_config, self.tokenizer = model.config, tokenizer
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
-        loader, self.batches = train_loader(
-            data.train_blocks,
-            tokenizer,
-            self.run.data.mlm_probability,
-            train_cfg.per_device_batch_size,
-            train_cfg.seed,
-            options.loader_workers,
-            whole_word=self.run.data.whole_word_masking,
-            padded=self.run.data.line_by_line,
-        )
-        # Steps are counted after sharding: each process sees 1/N of the batches.
-        processes = self.num_processes
+        self.source = train_source(data, tokenizer, self.run, options, self.accelerator)
         self.plan = StepPlan.make(
-            math.ceil(len(loader) / processes),
+            self.source.batches_per_epoch(processes),  # counted after sharding: 1/N of them per process
             options.gradient_accumulation_steps,
             train_cfg.per_device_batch_size * processes * options.gradient_accumulation_steps,
-            train_cfg.num_epochs,
-            train_cfg.max_steps,
+            train_cfg,
         )
         optimizer = torch.optim.AdamW(
             no_decay_groups(model, train_cfg.weight_decay),
@@ -172,16 +165,19 @@ class TorchBackend:
         scheduler = get_scheduler(
             train_cfg.lr_scheduler,
             optimizer,
-            num_warmup_steps=train_cfg.warmup_steps * processes,
+            num_warmup_steps=self.plan.warmup_steps * processes,
             num_training_steps=self.plan.total_steps * processes,
         )
-        self.net, self.optimizer, self.loader, self.evals, self.scheduler = self.accelerator.prepare(
+        # A stream is sharded by rows (split_dataset_by_node), a map-style loader by Accelerate.
+        loaders = [] if self.source.streaming else [self.source.loader]
+        self.net, self.optimizer, self.evals, self.scheduler, *loaders = self.accelerator.prepare(
             MaskedTokenLoss(model, sparse=options.sparse_head),
             optimizer,
-            loader,
             eval_loader(data.eval_inputs, train_cfg.eval_batch),
             scheduler,
+            *loaders,
         )
+        self.loader = loaders[0] if loaders else self.source.on_device(self.accelerator.device)
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
@@ -192,6 +188,7 @@ class TorchBackend:
         if self.run.train.resume:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
             self.progress = load_checkpoint(self.accelerator, checkpoint, identity, self.run.train.max_steps)
+            self.source.restore(read_process_state(checkpoint, self.accelerator.process_index))
             log.info(
                 "resumed from %s at step %d (epoch %d)",
                 checkpoint,
@@ -238,20 +235,17 @@ class TorchBackend:
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
-        plan, progress, accelerator = self.plan, self.progress, self.accelerator
-        train_cfg, options = self.run.train, self.options
-        tokens_per_batch = train_cfg.per_device_batch_size * self.run.data.block_size * self.num_processes
-        unread, waiting = UnreadSteps(accelerator, recorder), WaitClock()
-        self.recorder, self.unread = recorder, unread
+        plan, progress = self.plan, self.progress
+        self.recorder, self.unread, self.waiting = recorder, UnreadSteps(self, recorder), WaitClock()
         # A live bar on a terminal; in a log file (not a terminal) about 20 progress lines instead.
-        bar = tqdm(
+        self.bar = tqdm(
             total=plan.total_steps,
             initial=progress.global_step,
             desc="train",
             mininterval=1.0,
-            disable=None if accelerator.is_local_main_process else True,
+            disable=None if self.accelerator.is_local_main_process else True,
         )
-        self.log_interval = max(options.log_every, plan.total_steps // 20)
+        self.log_interval = max(self.options.log_every, plan.total_steps // 20)
         self.next_log = progress.global_step + self.log_interval
         self.net.train()
         try:
@@ -259,100 +253,119 @@ class TorchBackend:
                 for epoch in range(progress.epoch, plan.num_epochs):
                     if progress.global_step >= plan.total_steps:
                         break
-                    start = progress.batches_done_in_epoch if epoch == progress.epoch else 0
-                    self.batches.set_position(epoch, start * self.num_processes)
-                    progress.epoch, progress.batches_done_in_epoch = epoch, start
-                    micro_losses: list[torch.Tensor] = []
-                    unread.restart()
-                    for batch in waiting.iterate(self.loader):
-                        # Dropout draws are a function of the micro-batch's place in the run, so every
-                        # micro-batch of an accumulation window draws its own, and a resumed run the same.
-                        torch.manual_seed(
-                            micro_batch_seed(
-                                train_cfg.seed,
-                                epoch,
-                                progress.batches_done_in_epoch,
-                                accelerator.process_index,
-                            )
-                        )
-                        with accelerator.accumulate(self.net):
-                            # Each micro-batch's mean over its masked tokens, averaged over the window by
-                            # backward(): micro-batches weigh the same whatever their masked-token counts, as
-                            # in the Trainer (BERT/RoBERTa take no num_items_in_batch: it divides by the
-                            # accumulation steps).
-                            loss = self.net(**batch)[0].mean()
-                            accelerator.backward(loss)
-                            if accelerator.sync_gradients:
-                                # The norm before clipping is logged; with clipping off the factor is 1.
-                                grad_norm = accelerator.clip_grad_norm_(
-                                    self.net.parameters(), train_cfg.max_grad_norm or math.inf
-                                )
-                            self.optimizer.step()
-                            self.scheduler.step()
-                            self.optimizer.zero_grad(set_to_none=True)
-                        micro_losses.append(loss.detach())
-                        progress.batches_done_in_epoch += 1
-                        recorder.train_tokens += tokens_per_batch
-                        if not accelerator.sync_gradients:
-                            continue
-                        # ---- one optimizer step done: log, checkpoint, stop at max steps
-                        progress.global_step += 1
-                        unread.add(torch.stack(micro_losses).mean(), grad_norm)
-                        micro_losses = []
-                        bar.update(1)
-                        # The first step is read at once: it times the start-up (time to first step).
-                        if progress.global_step == 1 or progress.global_step % options.log_every == 0:
-                            self.show(bar, unread.read(progress.global_step))
-                        if progress.global_step >= plan.total_steps:
-                            break  # the checkpoint below covers this step; the epoch stays unfinished
-                        if (
-                            train_cfg.checkpointing_steps
-                            and progress.global_step % train_cfg.checkpointing_steps == 0
-                        ):
-                            self.checkpoint()
-                    self.show(
-                        bar, unread.read(progress.global_step)
-                    )  # before the evaluation: not training time
+                    self.train_epoch(epoch)
                     # ---- end of epoch: evaluate, checkpoint
-                    recorder.evaluation(progress.global_step, self.evaluate(), f"epoch {epoch + 1}")
-                    if (
+                    self.show(self.unread.read(progress.global_step))  # before the evaluation: not training
+                    self.evaluation(f"epoch {epoch + 1}" if not self.source.streaming else "end")
+                    if not self.source.streaming and (
                         progress.global_step < plan.total_steps
                         or progress.batches_done_in_epoch >= plan.batches_per_epoch
                     ):
                         # The epoch ran to its end. Stopped by --max-steps it did not: a resume with more
-                        # steps continues it where it stopped.
+                        # steps continues it where it stopped (and a stream never ends an epoch).
                         progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
-                    self.checkpoint()
+                    run_end = progress.global_step >= plan.total_steps
+                    if self.run.train.checkpoints_at(progress.global_step, epoch_end=True, run_end=run_end):
+                        self.checkpoint()
         except KeyboardInterrupt:
-            bar.close()
-            if progress.global_step == 0:
-                raise RunError(
-                    "interrupted before the first optimizer step; nothing to resume from"
-                ) from None
-            progress.batches_done_in_epoch -= (
-                progress.batches_done_in_epoch % options.gradient_accumulation_steps
-            )
-            saved = self.checkpoint()
-            raise RunError(
-                f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto"
-            ) from None
+            self.bar.close()
+            raise self.interrupted() from None
         finally:
-            bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
-        recorder.data_wait_seconds = waiting.seconds
+            self.bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
+        recorder.data_wait_seconds = self.waiting.seconds
         if recorder.train_seconds > 0:
             log.info(
                 "trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches "
                 "(--loader-workers)",
                 recorder.tokens_per_second,
-                100 * waiting.seconds / recorder.train_seconds,
+                100 * self.waiting.seconds / recorder.train_seconds,
             )
         return progress.global_step
 
-    def show(self, bar, losses: list[float]) -> None:
-        """The latest step's figures on the bar (or in the log), and the learning rate for the trackers."""
+    def train_epoch(self, epoch: int) -> None:
+        """Optimizer steps until the epoch's batches or --max-steps run out."""
+        progress, accelerator, train_cfg = self.progress, self.accelerator, self.run.train
+        start = progress.batches_done_in_epoch if epoch == progress.epoch else 0
+        self.source.set_position(epoch, start * self.num_processes)
+        progress.epoch, progress.batches_done_in_epoch = epoch, start
+        tokens_per_batch = train_cfg.per_device_batch_size * self.run.data.block_size * self.num_processes
+        micro_losses: list[torch.Tensor] = []
+        self.unread.restart()
+        for batch in self.waiting.iterate(self.loader):
+            # Dropout draws are a function of the micro-batch's place in the run, so every micro-batch of
+            # an accumulation window draws its own, and a resumed run the same.
+            torch.manual_seed(
+                micro_batch_seed(
+                    train_cfg.seed, epoch, progress.batches_done_in_epoch, accelerator.process_index
+                )
+            )
+            loss, grad_norm = self.micro_step(batch)
+            micro_losses.append(loss)
+            progress.batches_done_in_epoch += 1
+            self.recorder.train_tokens += tokens_per_batch
+            if not accelerator.sync_gradients:
+                continue
+            # ---- one optimizer step done: log, evaluate, checkpoint, stop at --max-steps
+            progress.global_step += 1
+            self.unread.add(torch.stack(micro_losses).mean(), grad_norm)
+            micro_losses = []
+            self.bar.update(1)
+            step = progress.global_step
+            # The first step is read at once: it times the start-up (time to first step).
+            if step == 1 or step % self.options.log_every == 0:
+                self.show(self.unread.read(step))
+            if step >= self.plan.total_steps:
+                return  # the end of the epoch (evaluation, checkpoint) covers this step
+            if train_cfg.eval_steps and step % train_cfg.eval_steps == 0:
+                self.evaluation(f"step {step}")
+            if train_cfg.checkpoints_at(step, epoch_end=False, run_end=False):
+                self.checkpoint()
+
+    def micro_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward and backward of one micro-batch; at the end of an accumulation window, clip and step.
+        Returns the micro-batch's loss and, at a window's end, the gradient norm before clipping."""
+        accelerator, grad_norm = self.accelerator, None
+        with accelerator.accumulate(self.net):
+            # Each micro-batch's mean over its masked tokens, averaged over the window by backward():
+            # micro-batches weigh the same whatever their masked-token counts, as in the Trainer
+            # (BERT/RoBERTa take no num_items_in_batch: it divides by the accumulation steps).
+            loss = self.net(**batch)[0].mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:  # with clipping off the factor is 1, and the norm still logged
+                grad_norm = accelerator.clip_grad_norm_(
+                    self.net.parameters(), self.run.train.max_grad_norm or math.inf
+                )
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), grad_norm
+
+    def evaluation(self, when: str) -> None:
+        """Evaluate now, unless these weights were just evaluated (--eval-steps at an epoch's end)."""
+        self.unread.read(self.progress.global_step)
+        evals = self.recorder.losses.evals
+        if not evals or evals[-1]["step"] != self.progress.global_step:
+            self.recorder.evaluation(self.progress.global_step, self.evaluate(), when)
+        self.unread.restart()  # evaluating is not training time
+
+    def interrupted(self) -> RunError:
+        """Ctrl-C: a checkpoint of the last whole optimizer step, and how to go on from it."""
+        progress = self.progress
+        if progress.global_step == 0:
+            return RunError("interrupted before the first optimizer step; nothing to resume from")
+        progress.batches_done_in_epoch -= (
+            progress.batches_done_in_epoch % self.options.gradient_accumulation_steps
+        )
+        saved = self.checkpoint()
+        return RunError(
+            f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto"
+        )
+
+    def show(self, losses: list[float]) -> None:
+        """The latest step's figures on the bar, or in the log when there is no live bar."""
         if not losses:
             return
-        figures, step = self.recorder.losses, self.recorder.losses.steps[-1]
+        bar, figures, step = self.bar, self.recorder.losses, self.recorder.losses.steps[-1]
         speed = f"{self.recorder.tokens_per_second:,.0f}"
         bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{figures.grad_norms[-1]:.2f}", tok_s=speed)
         if bar.disable and step >= self.next_log and self.accelerator.is_local_main_process:
@@ -365,13 +378,17 @@ class TorchBackend:
                 speed,
             )
             self.next_log = step + self.log_interval
-        self.accelerator.log({"train/learning_rate": self.scheduler.get_last_lr()[0]}, step=step)
 
     def checkpoint(self) -> Path:
         self.unread.read(self.progress.global_step)
         self.progress.loss_log = self.recorder.losses.to_dict()
         saved = save_checkpoint(
-            self.accelerator, self.out, self.progress, self.options.save_total_limit, self.weight_bytes
+            self.accelerator,
+            self.out,
+            self.progress,
+            self.options.save_total_limit,
+            self.weight_bytes,
+            process_state=self.source.state(),
         )
         self.unread.restart()  # saving is not training time
         return saved

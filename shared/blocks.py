@@ -241,6 +241,10 @@ class MLMData:
     def eval_blocks(self) -> int:
         return len(self.eval_inputs["input_ids"])
 
+    @property
+    def text_column(self) -> str:
+        return self.splits.text_column
+
     def summary(self) -> dict[str, object]:
         train = self.train_blocks
         return {

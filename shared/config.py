@@ -189,7 +189,8 @@ class TrainConfig:
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     num_epochs: float = option(3.0, "Passes over the training blocks.")
     max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides --num-epochs).")
-    warmup_steps: int = option(0, "Linear warm-up steps of the learning rate.")
+    warmup_steps: int = option(0, "Linear warm-up steps of the learning rate (overrides --warmup-ratio).")
+    warmup_ratio: float = option(0.0, "Warm up over this share of the optimizer steps (as the Trainer).")
     max_grad_norm: float = option(
         1.0,
         "Clip the global gradient norm to this before each optimizer step (the Trainer's default); "
@@ -199,8 +200,13 @@ class TrainConfig:
         "linear", "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths)."
     )
     seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")
-    checkpointing_steps: int | None = option(
-        None, "Also checkpoint every N optimizer steps (a checkpoint is always written each epoch)."
+    checkpointing_steps: str | int = option(
+        "epoch",
+        "When to checkpoint: 'epoch' (each epoch's end), N (every N optimizer steps, and at the end), or "
+        "'none' (no checkpoints: the run cannot be resumed).",
+    )
+    eval_steps: int | None = option(
+        None, "Also evaluate every N optimizer steps (always at each epoch's end)."
     )
     resume: str | None = option(
         None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
@@ -217,7 +223,10 @@ class TrainConfig:
             raise UsageError(f"must be at most {EPOCH_LIMIT:,.0f}, got {self.num_epochs}", "--num-epochs")
         if self.seed < 0:
             raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
-        check_positive(self, "max_steps", "checkpointing_steps", "eval_batch_size", allow_none=True)
+        check_positive(self, "max_steps", "eval_steps", "eval_batch_size", allow_none=True)
+        self.checkpointing_steps = checkpoint_policy(self.checkpointing_steps)
+        if not 0 <= self.warmup_ratio < 1:
+            raise UsageError(f"must be at least 0 and below 1, got {self.warmup_ratio}", "--warmup-ratio")
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
@@ -232,6 +241,29 @@ class TrainConfig:
     @property
     def eval_batch(self) -> int:
         return self.eval_batch_size or 2 * self.per_device_batch_size
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Optimizer steps between checkpoints, when --checkpointing-steps is a number."""
+        return self.checkpointing_steps if isinstance(self.checkpointing_steps, int) else None
+
+    def checkpoints_at(self, step: int, epoch_end: bool, run_end: bool) -> bool:
+        """Whether --checkpointing-steps asks for a checkpoint after `step`."""
+        if self.checkpointing_steps == "epoch":
+            return epoch_end
+        every = self.checkpoint_every
+        return every is not None and (step % every == 0 or run_end)
+
+
+def checkpoint_policy(value: str | int) -> str | int:
+    """--checkpointing-steps as 'epoch', 'none' or a positive number of steps."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or (isinstance(value, str) and value not in ("epoch", "none")):
+        raise UsageError(f"must be epoch, none or a number of steps, got {value!r}", "--checkpointing-steps")
+    if isinstance(value, int) and not 0 < value < INT_LIMIT:
+        raise UsageError(f"must be a positive number of steps, got {value}", "--checkpointing-steps")
+    return value
 
 
 @dataclass

@@ -33,6 +33,7 @@ TRAIN_FIELDS = (
     "weight_decay",
     "lr_scheduler",
     "warmup_steps",
+    "warmup_ratio",
     "max_grad_norm",
 )
 
@@ -48,13 +49,13 @@ def model_shape(config) -> str:
 def run_identity(
     run: RunConfig, model_name: str, model_config, data, num_processes: int, options: Any = None
 ) -> dict[str, Any]:
-    """The settings a resumed run must share (`data`: the run's `MLMData`); `options` (a framework's) adds
-    its `identity_fields`."""
+    """The settings a resumed run must share (`data`: the run's `MLMData` or `StreamData`); `options` adds
+    the framework's `identity_fields`."""
     identity: dict[str, Any] = {
         "model": model_name,
         "model_shape": model_shape(model_config),
         "num_processes": num_processes,
-        "text_column": data.splits.text_column,
+        "text_column": data.text_column,
     }
     identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
     identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})

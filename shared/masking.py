@@ -16,6 +16,16 @@ from mlm_toolkit.errors import UsageError
 IGNORED = -100  # the label of a position the loss skips
 
 
+def mask_seed(seed: int, epoch: int, position: int) -> int:
+    """The seed of the mask of the block at `position` of epoch `epoch`'s order (or of a stream's pass)."""
+    return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
+
+
+def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -> int:
+    """The seed of the dropout draws of one micro-batch of one process."""
+    return (mask_seed(seed, epoch, batch_in_epoch) * 65_537 + process) % (2**63)
+
+
 class _KnownLength:
     """A tokenizer whose `len()` is computed once.
 

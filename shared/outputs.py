@@ -109,15 +109,22 @@ def _take_lock(out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def claimed_output_dir(run: RunConfig, model_location: str | None, is_main: bool = True) -> Iterator[Path]:
+def claimed_output_dir(
+    run: RunConfig,
+    model_location: str | None,
+    is_main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
+) -> Iterator[Path]:
     """The run's --output-dir, checked, created, locked against a second run, and released at the end.
 
     With --overwrite-output-dir the previous contents are moved aside, not deleted: they are deleted only
     once the new run has written its final model (or, if it stops early, a complete checkpoint), and put
-    back if it fails before. Every process checks; only the main process (`is_main`) writes.
+    back if it fails before. Every process checks, and waits at `barrier` until all have, before the main
+    process (`is_main`), the only one that writes, creates and locks it.
     """
     out = check_output_dir(run.train)
     refuse_overlap(out, protected_sources(run, model_location))
+    barrier()
     if not is_main:
         yield out
         return

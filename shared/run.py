@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from mlm_toolkit.blocks import MLMData, prepare_data
-from mlm_toolkit.config import RunConfig
+from mlm_toolkit.streaming import prepare_stream
+from mlm_toolkit.config import RunConfig, TrainConfig
+from mlm_toolkit.errors import UsageError
 from mlm_toolkit.identity import run_identity
 from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
@@ -39,18 +41,19 @@ class StepPlan:
     steps_per_epoch: int
     total_steps: int
     num_epochs: int  # epochs begun, the last one possibly cut short by --max-steps
+    warmup_steps: int  # --warmup-steps, or --warmup-ratio of the total (rounded up, as the Trainer)
 
     @classmethod
     def make(
-        cls,
-        batches_per_epoch: int,
-        accumulation: int,
-        global_batch: int,
-        num_epochs: float,
-        max_steps: int | None,
+        cls, batches_per_epoch: int | None, accumulation: int, global_batch: int, train: TrainConfig
     ) -> "StepPlan":
+        """`batches_per_epoch` None: a stream of unknown length, trained by --max-steps as one epoch."""
+        if batches_per_epoch is None:
+            if not train.max_steps:
+                raise UsageError("is required with --streaming (a stream has no known length)", "--max-steps")
+            batches_per_epoch = train.max_steps * accumulation
         steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
-        total_steps = max_steps or math.ceil(num_epochs * steps_per_epoch)
+        total_steps = train.max_steps or math.ceil(train.num_epochs * steps_per_epoch)
         return cls(
             batches_per_epoch,
             accumulation,
@@ -58,6 +61,7 @@ class StepPlan:
             steps_per_epoch,
             total_steps,
             math.ceil(total_steps / steps_per_epoch),
+            train.warmup_steps or math.ceil(train.warmup_ratio * total_steps),
         )
 
 
@@ -83,12 +87,20 @@ class Recorder:
     train_tokens: int = 0
     data_wait_seconds: float | None = None
 
-    def steps(self, first_step: int, losses: list[float], grad_norms: list[float], seconds: float) -> None:
+    def steps(
+        self,
+        first_step: int,
+        losses: list[float],
+        grad_norms: list[float],
+        learning_rates: list[float],
+        seconds: float,
+    ) -> None:
         """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read at once)."""
         self.train_seconds += seconds
-        for step, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True), start=first_step):
+        figures = zip(losses, grad_norms, learning_rates, strict=True)
+        for step, (loss, grad_norm, rate) in enumerate(figures, start=first_step):
             self.losses.log_step(step, loss, seconds / len(losses), grad_norm)
-            self.track({"train/loss": loss, "train/grad_norm": grad_norm}, step)
+            self.track({"train/loss": loss, "train/grad_norm": grad_norm, "train/learning_rate": rate}, step)
             for hook in self.hooks:
                 hook.on_step(step, loss, seconds / len(losses))
 
@@ -165,11 +177,12 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         )
         return finished  # a finished run is never rewritten
     # Every process checks the folder before the main one creates and locks it.
-    with claimed_output_dir(run, resolved.location, backend.is_main) as out:
-        backend.barrier()
+    with claimed_output_dir(run, resolved.location, backend.is_main, backend.barrier) as out:
+        backend.barrier()  # the main process has created the folder
         completed = False
         try:
-            data = prepare_data(run.data, tokenizer, run.train.seed)
+            prepare = prepare_stream if run.data.streaming else prepare_data
+            data = prepare(run.data, tokenizer, run.train.seed)
             fresh = backend.load(resolved, tokenizer, data)
             report_fresh_weights(fresh, resolved.name)
             plan = backend.plan
@@ -178,9 +191,9 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             )
             losses = backend.resume(out, identity)
             log.info(
-                "derived: %d train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
+                "derived: %s train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
                 "global batch %d, %d tokens/step, precision %s, device %s, %s",
-                len(data.train_blocks),
+                "streamed" if run.data.streaming else len(data.train_blocks),
                 data.eval_blocks,
                 plan.steps_per_epoch,
                 plan.total_steps,

@@ -57,13 +57,13 @@ def pt_mlm_batches(
     """The first `count` micro-batches pt-mlm trains on, drawn by its own loader."""
     from transformers import AutoTokenizer
 
-    from pt_mlm.loaders import train_loader
+    from pt_mlm.loaders import SeededMasking, train_loader
     from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=str(data), block_size=32), tokenizer, seed=42)
-    loader, batches = train_loader(data_.train_blocks, tokenizer, 0.15, batch_size, seed=42)
+    loader, batches = train_loader(data_.train_blocks, SeededMasking(tokenizer, 0.15), batch_size, seed=42)
     batches.set_position(0, 0)
     assert len(loader) >= count, "the comparison stays inside the first epoch"
     return [batch for _, batch in zip(range(count), loader, strict=False)]
@@ -150,7 +150,7 @@ def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl
 def test_each_micro_batch_of_a_window_draws_its_own_dropout():
     """The seed of a micro-batch's dropout is a pure function of its place (resume redraws the same), and
     differs between the micro-batches of one accumulation window and between processes."""
-    from pt_mlm.loaders import micro_batch_seed
+    from mlm_toolkit.masking import micro_batch_seed
 
     window = [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
     assert len(set(window)) == 4

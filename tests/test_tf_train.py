@@ -135,6 +135,15 @@ def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_trai
     assert tf_results["data"]["eval_blocks"] == pt_results["data"]["eval_blocks"] == 40
 
 
+def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(
+    tiny_roberta, eli5_jsonl, tmp_path
+):
+    seen = scenario("streamed_fit_resumed", tiny_roberta, eli5_jsonl, tmp_path)
+    assert seen["saved"] == seen["fresh"], "the backup of step 8 holds the stream after 8 batches of 8"
+    assert seen["saved"]["given"] == 64 and seen["resumed_with_block_65"]
+    assert seen["steps"] == list(range(1, 17)), "resumed at step 8: steps 9 and 10 retrained, once each"
+
+
 def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("xla_and_precision", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["xla"]["True"] == pytest.approx(seen["xla"]["False"], rel=1e-4)

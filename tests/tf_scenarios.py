@@ -235,9 +235,7 @@ def schedules(model: str, data: str, work: Path) -> dict:
 
     rates = {}
     for name in ("linear", "cosine", "constant", "constant_with_warmup"):
-        optimizer = make_optimizer(
-            TrainConfig(learning_rate=1e-3, warmup_steps=3, lr_scheduler=name), total_steps=20
-        )
+        optimizer = make_optimizer(TrainConfig(learning_rate=1e-3, lr_scheduler=name), 20, warmup_steps=3)
         rates[name] = [float(optimizer.learning_rate(step)) for step in range(20)]
     return rates
 
@@ -332,6 +330,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     from transformers import TFAutoModelForMaskedLM, create_optimizer
     from transformers.modeling_tf_utils import keras
 
+    from mlm_toolkit.run import StepPlan
     from tf_mlm.training import TFOptions, compile_trainee
 
     if os.environ.get("TORCH_ADAM_EPSILON"):
@@ -363,7 +362,8 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
         per_device_batch_size=batch,
     )
     ours = TFAutoModelForMaskedLM.from_pretrained(model)
-    trainee = compile_trainee(ours, run, TFOptions(), total_steps=steps)
+    plan = StepPlan.make(steps, 1, batch, run.train)
+    trainee = compile_trainee(ours, run, TFOptions(), plan)
     ours_log = StepLosses()
     trainee.fit(in_order(), epochs=1, callbacks=[ours_log], verbose=0)
 
@@ -401,6 +401,61 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
         )
     )
     return {**result, "reference": reference_losses, "weight_diff": weight_diff, "moved": moved}
+
+
+def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
+    """--streaming in Keras: a fit backed up every 4 steps dies after step 10; resumed, it finishes 16 steps.
+    Returns the stream position its step-8 backup saved, the position a fresh stream has after 8 batches,
+    and the finished run's loss log."""
+    from transformers import AutoTokenizer
+    from transformers.modeling_tf_utils import keras
+
+    from mlm_toolkit.streaming import BlockStream, prepare_stream
+    from tf_mlm.training import TFOptions, train
+
+    class DieAfterStep10(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 10:
+                raise RuntimeError("simulated crash after step 10")
+
+    out = work / "streamed"
+    run = lambda steps, resume=None: tiny_run(  # noqa: E731
+        model, data, out, max_steps=steps, checkpointing_steps=4, resume=resume
+    )
+    first = run(16)
+    first.data.streaming, first.data.max_eval_samples = True, 20
+    try:
+        train(first, TFOptions(), callbacks=[DieAfterStep10()])
+    except RuntimeError as error:
+        assert "simulated crash" in str(error)
+    saved = json.loads((out / "backup" / "stream.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    stream_data = prepare_stream(first.data, tokenizer, 42)
+    fresh = BlockStream(lambda: stream_data.open_train(0, 1), tokenizer, first.data)
+    fresh_blocks = iter(fresh)
+    for _ in range(8 * 8):
+        next(fresh_blocks)
+    position_after_8 = fresh.position.to_dict()
+    block_65 = next(fresh_blocks)[0].tolist()
+
+    given_first, iterate = [], BlockStream.__iter__
+
+    def recording(self):  # the first block the resumed run's stream gives
+        for item in iterate(self):
+            if not given_first:
+                given_first.append(item[0].tolist())
+            yield item
+
+    BlockStream.__iter__ = recording
+    again = run(16, "auto")
+    again.data.streaming, again.data.max_eval_samples = True, 20
+    results = train(again, TFOptions())
+    return {
+        "saved": saved,
+        "fresh": position_after_8,
+        "resumed_with_block_65": given_first[0] == block_65,
+        "steps": results.loss_log["steps"],
+    }
 
 
 if __name__ == "__main__":

@@ -31,13 +31,11 @@ check_prepared("tf_mlm.training")  # before TensorFlow is imported  # noqa: E402
 import faulthandler
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,32 +45,34 @@ from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API tr
 from transformers.optimization_tf import WarmUp
 
 from mlm_toolkit import run as skeleton
-from mlm_toolkit.masking import BlockMasker, masking_collator
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.identity import check_same_run, check_steps_left
 from mlm_toolkit.metrics import LossLog, TokenWeightedMean
-from mlm_toolkit.outputs import (
-    MANIFEST,
-    checkpoint_damage,
-    require_free_space,
-    snapshot_dir,
-    write_manifest,
-    write_text_atomically,
-)
+from mlm_toolkit.outputs import checkpoint_damage
 from mlm_toolkit.reports import hub_base_model
 from mlm_toolkit.results import Results
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan
+from mlm_toolkit.streaming import BlockStream, StreamPosition
+from tf_mlm.callbacks import (
+    BACKUP,
+    IDENTITY,
+    LOSS_LOG,
+    PREVIOUS,
+    STREAM,
+    RunMonitor,
+    StepProgbar,
+    VerifiedBackup,
+    epoch_pushes,
+)
 from tf_mlm.compat import load_masked_lm
 from tf_mlm.environment import native_noise_filtered
 from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from tf_mlm.inputs import keras_masking, stream_batches
 from tf_mlm.options import TFOptions, check_tf_config
 
 log = logging.getLogger("tf_mlm")
-BACKUP = "backup"
-PREVIOUS = "backup-previous"  # the backup before the newest, kept to fall back to if the newest is damaged
-LOSS_LOG, IDENTITY = "loss_log.json", "run_identity.json"  # beside the Keras backup
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
 
 
@@ -124,6 +124,14 @@ def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strateg
         Path(crash_log.name).unlink(missing_ok=True)
 
 
+def worker_place(strategy: tf.distribute.Strategy) -> tuple[int, int]:
+    """(this worker's index, workers): the shard of a stream each worker of a multi-worker run reads."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 0, 1
+    return resolver.task_id, len(resolver.cluster_spec().as_dict().get("worker", [None]))
+
+
 def device_names(strategy: tf.distribute.Strategy) -> str:
     try:
         return ", ".join(strategy.extended.worker_devices)
@@ -132,11 +140,11 @@ def device_names(strategy: tf.distribute.Strategy) -> str:
         return gpus[0].name if gpus else "/device:CPU:0"
 
 
-def make_optimizer(train_cfg, total_steps: int):
+def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
     """AdamWeightDecay (no decay on LayerNorm and biases, global-norm clipping) with the schedule of
     `transformers.get_scheduler(--lr-scheduler)`, as the PyTorch path and the Trainer use it."""
     name, rate = train_cfg.lr_scheduler, train_cfg.learning_rate
-    warmup = 0 if name == "constant" else train_cfg.warmup_steps  # "constant" ignores warm-up, as in PyTorch
+    warmup = 0 if name == "constant" else warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
     # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
     optimizer, _ = create_optimizer(
@@ -153,7 +161,7 @@ def make_optimizer(train_cfg, total_steps: int):
     return optimizer
 
 
-def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int) -> MaskedLMTrainer:
+def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -> MaskedLMTrainer:
     """The model wrapped in our train step and compiled the guide's way: an optimizer and no loss."""
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
@@ -161,21 +169,9 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, total_steps: int)
     trainee = MaskedLMTrainer(
         model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows
     )
-    trainee.compile(optimizer=make_optimizer(run.train, total_steps), jit_compile=options.jit_compile)
+    optimizer = make_optimizer(run.train, plan.total_steps, plan.warmup_steps)
+    trainee.compile(optimizer=optimizer, jit_compile=options.jit_compile)
     return trainee
-
-
-def keras_masking(tokenizer, data_cfg, seed: int):
-    """The collate_fn of `prepare_tf_dataset`: the guide's collator, drawing from NumPy's global generator
-    (seeded by `keras.utils.set_random_seed`) as in the guide; whole words or padded examples through our
-    `BlockMasker`, with a generator of its own from the run's seed."""
-    if not (data_cfg.whole_word_masking or data_cfg.line_by_line):
-        return masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
-    masker = BlockMasker(
-        tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line
-    )
-    rng = np.random.default_rng(seed)
-    return lambda examples: masker(np.stack([np.asarray(e["input_ids"]) for e in examples]), rng)
 
 
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
@@ -195,101 +191,6 @@ def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
         return mean.mean
 
     return evaluate
-
-
-class RunMonitor(keras.callbacks.Callback):
-    """Reports each step and each epoch's evaluation to the run's `Recorder`; stops at --max-steps."""
-
-    def __init__(self, recorder: Recorder, evaluate_fn, plan: StepPlan, tokens_per_step: int) -> None:
-        super().__init__()
-        self.recorder, self.evaluate_fn, self.plan, self.tokens_per_step = (
-            recorder,
-            evaluate_fn,
-            plan,
-            tokens_per_step,
-        )
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._tic = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step_loss = float(
-            logs["loss"]
-        )  # this step's own loss; reading it waits for the step: the timing is real
-        step = int(self.model.optimizer.iterations.numpy())
-        self.recorder.train_tokens += self.tokens_per_step
-        self.recorder.steps(
-            step, [step_loss], [float(logs.get("grad_norm", math.nan))], time.perf_counter() - self._tic
-        )
-        if step >= self.plan.total_steps:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.params.get("verbose") == 1:  # the live bar has no newline yet: the log starts below it
-            sys.stdout.write("\n")
-        step = int(self.model.optimizer.iterations.numpy())
-        record = self.recorder.evaluation(step, self.evaluate_fn(), f"epoch {epoch + 1}")
-        if logs is not None:  # shown by the progress bar, after this callback
-            logs.update({"eval_loss": record["eval_loss"], "perplexity": record["perplexity"]})
-
-
-class StepProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, showing each step's own loss (not the epoch's running mean) and, when
-    --max-steps ends an epoch early, the steps that ran (not a full `12/12`)."""
-
-    def __init__(self) -> None:
-        super().__init__(count_mode="steps", stateful_metrics=["loss", "grad_norm"])
-
-    def _finalize_progbar(self, logs, counter):
-        if self.seen and self.target and self.seen < self.target:  # the bar ends where the fit stopped
-            self.progbar.update(
-                self.seen, [(k, np.asarray(v).item()) for k, v in (logs or {}).items()], finalize=True
-            )
-            if self.verbose == 2:  # Keras ends this line only at a full epoch
-                sys.stdout.write("\n")
-        else:
-            super()._finalize_progbar(logs, counter)
-
-
-class VerifiedBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, with the loss log and the run's identity saved beside each backup (a
-    resumed run keeps its whole curve, and is checked to be the same run), a manifest of sizes and
-    hashes written last (a damaged backup is named, not loaded), and the backup before kept beside it in
-    `backup-previous/` (hard links: Keras writes each backup into new files), so a backup damaged by a
-    kill mid-write, or later, leaves one to resume from."""
-
-    def __init__(self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int) -> None:
-        # Kept after fit: removed only once the final model and report are written, so a failed final
-        # save can be resumed.
-        super().__init__(str(folder), save_freq=save_freq, delete_checkpoint=False)
-        self.folder, self.losses, self.identity, self.weight_bytes = folder, losses, identity, weight_bytes
-
-    def _backup(self, epoch, batch=0):
-        require_free_space(self.folder, 3 * self.weight_bytes, "the Keras backup")  # weights, Adam's moments
-        writes = self.model.distribute_strategy.extended.should_checkpoint  # the chief, in multi-worker
-        if writes:
-            if (self.folder / MANIFEST).is_file():  # a finished backup: the one to fall back to
-                snapshot_dir(self.folder, self.folder.with_name(PREVIOUS))
-            write_text_atomically(self.folder / LOSS_LOG, json.dumps(self.losses.to_dict()))
-            write_text_atomically(self.folder / IDENTITY, json.dumps(self.identity))
-        super()._backup(epoch, batch)
-        if writes:  # other workers write into temporary folders of their own: not part of the backup
-            write_manifest(self.folder, [*(self.folder / "chief").rglob("*"), *self.folder.glob("*.json")])
-
-
-def epoch_pushes():
-    """transformers' PushToHubCallback, pushing at each epoch's end only. The end of training is pushed
-    once, by `push_folder`, with the whole output folder (both frameworks' weights, our model card and
-    metrics); the callback's own final push would upload the same model a second time."""
-    from transformers import PushToHubCallback
-
-    class EpochPushes(PushToHubCallback):
-        def on_train_end(self, logs=None):
-            if self.last_job is not None:
-                while not self.last_job.is_done:  # the last epoch's upload finishes before ours starts
-                    time.sleep(1)
-
-    return EpochPushes
 
 
 class KerasBackend:
@@ -323,33 +224,41 @@ class KerasBackend:
         run, options = self.run, self.options
         keras.utils.set_random_seed(run.train.seed)  # Python, NumPy (the collator's masks) and TF
         global_batch = run.train.per_device_batch_size * self.num_processes
-        batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
-        if batches == 0:
-            raise UsageError(
-                f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
-                "--per-device-batch-size",
-            )
-        self.plan = StepPlan.make(batches, 1, global_batch, run.train.num_epochs, run.train.max_steps)
+        batches = None  # a stream: trained by --max-steps
+        if not run.data.streaming:
+            batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
+            if batches == 0:
+                raise UsageError(
+                    f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train "
+                    "blocks",
+                    "--per-device-batch-size",
+                )
+        self.plan = StepPlan.make(batches, 1, global_batch, run.train)
         # The policy must be set before the model is built: layers read it when created.
         keras.mixed_precision.set_global_policy(
             "float32" if options.mixed_precision == "no" else options.mixed_precision
         )
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
-            self.trainee = compile_trainee(model, run, options, self.plan.total_steps)
+            self.trainee = compile_trainee(model, run, options, self.plan)
             self.trainee(
                 tf.zeros((1, run.data.block_size), tf.int32)
             )  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
         self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
-        self.train_set = model.prepare_tf_dataset(
-            data.train_blocks.dataset,  # the memory-mapped blocks file
-            batch_size=global_batch,
-            shuffle=True,
-            collate_fn=keras_masking(tokenizer, run.data, run.train.seed),
-            drop_remainder=True,
-        )
+        self.data, self.stream = data, None
+        if run.data.streaming:
+            worker, workers = worker_place(self.strategy)
+            self.stream = BlockStream(lambda: data.open_train(worker, workers), tokenizer, run.data)
+        else:
+            self.train_set = model.prepare_tf_dataset(
+                data.train_blocks.dataset,  # the memory-mapped blocks file
+                batch_size=global_batch,
+                shuffle=True,
+                collate_fn=keras_masking(tokenizer, run.data, run.train.seed),
+                drop_remainder=True,
+            )
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
         return info["missing_keys"]
 
@@ -372,6 +281,8 @@ class KerasBackend:
         if (self.backup / LOSS_LOG).is_file():
             losses = LossLog.from_dict(json.loads((self.backup / LOSS_LOG).read_text()))
         check_steps_left(self.run.train.max_steps, losses.steps[-1] if losses.steps else 0, where)
+        if self.stream is not None and (self.backup / STREAM).is_file():
+            self.stream.position = StreamPosition.from_dict(json.loads((self.backup / STREAM).read_text()))
         return losses
 
     def fall_back_to_previous(self, damage: str, where: str, auto: bool) -> None:
@@ -400,17 +311,16 @@ class KerasBackend:
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
         run, plan = self.run, self.plan
-        monitor = RunMonitor(recorder, self.evaluate, plan, plan.global_batch * run.data.block_size)
-        callbacks = [
-            monitor,
-            VerifiedBackup(
-                self.backup,
-                recorder.losses,
-                self.identity,
-                run.train.checkpointing_steps or "epoch",
-                self.weight_bytes,
-            ),
-        ]
+        train_set, position_after = self.train_set_from(len(recorder.losses.steps))
+        tokens_per_step = plan.global_batch * run.data.block_size
+        callbacks = [RunMonitor(recorder, self.evaluate, plan, tokens_per_step, run.train.eval_steps)]
+        if run.train.checkpointing_steps != "none":
+            save_freq = run.train.checkpoint_every or "epoch"
+            backup = VerifiedBackup(
+                self.backup, recorder.losses, self.identity, save_freq, self.weight_bytes, position_after
+            )
+            callbacks.append(backup)
+            self.backup.mkdir(parents=True, exist_ok=True)
         if run.train.report_to == "tensorboard":
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
         if run.hub.push_to_hub:
@@ -426,20 +336,24 @@ class KerasBackend:
                     language="en",
                 )
             )
-        self.backup.mkdir(parents=True, exist_ok=True)
         self.trainee.fit(
-            self.train_set,
+            train_set,
             epochs=plan.num_epochs,
             steps_per_epoch=plan.steps_per_epoch,
             callbacks=[*callbacks, *self.extra_callbacks, StepProgbar()],
             verbose=1 if sys.stdout.isatty() else 2,
         )
         steps = int(self.trainee.optimizer.iterations.numpy())
-        if (
-            recorder.losses.evals[-1]["step"] != steps
-        ):  # stopped mid-epoch by --max-steps: evaluate the final weights
+        if recorder.losses.evals[-1]["step"] != steps:  # stopped mid-epoch by --max-steps: the final weights
             recorder.evaluation(steps, self.evaluate(), f"step {steps}")
         return steps
+
+    def train_set_from(self, steps_done: int):
+        """(what fit() reads, position_after(steps) for the backups: None unless streaming)."""
+        if self.stream is None:
+            return self.train_set, None
+        batch, config, seed = self.plan.global_batch, self.run.data, self.run.train.seed
+        return stream_batches(self.stream, self.tokenizer, config, batch, seed, steps_done)
 
     # ---- save
     def save(self, folder: Path) -> None:

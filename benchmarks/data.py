@@ -1,0 +1,256 @@
+"""Data-preparation benchmark: how preparing a corpus scales with its size and with worker processes.
+
+    python -m benchmarks.data                       # 10k, 100k and 1M rows (about an hour on 2 cores)
+    python -m benchmarks.data --rows 10000,100000 --workers 1,2 --out benchmarks/results/data-small
+    python -m benchmarks.data --smoke               # 2,000 rows, one run each: checks the harness
+
+Corpora are ELI5-shaped jsonl files (`title`, `answers.text` lists) written from the built-in corpus's
+answers, about 1.5 kB a row as in the 152 MB, 100,000-row file of issue 15. For each size, in its own process
+with empty caches, each job is timed and its peak memory sampled (the whole process tree, workers included):
+- `ours`: `mlm_toolkit.blocks.prepare_data` (datasets map in N workers, blocks in a memory-mapped file);
+- `guide`: the guide's recipe (`train_test_split`, `flatten`, `map(preprocess)` and `map(group_texts)`, both
+  with `num_proc` N), on the same file and tokenizer;
+- `ours --streaming`: `mlm_toolkit.streaming.prepare_stream` and the first 20,000 blocks of the stream;
+- `pt-mlm train`: the whole CLI run on the built-in encoder, preparation included, for --max-steps steps.
+Peak memory is given twice: RSS (all resident pages, memory-mapped file pages included: they are the
+kernel's to drop) and anonymous RSS (what the process itself holds). Disk is what the caches hold after.
+Writes results.json, results.md and data.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / "benchmarks" / "scratch"
+
+
+def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
+    """An ELI5-shaped jsonl of `rows` rows made of the built-in corpus's answers."""
+    import random
+
+    from mlm_toolkit.corpus import builtin_eli5_rows
+
+    if path.is_file():
+        return path
+    sentences = [answer for row in builtin_eli5_rows() for answer in row["answers"]["text"]]
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with partial.open("w") as f:
+        for n in range(rows):
+            answers = [
+                " ".join(rng.choices(sentences, k=rng.randint(4, 9))) for _ in range(rng.randint(2, 5))
+            ]
+            f.write(
+                json.dumps({"q_id": f"q{n}", "title": rng.choice(sentences), "answers": {"text": answers}})
+            )
+            f.write("\n")
+    partial.replace(path)
+    return path
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, anonymous RSS) in bytes of a process and all its descendants, from /proc."""
+    import psutil
+
+    total = anonymous = 0
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    for process in processes:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        anonymous += int(fields.get("RssAnon", "0 kB").split()[0]) * 1024
+    return total, anonymous
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def run_job(job: dict, work: Path) -> dict:
+    """One job in a fresh process with empty caches, its process tree's memory sampled every 50 ms."""
+    caches = work / "caches"
+    shutil.rmtree(caches, ignore_errors=True)
+    env = {
+        **os.environ,
+        "HF_DATASETS_CACHE": str(caches / "datasets"),
+        "MLM_CACHE_DIR": str(caches / "mlm"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",  # workers are the only parallelism, in both recipes
+        "PYTHONPATH": str(ROOT),
+    }
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.data_worker", json.dumps(job)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peaks = [0, 0]
+
+    def sample() -> None:
+        while child.poll() is None:
+            rss, anonymous = tree_memory(child.pid)
+            peaks[0], peaks[1] = max(peaks[0], rss), max(peaks[1], anonymous)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = child.communicate()
+    sampler.join()
+    if child.returncode != 0:
+        raise click.ClickException(f"{job['name']} failed: {stderr.strip().splitlines()[-1:]}")
+    result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return {
+        **job,
+        **result,
+        "wall_seconds": time.perf_counter() - started,
+        "peak_rss_mib": peaks[0] / 2**20,
+        "peak_anon_mib": peaks[1] / 2**20,
+        "cache_mib": folder_bytes(caches) / 2**20,
+    }
+
+
+def jobs(rows: int, workers: list[int], corpus: Path, train_steps: int) -> list[dict]:
+    base = {"rows": rows, "corpus": str(corpus)}
+    listed = []
+    for count in workers:
+        listed.append({**base, "name": f"ours, {count} worker(s)", "recipe": "ours", "workers": count})
+        listed.append({**base, "name": f"guide, {count} worker(s)", "recipe": "guide", "workers": count})
+    listed.append({**base, "name": "ours --streaming", "recipe": "stream", "workers": 1})
+    if train_steps:
+        listed.append({**base, "name": "pt-mlm train", "recipe": "train", "workers": 1, "steps": train_steps})
+    return listed
+
+
+def write_report(out: Path, report: dict) -> None:
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine, rows = report["machine"], report["results"]
+    lines = [
+        f"# Data preparation: {machine['cpu']} ({machine['cores']} cores), {machine['date']}",
+        "",
+        "ELI5-shaped jsonl corpora (about 1.5 kB a row) made from the built-in corpus, the built-in "
+        "encoder's BERT tokenizer, block size 128, 20% held out; each job in a fresh process with empty "
+        "caches. "
+        "`pt-mlm train` includes preparation and trains "
+        f"{next((r['steps'] for r in rows if r['recipe'] == 'train'), 0)} steps (`--max-eval-samples 1000`). "
+        "Peak RSS counts every resident page, the memory-mapped Arrow files' included (the kernel may drop "
+        "those at any time); anonymous RSS is what the processes hold themselves.",
+        "",
+        "| rows | job | seconds | tokens/s | vs guide | peak RSS MiB | peak anonymous MiB | cache MiB "
+        "| blocks |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        guide = next(
+            (
+                g
+                for g in rows
+                if g["recipe"] == "guide" and g["rows"] == row["rows"] and g["workers"] == row["workers"]
+            ),
+            None,
+        )
+        ratio = (
+            f"{row['tokens_per_s'] / guide['tokens_per_s']:.2f}x" if guide and row["recipe"] == "ours" else ""
+        )
+        lines.append(
+            f"| {row['rows']:,} | {row['name']} | {row['seconds']:,.1f} | {row['tokens_per_s']:,.0f} "
+            f"| {ratio} "
+            f"| {row['peak_rss_mib']:,.0f} | {row['peak_anon_mib']:,.0f} | {row['cache_mib']:,.0f} "
+            f"| {row['blocks']:,} |"
+        )
+    lines += ["", "![peak memory and preparation time](data.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    plot(out / "data.png", rows)
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (memory, speed) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in sorted({r["name"] for r in rows}):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["rows"])
+        sizes = [r["rows"] for r in mine]
+        memory.plot(sizes, [r["peak_anon_mib"] for r in mine], "o-", label=name)
+        if mine[0]["recipe"] in ("ours", "guide"):
+            speed.plot(sizes, [r["tokens_per_s"] for r in mine], "o-", label=name)
+    for axis, label in ((memory, "peak anonymous RSS (MiB)"), (speed, "preparation tokens/s")):
+        axis.set_xscale("log")
+        axis.set_xlabel("rows in the corpus")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@click.command()
+@click.option("--rows", default="10000,100000,1000000", show_default=True, help="Corpus sizes, in rows.")
+@click.option("--workers", default="1,2", show_default=True, help="Worker counts of the map recipes.")
+@click.option("--train-steps", default=20, show_default=True, help="Steps of the pt-mlm train job (0: none).")
+@click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
+@click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
+@click.option("--smoke", is_flag=True, help="2,000 rows, one worker, two steps: checks the harness.")
+def main(rows: str, workers: str, train_steps: int, out: str | None, overwrite: bool, smoke: bool) -> None:
+    """Time and measure data preparation at several corpus sizes, ours against the guide's recipe."""
+    try:
+        sizes = [int(n) for n in rows.split(",")]
+        counts = [int(n) for n in workers.split(",")]
+    except ValueError as error:
+        raise click.BadParameter(
+            "comma-separated whole numbers, e.g. 10000,100000", param_hint="--rows/--workers"
+        ) from error
+    if smoke:
+        sizes, counts, train_steps = [2000], [1], 2
+    folder = Path(out or ROOT / "benchmarks" / "results" / f"{dt.date.today()}-data")
+    if (folder / "results.json").exists() and not overwrite:
+        raise click.UsageError(f"{folder} holds a report already; pass --overwrite or another --out", None)
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in sizes:
+        corpus = write_corpus(SCRATCH / f"eli5-{size}.jsonl", size)
+        for job in jobs(size, counts, corpus, train_steps):
+            click.echo(f"{size:,} rows: {job['name']} ...", err=True)
+            results.append(run_job(job, SCRATCH / "work"))
+            click.echo(
+                f"  {results[-1]['seconds']:.1f} s, {results[-1]['tokens_per_s']:,.0f} tokens/s, "
+                f"peak {results[-1]['peak_rss_mib']:,.0f} MiB "
+                f"({results[-1]['peak_anon_mib']:,.0f} anonymous)",
+                err=True,
+            )
+    machine = {
+        "date": str(dt.date.today()),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    write_report(folder, {"machine": machine, "results": results})
+    click.echo(f"wrote {folder / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""One job of benchmarks/data.py, in this process: `python -m benchmarks.data_worker JOB_JSON`.
+
+Prints `RESULT {"seconds", "blocks", "tokens_per_s"}`; the parent samples this process tree's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+
+BLOCK_SIZE = 128
+STREAMED_BLOCKS = 20_000
+
+
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.config import BUILTIN_MODEL
+    from mlm_toolkit.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
+
+
+def ours(job: dict) -> int:
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.config import DataConfig
+
+    workers = job["workers"] if job["workers"] > 1 else None
+    config = DataConfig(dataset=job["corpus"], max_samples=None, preprocessing_num_workers=workers)
+    data = prepare_data(config, tokenizer(), seed=42)
+    return len(data.train_blocks) + data.eval_blocks_available
+
+
+def guide(job: dict) -> int:
+    """The Hugging Face guide's preprocessing, verbatim but for the local file and num_proc."""
+    from datasets import load_dataset
+
+    tok, num_proc = tokenizer(), job["workers"] if job["workers"] > 1 else None
+    eli5 = load_dataset("json", data_files=job["corpus"], split="train")
+    eli5 = eli5.train_test_split(test_size=0.2, seed=42)
+    eli5 = eli5.flatten()
+
+    def preprocess_function(examples):
+        return tok([" ".join(x) for x in examples["answers.text"]])
+
+    tokenized_eli5 = eli5.map(
+        preprocess_function, batched=True, num_proc=num_proc, remove_columns=eli5["train"].column_names
+    )
+
+    def group_texts(examples):
+        concatenated_examples = {k: sum(examples[k], []) for k in examples.keys()}
+        total_length = len(concatenated_examples[list(examples.keys())[0]])
+        if total_length >= BLOCK_SIZE:
+            total_length = (total_length // BLOCK_SIZE) * BLOCK_SIZE
+        return {
+            k: [t[i : i + BLOCK_SIZE] for i in range(0, total_length, BLOCK_SIZE)]
+            for k, t in concatenated_examples.items()
+        }
+
+    lm_dataset = tokenized_eli5.map(group_texts, batched=True, num_proc=num_proc)
+    return len(lm_dataset["train"]) + len(lm_dataset["test"])
+
+
+def stream(job: dict) -> int:
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.streaming import BlockStream, prepare_stream
+
+    tok = tokenizer()
+    config = DataConfig(dataset=job["corpus"], max_samples=None, max_eval_samples=1000, streaming=True)
+    data = prepare_stream(config, tok, seed=42)
+    blocks = 0
+    for _ in BlockStream(lambda: data.open_train(0, 1), tok, config):
+        blocks += 1
+        if blocks == STREAMED_BLOCKS:
+            break
+    return blocks + data.eval_blocks
+
+
+def train(job: dict) -> int:
+    from pt_mlm.cli import main
+
+    with tempfile.TemporaryDirectory() as out:
+        args = ["train", "--model", "builtin:minilm", "--dataset", job["corpus"], "--max-samples", "0"]
+        args += ["--max-steps", str(job["steps"]), "--max-eval-samples", "1000", "--no-tf-weights"]
+        main([*args, "--output-dir", f"{out}/run"], standalone_mode=False)
+        results = json.loads(open(f"{out}/run/all_results.json").read())
+    return results["data"]["train_blocks"] + results["data"]["eval_blocks_available"]
+
+
+if __name__ == "__main__":
+    job = json.loads(sys.argv[1])
+    started = time.perf_counter()
+    blocks = {"ours": ours, "guide": guide, "stream": stream, "train": train}[job["recipe"]](job)
+    seconds = time.perf_counter() - started
+    result = {"seconds": seconds, "blocks": blocks, "tokens_per_s": blocks * BLOCK_SIZE / seconds}
+    print("RESULT " + json.dumps(result))
