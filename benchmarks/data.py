@@ -12,8 +12,9 @@ with empty caches, each job is timed and its peak memory sampled (the whole proc
   with `num_proc` N), on the same file and tokenizer;
 - `ours --streaming`: `mlm_toolkit.streaming.prepare_stream` and the first 20,000 blocks of the stream;
 - `pt-mlm train`: the whole CLI run on the built-in encoder, preparation included, for --max-steps steps.
-Peak memory is given twice: RSS (all resident pages, memory-mapped file pages included: they are the
-kernel's to drop) and anonymous RSS (what the process itself holds). Disk is what the caches hold after.
+Peak memory is given twice, as proportional set sizes (a page shared by forked workers counted once): all
+resident pages, memory-mapped file pages included (the kernel's to drop), and anonymous ones (what the
+processes hold themselves). Disk is what the caches hold after.
 Writes results.json, results.md and data.png.
 """
 
@@ -62,7 +63,8 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
-    """(RSS, anonymous RSS) in bytes of a process and all its descendants, from /proc."""
+    """(resident, anonymous resident) bytes of a process and all its descendants, from /proc: proportional
+    set sizes (Pss), so pages forked workers share with their parent are counted once, not once a process."""
     import psutil
 
     total = anonymous = 0
@@ -72,12 +74,12 @@ def tree_memory(pid: int) -> tuple[int, int]:
         return 0, 0
     for process in processes:
         try:
-            status = Path(f"/proc/{process.pid}/status").read_text()
+            rollup = Path(f"/proc/{process.pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        total += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-        anonymous += int(fields.get("RssAnon", "0 kB").split()[0]) * 1024
+        fields = {key: value for key, _, value in (line.partition(":") for line in rollup.splitlines())}
+        total += int(fields.get("Pss", "0 kB").split()[0]) * 1024
+        anonymous += int(fields.get("Pss_Anon", "0 kB").split()[0]) * 1024
     return total, anonymous
 
 
@@ -95,6 +97,7 @@ def run_job(job: dict, work: Path) -> dict:
         "MLM_CACHE_DIR": str(caches / "mlm"),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",  # workers are the only parallelism, in both recipes
+        "USE_TF": "0",  # no job needs TensorFlow; transformers would import it with its collators
         "PYTHONPATH": str(ROOT),
     }
     started = time.perf_counter()
@@ -154,10 +157,11 @@ def write_report(out: Path, report: dict) -> None:
         "caches. "
         "`pt-mlm train` includes preparation and trains "
         f"{next((r['steps'] for r in rows if r['recipe'] == 'train'), 0)} steps (`--max-eval-samples 1000`). "
-        "Peak RSS counts every resident page, the memory-mapped Arrow files' included (the kernel may drop "
-        "those at any time); anonymous RSS is what the processes hold themselves.",
+        "Peak memory is the process tree's proportional set size (a page forked workers share counted once): "
+        "all resident pages, the memory-mapped Arrow files' included (the kernel may drop those at any "
+        "time), and the anonymous ones, what the processes hold themselves.",
         "",
-        "| rows | job | seconds | tokens/s | vs guide | peak RSS MiB | peak anonymous MiB | cache MiB "
+        "| rows | job | seconds | tokens/s | vs guide | peak resident MiB | peak anonymous MiB | cache MiB "
         "| blocks |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -197,7 +201,7 @@ def plot(path: Path, rows: list[dict]) -> None:
         memory.plot(sizes, [r["peak_anon_mib"] for r in mine], "o-", label=name)
         if mine[0]["recipe"] in ("ours", "guide"):
             speed.plot(sizes, [r["tokens_per_s"] for r in mine], "o-", label=name)
-    for axis, label in ((memory, "peak anonymous RSS (MiB)"), (speed, "preparation tokens/s")):
+    for axis, label in ((memory, "peak anonymous memory (MiB, Pss)"), (speed, "preparation tokens/s")):
         axis.set_xscale("log")
         axis.set_xlabel("rows in the corpus")
         axis.set_ylabel(label)

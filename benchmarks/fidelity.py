@@ -328,7 +328,7 @@ def main() -> None:
             "rows": rows,
             "max_grad_norm": args.max_grad_norm,
             "device": f"CPU, {os.cpu_count()} cores",
-            "corpus": f"Python language reference (pydoc_data.topics), {data.splits.rows} paragraphs, "
+            "corpus": f"Python language reference (pydoc_data.topics), {data.texts['rows']} paragraphs, "
             f"{len(data.train_blocks)} train / {data.eval_blocks} eval blocks",
             "start": "built-in MiniLM encoder + a fresh MLM head initialised once (seed 0)",
             "eval_blocks": data.eval_blocks,

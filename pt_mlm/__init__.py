@@ -3,5 +3,5 @@ Importing the package loads no framework and sets nothing; torch comes with the 
 
 from mlm_toolkit.lazy import framework_exports
 
-__all__ = ["MaskFiller", "PTOptions", "train", "__version__"]
+__all__ = ["MaskFiller", "PTOptions", "evaluate", "train", "__version__"]
 __getattr__ = framework_exports(__name__, "PTOptions")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option
+from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option, precision_option
 from mlm_toolkit.errors import UsageError
 
 
@@ -18,8 +18,8 @@ class PTOptions(FrameworkOptions):
 
     gradient_accumulation_steps: int = option(1, "Micro-batches averaged before each optimizer step.")
     save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = option(
-        "no", "Autocast precision (bf16 works on CPU; fp16 needs a GPU)."
+    mixed_precision: Literal["no", "fp16", "bf16"] = precision_option(
+        "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", fp16="fp16", bf16="bf16"
     )
     fused_adamw: bool = option(
         True,
@@ -36,6 +36,7 @@ class PTOptions(FrameworkOptions):
         10,
         "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU "
         "between.",
+        hf=("logging_steps",),
     )
     tf_weights: bool = option(
         True,

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
+from pt_mlm.evaluation import mean_masked_loss
 from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint
 from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import WaitClock, eval_loader, train_source
@@ -47,11 +48,12 @@ from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.masking import micro_batch_seed
-from mlm_toolkit.metrics import LossLog, TokenWeightedMean
+from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import load_weights
 from mlm_toolkit.outputs import find_resume_checkpoint
 from mlm_toolkit.results import Results
-from mlm_toolkit.run import Recorder, RunHooks, StepPlan
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
+from mlm_toolkit.trackers import tensorboard_without_tensorflow, tracker_failed
 
 log = logging.getLogger("pt_mlm")
 
@@ -111,7 +113,7 @@ class TorchBackend:
     framework, short = "pytorch", "pt"
 
     def __init__(self, options: PTOptions) -> None:
-        self.options = options
+        self.options, self.pushes = options, None
 
     # ---- setup
     def start(self, run: RunConfig) -> None:
@@ -119,6 +121,8 @@ class TorchBackend:
         # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
         # may ask for another precision. The process group itself (PartialState) is kept.
         AcceleratorState._reset_state()
+        if "tensorboard" in run.train.report_to:
+            tensorboard_without_tensorflow()
         self.accelerator = Accelerator(
             # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
             cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
@@ -126,7 +130,7 @@ class TorchBackend:
             gradient_accumulation_steps=self.options.gradient_accumulation_steps,
             # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
             dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
-            log_with="tensorboard" if run.train.report_to == "tensorboard" else None,
+            log_with=list(run.train.report_to) or None,  # --report-to: Accelerate's own trackers
             project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
         )
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
@@ -182,9 +186,11 @@ class TorchBackend:
 
     def resume(self, out: Path, identity: dict) -> LossLog:
         self.out, self.progress = out, Progress(settings=identity)
-        if self.run.train.report_to == "tensorboard":
-            hparams = {key: "none" if value is None else value for key, value in identity.items()}  # no None
-            self.accelerator.init_trackers("pt-mlm", config={**hparams, "total_steps": self.plan.total_steps})
+        if self.run.train.report_to:
+            try:
+                self.accelerator.init_trackers("pt-mlm", config=tracked_config(identity, self.plan))
+            except Exception as error:  # each tracker library fails its own way
+                raise tracker_failed(error) from error
         if self.run.train.resume:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
             self.progress = load_checkpoint(self.accelerator, checkpoint, identity, self.run.train.max_steps)
@@ -215,23 +221,8 @@ class TorchBackend:
         self.accelerator.wait_for_everyone()
 
     # ---- evaluate
-    @torch.no_grad()
     def evaluate(self) -> float:
-        """Token-weighted mean cross-entropy over every masked token of the frozen eval set."""
-        self.net.eval()
-        mean = TokenWeightedMean()
-        for batch in self.evals:
-            token_losses, rows = self.net(**batch)
-            # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
-            blocks = len(batch["labels"])
-            sums = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, token_losses)
-            counts = torch.zeros(blocks, device=token_losses.device).index_add_(
-                0, rows, torch.ones_like(token_losses)
-            )
-            sums, counts = self.accelerator.gather_for_metrics((sums, counts))
-            mean.add(sums.sum().item() / max(counts.sum().item(), 1), int(counts.sum().item()))
-        self.net.train()
-        return mean.mean
+        return mean_masked_loss(self.net, self.evals, self.accelerator)
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
@@ -390,10 +381,17 @@ class TorchBackend:
             self.weight_bytes,
             process_state=self.source.state(),
         )
+        if self.pushes is not None:  # --hub-strategy every_save: this save's model, in the background
+            self.pushes.push_save(self.out, self.save_for_hub, f"pt-mlm: step {self.progress.global_step}")
         self.unread.restart()  # saving is not training time
         return saved
 
     # ---- save
+    def save_for_hub(self, folder: Path) -> None:
+        """The model of a checkpoint, for a push: PyTorch weights and tokenizer (the end adds Keras')."""
+        self.accelerator.unwrap_model(self.net).model.save_pretrained(folder, safe_serialization=False)
+        self.tokenizer.save_pretrained(folder)
+
     def save(self, folder: Path) -> None:
         model = self.accelerator.unwrap_model(self.net).model
         model.save_pretrained(folder, safe_serialization=False)  # see mlm_toolkit.export

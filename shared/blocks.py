@@ -11,6 +11,7 @@ TensorFlow and PyTorch numbers are measured on identical inputs.
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import logging
@@ -231,7 +232,8 @@ class MLMData:
 
     train_blocks: Blocks | None  # None when only evaluating
     eval_inputs: dict[str, np.ndarray]
-    splits: Splits
+    texts: dict[str, object]  # where the texts came from and how many: not the rows themselves, whose
+    # memory-mapped tables are let go once the blocks are written
     fingerprint: str  # of the train and held-out texts: what identifies the data of a run
     dropped_tokens: int
     from_cache: bool
@@ -243,18 +245,12 @@ class MLMData:
 
     @property
     def text_column(self) -> str:
-        return self.splits.text_column
+        return self.texts["text_column"]
 
     def summary(self) -> dict[str, object]:
         train = self.train_blocks
         return {
-            "dataset": self.splits.source,
-            "text_column": self.splits.text_column,
-            "held_out": self.splits.held_out_from,
-            "rows": self.splits.rows,
-            "rows_skipped": self.splits.skipped,
-            "train_texts": len(self.splits.train),
-            "eval_texts": len(self.splits.held_out),
+            **self.texts,
             "train_blocks": len(train) if train is not None else None,
             "eval_blocks": self.eval_blocks,
             "eval_blocks_available": self.eval_blocks_available,
@@ -290,6 +286,18 @@ def frozen_eval_inputs(blocks: Blocks, tokenizer, config: DataConfig, seed: int)
     )
 
 
+def texts_summary(splits: Splits) -> dict[str, object]:
+    return {
+        "dataset": splits.source,
+        "text_column": splits.text_column,
+        "held_out": splits.held_out_from,
+        "rows": splits.rows,
+        "rows_skipped": splits.skipped,
+        "train_texts": len(splits.train),
+        "eval_texts": len(splits.held_out),
+    }
+
+
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
     """Texts -> memory-mapped train blocks and masked held-out blocks; a clear error when either is empty.
     `train=False` (evaluation only) reads and tokenizes the held-out rows alone."""
@@ -310,11 +318,29 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
     data = MLMData(
         train_blocks,
         frozen_eval_inputs(made["eval"][0], tokenizer, config, seed),
-        splits,
+        texts_summary(splits),
         hashlib.sha256(f"{train_digest}|{held_out_digest}".encode()).hexdigest()[:16],
         sum(blocks.dropped_tokens for blocks, _ in made.values()),
         all(cached for _, cached in made.values()),
         len(made["eval"][0]),
     )
+    del splits, made
+    release_memory()  # the rows' tables are unmapped now: only the blocks' file stays mapped
     log.info("data: %s", json.dumps(data.summary()))
     return data
+
+
+def release_memory() -> None:
+    """Hand back to the system what preparing the data held and no longer needs, before training needs
+    its own: Python's garbage, Arrow's pool, and the C heap's freed pages (glibc keeps them otherwise)."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        pass

@@ -17,8 +17,19 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from mlm_toolkit.config import choices_of, flag_of
-from mlm_toolkit.errors import MLMError
+from mlm_toolkit.config import choices_of
+from mlm_toolkit.errors import MLMError, UsageError
+from mlm_toolkit.flags import (
+    Option,
+    accepted_options,
+    alias_options,
+    apply_aliases,
+    config_format,
+    epilog,
+    named_as_given,
+    read_config_file,
+    spellings,
+)
 
 T = TypeVar("T")
 
@@ -47,15 +58,19 @@ def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callab
                 if choices:
                     click_type = click.Choice(choices)
                 kwargs: dict[str, Any] = {"default": f.default, "show_default": True, "help": help_text}
-                decl = flag_of(f.name)
-                if meta.pop("switch", False):  # --jit-compile/--no-jit-compile
-                    decl = f"{decl}/--no-{decl[2:]}"
+                decls = spellings(f.name, meta.pop("hf", ()))
+                for other in ("hf_scaled", "hf_flags"):  # other forms: hidden options of their own
+                    meta.pop(other, None)
+                if meta.pop(
+                    "switch", False
+                ):  # --jit-compile/--no-jit-compile, --jit_compile/--no_jit_compile
+                    decls = [f"{decl}/--no{decl[1] if '_' in decl else '-'}{decl[2:]}" for decl in decls]
                 elif meta.pop("is_flag", False):
                     kwargs.update(is_flag=True, show_default=False)
                 else:
                     kwargs["type"] = click_type
                 kwargs.update(meta)
-                command = click.option(decl, f.name, **kwargs)(command)
+                command = click.option(*decls, f.name, cls=Option, **kwargs)(command)
         return command
 
     return decorate
@@ -209,24 +224,75 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     return fill_mask
 
 
+def evaluate_command(evaluate_fn: Callable[[Any], Any]) -> click.Command:
+    """`*-mlm evaluate MODEL`: the same command for both frameworks, each with its own evaluator."""
+    from mlm_toolkit.config import DataConfig, ModelConfig
+    from mlm_toolkit.evaluation import EvalConfig, EvalSettings
+
+    @click.command("evaluate", epilog=epilog([DataConfig, EvalSettings]))
+    @click.argument("model")
+    @options_from(DataConfig, EvalSettings)
+    @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+    @click.option("--output-file", type=click.Path(dir_okay=False), help="Also write them to this JSON file.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --output-file.")
+    @click.pass_context
+    @reports_errors
+    def evaluate(ctx, model: str, as_json: bool, output_file: str | None, overwrite: bool, **values) -> None:
+        """The perplexity of MODEL (a trained folder, built-in or cached Hub id) on the held-out blocks of a
+        dataset, masked once with --seed: the figure a training run with the same data settings reports."""
+        from mlm_toolkit.evaluation import evaluation_json, write_evaluation
+
+        setup_logging()
+        values = apply_aliases(ctx, values, [DataConfig, EvalSettings])
+        with named_as_given(values):
+            config = EvalConfig(ModelConfig(model), build(DataConfig, values), build(EvalSettings, values))
+        if output_file and Path(output_file).exists() and not overwrite:  # before the work, not after
+            raise UsageError(f"{output_file!r} exists; pass --overwrite to replace it", "--output-file")
+        result = evaluate_fn(config)
+        if output_file:
+            write_evaluation(Path(output_file), result, overwrite)
+        if as_json:
+            click.echo(evaluation_json(result))
+        else:
+            click.echo(
+                f"perplexity: {result.perplexity:.2f} (eval loss {result.eval_loss:.4f}) on "
+                f"{result.eval_blocks} held-out blocks ({result.held_out}) of {result.dataset}"
+            )
+
+    evaluate.params.extend(alias_options(DataConfig))
+    return evaluate
+
+
 def make_cli(
     prog: str,
-    version: str,
     summary: str,
     options_cls: type,
-    train: str | Callable[..., Any],
-    filler: str | Callable[[str], Any],
+    package: str | None = None,
+    train: str | Callable[..., Any] | None = None,
+    filler: str | Callable[[str], Any] | None = None,
+    evaluate: str | Callable[[Any], Any] | None = None,
+    version: str | None = None,
 ) -> click.Group:
-    """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options) and
-    `fill-mask`. One definition, so the two CLIs cannot drift apart. `train` and `filler` are given as
-    "module:name" paths, imported when a command runs (so `--help` loads no framework), or as callables."""
+    """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options), `evaluate`
+    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `train`, `filler` and `evaluate`
+    are "module:name" paths, imported when a command runs (so `--help` loads no framework), or callables;
+    by default `package`'s own (`pt_mlm:train`, `pt_mlm:MaskFiller`, `pt_mlm:evaluate`)."""
     from mlm_toolkit.lazy import load
+
+    if package:
+        train = train or f"{package}:train"
+        filler = filler or f"{package}:MaskFiller"
+        evaluate = evaluate or f"{package}:evaluate"
+        version = version or load(f"{package}:__version__")
 
     def train_fn(run, options):
         return (load(train) if isinstance(train, str) else train)(run, options)
 
     def load_filler(model: str):
         return (load(filler) if isinstance(filler, str) else filler)(model)
+
+    def evaluate_fn(config):
+        return (load(evaluate) if isinstance(evaluate, str) else evaluate)(config)
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
     from mlm_toolkit.results import completed_results
@@ -238,20 +304,45 @@ def make_cli(
     def main() -> None:
         pass
 
-    @main.command("train")
-    @options_from(DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
+    classes = (DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
+
+    def with_config_file(ctx: click.Context, _param, path: str | None) -> str | None:
+        """--config: its settings become the defaults of every other flag (a flag given still wins)."""
+        if path:
+            try:
+                ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, classes)}
+            except MLMError as error:
+                message = str(error).removeprefix("--config: ")
+                raise click.BadParameter(message, param_hint="--config") from None
+        return path
+
+    @main.command("train", epilog=epilog(classes))
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=True,
+        callback=with_config_file,
+        help="A YAML or JSON file of settings, keyed by flag name (a run writes its own as run_config.yaml).",
+    )
+    @options_from(*classes)
     @click.option("--verbose", is_flag=True, help="Also show library debug logs.")
+    @click.pass_context
     @reports_errors
-    def train_command(verbose: bool, **values: Any) -> None:
+    def train_command(ctx: click.Context, verbose: bool, config_file: str | None, **values: Any) -> None:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
-        run = RunConfig(
-            build(DataConfig, values),
-            build(ModelConfig, values),
-            build(TrainConfig, values),
-            build(HubConfig, values),
-        )
-        options = build(options_cls, values)
+        values = apply_aliases(ctx, values, classes)
+        with named_as_given(values):
+            run = RunConfig(
+                build(DataConfig, values),
+                build(ModelConfig, values),
+                build(TrainConfig, values),
+                build(HubConfig, values),
+                config_format=config_format(config_file),
+            )
+            options = build(options_cls, values)
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
             click.echo(
@@ -262,5 +353,10 @@ def make_cli(
             return
         print_summary(train_fn(run, options), run.train.output_dir)
 
+    train_command.params.extend(
+        [*alias_options(DataConfig), *alias_options(options_cls), *accepted_options()]
+    )
     main.add_command(fill_mask_command(load_filler))
+    if evaluate is not None:
+        main.add_command(evaluate_command(evaluate_fn))
     return main

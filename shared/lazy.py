@@ -39,6 +39,7 @@ def framework_exports(package: str, options: str) -> Callable[[str], Any]:
         package,
         {
             "train": f"{package}.training:train",
+            "evaluate": f"{package}.evaluation:evaluate",
             "MaskFiller": f"{package}.infer:MaskFiller",
             options: f"{package}.options:{options}",
         },

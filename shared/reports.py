@@ -65,35 +65,103 @@ def hub_base_model(name: str) -> str | None:
     return None if Path(name).expanduser().exists() else name
 
 
-def _base_model_line(name: str) -> str:
-    base = hub_base_model(name)
-    return f"base_model: {base}\n" if base else ""
+def base_model_card(name: str, location: str | None):
+    """The base model's own card (its license and language), from its folder or the local Hub cache."""
+    from huggingface_hub import ModelCard, try_to_load_from_cache
+
+    readme = Path(location) / "README.md" if location and Path(location).is_dir() else None
+    if readme is None and hub_base_model(name):
+        cached = try_to_load_from_cache(hub_base_model(name), "README.md")
+        readme = Path(cached) if isinstance(cached, str) else None
+    try:
+        return ModelCard.load(readme) if readme and readme.is_file() else None
+    except Exception:  # a README that is not a card: nothing to learn from it
+        return None
 
 
-def model_card(results: Results, framework: str) -> str:
-    """A Hub model card (README.md) with the recipe and the figures of this run."""
+def _hub_dataset(name: str) -> str | None:
+    return None if name.startswith("builtin:") or Path(name).expanduser().exists() else name
+
+
+def framework_versions(framework: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = ["mlm-toolkit", "transformers", "torch" if framework == "pytorch" else "tensorflow"]
+    found = {}
+    for package in [
+        *packages,
+        "accelerate" if framework == "pytorch" else "tf-keras",
+        "datasets",
+        "tokenizers",
+    ]:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def model_card(results: Results, framework: str, base_location: str | None = None) -> str:
+    """A Hub model card (README.md): metadata the Hub indexes (base model, datasets, language, license,
+    pipeline, and the evaluation as model-index results `ModelCard.load` reads back), the recipe and the
+    figures of this run, the framework versions, and how to use it (by its Hub id once pushed)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     cfg = results.config
-    data, train = cfg["data"], cfg["train"]
+    data, train, hub = cfg["data"], cfg["train"], cfg.get("hub", {})
+    base = base_model_card(cfg["model"]["model"], base_location)
+    name = Path(train["output_dir"]).name
+    repo = hub.get("hub_model_id") if hub.get("push_to_hub") else None
+    dataset = _hub_dataset(data["dataset"])
+    held_out = results.data.get("held_out", "held out")
+    metrics = (
+        ("perplexity", "Perplexity", results.after.perplexity),
+        ("loss", "Eval loss", results.after.eval_loss),
+    )
+    card_data = ModelCardData(
+        model_name=repo or name,
+        base_model=hub_base_model(cfg["model"]["model"]),
+        datasets=[dataset] if dataset else None,
+        language=(base.data.language if base else None) or None,
+        license=base.data.license if base else None,
+        library_name="transformers",
+        pipeline_tag="fill-mask",
+        tags=["masked-lm", results.framework, f"{framework}-mlm"],
+        eval_results=[
+            EvalResult(
+                task_type="fill-mask",
+                task_name="Masked language modeling",
+                dataset_type=dataset or "local",
+                dataset_name=data["dataset"],
+                dataset_config=data.get("dataset_config"),
+                dataset_split=held_out,
+                metric_type=kind,
+                metric_name=title,
+                metric_value=value if math.isfinite(value) else None,
+            )
+            for kind, title, value in metrics
+        ],
+    )
     before, after = results.before, results.after
     rows = "\n".join(
-        f"| {name} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
-        for name, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"))
+        f"| {title} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
+        for title, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"))
     )
-    return f"""---
-library_name: transformers
-pipeline_tag: fill-mask
-tags: [masked-lm, {results.framework}]
-{_base_model_line(cfg["model"]["model"])}---
-
-# {Path(train["output_dir"]).name}
+    versions = "\n".join(
+        f"- {package} {number}" for package, number in framework_versions(results.framework).items()
+    )
+    where = repo or train["output_dir"]
+    body = f"""
+# {repo or name}
 
 A masked language model fine-tuned from `{cfg["model"]["model"]}` on `{data["dataset"]}`
-(column `{data["text_column"]}`) with `{framework}-mlm train`.
+(column `{results.data.get("text_column", data.get("text_column"))}`) with `{framework}-mlm train`.
 
 ## Evaluation
 
 Perplexity is exp(token-weighted mean cross-entropy) on {results.data["eval_blocks"]} held-out blocks of
-{data["block_size"]} tokens, masked once with seed {train["seed"]} so every evaluation sees the same masks.
+{data["block_size"]} tokens ({held_out}), masked once with seed {train["seed"]} so every evaluation sees the
+same masks. `{framework}-mlm evaluate` gives the same figure for this folder.
 
 | metric | before | after |
 |---|---|---|
@@ -105,9 +173,12 @@ Perplexity is exp(token-weighted mean cross-entropy) on {results.data["eval_bloc
 |---|---|
 | rows (max samples) | {data["max_samples"]} (test share {data["test_size"]}) |
 | block size / mlm probability | {data["block_size"]} / {data["mlm_probability"]} |
+| line by line / whole-word masking | {data["line_by_line"]} / {data["whole_word_masking"]} |
 | learning rate / weight decay | {train["learning_rate"]} / {train["weight_decay"]} |
+| schedule / warm-up steps | {train["lr_scheduler"]} / {train["warmup_steps"]} |
 | epochs trained / optimizer steps | {results.epochs_trained:g} / {results.optimizer_steps} |
 | global batch | {results.global_batch} blocks |
+| mean train loss | {_fmt(results.train_loss)} |
 | precision | {results.precision} |
 | train tokens/s | {_fmt(results.train_tokens_per_second)} on {results.device} |
 
@@ -115,16 +186,21 @@ Perplexity is exp(token-weighted mean cross-entropy) on {results.data["eval_bloc
 
 ```python
 from transformers import pipeline
-fill = pipeline("fill-mask", model="{train["output_dir"]}")
+fill = pipeline("fill-mask", model="{where}")
 fill("The Milky Way is a {results.mask_token} galaxy.")
 ```
+
+## Framework versions
+
+{versions}
 """
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}"))
 
 
-def write_run_report(out: Path, results: Results, framework: str) -> None:
-    """all_results.json, README.md (model card) and loss_curve.png into the output folder."""
-    write_json(out / RESULTS, results.to_dict())
-    (out / "README.md").write_text(model_card(results, framework))
+def write_run_report(out: Path, results: Results, framework: str, base_location: str | None = None) -> None:
+    """README.md (model card), loss_curve.png, then all_results.json (which marks the run complete)."""
+    write_text_atomically(out / "README.md", model_card(results, framework, base_location))
     plot_loss_curve(
         out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}"
     )
+    write_json(out / RESULTS, results.to_dict())

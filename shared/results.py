@@ -38,7 +38,7 @@ class Results:
     fresh_weights: list[str]  # weights the checkpoint lacked (a new MLM head), initialised from the seed
     before: Evaluation
     after: Evaluation
-    train_loss: float  # the last optimizer step's loss
+    train_loss: float  # the mean of every optimizer step's loss, as the Trainer reports it
     loss_log: dict[str, list]
     optimizer_steps: int
     steps_per_epoch: int
@@ -51,6 +51,7 @@ class Results:
     epochs_trained: float
     train_tokens_per_second: float | None  # None, never nan or inf, when no training time was measured
     data_wait_seconds: float | None = None  # time the loop waited for batches, where the loop measures it
+    last_train_loss: float = math.nan  # the last optimizer step's loss
 
     @classmethod
     def of_run(cls, losses: LossLog, **figures: Any) -> "Results":
@@ -59,7 +60,8 @@ class Results:
         return cls(
             before=Evaluation.of(losses.evals[0]["eval_loss"]),
             after=Evaluation.of(losses.evals[-1]["eval_loss"]),
-            train_loss=losses.losses[-1] if losses.losses else math.nan,
+            train_loss=sum(losses.losses) / len(losses.losses) if losses.losses else math.nan,
+            last_train_loss=losses.losses[-1] if losses.losses else math.nan,
             loss_log=losses.to_dict(),
             epochs_trained=round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
             train_tokens_per_second=figures["train_tokens"] / seconds if seconds > 0 else None,
@@ -67,12 +69,28 @@ class Results:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Our figures, and the Trainer's flat keys beside them, so scripts written for
+        `trainer.evaluate()` and `all_results.json` of run_mlm.py read this file as they are."""
+        return {**dataclasses.asdict(self), **self.trainer_keys()}
+
+    def trainer_keys(self) -> dict[str, Any]:
+        seconds = self.train_seconds
+        blocks = self.optimizer_steps * self.global_batch
+        return {
+            "eval_loss": self.after.eval_loss,
+            "perplexity": self.after.perplexity,
+            "eval_samples": self.data.get("eval_blocks"),
+            "train_runtime": seconds,
+            "train_samples": self.data.get("train_blocks"),
+            "train_samples_per_second": blocks / seconds if seconds > 0 else None,
+            "train_steps_per_second": self.optimizer_steps / seconds if seconds > 0 else None,
+            "epoch": self.epochs_trained,
+        }
 
     @classmethod
     def load(cls, path: Path) -> "Results":
         saved = json.loads(path.read_text())
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}  # the Trainer's flat keys are derived, not read
         evaluations = {
             key: Evaluation(*(float(saved[key][f]) for f in ("eval_loss", "perplexity")))
             for key in ("before", "after")

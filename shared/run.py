@@ -20,11 +20,12 @@ from mlm_toolkit.blocks import MLMData, prepare_data
 from mlm_toolkit.streaming import prepare_stream
 from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.errors import UsageError
+from mlm_toolkit.flags import write_run_config
 from mlm_toolkit.identity import run_identity
 from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.outputs import check_output_dir, claimed_output_dir, save_model_atomically
-from mlm_toolkit.publish import check_push_possible, push_folder
+from mlm_toolkit.publish import Pushes, check_push_possible
 from mlm_toolkit.reports import write_run_report
 from mlm_toolkit.results import Results, completed_results
 
@@ -63,6 +64,15 @@ class StepPlan:
             math.ceil(total_steps / steps_per_epoch),
             train.warmup_steps or math.ceil(train.warmup_ratio * total_steps),
         )
+
+
+def tracked_config(identity: dict[str, Any], plan: StepPlan) -> dict[str, Any]:
+    """What the trackers record of a run: its identity and step count, with no None (TensorBoard's
+    hyperparameters take none)."""
+    return {
+        **{key: "none" if value is None else value for key, value in identity.items()},
+        "total_steps": plan.total_steps,
+    }
 
 
 class RunHooks:
@@ -128,6 +138,7 @@ class Backend(Protocol):
     options: Any  # the framework's own options dataclass (its mixed_precision is reported)
     model_config: Any  # the loaded model's transformers config (its shape is part of the run's identity)
     saved_bytes: int  # about what the final model takes on disk, for the free-space check
+    pushes: Pushes | None  # set by `train` when pushing: every_save pushes go through it
 
     def start(self, run: RunConfig) -> None:
         """Processes, devices, strategy: before anything else touches the framework."""
@@ -183,6 +194,8 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         try:
             prepare = prepare_stream if run.data.streaming else prepare_data
             data = prepare(run.data, tokenizer, run.train.seed)
+            # The repository is made now, so a missing permission stops the run before it trains.
+            backend.pushes = Pushes(run.hub) if run.hub.push_to_hub and backend.is_main else None
             fresh = backend.load(resolved, tokenizer, data)
             report_fresh_weights(fresh, resolved.name)
             plan = backend.plan
@@ -204,6 +217,8 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
                 ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
             )
             recorder = Recorder(losses, list(hooks or []), backend.track)
+            if backend.is_main:  # set up: the run describes itself, and --config repeats it
+                write_run_config(out, run.flat(backend.options), run.config_format)
 
             # ---- evaluate before training (a resumed run keeps the figure of its true start)
             if not losses.evals:
@@ -234,17 +249,16 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             backend.barrier()
             if backend.is_main:
                 save_model_atomically(out, backend.save, backend.saved_bytes)
-                write_run_report(out, results, backend.short)
+                write_run_report(out, results, backend.short, resolved.location)
                 log.info(
                     "after training: eval loss %.4f, perplexity %.2f; saved to %s",
                     results.after.eval_loss,
                     results.after.perplexity,
                     out,
                 )
-                if run.hub.push_to_hub:
-                    push_folder(
-                        out, run.hub, f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}"
-                    )
+                if backend.pushes is not None:
+                    message = f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}"
+                    backend.pushes.push_folder(out, message)
             completed = True
             return results
         finally:

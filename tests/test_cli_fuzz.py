@@ -47,6 +47,11 @@ NUMERIC_FLAGS = {
         "--checkpointing-steps",
         "--save-total-limit",
         "--eval-batch-size",
+        "--max-eval-samples",
+        "--warmup-ratio",
+        "--eval-steps",
+        "--preprocessing-num-workers",
+        "--validation_split_percentage",
         "--log-every",
         "--loader-workers",
     ],
@@ -89,7 +94,12 @@ def cli(path: str):
     else:
         from tf_mlm.options import TFOptions as Options
     return make_cli(
-        f"{path}-mlm", "0", "fuzz", Options, lambda run, options: fake_results(), lambda model: None
+        f"{path}-mlm",
+        "fuzz",
+        Options,
+        train=lambda run, options: fake_results(),
+        filler=lambda model: None,
+        version="0",
     )
 
 
@@ -184,7 +194,7 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
 
     from pt_mlm.options import PTOptions
 
-    main = make_cli("pt-mlm", "0", "guard", PTOptions, failing_train, lambda model: None)
+    main = make_cli("pt-mlm", "guard", PTOptions, train=failing_train, filler=lambda model: None, version="0")
     result = CliRunner().invoke(main, ["train", "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]

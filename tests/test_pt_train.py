@@ -36,6 +36,22 @@ def test_eval_loss_falls_and_the_run_describes_itself(trained):
     assert (out / "checkpoints" / "latest").read_text().strip() == f"step-{2 * per_epoch:07d}"
 
 
+def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_jsonl, tmp_path):
+    out, results = trained
+    args = ["evaluate", out, "--dataset", eli5_jsonl, "--block-size", "32"]
+    printed = run_cli(*args)
+    assert printed.exit_code == 0, printed.output
+    after = results["after"]
+    assert f"perplexity: {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in printed.output
+    written = run_cli(*args, "--json", "--output-file", tmp_path / "eval.json")
+    figures = json.loads(written.output)
+    assert figures == json.loads((tmp_path / "eval.json").read_text())
+    assert figures["eval_loss"] == pytest.approx(after["eval_loss"], rel=1e-6)
+    assert figures["eval_blocks"] == results["data"]["eval_blocks"] and figures["framework"] == "pytorch"
+    again = run_cli(*args, "--output-file", tmp_path / "eval.json")
+    assert again.exit_code == 2 and again.output.strip().splitlines()[-1].startswith("Error: --output-file:")
+
+
 def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     from transformers import AutoModelForMaskedLM, pipeline
 
@@ -232,6 +248,30 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     )
     assert results["fresh_weights"], "the packaged encoder has no MLM head; its fresh weights are reported"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
+    # The model card is the Hub's: ModelCard reads back its metadata and evaluation results.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "builtin" / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert card.data.license == "apache-2.0" and card.data.language == "en", "from the base model's card"
+    assert card.data.pipeline_tag == "fill-mask" and card.data.library_name == "transformers"
+    found = {r.metric_type: r for r in card.data.eval_results}
+    assert found["perplexity"].metric_value == pytest.approx(results["after"]["perplexity"])
+    assert found["loss"].metric_value == pytest.approx(results["after"]["eval_loss"])
+    assert (
+        found["perplexity"].task_type == "fill-mask" and found["perplexity"].dataset_name == BUILTIN_DATASET
+    )
+    assert "transformers " in card.text and "torch " in card.text, "framework versions"
+    # The Trainer's flat keys beside ours, for scripts written for run_mlm.py's all_results.json.
+    assert (
+        results["eval_loss"] == results["after"]["eval_loss"]
+        and results["perplexity"] == results["after"]["perplexity"]
+    )
+    assert results["train_loss"] == pytest.approx(np.mean(results["loss_log"]["losses"]))
+    assert (
+        results["epoch"] == results["epochs_trained"] and results["train_runtime"] == results["train_seconds"]
+    )
+    assert results["train_samples_per_second"] == pytest.approx(6 * 8 / results["train_seconds"])
 
 
 @pytest.mark.parametrize(
@@ -332,38 +372,72 @@ def test_line_by_line_and_whole_word_masking_train(tiny_roberta, eli5_jsonl, tmp
         assert (results["data"]["train_blocks"], results["data"]["eval_blocks"]) == (160, 40)
 
 
-def test_push_to_hub_uploads_the_output_folder(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+class FakeHub:
+    """Records what the real HfApi would be asked to do; a background upload is done at once."""
+
+    def __init__(self) -> None:
+        self.tokens, self.repos, self.uploads = [], [], []
+        hub = self
+
+        class Api:
+            def __init__(self, token=None):
+                hub.tokens.append(token)
+
+            def create_repo(self, repo_id, private, exist_ok):
+                hub.repos.append((repo_id, private, exist_ok))
+
+            def upload_folder(
+                self, repo_id, folder_path, commit_message, ignore_patterns=None, run_as_future=False
+            ):
+                files = sorted(p.name for p in Path(folder_path).iterdir())
+                hub.uploads.append((commit_message, files, ignore_patterns))
+
+                class Done:
+                    def result(self):
+                        return "https://example.invalid/commit/1"
+
+                return Done() if run_as_future else "https://example.invalid/commit/1"
+
+        self.Api = Api
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "end"])
+def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
+    tiny_roberta, eli5_jsonl, tmp_path, monkeypatch, strategy
+):
     import huggingface_hub
 
     import mlm_toolkit.publish as publish
 
-    calls = {}
-
-    class FakeApi:  # records what the real HfApi would be asked to do
-        def create_repo(self, repo_id, private, exist_ok):
-            calls["repo"] = (repo_id, private, exist_ok)
-
-        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
-            calls["upload"] = (repo_id, sorted(p.name for p in Path(folder_path).iterdir()), ignore_patterns)
-            return "https://example.invalid/commit/1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake")
+    hub = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub.Api)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # the token comes from --hub-token
     monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
+    args = ["--max-steps", "4", "--checkpointing-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny"]
     train_tiny(
         tiny_roberta,
         eli5_jsonl,
         tmp_path / "out",
-        "--max-steps",
-        "2",
-        "--push-to-hub",
-        "--hub-model-id",
-        "me/tiny",
+        *args,
+        "--hub-token",
+        "hf_given",
+        "--hub-strategy",
+        strategy,
     )
-    assert calls["repo"] == ("me/tiny", False, True)
-    repo, files, ignored = calls["upload"]
-    assert repo == "me/tiny" and {"pytorch_model.bin", "README.md", "all_results.json"} <= set(files)
-    assert "checkpoints/*" in ignored
+    assert hub.repos == [("me/tiny", False, True)] and set(hub.tokens) == {"hf_given"}
+    messages = [message for message, _, _ in hub.uploads]
+    saves = ["pt-mlm: step 2", "pt-mlm: step 4"] if strategy == "every_save" else []
+    assert messages[:-1] == saves and messages[-1].startswith("pt-mlm: perplexity")
+    if saves:
+        assert {"pytorch_model.bin", "config.json", "tokenizer.json"} <= set(hub.uploads[0][1])
+    _, files, ignored = hub.uploads[-1]
+    assert {"pytorch_model.bin", "README.md", "all_results.json", "run_config.yaml"} <= set(files)
+    assert "checkpoints/*" in ignored and "hub-push" not in files, "the staging folder is gone"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert 'pipeline("fill-mask", model="me/tiny")' in card and "- name: me/tiny" in card
+    out = tmp_path / "out"
+    for written in (out / "run_config.yaml", out / "all_results.json"):
+        assert "hf_given" not in written.read_text(), "the token is never written to disk"
 
 
 def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):

@@ -83,6 +83,20 @@ def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
     assert not (out / "backup").exists(), "a finished fit leaves no backup behind"
 
 
+def test_evaluate_gives_the_same_figure_in_both_frameworks(trained, eli5_jsonl):
+    from pt_helpers import run_cli
+
+    out, results = trained
+    args = ["evaluate", out, "--dataset", eli5_jsonl, "--block-size", "32", "--json"]
+    keras = tf_mlm(*args)
+    assert keras.returncode == 0, keras.stderr[-2000:]
+    pytorch = run_cli(*args)
+    assert pytorch.exit_code == 0, pytorch.output
+    tf_loss, pt_loss = json.loads(keras.stdout)["eval_loss"], json.loads(pytorch.output)["eval_loss"]
+    assert tf_loss == pytest.approx(results["after"]["eval_loss"], rel=1e-5), "the run's own figure"
+    assert pt_loss == pytest.approx(tf_loss, rel=1e-5), "the same figure in PyTorch, from pytorch_model.bin"
+
+
 def test_tf_and_pytorch_give_the_same_top_k(trained):
     from transformers import pipeline
 
@@ -142,6 +156,83 @@ def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(
     assert seen["saved"] == seen["fresh"], "the backup of step 8 holds the stream after 8 batches of 8"
     assert seen["saved"]["given"] == 64 and seen["resumed_with_block_65"]
     assert seen["steps"] == list(range(1, 17)), "resumed at step 8: steps 9 and 10 retrained, once each"
+
+
+def read_tensorboard(folder: Path) -> dict[str, dict[int, float]]:
+    """Every scalar of the one TensorBoard run below `folder`, by tag and step."""
+    from mlm_toolkit.trackers import tensorboard_without_tensorflow
+
+    tensorboard_without_tensorflow()  # this pytest process is PyTorch's
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {p.parent for p in folder.rglob("events.out.tfevents*")}
+    scalars = {}
+    for run in runs:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars[tag] = {e.step: e.value for e in events.Scalars(tag)}
+    return scalars
+
+
+def read_mlflow(uri: str, experiment: str) -> dict[str, dict[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return {
+        key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        for key in run.data.metrics
+    }
+
+
+def test_both_paths_report_the_same_tags_at_the_same_steps_to_tensorboard_and_mlflow(
+    tiny_roberta, eli5_jsonl, tmp_path, monkeypatch
+):
+    from pt_helpers import train_tiny
+
+    store = f"file://{tmp_path / 'mlruns'}"
+    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"}
+    flags = ["--max-steps", "6", "--eval-steps", "3", "--report-to", "tensorboard,mlflow"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf_mlm",
+            "train",
+            "--model",
+            tiny_roberta,
+            "--dataset",
+            eli5_jsonl,
+            "--output-dir",
+            tmp_path / "tf",
+            *map(str, TINY_ARGS),
+            *flags,
+        ],
+        env={**child_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    pt = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "pt", *flags)
+    tags = {"train/loss", "train/learning_rate", "train/grad_norm", "eval/loss", "eval/perplexity"}
+    for name, figures in (("pt", pt), ("tf", json.loads((tmp_path / "tf" / "all_results.json").read_text()))):
+        for logged in (read_tensorboard(tmp_path / name / "runs"), read_mlflow(store, f"{name}-mlm")):
+            assert tags <= set(logged), (name, sorted(logged))
+            assert sorted(logged["eval/loss"]) == [0, 3, 6], "before training, every 3 steps and at the end"
+            assert sorted(logged["train/loss"]) == sorted(logged["train/learning_rate"]) == list(range(1, 7))
+            assert [logged["train/loss"][s] for s in range(1, 7)] == pytest.approx(
+                figures["loss_log"]["losses"]
+            )
+            evals = {e["step"]: e["eval_loss"] for e in figures["loss_log"]["evals"]}
+            assert logged["eval/loss"] == pytest.approx(evals)
+    # The same schedule in both: the learning rate after each step, as the Trainer logs it.
+    assert read_tensorboard(tmp_path / "tf" / "runs")["train/learning_rate"] == pytest.approx(
+        read_tensorboard(tmp_path / "pt" / "runs")["train/learning_rate"]
+    )
 
 
 def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
@@ -358,7 +449,7 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
 
 def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO")  # as the CLI sets it
-    assert seen["clone"] == "me/tiny-tf" and seen["repo"] == "me/tiny-tf"
+    assert seen["clone"] == "me/tiny-tf" and seen["repo"] == "me/tiny-tf" and seen["token"] == "hf_given"
     # One push per event: the callback at each of the 2 epochs, then the finished folder once.
     assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
     assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
@@ -372,6 +463,7 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_r
             "loss_curve.png",
             "merges.txt",
             "pytorch_model.bin",
+            "run_config.yaml",
             "special_tokens_map.json",
             "tf_model.h5",
             "tokenizer.json",

@@ -274,6 +274,9 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
             return None, None
 
     class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
         def create_repo(self, repo_id, private, exist_ok):
             calls["repo"] = repo_id
 
@@ -293,7 +296,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
     publish.hub_offline_reason = lambda: None
     run = tiny_run(model, data, work / "out", num_epochs=2)
-    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf")
+    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given")
     train(run, TFOptions())
     card = work / "out" / "hub" / "README.md"
     return {

@@ -6,5 +6,5 @@ sets the Keras 2 environment (tf-keras) and imports TensorFlow.
 
 from mlm_toolkit.lazy import framework_exports
 
-__all__ = ["MaskFiller", "TFOptions", "train", "__version__"]
+__all__ = ["MaskFiller", "TFOptions", "evaluate", "train", "__version__"]
 __getattr__ = framework_exports(__name__, "TFOptions")

@@ -1,10 +1,9 @@
-"""The `tf-mlm` command line: `tf-mlm train` and `tf-mlm fill-mask`. TensorFlow is imported only by a
-command that needs it, so `--help` and `--version` answer at once."""
+"""The `tf-mlm` command line: `tf-mlm train`, `tf-mlm evaluate` and `tf-mlm fill-mask`. TensorFlow is
+imported only by a command that needs it, so `--help` and `--version` answer at once."""
 
 import os
 
 from mlm_toolkit.cli import make_cli
-from tf_mlm import __version__
 from tf_mlm.options import TFOptions
 
 
@@ -21,11 +20,10 @@ def train(run, options):
 
 main = make_cli(
     "tf-mlm",
-    __version__,
     "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
     TFOptions,
+    "tf_mlm",
     train=train,
-    filler="tf_mlm:MaskFiller",
 )
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Wrapping the handle with an `__iter__` over its keys restores the loading path u
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from safetensors import safe_open as _safe_open
 
 
@@ -48,6 +50,10 @@ def load_masked_lm(resolved, **kwargs):
     from mlm_toolkit.models import load_weights
 
     patch_safetensors_loading()
+    folder = Path(resolved.location)
+    only_pytorch = not (folder / "tf_model.h5").is_file() and (folder / "pytorch_model.bin").is_file()
+    if folder.is_dir() and only_pytorch:  # a folder pt-mlm wrote with --no-tf-weights
+        kwargs = {"from_pt": True, **kwargs}
     return load_weights(
         lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs(), **kwargs),
         resolved.name,

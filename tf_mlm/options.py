@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mlm_toolkit.config import FrameworkOptions, check_numbers, option
+from mlm_toolkit.config import FrameworkOptions, check_numbers, option, precision_option
 from mlm_toolkit.errors import UsageError
 
 
@@ -13,8 +13,8 @@ from mlm_toolkit.errors import UsageError
 class TFOptions(FrameworkOptions):
     """Settings only the Keras path has."""
 
-    mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = option(
-        "no", "Keras mixed-precision policy, set before the model is built."
+    mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = precision_option(
+        "Keras mixed-precision policy, set before the model is built.", "mixed_float16", "mixed_bfloat16"
     )
     jit_compile: bool = option(
         False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True

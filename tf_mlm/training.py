@@ -49,11 +49,12 @@ from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.identity import check_same_run, check_steps_left
-from mlm_toolkit.metrics import LossLog, TokenWeightedMean
+from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.outputs import checkpoint_damage
 from mlm_toolkit.reports import hub_base_model
 from mlm_toolkit.results import Results
-from mlm_toolkit.run import Recorder, RunHooks, StepPlan
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
+from mlm_toolkit.trackers import Trackers
 from mlm_toolkit.streaming import BlockStream, StreamPosition
 from tf_mlm.callbacks import (
     BACKUP,
@@ -68,7 +69,8 @@ from tf_mlm.callbacks import (
 )
 from tf_mlm.compat import load_masked_lm
 from tf_mlm.environment import native_noise_filtered
-from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from tf_mlm.evaluation import make_evaluator
+from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows
 from tf_mlm.inputs import keras_masking, stream_batches
 from tf_mlm.options import TFOptions, check_tf_config
 
@@ -174,25 +176,6 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -
     return trainee
 
 
-def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
-    """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
-    in float32 whatever the precision policy. The graph is traced once per run, not per call."""
-    batch_sums = tf.function(
-        lambda ids, labels, mask: masked_token_loss_sum(model, ids, labels, False, attention_mask=mask),
-        reduce_retracing=True,
-    )
-
-    def evaluate() -> float:
-        mean = TokenWeightedMean()
-        for start in range(0, len(eval_inputs["input_ids"]), batch_size):
-            batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
-            total, count = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
-            mean.add(float(total) / max(float(count), 1.0), int(count))
-        return mean.mean
-
-    return evaluate
-
-
 class KerasBackend:
     """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
 
@@ -200,7 +183,8 @@ class KerasBackend:
     is_main = True  # every worker of a multi-worker run writes its own --output-dir
 
     def __init__(self, options: TFOptions, callbacks: list | None = None) -> None:
-        self.options, self.extra_callbacks = options, list(callbacks or [])
+        self.options, self.extra_callbacks, self.pushes = options, list(callbacks or []), None
+        self.trackers = Trackers((), Path("."), "tf-mlm", {})  # none until the run's identity is known
 
     # ---- setup
     def start(self, run: RunConfig) -> None:
@@ -263,6 +247,10 @@ class KerasBackend:
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
+        # The trackers get the same tags and steps as pt-mlm's (train/loss, eval/loss, ...), step 0 included.
+        self.trackers = Trackers(
+            self.run.train.report_to, out / "runs", "tf-mlm", tracked_config(identity, self.plan)
+        )
         resume = self.run.train.resume
         self.backup, self.identity = (
             out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(),
@@ -303,7 +291,7 @@ class KerasBackend:
         return {"batch": replicas, "XLA": self.options.jit_compile, "sparse head": self.trainee.sparse}
 
     def track(self, values: dict[str, float], step: int) -> None:
-        pass  # Keras' TensorBoard callback writes the logs of fit()
+        self.trackers.log(values, step)
 
     def barrier(self) -> None:
         pass  # fit() synchronises the workers itself
@@ -321,14 +309,16 @@ class KerasBackend:
             )
             callbacks.append(backup)
             self.backup.mkdir(parents=True, exist_ok=True)
-        if run.train.report_to == "tensorboard":
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "runs")))
-        if run.hub.push_to_hub:
+        if run.hub.push_to_hub and run.hub.hub_strategy == "every_save":
+            every = run.train.checkpoint_every
             callbacks.append(
                 epoch_pushes()(
                     output_dir=str(out / HUB_CLONE),
+                    save_strategy="steps" if every else "epoch",
+                    save_steps=every,
                     tokenizer=self.tokenizer,
                     hub_model_id=run.hub.hub_model_id,
+                    hub_token=run.hub.hub_token,
                     # model-card data for the card the callback writes
                     finetuned_from=hub_base_model(run.model.model),
                     tasks="fill-mask",
@@ -363,6 +353,7 @@ class KerasBackend:
 
     def finish(self, out: Path, completed: bool) -> None:
         keras.mixed_precision.set_global_policy("float32")
+        self.trackers.finish()
         if completed:  # the run is complete: nothing left to resume
             shutil.rmtree(out / BACKUP, ignore_errors=True)
             shutil.rmtree(out / PREVIOUS, ignore_errors=True)

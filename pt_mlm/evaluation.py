@@ -1,0 +1,54 @@
+"""Evaluation in PyTorch: the token-weighted mean loss over the frozen held-out blocks, as training
+measures it, and `pt-mlm evaluate` for a saved model."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from transformers import AutoModelForMaskedLM
+
+from mlm_toolkit import evaluation
+from mlm_toolkit.metrics import TokenWeightedMean
+from mlm_toolkit.models import load_weights
+from pt_mlm.heads import MaskedTokenLoss
+from pt_mlm.loaders import eval_loader
+
+
+@torch.no_grad()
+def mean_masked_loss(net: torch.nn.Module, batches, accelerator: Accelerator) -> float:
+    """Token-weighted mean cross-entropy over every masked token of the frozen eval set."""
+    training = net.training
+    net.eval()
+    mean = TokenWeightedMean()
+    for batch in batches:
+        token_losses, rows = net(**batch)
+        # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
+        blocks = len(batch["labels"])
+        sums = torch.zeros(blocks, device=token_losses.device).index_add_(0, rows, token_losses)
+        counts = torch.zeros(blocks, device=token_losses.device).index_add_(
+            0, rows, torch.ones_like(token_losses)
+        )
+        sums, counts = accelerator.gather_for_metrics((sums, counts))
+        mean.add(sums.sum().item() / max(counts.sum().item(), 1), int(counts.sum().item()))
+    net.train(training)
+    return mean.mean
+
+
+def score(resolved, tokenizer, data, batch_size: int) -> float:
+    """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
+    AcceleratorState._reset_state()  # a Python caller may have trained in this process
+    accelerator = Accelerator(cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ)
+    model = load_weights(
+        lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()),
+        resolved.name,
+    )
+    net, batches = accelerator.prepare(MaskedTokenLoss(model), eval_loader(data.eval_inputs, batch_size))
+    return mean_masked_loss(net, batches, accelerator)
+
+
+def evaluate(config: evaluation.EvalConfig) -> evaluation.Evaluation:
+    """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
+    return evaluation.evaluate(config, "pytorch", score)

@@ -1,0 +1,104 @@
+"""`*-mlm evaluate MODEL`: the perplexity of a saved model on the held-out blocks, with the frozen masks.
+
+The held-out rows, their blocks and their masks are those a training run with the same data settings and
+seed evaluates on, so `evaluate` on a trained folder gives the run's own figure, and both frameworks give
+the same one. Each framework supplies `score(resolved, tokenizer, data) -> eval loss`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlm_toolkit.config import DataConfig, ModelConfig, check_numbers, check_positive, option
+from mlm_toolkit.errors import UsageError
+from mlm_toolkit.metrics import perplexity
+
+log = logging.getLogger("mlm")
+
+
+@dataclass
+class EvalSettings:
+    """How `evaluate` measures: the seed of the split and masks, and the batch."""
+
+    seed: int = option(42, "Seed of the held-out split and its masks (the training run's --seed).")
+    eval_batch_size: int = option(32, "Blocks per evaluation batch.", hf=("per_device_eval_batch_size",))
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        check_positive(self, "eval_batch_size")
+        if self.seed < 0:
+            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
+
+
+@dataclass
+class EvalConfig:
+    """Everything `evaluate` needs: the model, the data settings, and how to measure."""
+
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    settings: EvalSettings = field(default_factory=EvalSettings)
+
+
+@dataclass
+class Evaluation:
+    model: str
+    framework: str
+    dataset: str
+    held_out: str
+    eval_blocks: int
+    eval_masked_tokens: int
+    eval_loss: float
+    perplexity: float
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) -> Evaluation:
+    """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.models import load_checked, resolve_model
+    from mlm_toolkit.streaming import prepare_stream
+
+    resolved = resolve_model(config.model.model)
+    _, tokenizer = load_checked(resolved, config.data.block_size)
+    seed = config.settings.seed
+    if config.data.streaming:
+        data = prepare_stream(config.data, tokenizer, seed)
+    else:
+        data = prepare_data(config.data, tokenizer, seed, train=False)
+    loss = score(resolved, tokenizer, data, config.settings.eval_batch_size)
+    summary = data.summary()
+    result = Evaluation(
+        model=config.model.model,
+        framework=framework,
+        dataset=config.data.dataset,
+        held_out=summary["held_out"],
+        eval_blocks=data.eval_blocks,
+        eval_masked_tokens=summary["eval_masked_tokens"],
+        eval_loss=loss,
+        perplexity=perplexity(loss),
+        config={"data": asdict(config.data), "settings": asdict(config.settings)},
+    )
+    log.info("%s: eval loss %.4f, perplexity %.2f", config.model.model, loss, result.perplexity)
+    return result
+
+
+def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
+    from mlm_toolkit.reports import write_json
+
+    if path.exists() and not overwrite:
+        raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result.to_dict())
+
+
+def evaluation_json(result: Evaluation) -> str:
+    from mlm_toolkit.reports import _jsonable
+
+    return json.dumps(_jsonable(result.to_dict()), indent=2)

@@ -1,0 +1,196 @@
+"""The spellings a flag answers to, and `--config FILE`: so a `run_mlm.py` command line or config carries
+over.
+
+Each config field is one flag in our spelling (`--per-device-batch-size`), which also answers to its
+underscore spelling (`--per_device_batch_size`) and to the Hugging Face names its field declares
+(`hf=("per_device_train_batch_size",)`, dashes or underscores). Two Hugging Face flags take another form:
+`--validation_split_percentage 5` is `--test-size 0.05` (`hf_scaled`), and `--fp16`/`--bf16` are values of
+`--mixed-precision` (`hf_flags`). `--do_train`/`--do_eval` are accepted: `train` always trains and evaluates.
+
+A config file (YAML or JSON) takes the same keys, in any of those spellings; flags on the command line win.
+A run writes its whole resolved config back as `run_config.yaml` (or `.json`), which `--config` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import click
+
+from mlm_toolkit.config import flag_of
+from mlm_toolkit.errors import UsageError
+
+ACCEPTED = ("do_train", "do_eval")  # run_mlm.py's switches, meaningless here: train does both
+RUN_CONFIG = "run_config"
+SECRET = ("hub_token",)  # never written to disk
+
+
+def dashed(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def spellings(name: str, aliases: Iterable[str] = ()) -> list[str]:
+    """Every flag of a field: ours first, then its underscore spelling and each alias in both spellings."""
+    names = [flag_of(name), "--" + name]
+    for alias in aliases:
+        names += ["--" + alias, dashed(alias)]
+    return list(dict.fromkeys(names))
+
+
+class Option(click.Option):
+    """A click option whose help line shows our spelling alone: the command's epilog lists the others once."""
+
+    def get_help_record(self, ctx: click.Context):
+        opts, secondary = self.opts, self.secondary_opts
+        self.opts, self.secondary_opts = opts[:1], secondary[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts, self.secondary_opts = opts, secondary
+
+
+def alias_options(cls: type) -> list[click.Option]:
+    """The hidden options of the Hugging Face flags that take another form than ours (scaled, or a value)."""
+    added = []
+    for f in dataclasses.fields(cls):
+        for alias in f.metadata.get("hf_scaled", {}):
+            added.append(click.Option(spellings(alias), type=float, hidden=True, default=None))
+        for alias in f.metadata.get("hf_flags", {}):
+            added.append(click.Option(spellings(alias), is_flag=True, hidden=True, default=False))
+    return added
+
+
+def accepted_options() -> list[click.Option]:
+    return [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
+
+
+def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[type]) -> dict[str, Any]:
+    """`values` with the Hugging Face forms (`--fp16`, `--validation_split_percentage`) turned into our
+    fields; one given beside our own flag for the same field is refused, naming both."""
+    values = {k: v for k, v in values.items() if k not in ACCEPTED}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            given = []
+            for alias, scale in f.metadata.get("hf_scaled", {}).items():
+                if values.get(alias) is not None:
+                    if not math.isfinite(values[alias]):
+                        raise UsageError(f"must be a finite number, got {values[alias]}", "--" + alias)
+                    given.append((alias, values[alias] * scale))
+            for alias, value in f.metadata.get("hf_flags", {}).items():
+                if values.get(alias):
+                    given.append((alias, value))
+            for alias in [*f.metadata.get("hf_scaled", {}), *f.metadata.get("hf_flags", {})]:
+                values.pop(alias, None)
+            ours = ctx.get_parameter_source(f.name) == click.core.ParameterSource.COMMANDLINE
+            if len(given) + ours > 1:
+                names = [flag_of(f.name)] * ours + [dashed(alias) for alias, _ in given]
+                raise UsageError(f"give one of {' and '.join(names)}, not both", names[0])
+            if given:
+                values[f.name] = given[0][1]
+                values.setdefault("_spelled", {})[flag_of(f.name)] = "--" + given[0][0]
+    return values
+
+
+@contextlib.contextmanager
+def named_as_given(values: dict[str, Any]) -> Iterator[None]:
+    """A field's error names the Hugging Face flag it was given as: `--validation_split_percentage 150` is
+    refused as itself, not as the `--test-size 1.5` it became."""
+    spelled = values.pop("_spelled", {})
+    try:
+        yield
+    except UsageError as error:
+        if error.flag not in spelled:
+            raise
+        message = str(error).removeprefix(f"{error.flag}: ")
+        raise UsageError(f"as {error.flag} this {message}", spelled[error.flag]) from None
+
+
+def epilog(classes: Iterable[type]) -> str:
+    """The Hugging Face spellings of a command's flags, listed once."""
+    pairs = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            hf = ["--" + a for a in f.metadata.get("hf", ())]
+            if hf:
+                pairs.append(f"{' / '.join(hf)} = {flag_of(f.name)}")
+            for alias, scale in f.metadata.get("hf_scaled", {}).items():
+                pairs.append(f"--{alias} N = {flag_of(f.name)} N x {scale:g}")
+            for alias, value in f.metadata.get("hf_flags", {}).items():
+                pairs.append(f"--{alias} = {flag_of(f.name)} {value}")
+    return (
+        "Hugging Face spellings (run_mlm.py, the Trainer) are accepted, with dashes or underscores: "
+        + "; ".join(pairs)
+        + ". Every flag also takes underscores (--output_dir); --do_train and --do_eval are accepted "
+        "(train always trains and evaluates). --config FILE (YAML or JSON) takes the same names as keys."
+    )
+
+
+# ---- config files
+
+
+def _names(classes: Iterable[type]) -> dict[str, str]:
+    """Every key a config file may use (any spelling, without dashes) -> the field or alias it sets."""
+    names: dict[str, str] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            names[f.name] = f.name
+            for alias in f.metadata.get("hf", ()):
+                names[alias] = f.name
+            for alias in [*f.metadata.get("hf_scaled", {}), *f.metadata.get("hf_flags", {})]:
+                names[alias] = alias
+    return names
+
+
+def read_config_file(path: str, classes: Iterable[type]) -> dict[str, Any]:
+    """A config file's settings by field name, in the form click's `default_map` takes."""
+    import yaml
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text()
+        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise UsageError(f"cannot read {path!r}: {str(error).splitlines()[0]}", "--config") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path!r} must hold a mapping of flag names to values", "--config")
+    classes = list(classes)
+    names, settings = _names(classes), {}
+    for key, value in data.items():
+        spelled = str(key).lstrip("-").replace("-", "_")
+        if spelled in ACCEPTED:
+            continue
+        name = names.get(spelled)
+        if name is None:
+            raise UsageError(f"{path!r} has an unknown key {key!r}", "--config")
+        if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line
+            value = ",".join(map(str, value))
+        settings[name] = value
+    return settings
+
+
+def config_format(path: str | None) -> str:
+    return "json" if path and Path(path).suffix.lower() == ".json" else "yaml"
+
+
+def write_run_config(folder: Path, settings: dict[str, Any], fmt: str) -> Path:
+    """The run's resolved settings, every field by name, as a file `--config` reads back."""
+    import yaml
+
+    from mlm_toolkit.outputs import write_text_atomically
+
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k not in SECRET}
+    path = folder / f"{RUN_CONFIG}.{fmt}"
+    if fmt == "json":
+        text = json.dumps(plain, indent=2) + "\n"
+    else:
+        text = "# The resolved settings of this run: repeat it with --config " + path.name + "\n"
+        text += yaml.safe_dump(plain, sort_keys=False)
+    write_text_atomically(path, text)
+    return path

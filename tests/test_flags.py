@@ -1,0 +1,224 @@
+"""A Hugging Face user's habits carry over: run_mlm.py's flag names (dashes or underscores), --fp16/--bf16,
+--validation_split_percentage, a --config file whose values the command line overrides, and run_config.yaml,
+which repeats a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mlm_toolkit.cli import make_cli
+from pt_helpers import run_cli
+
+
+def recording_cli(framework: str = "pt"):
+    """The real CLI of a framework, with training replaced by a recorder of what it was asked to do."""
+    from test_cli_fuzz import fake_results
+
+    if framework == "pt":
+        from pt_mlm.options import PTOptions as Options
+    else:
+        from tf_mlm.options import TFOptions as Options
+    asked = []
+
+    def train(run, options):
+        asked.append((run, options))
+        return fake_results()
+
+    return make_cli(
+        f"{framework}-mlm", "test", Options, train=train, filler=lambda model: None, version="0"
+    ), asked
+
+
+def invoke(args, framework="pt"):
+    cli, asked = recording_cli(framework)
+    result = CliRunner().invoke(cli, ["train", *map(str, args)])
+    return result, (asked[0] if asked else None)
+
+
+def test_hugging_face_spellings_set_our_fields(tmp_path):
+    result, (run, options) = invoke(
+        [
+            "--model_name_or_path",
+            "m",
+            "--dataset_name",
+            "d",
+            "--dataset_config_name",
+            "c",
+            "--per_device_train_batch_size",
+            "4",
+            "--per-device-eval-batch-size",
+            "16",
+            "--num_train_epochs",
+            "2",
+            "--max_train_steps",
+            "30",
+            "--lr_scheduler_type",
+            "cosine",
+            "--num_warmup_steps",
+            "3",
+            "--max_seq_length",
+            "64",
+            "--validation_split_percentage",
+            "5",
+            "--resume_from_checkpoint",
+            "auto",
+            "--save_steps",
+            "10",
+            "--logging_steps",
+            "5",
+            "--hub_private_repo",
+            "--output_dir",
+            tmp_path / "out",
+            "--do_train",
+            "--do_eval",
+            "--bf16",
+            "--learning_rate",
+            "3e-5",
+            "--weight_decay",
+            "0.1",
+            "--line_by_line",
+            "--report_to",
+            "tensorboard",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    data, train = run.data, run.train
+    assert (run.model.model, data.dataset, data.dataset_config, data.block_size) == ("m", "d", "c", 64)
+    assert data.test_size == pytest.approx(0.05) and data.line_by_line
+    assert (train.per_device_batch_size, train.eval_batch_size, train.num_epochs, train.max_steps) == (
+        4,
+        16,
+        2,
+        30,
+    )
+    assert (train.lr_scheduler, train.warmup_steps, train.resume, train.checkpointing_steps) == (
+        "cosine",
+        3,
+        "auto",
+        10,
+    )
+    assert (train.learning_rate, train.weight_decay, train.report_to) == (3e-5, 0.1, ("tensorboard",))
+    assert run.hub.hub_private and options.log_every == 5 and options.mixed_precision == "bf16"
+    assert str(tmp_path / "out") == train.output_dir
+
+
+def test_fp16_and_bf16_are_each_frameworks_precision():
+    for framework, flag, expected in (("tf", "--fp16", "mixed_float16"), ("tf", "--bf16", "mixed_bfloat16")):
+        result, (_, options) = invoke([flag], framework)
+        assert result.exit_code == 0 and options.mixed_precision == expected, result.output
+    result, _ = invoke(["--fp16", "--mixed-precision", "bf16"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --mixed-precision: give one of --mixed-precision and --fp16, not both"
+    )
+
+
+def test_help_shows_our_names_and_lists_the_aliases_once():
+    cli, _ = recording_cli()
+    shown = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
+    options, _, aliases = shown.partition("Hugging Face spellings")
+    assert "--per-device-batch-size INTEGER" in options and "--model TEXT" in options
+    for hf in (
+        "--model_name_or_path",
+        "--per_device_train_batch_size",
+        "--fp16",
+        "--validation_split_percentage",
+    ):
+        assert hf not in options and aliases.count(hf) == 1, hf
+    assert "--per_device_batch_size" not in shown  # our underscore spellings work without being listed
+
+
+def test_a_config_file_gives_the_defaults_and_the_command_line_wins(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": "m",
+                "dataset": "d",
+                "per_device_train_batch_size": 4,
+                "learning-rate": 1e-4,
+                "report_to": ["tensorboard"],
+                "do_train": True,
+                "fp16": False,
+                "validation_split_percentage": 10,
+            }
+        )
+    )
+    result, (run, _) = invoke(["--config", tmp_path / "run.yaml", "--learning-rate", "5e-4"])
+    assert result.exit_code == 0, result.output
+    assert (run.model.model, run.data.dataset, run.train.per_device_batch_size) == ("m", "d", 4)
+    assert run.train.learning_rate == 5e-4, "the command line wins over the file"
+    assert run.data.test_size == pytest.approx(0.1) and run.train.report_to == ("tensorboard",)
+    assert run.config_format == "yaml"
+
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": 1e-4, "lerning_rate": 2}))
+    result, _ = invoke(["--config", tmp_path / "bad.json"])
+    assert result.exit_code == 2 and "unknown key 'lerning_rate'" in result.output.strip().splitlines()[-1]
+    assert "--config" in result.output.strip().splitlines()[-1] and "Traceback" not in result.output
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    result, _ = invoke(["--config", tmp_path / "list.yaml"])
+    assert result.exit_code == 2 and "must hold a mapping" in result.output
+
+
+def test_a_run_mlm_command_line_runs_unchanged_and_its_run_config_repeats_it(tiny_roberta, tmp_path):
+    """The transformers example's command line (local files instead of the Hub), then the same run again
+    from the run_config.yaml it wrote."""
+    from tiny_models import tiny_corpus
+
+    (tmp_path / "train.txt").write_text("\n".join(tiny_corpus(300)) + "\n")
+    (tmp_path / "validation.txt").write_text("\n".join(tiny_corpus(340)[300:]) + "\n")
+    result = run_cli(
+        "train",
+        "--model_name_or_path",
+        tiny_roberta,
+        "--train_file",
+        tmp_path / "train.txt",
+        "--validation_file",
+        tmp_path / "validation.txt",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "8",
+        "--do_train",
+        "--do_eval",
+        "--output_dir",
+        tmp_path / "test-mlm",
+        "--max_seq_length",
+        "32",
+        "--line_by_line",
+        "--learning_rate",
+        "1e-3",
+        "--max_train_steps",
+        "6",
+        "--no-tf-weights",
+    )
+    assert result.exit_code == 0, result.output
+    first = json.loads((tmp_path / "test-mlm" / "all_results.json").read_text())
+    assert first["data"]["text_column"] == "text" and first["data"]["held_out"].startswith(
+        "--validation-file"
+    )
+    assert first["after"]["eval_loss"] < first["before"]["eval_loss"]
+    written = yaml.safe_load((tmp_path / "test-mlm" / "run_config.yaml").read_text())
+    assert written["per_device_batch_size"] == 8 and written["line_by_line"] and written["max_steps"] == 6
+
+    again = run_cli(
+        "train", "--config", tmp_path / "test-mlm" / "run_config.yaml", "--output-dir", tmp_path / "again"
+    )
+    assert again.exit_code == 0, again.output
+    second = json.loads((tmp_path / "again" / "all_results.json").read_text())
+    assert second["loss_log"]["losses"] == first["loss_log"]["losses"], "the same run, step for step"
+    repeated = yaml.safe_load((tmp_path / "again" / "run_config.yaml").read_text())
+    assert {**repeated, "output_dir": None} == {**written, "output_dir": None}
+
+
+def test_a_tracker_that_is_not_installed_names_the_package():
+    result, _ = invoke(["--report-to", "tensorboard,wandb"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --report-to: wandb is not installed here: pip install wandb"
+    )
+    result, _ = invoke(["--report-to", "comet"])
+    assert result.exit_code == 2 and "must be one of tensorboard, wandb, mlflow, trackio" in result.output
