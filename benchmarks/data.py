@@ -35,6 +35,7 @@ import click
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "benchmarks" / "scratch"
+RECIPES = ("ours", "guide", "stream", "train")  # the jobs, in the order a report lists them
 
 
 def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
@@ -183,6 +184,21 @@ def write_report(out: Path, report: dict) -> None:
             f"| {row['peak_rss_mib']:,.0f} | {row['peak_anon_mib']:,.0f} | {row['cache_mib']:,.0f} "
             f"| {row['blocks']:,} |"
         )
+    trained = [r for r in rows if r.get("training_peak_anon_mib")]
+    if trained:
+        lines += [
+            "",
+            "`pt-mlm train`, its peak memory over the whole run and from the evaluation before training on "
+            "(training alone, the prepared rows' tables let go):",
+            "",
+            "| rows | whole run: resident / anonymous MiB | training: resident / anonymous MiB |",
+            "|---|---|---|",
+        ]
+        for row in trained:
+            lines.append(
+                f"| {row['rows']:,} | {row['peak_rss_mib']:,.0f} / {row['peak_anon_mib']:,.0f} "
+                f"| {row['training_peak_rss_mib']:,.0f} / {row['training_peak_anon_mib']:,.0f} |"
+            )
     lines += ["", "![peak memory and preparation time](data.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "data.png", rows)
@@ -195,12 +211,12 @@ def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (memory, speed) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in sorted({r["name"] for r in rows}):
+    for n, name in enumerate(sorted({r["name"] for r in rows})):
         mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["rows"])
-        sizes = [r["rows"] for r in mine]
-        memory.plot(sizes, [r["peak_anon_mib"] for r in mine], "o-", label=name)
+        sizes, color = [r["rows"] for r in mine], f"C{n}"  # one color a job, in both panels
+        memory.plot(sizes, [r["peak_anon_mib"] for r in mine], "o-", label=name, color=color)
         if mine[0]["recipe"] in ("ours", "guide"):
-            speed.plot(sizes, [r["tokens_per_s"] for r in mine], "o-", label=name)
+            speed.plot(sizes, [r["tokens_per_s"] for r in mine], "o-", label=name, color=color)
     for axis, label in ((memory, "peak anonymous memory (MiB, Pss)"), (speed, "preparation tokens/s")):
         axis.set_xscale("log")
         axis.set_xlabel("rows in the corpus")
@@ -218,8 +234,23 @@ def plot(path: Path, rows: list[dict]) -> None:
 @click.option("--train-steps", default=20, show_default=True, help="Steps of the pt-mlm train job (0: none).")
 @click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
 @click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
+@click.option(
+    "--only", default=None, help="Run only these jobs: comma-separated among ours, guide, stream, train."
+)
+@click.option(
+    "--merge", is_flag=True, help="Add to the report in --out, replacing its rows of the jobs run again."
+)
 @click.option("--smoke", is_flag=True, help="2,000 rows, one worker, two steps: checks the harness.")
-def main(rows: str, workers: str, train_steps: int, out: str | None, overwrite: bool, smoke: bool) -> None:
+def main(
+    rows: str,
+    workers: str,
+    train_steps: int,
+    out: str | None,
+    overwrite: bool,
+    only: str | None,
+    merge: bool,
+    smoke: bool,
+) -> None:
     """Time and measure data preparation at several corpus sizes, ours against the guide's recipe."""
     try:
         sizes = [int(n) for n in rows.split(",")]
@@ -231,13 +262,18 @@ def main(rows: str, workers: str, train_steps: int, out: str | None, overwrite: 
     if smoke:
         sizes, counts, train_steps = [2000], [1], 2
     folder = Path(out or ROOT / "benchmarks" / "results" / f"{dt.date.today()}-data")
-    if (folder / "results.json").exists() and not overwrite:
-        raise click.UsageError(f"{folder} holds a report already; pass --overwrite or another --out", None)
+    if (folder / "results.json").exists() and not (overwrite or merge):
+        raise click.UsageError(f"{folder} holds a report already; pass --overwrite, --merge or another --out")
+    if merge and not (folder / "results.json").exists():
+        raise click.UsageError(f"{folder} holds no report to merge into", None)
+    recipes = set(only.split(",")) if only else set(RECIPES)
+    if not recipes <= set(RECIPES):
+        raise click.BadParameter("comma-separated among ours, guide, stream, train", param_hint="--only")
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     for size in sizes:
         corpus = write_corpus(SCRATCH / f"eli5-{size}.jsonl", size)
-        for job in jobs(size, counts, corpus, train_steps):
+        for job in (j for j in jobs(size, counts, corpus, train_steps) if j["recipe"] in recipes):
             click.echo(f"{size:,} rows: {job['name']} ...", err=True)
             results.append(run_job(job, SCRATCH / "work"))
             click.echo(
@@ -252,6 +288,11 @@ def main(rows: str, workers: str, train_steps: int, out: str | None, overwrite: 
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
+    if merge:  # the rows of the jobs run again replace their earlier ones
+        earlier = json.loads((folder / "results.json").read_text())["results"]
+        again = {(r["rows"], r["name"]) for r in results}
+        results = [r for r in earlier if (r["rows"], r["name"]) not in again] + results
+        results.sort(key=lambda r: (r["rows"], RECIPES.index(r["recipe"]), r["workers"]))
     write_report(folder, {"machine": machine, "results": results})
     click.echo(f"wrote {folder / 'results.md'}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import threading
 import time
 
 BLOCK_SIZE = 128
@@ -78,15 +79,48 @@ def stream(job: dict) -> int:
     return blocks + data.eval_blocks
 
 
-def train(job: dict) -> int:
-    from pt_mlm.cli import main
+class TrainingPeak:
+    """This process tree's peak memory from the evaluation before training on: training, not preparing
+    (`mlm_toolkit.run.RunHooks`, sampled every 50 ms)."""
 
+    def __init__(self) -> None:
+        self.peak, self.started = (0, 0), False
+
+    def on_evaluate(self, step: int, eval_loss: float) -> None:
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self.sample, daemon=True).start()
+
+    def on_step(self, step: int, loss: float, seconds: float) -> None:
+        pass
+
+    def sample(self) -> None:
+        import os
+
+        from benchmarks.data import tree_memory
+
+        while True:
+            now = tree_memory(os.getpid())
+            self.peak = (max(self.peak[0], now[0]), max(self.peak[1], now[1]))
+            time.sleep(0.05)
+
+
+def train(job: dict) -> int:
+    """The pt-mlm run the CLI makes of `pt-mlm train --model builtin:minilm --dataset CORPUS --max-samples 0
+    --max-steps N --max-eval-samples 1000 --no-tf-weights`, through the Python API to watch it train."""
+    import pt_mlm
+    from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    peak = TrainingPeak()
     with tempfile.TemporaryDirectory() as out:
-        args = ["train", "--model", "builtin:minilm", "--dataset", job["corpus"], "--max-samples", "0"]
-        args += ["--max-steps", str(job["steps"]), "--max-eval-samples", "1000", "--no-tf-weights"]
-        main([*args, "--output-dir", f"{out}/run"], standalone_mode=False)
-        results = json.loads(open(f"{out}/run/all_results.json").read())
-    return results["data"]["train_blocks"] + results["data"]["eval_blocks_available"]
+        run = RunConfig(
+            DataConfig(dataset=job["corpus"], max_samples=None, max_eval_samples=1000),
+            ModelConfig("builtin:minilm"),
+            TrainConfig(output_dir=f"{out}/run", max_steps=job["steps"]),
+        )
+        results = pt_mlm.train(run, pt_mlm.PTOptions(tf_weights=False), hooks=[peak])
+    job["training_peak_rss_mib"], job["training_peak_anon_mib"] = (value / 2**20 for value in peak.peak)
+    return results.data["train_blocks"] + results.data["eval_blocks_available"]
 
 
 if __name__ == "__main__":
@@ -95,4 +129,5 @@ if __name__ == "__main__":
     blocks = {"ours": ours, "guide": guide, "stream": stream, "train": train}[job["recipe"]](job)
     seconds = time.perf_counter() - started
     result = {"seconds": seconds, "blocks": blocks, "tokens_per_s": blocks * BLOCK_SIZE / seconds}
+    result.update({key: value for key, value in job.items() if key.startswith("training_peak")})
     print("RESULT " + json.dumps(result))

@@ -178,10 +178,20 @@ class StreamSource:
     def restore(self, state: dict | None) -> None:
         self.stream.position = StreamPosition.from_dict(state)
 
-    def on_device(self, device: torch.device):
-        non_blocking = device.type == "cuda"
+    def on_device(self, device: torch.device) -> "OnDevice":
+        return OnDevice(self.loader, device)
+
+
+class OnDevice:
+    """A loader's batches moved to `device` (what Accelerate does for the loaders it prepares)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        non_blocking = self.device.type == "cuda"
         for batch in self.loader:
-            yield {key: value.to(device, non_blocking=non_blocking) for key, value in batch.items()}
+            yield {key: value.to(self.device, non_blocking=non_blocking) for key, value in batch.items()}
 
 
 def train_source(data, tokenizer, run, options, accelerator) -> MapSource | StreamSource:

@@ -11,7 +11,6 @@ TensorFlow and PyTorch numbers are measured on identical inputs.
 from __future__ import annotations
 
 import bisect
-import gc
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from mlm_toolkit.config import DataConfig
 from mlm_toolkit.data import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
 from mlm_toolkit.errors import UsageError
 from mlm_toolkit.masking import mask_once
+from mlm_toolkit.memory import release_memory
 from mlm_toolkit.outputs import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -328,19 +328,3 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
     release_memory()  # the rows' tables are unmapped now: only the blocks' file stays mapped
     log.info("data: %s", json.dumps(data.summary()))
     return data
-
-
-def release_memory() -> None:
-    """Hand back to the system what preparing the data held and no longer needs, before training needs
-    its own: Python's garbage, Arrow's pool, and the C heap's freed pages (glibc keeps them otherwise)."""
-    import ctypes
-    import ctypes.util
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
-        pass

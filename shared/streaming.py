@@ -23,7 +23,15 @@ import numpy as np
 
 from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples
 from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data import column_names, open_split, open_validation_file, resolve_text_column, texts_of
+from mlm_toolkit.data import (
+    VALIDATION,
+    column_names,
+    has_validation_split,
+    open_split,
+    open_validation_file,
+    resolve_text_column,
+    texts_of,
+)
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.masking import mask_once
 
@@ -149,11 +157,20 @@ def prepare_stream(config: DataConfig, tokenizer, seed: int) -> StreamData:
     rows = open_split(config, config.train_split, config.max_samples)
     column = resolve_text_column(config, column_names(rows))
     count = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or EVAL_BLOCKS_CAP
+    validation, held_out_from = None, ""
     if config.validation_file:
-        validation = open_validation_file(config)
+        validation, held_out_from = (
+            open_validation_file(config),
+            f"--validation-file {config.validation_file}",
+        )
+    elif has_validation_split(config):
+        validation, held_out_from = (
+            open_split(config, VALIDATION),
+            f"--dataset {config.dataset}'s {VALIDATION} split",
+        )
+    if validation is not None:
         held_out = texts_of(validation, resolve_text_column(config, column_names(validation)), None)
-        eval_blocks, _ = first_blocks(held_out, tokenizer, config, count)
-        skip, held_out_from = 0, f"--validation-file {config.validation_file}"
+        eval_blocks, skip = first_blocks(held_out, tokenizer, config, count)[0], 0
     else:
         eval_blocks, skip = first_blocks(texts_of(rows, column, None), tokenizer, config, count)
         held_out_from = f"the first {skip} rows of the stream"

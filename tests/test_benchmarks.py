@@ -108,3 +108,35 @@ def test_a_gpu_report_gives_mfu_against_the_bf16_peak(tmp_path):
     assert f"| {mfu:.1%} |" in table
     # Beside the speed, what the row learned: eval loss 10.0 is a perplexity of e^10 = 22,026.5.
     assert "| 10.000 | 22,026.5 |" in table
+
+
+def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_path):
+    import os
+
+    from benchmarks.data import tree_memory, write_corpus, write_report
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.data import load_splits
+
+    corpus = write_corpus(tmp_path / "eli5-300.jsonl", 300)
+    splits = load_splits(DataConfig(dataset=str(corpus), max_samples=None), seed=0)
+    assert splits.text_column == "answers.text" and len(splits.train) + len(splits.held_out) == 300
+    assert 1000 < corpus.stat().st_size / 300 < 2500, "about 1.5 kB a row"
+    resident, anonymous = tree_memory(os.getpid())
+    assert resident >= anonymous > 10 * 2**20, "this process's own memory, counted"
+    row = {
+        "rows": 300,
+        "workers": 1,
+        "seconds": 2.0,
+        "blocks": 100,
+        "peak_rss_mib": 700.0,
+        "peak_anon_mib": 500.0,
+    }
+    rows = [
+        {**row, "name": "ours, 1 worker(s)", "recipe": "ours", "tokens_per_s": 6400.0},
+        {**row, "name": "guide, 1 worker(s)", "recipe": "guide", "tokens_per_s": 3200.0, "cache_mib": 2.0},
+    ]
+    rows[0]["cache_mib"] = 1.0
+    write_report(tmp_path, {"machine": {"cpu": "x", "cores": 2, "date": "d", "python": "3"}, "results": rows})
+    table = (tmp_path / "results.md").read_text()
+    assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
+    assert (tmp_path / "data.png").stat().st_size > 1000

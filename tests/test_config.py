@@ -138,3 +138,29 @@ def test_each_cli_offers_only_the_flags_its_path_honours():
         assert flag in pt_help and flag not in tf_help, flag
     refused = CliRunner().invoke(tf_main, ["train", "--gradient-accumulation-steps", "2"])
     assert refused.exit_code == 2 and "No such option '--gradient-accumulation-steps'" in refused.output
+
+
+def test_warmup_ratio_and_the_checkpoint_policy():
+    from mlm_toolkit.run import StepPlan
+
+    plan = StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1))
+    assert plan.warmup_steps == 10, "rounded up, as the Trainer's get_warmup_steps"
+    assert (
+        StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1, warmup_steps=3)).warmup_steps == 3
+    )
+    every = TrainConfig(checkpointing_steps="25")
+    assert every.checkpointing_steps == 25 and every.checkpoint_every == 25
+    assert [every.checkpoints_at(s, epoch_end=False, run_end=s == 60) for s in (25, 30, 50, 60)] == [
+        True,
+        False,
+        True,
+        True,  # the end of the run, whatever its step
+    ]
+    assert TrainConfig().checkpoints_at(12, epoch_end=True, run_end=False)
+    assert not TrainConfig(checkpointing_steps="none").checkpoints_at(12, epoch_end=True, run_end=True)
+    for bad in ("weekly", "0", "-5"):
+        with pytest.raises(UsageError) as error:
+            TrainConfig(checkpointing_steps=bad)
+        assert str(error.value).startswith("--checkpointing-steps:")
+    with pytest.raises(UsageError, match="--warmup-ratio"):
+        TrainConfig(warmup_ratio=1.0)

@@ -222,3 +222,22 @@ def test_a_tracker_that_is_not_installed_names_the_package():
     )
     result, _ = invoke(["--report-to", "comet"])
     assert result.exit_code == 2 and "must be one of tensorboard, wandb, mlflow, trackio" in result.output
+
+
+def test_a_json_config_is_written_back_as_json_and_reads_as_it_was(tmp_path):
+    from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.flags import config_format, read_config_file, write_run_config
+    from pt_mlm.options import PTOptions
+
+    run = RunConfig(
+        DataConfig(dataset="d", line_by_line=True),
+        ModelConfig("m"),
+        TrainConfig(report_to="tensorboard", checkpointing_steps="7"),
+        HubConfig(hub_token="hf_secret"),
+        config_format=config_format("given.JSON"),
+    )
+    path = write_run_config(tmp_path, run.flat(PTOptions()), run.config_format)
+    assert path.name == "run_config.json" and "hf_secret" not in path.read_text()
+    again = read_config_file(str(path), [DataConfig, ModelConfig, TrainConfig, HubConfig, PTOptions])
+    assert again["line_by_line"] is True and again["checkpointing_steps"] == 7
+    assert again["report_to"] == "tensorboard" and "hub_token" not in again

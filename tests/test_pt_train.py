@@ -455,3 +455,26 @@ def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl,
         "2",
     )
     assert [p.name for p in complete_checkpoints(tmp_path / "out")] == ["step-0000009", "step-0000012"]
+
+
+def test_checkpointing_none_leaves_no_checkpoint_and_nothing_to_resume(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    results = train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "4", "--checkpointing-steps", "none")
+    assert results["optimizer_steps"] == 4 and (out / "pytorch_model.bin").is_file()
+    assert not (out / "checkpoints").exists()
+    (out / "all_results.json").unlink()
+    refused = run_cli(
+        "train",
+        "--model",
+        tiny_roberta,
+        "--dataset",
+        eli5_jsonl,
+        "--output-dir",
+        out,
+        *TINY_ARGS,
+        "--max-steps",
+        "6",
+        "--resume",
+        "auto",
+    )
+    assert refused.exit_code == 2 and "--resume: no complete checkpoint" in refused.output

@@ -133,3 +133,14 @@ def test_a_streamed_run_resumed_ends_as_an_uninterrupted_one(tiny_roberta, corpu
     for key, value in load_state(tmp_path / "straight").items():
         torch.testing.assert_close(load_state(tmp_path / "resumed")[key], value, rtol=0, atol=0)
     assert resumed["data"]["streaming"] and "rows of the stream" in resumed["data"]["held_out"]
+
+
+def test_a_streamed_datasets_own_validation_split_is_its_held_out_source(tokenizer, tmp_path):
+    from tiny_models import tiny_corpus
+
+    texts = tiny_corpus(120)
+    for split, part in (("train", texts[:100]), ("validation", texts[100:])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    data = prepare_stream(DataConfig(dataset=str(tmp_path), block_size=32, streaming=True), tokenizer, seed=0)
+    assert "validation split" in data.held_out_from and data.rows_held_out == 0
+    assert len([row for row in data.open_train(0, 1)]) == 100, "training reads all of the train split"
