@@ -11,19 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner
+from tiny_models import TINY_ARGS as TINY_SIZES
+from tiny_models import train_command
 
 # Keras weights are left out of most runs (a TensorFlow child per run); the reload tests ask for them.
-TINY_ARGS = [
-    "--block-size",
-    "32",
-    "--learning-rate",
-    "1e-3",
-    "--per-device-batch-size",
-    "8",
-    "--eval-batch-size",
-    "32",
-    "--no-tf-weights",
-]
+TINY_ARGS = [*TINY_SIZES, "--no-tf-weights"]
+
+
+def pt_train_command(model, dataset, out, *more) -> list[str]:
+    """`train_command` without the Keras weights."""
+    return train_command(model, dataset, out, "--no-tf-weights", *more)
 
 
 def run_cli(*args: str):
@@ -67,7 +64,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def train_tiny(model: Path, data: Path, out: Path, *extra: str):
-    result = run_cli("train", "--model", model, "--dataset", data, "--output-dir", out, *TINY_ARGS, *extra)
+    result = run_cli(*pt_train_command(model, data, out), *extra)
     assert result.exit_code == 0, result.output
     return json.loads((out / "all_results.json").read_text())
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pt_helpers import TINY_ARGS, digest, run_child, run_cli, train_tiny
+from pt_helpers import TINY_ARGS, pt_train_command, digest, run_child, run_cli, train_tiny
 from mlm_toolkit.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
@@ -68,14 +68,7 @@ def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta
     changed = tmp_path / data.name
     changed.write_text("\n".join([lines[0].replace("the cat", "the lion")] + lines[1:]) + "\n")
     result = run_cli(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        changed,
-        "--output-dir",
-        edited,
-        *TINY_ARGS,
+        *pt_train_command(tiny_roberta, changed, edited),
         "--max-steps",
         "8",
         "--resume",
@@ -108,14 +101,7 @@ def test_a_finished_run_is_never_rewritten(tiny_roberta, eli5_jsonl, tmp_path):
     before = digest(out)
     for extra in ([], ["--max-steps", "6"]):
         result = run_cli(
-            "train",
-            "--model",
-            tiny_roberta,
-            "--dataset",
-            eli5_jsonl,
-            "--output-dir",
-            out,
-            *TINY_ARGS,
+            *pt_train_command(tiny_roberta, eli5_jsonl, out),
             "--max-steps",
             "3",
             *extra,
@@ -132,14 +118,7 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
 
     out = tmp_path / "out"
     result = run_cli(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *pt_train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
         "1.5",
         "--report-to",
@@ -216,14 +195,7 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
     for step in ("step-0000002", "step-0000004"):
         (out / "checkpoints" / step / "optimizer.bin").unlink()
     result = run_child(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        stopped_run[1],
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *pt_train_command(tiny_roberta, stopped_run[1], out),
         "--max-steps",
         "6",
         "--resume",
@@ -245,14 +217,7 @@ def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_ru
     shutil.copytree(stopped_run[0], out)
     before = digest(out)
     result = run_child(
-        "train",
-        "--model",
-        tiny_bert,
-        "--dataset",
-        stopped_run[1],
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *pt_train_command(tiny_bert, stopped_run[1], out),
         "--max-steps",
         "6",
         "--resume",

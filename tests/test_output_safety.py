@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pt_helpers import TINY_ARGS, digest, run_child, run_cli, train_tiny
+from pt_helpers import pt_train_command, digest, run_child, run_cli, train_tiny
 from test_reliability import start_pt
 
 pytestmark = pytest.mark.slow
@@ -18,14 +18,7 @@ pytestmark = pytest.mark.slow
 
 def train_args(model, data, out, *extra):
     return [
-        "train",
-        "--model",
-        model,
-        "--dataset",
-        data,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *pt_train_command(model, data, out),
         "--max-steps",
         "2",
         *extra,

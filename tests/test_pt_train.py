@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pt_helpers import TINY_ARGS, load_state, run_cli, train_tiny
+from pt_helpers import pt_train_command, load_state, run_cli, train_tiny
 from mlm_toolkit.config import BUILTIN_DATASET
 
 
@@ -184,14 +184,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta
         sys.executable,
         "-m",
         "pt_mlm",
-        "train",
-        "--model",
-        str(tiny_roberta),
-        "--dataset",
-        str(eli5_jsonl),
-        "--output-dir",
-        str(parts),
-        *TINY_ARGS,
+        *pt_train_command(str(tiny_roberta), str(eli5_jsonl), str(parts)),
         *args,
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -464,14 +457,7 @@ def test_checkpointing_none_leaves_no_checkpoint_and_nothing_to_resume(tiny_robe
     assert not (out / "checkpoints").exists()
     (out / "all_results.json").unlink()
     refused = run_cli(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *pt_train_command(tiny_roberta, eli5_jsonl, out),
         "--max-steps",
         "6",
         "--resume",

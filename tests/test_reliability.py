@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from pt_helpers import TINY_ARGS, pt_train_command, run_cli, train_tiny
 from mlm_toolkit.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,14 +22,7 @@ def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Pope
         sys.executable,
         "-m",
         "pt_mlm",
-        "train",
-        "--model",
-        str(model),
-        "--dataset",
-        str(data),
-        "--output-dir",
-        str(out),
-        *TINY_ARGS,
+        *pt_train_command(str(model), str(data), str(out)),
         *extra,
     ]
     # A shell without job control starts background jobs with SIGINT ignored, and Python then never

@@ -13,7 +13,7 @@ from mlm_toolkit import streaming
 from mlm_toolkit.blocks import prepare_data
 from mlm_toolkit.config import DataConfig
 from mlm_toolkit.streaming import BlockStream, prepare_stream
-from pt_helpers import TINY_ARGS, run_cli, train_tiny
+from pt_helpers import pt_train_command, run_cli, train_tiny
 
 
 @pytest.fixture()
@@ -93,14 +93,7 @@ def test_each_process_streams_its_own_rows(corpus, tokenizer):
 
 def test_streaming_without_max_steps_names_the_flag(tiny_roberta, corpus, tmp_path):
     result = run_cli(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        corpus / "train.jsonl",
-        "--output-dir",
-        tmp_path / "out",
-        *TINY_ARGS,
+        *pt_train_command(tiny_roberta, corpus / "train.jsonl", tmp_path / "out"),
         "--streaming",
     )
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("Error: --max-steps:")

@@ -11,20 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_models import BROKEN_MODELS
+from tiny_models import BROKEN_MODELS, TINY_ARGS, train_command
 
 pytestmark = pytest.mark.tf
 HERE = Path(__file__).parent
-TINY_ARGS = [
-    "--block-size",
-    "32",
-    "--learning-rate",
-    "1e-3",
-    "--per-device-batch-size",
-    "8",
-    "--eval-batch-size",
-    "32",
-]
 
 
 def child_env() -> dict:
@@ -58,14 +48,7 @@ def tf_mlm(*args) -> subprocess.CompletedProcess:
 def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("tf-run") / "out"
     done = tf_mlm(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
         "2",
         "--jit-compile",
@@ -129,14 +112,7 @@ def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_trai
     flags = ["--line-by-line", "--whole-word-masking"]
     out = tmp_path / "tf"
     done = tf_mlm(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
         "3",
         *flags,
@@ -199,14 +175,7 @@ def test_both_paths_report_the_same_tags_at_the_same_steps_to_tensorboard_and_ml
             sys.executable,
             "-m",
             "tf_mlm",
-            "train",
-            "--model",
-            tiny_roberta,
-            "--dataset",
-            eli5_jsonl,
-            "--output-dir",
-            tmp_path / "tf",
-            *map(str, TINY_ARGS),
+            *train_command(tiny_roberta, eli5_jsonl, tmp_path / "tf"),
             *flags,
         ],
         env={**child_env(), **env},
@@ -372,14 +341,7 @@ def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run
 ):
     out = tmp_path / "out"
     args = [
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
         "2",
     ]
@@ -415,14 +377,7 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
 
     out = tmp_path / "killed"
     args = [
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        out,
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
         "4",
         "--checkpointing-steps",
@@ -447,13 +402,21 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0
 
 
-def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_roberta, eli5_jsonl, tmp_path):
-    seen = scenario("push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO")  # as the CLI sets it
-    assert seen["clone"] == "me/tiny-tf" and seen["repo"] == "me/tiny-tf" and seen["token"] == "hf_given"
-    # One push per event: the callback at each of the 2 epochs, then the finished folder once.
-    assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
-    assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
-    assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
+@pytest.mark.parametrize("strategy", ["every_save", "end"])
+def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
+    tiny_roberta, eli5_jsonl, tmp_path, strategy
+):
+    seen = scenario(  # USE_TORCH as the CLI sets it
+        "push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO", HUB_STRATEGY=strategy
+    )
+    assert seen["repo"] == "me/tiny-tf" and seen["token"] == "hf_given"
+    if strategy == "every_save":  # one push per event: the callback at each of the 2 epochs, then the folder
+        assert seen["clone"] == "me/tiny-tf"
+        assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
+        assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
+        assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
+    else:  # no callback, no clone: the finished folder once
+        assert "clone" not in seen and seen["pushes"] == [] and seen["callback_saved"] == []
     assert seen["upload_message"].startswith("tf-mlm: perplexity")
     assert seen["uploaded"] == sorted(
         [
@@ -477,14 +440,7 @@ def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(
     tiny_roberta, eli5_jsonl, tmp_path
 ):
     args = [
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        tmp_path / "out",
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "out"),
         "--strategy",
         "multi-worker",
         "--worker-timeout",
@@ -583,14 +539,7 @@ def free_ports(count: int) -> list[int]:
 @pytest.mark.slow
 def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jsonl, tmp_path):
     one = tf_mlm(
-        "train",
-        "--model",
-        tiny_roberta,
-        "--dataset",
-        eli5_jsonl,
-        "--output-dir",
-        tmp_path / "single",
-        *TINY_ARGS,
+        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "single"),
         "--num-epochs",
         "2",
     )  # one worker, 8 blocks per step

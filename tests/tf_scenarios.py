@@ -296,12 +296,16 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
     publish.hub_offline_reason = lambda: None
     run = tiny_run(model, data, work / "out", num_epochs=2)
-    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given")
+    strategy = os.environ.get("HUB_STRATEGY", "every_save")
+    run.hub = HubConfig(
+        push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy
+    )
     train(run, TFOptions())
-    card = work / "out" / "hub" / "README.md"
+    hub = work / "out" / "hub"  # the callback's clone
+    card = hub / "README.md"
     return {
         **calls,
-        "callback_saved": sorted(p.name for p in (work / "out" / "hub").iterdir()),
+        "callback_saved": sorted(p.name for p in hub.iterdir()) if hub.is_dir() else [],
         "card": card.read_text() if card.is_file() else "",
     }
 

@@ -7,6 +7,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The tiny fixtures' block size, rate and batches: seconds per run on 2 cores.
+TINY_ARGS = [
+    "--block-size",
+    "32",
+    "--learning-rate",
+    "1e-3",
+    "--per-device-batch-size",
+    "8",
+    "--eval-batch-size",
+    "32",
+]
+
+
+def train_command(model, dataset, out, *more) -> list[str]:
+    """`train MODEL on DATASET into OUT` with the tiny sizes, then `more` (which may override them)."""
+    args = ("train", "--model", model, "--dataset", dataset, "--output-dir", out, *TINY_ARGS, *more)
+    return [str(a) for a in args]
+
+
 # A few hundred sentences with repeated structure: enough for a tokenizer and for loss to fall.
 _SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the teacher", "a child", "the farmer", "our team"]
 _VERBS = ["sees", "likes", "finds", "helps", "follows", "calls", "draws", "reads"]
