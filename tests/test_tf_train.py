@@ -54,11 +54,11 @@ def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
         "--jit-compile",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, json.loads((out / "all_results.json").read_text())
+    return out, json.loads((out / "all_results.json").read_text()), done.stdout + done.stderr
 
 
 def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
-    out, results = trained
+    out, results, _ = trained
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
     assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)  # whole batches only
     for name in ("tf_model.h5", "pytorch_model.bin", "tokenizer.json", "README.md", "loss_curve.png"):
@@ -66,10 +66,22 @@ def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
     assert not (out / "backup").exists(), "a finished fit leaves no backup behind"
 
 
+def test_tensorflows_start_up_noise_does_not_reach_the_user(trained):
+    from tf_mlm.environment import NATIVE_NOISE
+
+    out, _, train_output = trained
+    filled = tf_mlm("fill-mask", out, "the cat <mask> the ball.")  # devices first listed as it predicts
+    assert filled.returncode == 0, filled.stderr[-3000:]
+    fill_output = filled.stdout + filled.stderr
+    for output, own_line in ((train_output, "before training: eval loss"), (fill_output, "rank")):
+        assert own_line in output  # the command's own lines do
+        assert [line for line in output.splitlines() if any(noise in line for noise in NATIVE_NOISE)] == []
+
+
 def test_evaluate_gives_the_same_figure_in_both_frameworks(trained, eli5_jsonl):
     from pt_helpers import run_cli
 
-    out, results = trained
+    out, results, _ = trained
     args = ["evaluate", out, "--dataset", eli5_jsonl, "--block-size", "32", "--json"]
     keras = tf_mlm(*args)
     assert keras.returncode == 0, keras.stderr[-2000:]
@@ -83,7 +95,7 @@ def test_evaluate_gives_the_same_figure_in_both_frameworks(trained, eli5_jsonl):
 def test_tf_and_pytorch_give_the_same_top_k(trained):
     from transformers import pipeline
 
-    out, _ = trained
+    out, _, _ = trained
     texts = ["the cat sees <mask> ball.", "my friend <mask> a book"]
     done = tf_mlm("fill-mask", out, *texts, "--top-k", "5", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -97,7 +109,7 @@ def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(
 ):
     from pt_helpers import train_tiny
 
-    _, tf_results = trained
+    _, tf_results, _ = trained
     pt_results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "pt", "--max-steps", "1")
     assert tf_results["before"]["eval_loss"] == pytest.approx(pt_results["before"]["eval_loss"], rel=1e-4)
 

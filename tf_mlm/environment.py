@@ -59,6 +59,11 @@ def prepared() -> Iterator[None]:
     prepare()
     with native_noise_filtered():
         yield
+        # TensorFlow probes for CUDA when its devices are first listed, not on import: list them here, in the
+        # filter, so that a machine without a GPU does not print its failed probe later (fill-mask did).
+        tensorflow = sys.modules.get("tensorflow")
+        if tensorflow is not None:
+            tensorflow.config.list_physical_devices()
 
 
 def check_prepared(module: str) -> None:
