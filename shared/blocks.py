@@ -76,24 +76,40 @@ def pad_examples(token_lists, block_size: int, pad_id: int) -> np.ndarray:
 
 
 class Blocks:
-    """Blocks of token ids in an Arrow file, memory-mapped: `len()`, `blocks[i]` (a NumPy row read from the
-    mapped file), `head(n)` and `dataset` (a `datasets.Dataset` over the same file, for Keras'
-    `prepare_tf_dataset` and the reference recipes)."""
+    """Blocks of token ids in an Arrow file: `len()`, `blocks[i]` (a NumPy row), `head(n)` and `dataset` (a
+    `datasets.Dataset` over the same file, for Keras' `prepare_tf_dataset` and the reference recipes).
+
+    Rows are read from the file with `pread` where they lie, not through a memory map: a mapped page stays
+    counted in the process's resident memory once touched, so an epoch over a mapped file would end up
+    holding the whole corpus; read pages belong to the kernel's page cache, which keeps what is hot and lets
+    the rest go. A batch of 8 blocks is 8 small reads.
+    """
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
 
         self.path = Path(path)
-        table = pa.ipc.open_stream(pa.memory_map(str(self.path))).read_all()
-        self.block_size = table.schema.field("input_ids").type.list_size
-        self._chunks = [
-            chunk.values.to_numpy(zero_copy_only=True).reshape(-1, self.block_size)
-            for chunk in table.column("input_ids").chunks
-            if len(chunk)
-        ]
-        self._starts = np.cumsum([0] + [len(c) for c in self._chunks]).tolist()
+        # Where each record batch's token ids lie in the file: the addresses of the mapped file's buffers,
+        # less the address of its first byte. The map is closed again: the rows are read, not mapped.
+        with pa.memory_map(str(self.path)) as mapped:
+            start = mapped.read_buffer(1).address
+            mapped.seek(0)
+            table = pa.ipc.open_stream(mapped).read_all()
+            self.block_size = table.schema.field("input_ids").type.list_size
+            chunks = [chunk for chunk in table.column("input_ids").chunks if len(chunk)]
+            self._offsets = [
+                chunk.values.buffers()[1].address - start + 4 * (chunk.offset * self.block_size)
+                for chunk in chunks
+            ]
+            self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks]).tolist()
+            del table, chunks
+        self._fd = os.open(self.path, os.O_RDONLY)
         about = self.path.with_suffix(".json")
         self.dropped_tokens = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -106,6 +122,16 @@ class Blocks:
     def size(self) -> int:
         return len(self) * self.block_size
 
+    def _read(self, first: int, count: int) -> np.ndarray:
+        """Rows first .. first + count - 1 of one record batch's run of rows, read from the file."""
+        chunk = bisect.bisect_right(self._starts, first) - 1
+        row_bytes = 4 * self.block_size
+        offset = self._offsets[chunk] + (first - self._starts[chunk]) * row_bytes
+        data = os.pread(self._fd, count * row_bytes, offset)
+        if len(data) != count * row_bytes:
+            raise OSError(f"{self.path} is shorter than its blocks: it changed while in use")
+        return np.frombuffer(data, dtype="<i4").reshape(count, self.block_size).astype(np.int32, copy=False)
+
     def __getitem__(self, index: int | slice) -> np.ndarray:
         if isinstance(index, slice):  # a copy of the rows asked for
             rows = range(len(self))[index]
@@ -114,18 +140,15 @@ class Blocks:
             return np.stack([self[i] for i in rows]) if rows else np.zeros((0, self.block_size), np.int32)
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        index %= len(self)
-        chunk = bisect.bisect_right(self._starts, index) - 1
-        return self._chunks[chunk][index - self._starts[chunk]]
+        return self._read(index % len(self), 1)[0]
 
     def head(self, count: int) -> np.ndarray:
-        """The first `count` blocks as one array (a copy)."""
-        parts, left = [], count
-        for chunk in self._chunks:
-            if left <= 0:
-                break
-            parts.append(chunk[:left])
-            left -= len(parts[-1])
+        """The first `count` blocks as one array: one read per record batch they span."""
+        count, parts, first = min(count, len(self)), [], 0
+        while first < count:
+            chunk = bisect.bisect_right(self._starts, first) - 1
+            parts.append(self._read(first, min(count, self._starts[chunk + 1]) - first))
+            first += len(parts[-1])
         return np.concatenate(parts) if parts else np.zeros((0, self.block_size), dtype=np.int32)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -137,7 +160,7 @@ class Blocks:
 
         return datasets.Dataset.from_file(str(self.path))
 
-    def __reduce__(self):  # a worker process maps the file anew rather than receiving a copy
+    def __reduce__(self):  # a worker process opens the file anew rather than receiving a copy
         return Blocks, (self.path,)
 
 

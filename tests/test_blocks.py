@@ -1,5 +1,7 @@
 """group_into_blocks and the cached, seeded data pipeline."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -45,7 +47,7 @@ def text_dataset(texts):
     return datasets.Dataset.from_dict({"text": texts})
 
 
-def test_blocks_are_cached_memory_mapped_and_reused(tiny_roberta, tmp_path):
+def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
     from transformers import AutoTokenizer
 
     from mlm_toolkit.data import digest
@@ -59,12 +61,47 @@ def test_blocks_are_cached_memory_mapped_and_reused(tiny_roberta, tmp_path):
     other, cached_other = cached_blocks(more, digest(more), tokenizer, config)
     assert (cached, cached_again, cached_other) == (False, True, False)
     assert len(list(tmp_path.glob("blocks-*.arrow"))) == 2
-    # The same blocks as grouping the token lists in memory, read from the file without a copy.
+    # The same blocks as grouping the token lists in memory, read back from the file.
     expected, dropped = group_into_blocks(tokenizer(list(texts["text"]))["input_ids"], 16)
     np.testing.assert_array_equal(np.asarray(again), expected)
+    np.testing.assert_array_equal(np.stack([again[i] for i in range(-len(again), 0)]), expected)
+    np.testing.assert_array_equal(again[1:9:3], expected[1:9:3])
     assert again.dropped_tokens == dropped and len(again) == len(expected)
-    assert not again[3].flags.owndata and not again[3].flags.writeable  # a view of the mapped file
+    assert not again[3].flags.writeable  # a block read is not a way to change the cache
     assert again.dataset.num_rows == len(expected)
+
+
+def resident_file_pages() -> int:
+    """Bytes of this process's resident memory that are pages of files (mapped files, libraries)."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    return int(status["RssFile"].split()[0]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's /proc")
+def test_an_epoch_over_the_blocks_does_not_make_the_file_resident(tmp_path):
+    """Every block of a 40 MB file read in a shuffled order, in several record batches: the rows are
+    right and the process does not end up holding the file (a memory map would keep each page it touched)."""
+    from mlm_toolkit.blocks import Blocks, write_blocks
+
+    tokens = np.random.default_rng(0).integers(0, 50_000, 10_000_000, dtype=np.int32)
+    lists = [pa_list(tokens[i : i + 1_000_003]) for i in range(0, len(tokens), 1_000_003)]
+    write_blocks(iter(lists), tmp_path / "blocks.arrow", 128, pad_id=None)
+    blocks = Blocks(tmp_path / "blocks.arrow")
+    expected = tokens[: len(tokens) // 128 * 128].reshape(-1, 128)
+    assert blocks.shape == expected.shape
+    before = resident_file_pages()
+    order = np.random.default_rng(1).permutation(len(blocks))
+    for index in order:
+        assert blocks[int(index)][5] == expected[index, 5]
+    np.testing.assert_array_equal(blocks.head(len(blocks)), expected)  # across every record batch
+    assert resident_file_pages() - before < 4 * 2**20  # of a 40 MB file
+
+
+def pa_list(values: np.ndarray):
+    """One Arrow ListArray holding `values` as a single row of tokens."""
+    import pyarrow as pa
+
+    return pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), pa.array(values))
 
 
 def test_parallel_tokenizing_gives_the_same_blocks(tiny_roberta, eli5_jsonl, tmp_path):
