@@ -231,7 +231,12 @@ def plot(path: Path, rows: list[dict]) -> None:
 @click.command()
 @click.option("--rows", default="10000,100000,1000000", show_default=True, help="Corpus sizes, in rows.")
 @click.option("--workers", default="1,2", show_default=True, help="Worker counts of the map recipes.")
-@click.option("--train-steps", default=20, show_default=True, help="Steps of the pt-mlm train job (0: none).")
+@click.option(
+    "--train-steps",
+    default=100,
+    show_default=True,
+    help="Steps of the pt-mlm train job (0: none): enough for the heap's growth over steps to show.",
+)
 @click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
 @click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
 @click.option(

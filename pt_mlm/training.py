@@ -48,6 +48,7 @@ from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.masking import micro_batch_seed
+from mlm_toolkit.memory import TRIM_EVERY_STEPS, trim_heap
 from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import load_weights
 from mlm_toolkit.outputs import find_resume_checkpoint
@@ -135,6 +136,8 @@ class TorchBackend:
         )
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
+        # A CPU run's tensors live in the C heap, which fragments from step to step (mlm_toolkit.memory).
+        self.trims_heap = self.accelerator.device.type == "cpu"
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options, processes = self.run.train, self.options, self.num_processes
@@ -222,7 +225,10 @@ class TorchBackend:
 
     # ---- evaluate
     def evaluate(self) -> float:
-        return mean_masked_loss(self.net, self.evals, self.accelerator)
+        loss = mean_masked_loss(self.net, self.evals, self.accelerator)
+        if self.trims_heap:
+            trim_heap()  # the evaluation batches' freed pieces, which the training steps' do not fit
+        return loss
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
@@ -305,6 +311,8 @@ class TorchBackend:
             # The first step is read at once: it times the start-up (time to first step).
             if step == 1 or step % self.options.log_every == 0:
                 self.show(self.unread.read(step))
+            if self.trims_heap and step % TRIM_EVERY_STEPS == 0:
+                trim_heap()
             if step >= self.plan.total_steps:
                 return  # the end of the epoch (evaluation, checkpoint) covers this step
             if train_cfg.eval_steps and step % train_cfg.eval_steps == 0:

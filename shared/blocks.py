@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -104,12 +105,9 @@ class Blocks:
             self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks]).tolist()
             del table, chunks
         self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)  # also at interpreter exit, when os may be gone
         about = self.path.with_suffix(".json")
         self.dropped_tokens = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
 
     def __len__(self) -> int:
         return self._starts[-1]
