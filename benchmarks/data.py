@@ -36,6 +36,10 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "benchmarks" / "scratch"
 RECIPES = ("ours", "guide", "stream", "train")  # the jobs, in the order a report lists them
+# Reading a process's proportional set size walks its page tables: about 3 ms for a 1 GB process, so
+# sampling three processes every 50 ms took a fifth of a core from the jobs, and most from those with two
+# workers on two cores (which then looked slower than they are).
+SAMPLE_SECONDS = 0.25
 
 
 def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
@@ -89,7 +93,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run_job(job: dict, work: Path) -> dict:
-    """One job in a fresh process with empty caches, its process tree's memory sampled every 50 ms."""
+    """One job in a fresh process with empty caches, its process tree's memory sampled every
+    `SAMPLE_SECONDS`."""
     caches = work / "caches"
     shutil.rmtree(caches, ignore_errors=True)
     env = {
@@ -116,7 +121,7 @@ def run_job(job: dict, work: Path) -> dict:
         while child.poll() is None:
             rss, anonymous = tree_memory(child.pid)
             peaks[0], peaks[1] = max(peaks[0], rss), max(peaks[1], anonymous)
-            time.sleep(0.05)
+            time.sleep(SAMPLE_SECONDS)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -160,7 +165,8 @@ def write_report(out: Path, report: dict) -> None:
         f"{next((r['steps'] for r in rows if r['recipe'] == 'train'), 0)} steps (`--max-eval-samples 1000`). "
         "Peak memory is the process tree's proportional set size (a page forked workers share counted once): "
         "all resident pages, the memory-mapped Arrow files' included (the kernel may drop those at any "
-        "time), and the anonymous ones, what the processes hold themselves.",
+        "time), and the anonymous ones, what the processes hold themselves; sampled every "
+        f"{SAMPLE_SECONDS:g} s.",
         "",
         "| rows | job | seconds | tokens/s | vs guide | peak resident MiB | peak anonymous MiB | cache MiB "
         "| blocks |",
@@ -189,7 +195,8 @@ def write_report(out: Path, report: dict) -> None:
         lines += [
             "",
             "`pt-mlm train`, its peak memory over the whole run and from the evaluation before training on "
-            "(training alone, the prepared rows' tables let go):",
+            "(training alone, the prepared rows' tables let go; resident is the process's own high-water "
+            "mark, VmHWM, exact; anonymous sampled every quarter second):",
             "",
             "| rows | whole run: resident / anonymous MiB | training: resident / anonymous MiB |",
             "|---|---|---|",
