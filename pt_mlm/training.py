@@ -112,6 +112,7 @@ class TorchBackend:
     """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
 
     framework, short = "pytorch", "pt"
+    prepares_apart = True  # torch starts its thread pools with its first operation, after preparation
 
     def __init__(self, options: PTOptions) -> None:
         self.options, self.pushes = options, None

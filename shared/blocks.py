@@ -27,7 +27,7 @@ from mlm_toolkit.config import DataConfig
 from mlm_toolkit.data import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
 from mlm_toolkit.errors import UsageError
 from mlm_toolkit.masking import mask_once
-from mlm_toolkit.memory import release_memory
+from mlm_toolkit.memory import can_fork, in_forked_child, release_memory
 from mlm_toolkit.outputs import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -86,28 +86,32 @@ class Blocks:
     the rest go. A batch of 8 blocks is 8 small reads.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, layout: tuple[int, list[int], list[int], int] | None = None) -> None:
+        self.path = Path(path)
+        self.block_size, self._offsets, self._starts, self.dropped_tokens = layout or self._read_layout()
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)  # also at interpreter exit, when os may be gone
+
+    def _read_layout(self) -> tuple[int, list[int], list[int], int]:
+        """(block size, file offset of each record batch's token ids, first row of each, dropped tokens)."""
         import pyarrow as pa
 
-        self.path = Path(path)
-        # Where each record batch's token ids lie in the file: the addresses of the mapped file's buffers,
-        # less the address of its first byte. The map is closed again: the rows are read, not mapped.
+        # The offsets are the addresses of the mapped file's buffers less the address of its first byte.
+        # The map is closed again: the rows are read, not mapped.
         with pa.memory_map(str(self.path)) as mapped:
             start = mapped.read_buffer(1).address
             mapped.seek(0)
             table = pa.ipc.open_stream(mapped).read_all()
-            self.block_size = table.schema.field("input_ids").type.list_size
+            block_size = table.schema.field("input_ids").type.list_size
             chunks = [chunk for chunk in table.column("input_ids").chunks if len(chunk)]
-            self._offsets = [
-                chunk.values.buffers()[1].address - start + 4 * (chunk.offset * self.block_size)
-                for chunk in chunks
+            offsets = [
+                chunk.values.buffers()[1].address - start + 4 * chunk.offset * block_size for chunk in chunks
             ]
-            self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks]).tolist()
+            starts = np.cumsum([0] + [len(chunk) for chunk in chunks]).tolist()
             del table, chunks
-        self._fd = os.open(self.path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self._fd)  # also at interpreter exit, when os may be gone
         about = self.path.with_suffix(".json")
-        self.dropped_tokens = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
+        dropped = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
+        return block_size, offsets, starts, dropped
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -158,8 +162,8 @@ class Blocks:
 
         return datasets.Dataset.from_file(str(self.path))
 
-    def __reduce__(self):  # a worker process opens the file anew rather than receiving a copy
-        return Blocks, (self.path,)
+    def __reduce__(self):  # another process opens the file anew rather than receiving a copy
+        return Blocks, (self.path, (self.block_size, self._offsets, self._starts, self.dropped_tokens))
 
 
 def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | None) -> int:
@@ -317,6 +321,15 @@ def texts_summary(splits: Splits) -> dict[str, object]:
         "train_texts": len(splits.train),
         "eval_texts": len(splits.held_out),
     }
+
+
+def prepare_data_apart(config: DataConfig, tokenizer, seed: int) -> MLMData:
+    """`prepare_data` in a forked child process where that is safe (Linux), so that what preparing loads
+    and leaves behind (datasets, pandas, Arrow tables, a fragmented heap) is not carried through training:
+    `mlm_toolkit.memory` has the measurement. The blocks come back as their file's layout."""
+    if not can_fork():
+        return prepare_data(config, tokenizer, seed)
+    return in_forked_child(prepare_data, config, tokenizer, seed)
 
 
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:

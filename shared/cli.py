@@ -137,7 +137,10 @@ def write_crash_log() -> str:
     path = (
         Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     )
-    path.write_text(traceback.format_exc())
+    error = sys.exc_info()[1]
+    # An error raised in a child process (the data preparation) brings the child's stack along.
+    child = getattr(error, "child_traceback", "")
+    path.write_text(traceback.format_exc() + (f"\nIn the child process:\n{child}" if child else ""))
     return str(path)
 
 

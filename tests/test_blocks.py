@@ -263,3 +263,43 @@ def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, cap
     assert full.eval_blocks > 10 == capped.eval_blocks
     assert capped.summary()["eval_blocks_available"] == full.eval_blocks
     assert f"evaluating the first 10 of {full.eval_blocks} held-out blocks" in caplog.text
+
+
+def test_data_prepared_in_a_child_process_is_the_data_prepared_here(tiny_roberta, eli5_jsonl, tmp_path):
+    """pt-mlm prepares in a forked child (its libraries and heap go with it): the same blocks, masks and
+    fingerprint come back, and the blocks arrive as their file's layout, read without pyarrow."""
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.blocks import prepare_data_apart
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    here, apart = (
+        prepare(
+            DataConfig(dataset=str(eli5_jsonl), block_size=32, cache_dir=str(tmp_path / name)), tokenizer, 42
+        )
+        for name, prepare in (("here", prepare_data), ("apart", prepare_data_apart))
+    )
+    np.testing.assert_array_equal(np.asarray(apart.train_blocks), np.asarray(here.train_blocks))
+    for key in here.eval_inputs:
+        np.testing.assert_array_equal(apart.eval_inputs[key], here.eval_inputs[key])
+    assert apart.fingerprint == here.fingerprint and apart.summary() == here.summary()
+    np.testing.assert_array_equal(apart.train_blocks[-1], here.train_blocks[-1])
+
+
+def test_a_failure_while_preparing_apart_comes_back_as_it_was(tiny_roberta, eli5_jsonl):
+    """Bad input found in the child is the same one-line error naming the flag; a child that dies without
+    answering is a run error that says how it ended."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.blocks import prepare_data_apart
+    from mlm_toolkit.errors import RunError
+    from mlm_toolkit.memory import in_forked_child
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    with pytest.raises(UsageError) as raised:
+        prepare_data_apart(DataConfig(dataset=str(eli5_jsonl), test_size=0.9999), tokenizer, 42)
+    assert raised.value.flag == "--test-size" and str(raised.value).startswith("--test-size: ")
+    with pytest.raises(RunError, match="exit code 3"):
+        in_forked_child(os._exit, 3)

@@ -180,6 +180,7 @@ class KerasBackend:
     """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
 
     framework, short = "tensorflow", "tf"
+    prepares_apart = False  # TensorFlow is loaded, with threads a forked child could deadlock on
     is_main = True  # every worker of a multi-worker run writes its own --output-dir
 
     def __init__(self, options: TFOptions, callbacks: list | None = None) -> None:
