@@ -85,6 +85,7 @@ def in_forked_child(function: Callable[..., T], *args: Any) -> T:
     """`function(*args)` in a forked copy of this process: its result (pickled) or its exception comes
     back, and everything else it allocated or imported goes with the child. A child that dies without
     answering (killed, out of memory) is a `RunError`."""
+    import contextlib
     import multiprocessing
     import traceback
 
@@ -94,7 +95,8 @@ def in_forked_child(function: Callable[..., T], *args: Any) -> T:
         try:
             answer = (True, function(*args))
         except BaseException as error:  # noqa: B036 - everything goes back, KeyboardInterrupt included
-            error.child_traceback = traceback.format_exc()  # the parent's guard files the child's stack
+            with contextlib.suppress(AttributeError):  # the parent's guard files the child's stack with it
+                error.child_traceback = traceback.format_exc()
             answer = (False, error)
         try:
             send.send(answer)
