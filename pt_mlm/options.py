@@ -16,10 +16,17 @@ class PTOptions(FrameworkOptions):
     # Options that change what the model learns: part of the run's identity, checked on --resume.
     identity_fields: ClassVar[tuple[str, ...]] = ("gradient_accumulation_steps",)
 
-    gradient_accumulation_steps: int = option(1, "Micro-batches averaged before each optimizer step.")
+    # None: left to Accelerate (`accelerate launch`, ACCELERATE_* variables, the config), else 1 / "no".
+    gradient_accumulation_steps: int | None = option(
+        None, "Micro-batches averaged before each optimizer step (default: Accelerate's setting, else 1)."
+    )
     save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = precision_option(
-        "Autocast precision (bf16 works on CPU; fp16 needs a GPU).", fp16="fp16", bf16="bf16"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = precision_option(
+        "Autocast precision (bf16 works on CPU; fp16 needs a GPU; default: Accelerate's setting, "
+        "e.g. accelerate launch --mixed_precision, else no).",
+        fp16="fp16",
+        bf16="bf16",
+        default=None,
     )
     fused_adamw: bool = option(
         True,
@@ -49,8 +56,7 @@ class PTOptions(FrameworkOptions):
 
     def __post_init__(self) -> None:
         check_numbers(self)
-        check_positive(self, "gradient_accumulation_steps")
-        check_positive(self, "save_total_limit", allow_none=True)
+        check_positive(self, "gradient_accumulation_steps", "save_total_limit", allow_none=True)
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():

@@ -24,6 +24,7 @@ what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
@@ -119,7 +120,7 @@ class TorchBackend:
 
     # ---- setup
     def start(self, run: RunConfig) -> None:
-        self.run = run
+        self.run, accumulation = run, self.options.gradient_accumulation_steps
         # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
         # may ask for another precision. The process group itself (PartialState) is kept.
         AcceleratorState._reset_state()
@@ -128,12 +129,22 @@ class TorchBackend:
         self.accelerator = Accelerator(
             # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
             cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
+            # A setting not given here is Accelerate's to decide: `accelerate launch --mixed_precision`,
+            # ACCELERATE_* variables. Given, it wins (a plugin, since Accelerate's variable beats the number).
             mixed_precision=self.options.mixed_precision,
-            gradient_accumulation_steps=self.options.gradient_accumulation_steps,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=accumulation)
+            if accumulation
+            else None,
             # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
             dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
             log_with=list(run.train.report_to) or None,  # --report-to: Accelerate's own trackers
             project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
+        )
+        # From here on the options say what is used, for the log, the identity, run_config and results.
+        self.options = dataclasses.replace(
+            self.options,
+            mixed_precision=self.accelerator.mixed_precision,
+            gradient_accumulation_steps=self.accelerator.gradient_accumulation_steps,
         )
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)

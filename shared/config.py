@@ -42,7 +42,11 @@ EPOCH_LIMIT = 1e6
 
 
 def choices_of(annotation: Any) -> tuple[str, ...] | None:
-    """The values of a `Literal[...]` field type: the one declaration click and validation both read."""
+    """The values of a `Literal[...]` field type (or `Literal[...] | None`): the one declaration click and
+    validation both read."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is not Literal and len(args) == 1:
+        annotation = args[0]
     return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
 
 
@@ -53,7 +57,8 @@ def check_numbers(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         choices = choices_of(hints[f.name])
-        if choices and value not in choices:
+        optional = type(None) in typing.get_args(hints[f.name])
+        if choices and value not in choices and not (value is None and optional):
             raise UsageError(f"must be one of {', '.join(choices)}, got {value!r}", flag_of(f.name))
         if isinstance(value, bool) or value is None:
             continue
@@ -72,9 +77,9 @@ def check_positive(config: Any, *names: str, allow_none: bool = False) -> None:
             raise UsageError(f"must be a positive number, got {value}", flag_of(name))
 
 
-def precision_option(help: str, fp16: str, bf16: str) -> Any:
-    """A framework's --mixed-precision (default "no"), which --fp16 and --bf16 set to its own names."""
-    return option("no", help, hf_flags={"fp16": fp16, "bf16": bf16})
+def precision_option(help: str, fp16: str, bf16: str, default: str | None = "no") -> Any:
+    """A framework's --mixed-precision, which --fp16 and --bf16 set to its own names."""
+    return option(default, help, hf_flags={"fp16": fp16, "bf16": bf16})
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """`pt-mlm train` end to end on tiny models: learning, saving, reloading, accumulation, bf16, resume."""
 
 import json
+import os
 from pathlib import Path
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import torch
 
 from pt_helpers import pt_train_command, load_state, run_cli, train_tiny
 from mlm_toolkit.config import BUILTIN_DATASET
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +167,44 @@ def test_bf16_trains_on_cpu(tiny_roberta, eli5_jsonl, tmp_path):
     )
     assert results["precision"] == "bf16"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
+
+
+def test_accelerate_launch_settings_are_used_when_no_flag_is_given(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "launched"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            "--mixed_precision",
+            "bf16",
+            "-m",
+            "pt_mlm",
+            *pt_train_command(tiny_roberta, eli5_jsonl, out, "--max-steps", "2"),
+        ],
+        env={**os.environ, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "2", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    derived = next(line for line in done.stderr.splitlines() if "derived:" in line)
+    assert "precision bf16" in derived and "global batch 16" in derived, derived
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["precision"] == "bf16" and results["global_batch"] == 16
+    run_config = (out / "run_config.yaml").read_text()
+    assert "mixed_precision: bf16" in run_config and "gradient_accumulation_steps: 2" in run_config
+
+
+def test_flags_given_beat_accelerates_settings(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
+    args = ("--mixed-precision", "no", "--gradient-accumulation-steps", "1", "--max-steps", "1")
+    results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "given", *args)
+    assert results["precision"] == "no" and results["global_batch"] == 8
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta, eli5_jsonl, tmp_path):
