@@ -38,10 +38,93 @@ def check_output_dir(config: TrainConfig) -> Path:
             "--resume auto to continue it, or choose another folder",
             "--output-dir",
         )
+    if out.is_dir() and config.overwrite_output_dir and not config.resume and (foreign := foreign_files(out)):
+        few = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(
+            f"{str(out)!r} holds files this tool did not write ({few}); --overwrite-output-dir replaces "
+            "only a previous run's files: move them or choose another folder",
+            "--output-dir",
+        )
     return out
 
 
+def _aside_copies(out: Path) -> list[tuple[Path, int]]:
+    """Previous runs an overwrite moved aside (`.NAME.replaced-PID`), with the PID of that overwrite."""
+    found = []
+    for path in out.parent.glob(f".{out.name}.replaced-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and pid.isdigit():
+            found.append((path, int(pid)))
+    return found
+
+
+def recover_interrupted_overwrite(out: Path) -> None:
+    """An --overwrite-output-dir run that was killed left the previous run beside `out`: finish that
+    replacement when the new run saved something it can resume from (a checkpoint, its final results),
+    else put the previous run back. Either way, one line says which."""
+    from mlm_toolkit.results import RESULTS
+
+    out = out.expanduser()
+    out = out.resolve() if out.is_symlink() else out
+    for aside, pid in _aside_copies(out):
+        if _alive(pid):
+            continue  # that overwrite is still running; its lock in `out` refuses this run
+        if out.is_dir() and ((out / RESULTS).is_file() or complete_checkpoints(out)):
+            shutil.rmtree(aside)
+            log.warning(
+                "%s: the overwrite by PID %d was stopped after it saved a checkpoint; finished it by "
+                "removing the previous run it had moved to %s",
+                out,
+                pid,
+                aside.name,
+            )
+            continue
+        if out.is_dir():
+            if foreign := foreign_files(out):
+                raise UsageError(
+                    f"the previous run of {str(out)!r} is in {str(aside)!r} (an overwrite was stopped), but "
+                    f"{str(out)!r} now holds {', '.join(foreign[:3])}: move one of them",
+                    "--output-dir",
+                )
+            shutil.rmtree(out)
+        os.replace(aside, out)
+        log.warning(
+            "%s: restored the previous run, which the overwrite by PID %d (stopped before it saved "
+            "anything) had moved to %s",
+            out,
+            pid,
+            aside.name,
+        )
+
+
 LOCK = ".lock"
+
+# What a run of this tool writes at the top of --output-dir: the model folder as save_pretrained writes it
+# (weights, config, tokenizer), the report, the checkpoints, the Keras backups, the trackers' logs.
+# --overwrite-output-dir replaces these and nothing else.
+RUN_FILES = {
+    *("README.md", "all_results.json", "train_results.json", "eval_results.json", "loss_curve.png"),
+    *("run_config.yaml", "run_config.json", "config.json", "generation_config.json"),
+    *("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tf_model.h5"),
+    *(
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "chat_template.jinja",
+    ),
+    *("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"),
+    *(CHECKPOINTS, "runs", "backup", "backup-previous", "hub", "model", LOCK),
+}
+
+
+def foreign_files(out: Path) -> list[str]:
+    """The entries of `out` a run of this tool did not write (its staging folders start with a dot)."""
+    return sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in out.iterdir()
+        if p.name not in RUN_FILES and not (p.name.startswith(".tmp-") or p.name.endswith(".tmp"))
+    )
 
 
 def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[str, Path]]:
@@ -80,14 +163,23 @@ def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
             )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True
+
+
 def _running_pid(lock: Path) -> int | None:
     """The PID holding `lock`, if that process is alive (a lock left by a killed run is stale)."""
     try:
         pid = int(lock.read_text().split()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def _take_lock(out: Path) -> Path:
@@ -134,24 +226,26 @@ def claimed_output_dir(
             "--output-dir",
         )
     aside, created = None, not out.exists()
+    real = out.resolve() if out.is_symlink() else out  # a link stays a link: the folder it names is replaced
     if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:
-        aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-        os.replace(out, aside)
+        aside = real.with_name(f".{real.name}.replaced-{os.getpid()}")
+        os.replace(real, aside)
+        real.mkdir()
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out):  # unwritable or full disk: say so before training
             pass
     except OSError as error:
         if aside:
-            os.replace(aside, out)
+            os.replace(aside, real)
         raise RunError(f"--output-dir: cannot write to {str(out)!r}: {error.strerror or error}") from error
     lock = _take_lock(out)
     try:
         yield out
     except BaseException:
         if aside and not complete_checkpoints(out):  # nothing of the new run worth keeping: undo
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(aside, out)
+            shutil.rmtree(real, ignore_errors=True)
+            os.replace(aside, real)
             aside = None
         raise
     finally:

@@ -24,7 +24,12 @@ from mlm_toolkit.flags import write_run_config
 from mlm_toolkit.identity import run_identity
 from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
-from mlm_toolkit.outputs import check_output_dir, claimed_output_dir, save_model_atomically
+from mlm_toolkit.outputs import (
+    check_output_dir,
+    claimed_output_dir,
+    recover_interrupted_overwrite,
+    save_model_atomically,
+)
 from mlm_toolkit.publish import Pushes, check_push_possible
 from mlm_toolkit.reports import write_run_report
 from mlm_toolkit.results import Results, completed_results
@@ -177,6 +182,9 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
     """Fine-tune, evaluate before and after, save model, tokenizer and report; return the results."""
     # ---- setup: fail fast on anything that would stop the run later
     backend.start(run)
+    if backend.is_main:  # an overwrite killed earlier: its previous run back, or the replacement finished
+        recover_interrupted_overwrite(Path(run.train.output_dir))
+    backend.barrier()
     resolved = resolve_model(run.model.model)
     _, tokenizer = load_checked(resolved, run.data.block_size)
     if run.hub.push_to_hub:

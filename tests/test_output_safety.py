@@ -3,6 +3,7 @@ only discards the old run once the new one has something safe, and two runs neve
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,12 +65,81 @@ def test_an_overwrite_that_fails_early_puts_the_previous_run_back(tiny_roberta, 
 
 def test_an_overwrite_that_succeeds_replaces_the_previous_run(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("an earlier run")
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "1", "--checkpointing-steps", "1")
     result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
     assert result.exit_code == 0, result.output
-    assert not (out / "old.txt").exists() and (out / "all_results.json").is_file()
+    assert (out / "all_results.json").is_file() and not (out / "checkpoints" / "step-0000001").exists()
     assert not list(tmp_path.glob(".out.replaced-*")) and not (out / ".lock").exists()
+
+
+def test_an_overwrite_never_deletes_files_the_tool_did_not_write(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "1")
+    (out / "notes.txt").write_text("my own notes")
+    (out / "other-project").mkdir()
+    (out / "other-project" / "weights.bin").write_bytes(b"\x00" * 100)
+    before = digest(out)
+    result = run_child(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.error_line.startswith("Error: --output-dir:"), result.error_line
+    assert "notes.txt" in result.error_line and "other-project/" in result.error_line
+    assert digest(out) == before
+
+
+def test_an_overwrite_writes_through_a_linked_output_folder(tiny_roberta, eli5_jsonl, tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    train_tiny(tiny_roberta, eli5_jsonl, real, "--max-steps", "1")
+    link.symlink_to(real)
+    result = run_cli(*train_args(tiny_roberta, eli5_jsonl, link, "--overwrite-output-dir"))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and (real / "all_results.json").is_file()
+    assert json.loads((real / "all_results.json").read_text())["optimizer_steps"] == 2
+
+
+def holds(out, run) -> bool:
+    """Whether the run `run` holds `out` (its lock): an overwrite has moved the previous run aside."""
+    try:
+        return (out / ".lock").read_text().strip() == str(run.pid)
+    except OSError:
+        return False
+
+
+def start_overwrite_and_kill(model, data, out, ready) -> None:
+    """An --overwrite-output-dir run of `out`, killed with SIGKILL as soon as `ready()` holds."""
+    run = start_pt(
+        out, model, data, "--overwrite-output-dir", "--num-epochs", "50", "--checkpointing-steps", "2"
+    )
+    deadline = time.time() + 120
+    while not ready(run) and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    assert run.poll() is None, run.communicate()[1][-2000:]
+    run.kill()
+    run.wait()
+
+
+def test_an_overwrite_killed_before_it_saved_gives_the_previous_run_back(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "1")
+    before = digest(out)
+
+    start_overwrite_and_kill(tiny_roberta, eli5_jsonl, out, lambda run: holds(out, run))
+    assert list(tmp_path.glob(".out.replaced-*")) and not (out / "all_results.json").exists()
+    result = run_child(*train_args(tiny_roberta, eli5_jsonl, out))  # the next run on the folder finds it
+    assert "restored the previous run" in result.output, result.output
+    assert result.exit_code == 2 and "already holds a run" in result.error_line
+    assert digest(out) == before and not list(tmp_path.glob(".out.replaced-*"))
+
+
+def test_an_overwrite_killed_after_a_checkpoint_is_finished_and_resumes(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "1")
+    saved = out / "checkpoints" / "latest"
+    start_overwrite_and_kill(tiny_roberta, eli5_jsonl, out, lambda run: holds(out, run) and saved.is_file())
+    result = run_child(*train_args(tiny_roberta, eli5_jsonl, out, "--max-steps", "4", "--resume", "auto"))
+    assert "finished it by removing the previous run" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "all_results.json").read_text())["optimizer_steps"] == 4
+    assert not list(tmp_path.glob(".out.replaced-*"))
 
 
 def test_a_second_run_on_the_same_folder_refuses_naming_the_first(tiny_roberta, eli5_jsonl, tmp_path):
