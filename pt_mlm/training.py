@@ -49,7 +49,6 @@ from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
 from mlm_toolkit.export import add_weights_for_other_framework
 from mlm_toolkit.masking import micro_batch_seed
-from mlm_toolkit.memory import TRIM_EVERY_STEPS, trim_heap
 from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.models import load_weights
 from mlm_toolkit.outputs import find_resume_checkpoint
@@ -113,7 +112,6 @@ class TorchBackend:
     """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
 
     framework, short = "pytorch", "pt"
-    prepares_apart = True  # torch starts its thread pools with its first operation, after preparation
 
     def __init__(self, options: PTOptions) -> None:
         self.options, self.pushes = options, None
@@ -148,8 +146,6 @@ class TorchBackend:
         )
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
-        # A CPU run's tensors live in the C heap, which fragments from step to step (mlm_toolkit.memory).
-        self.trims_heap = self.accelerator.device.type == "cpu"
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options, processes = self.run.train, self.options, self.num_processes
@@ -237,10 +233,7 @@ class TorchBackend:
 
     # ---- evaluate
     def evaluate(self) -> float:
-        loss = mean_masked_loss(self.net, self.evals, self.accelerator)
-        if self.trims_heap:
-            trim_heap()  # the evaluation batches' freed pieces, which the training steps' do not fit
-        return loss
+        return mean_masked_loss(self.net, self.evals, self.accelerator)
 
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
@@ -323,8 +316,6 @@ class TorchBackend:
             # The first step is read at once: it times the start-up (time to first step).
             if step == 1 or step % self.options.log_every == 0:
                 self.show(self.unread.read(step))
-            if self.trims_heap and step % TRIM_EVERY_STEPS == 0:
-                trim_heap()
             if step >= self.plan.total_steps:
                 return  # the end of the epoch (evaluation, checkpoint) covers this step
             if train_cfg.eval_steps and step % train_cfg.eval_steps == 0:

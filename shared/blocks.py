@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import tempfile
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,7 +26,6 @@ from mlm_toolkit.config import DataConfig
 from mlm_toolkit.data import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
 from mlm_toolkit.errors import UsageError
 from mlm_toolkit.masking import mask_once
-from mlm_toolkit.memory import can_fork, in_forked_child, release_memory
 from mlm_toolkit.outputs import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -77,41 +75,24 @@ def pad_examples(token_lists, block_size: int, pad_id: int) -> np.ndarray:
 
 
 class Blocks:
-    """Blocks of token ids in an Arrow file: `len()`, `blocks[i]` (a NumPy row), `head(n)` and `dataset` (a
-    `datasets.Dataset` over the same file, for Keras' `prepare_tf_dataset` and the reference recipes).
+    """Blocks of token ids in an Arrow file, memory-mapped: `len()`, `blocks[i]` (a NumPy row), `head(n)` and
+    `dataset` (a `datasets.Dataset` over the same file, for Keras' `prepare_tf_dataset` and the reference
+    recipes). Each record batch of the file is a NumPy view of the map: nothing is read until used."""
 
-    Rows are read from the file with `pread` where they lie, not through a memory map: a mapped page stays
-    counted in the process's resident memory once touched, so an epoch over a mapped file would end up
-    holding the whole corpus; read pages belong to the kernel's page cache, which keeps what is hot and lets
-    the rest go. A batch of 8 blocks is 8 small reads.
-    """
-
-    def __init__(self, path: Path, layout: tuple[int, list[int], list[int], int] | None = None) -> None:
-        self.path = Path(path)
-        self.block_size, self._offsets, self._starts, self.dropped_tokens = layout or self._read_layout()
-        self._fd = os.open(self.path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self._fd)  # also at interpreter exit, when os may be gone
-
-    def _read_layout(self) -> tuple[int, list[int], list[int], int]:
-        """(block size, file offset of each record batch's token ids, first row of each, dropped tokens)."""
+    def __init__(self, path: Path) -> None:
         import pyarrow as pa
 
-        # The offsets are the addresses of the mapped file's buffers less the address of its first byte.
-        # The map is closed again: the rows are read, not mapped.
-        with pa.memory_map(str(self.path)) as mapped:
-            start = mapped.read_buffer(1).address
-            mapped.seek(0)
-            table = pa.ipc.open_stream(mapped).read_all()
-            block_size = table.schema.field("input_ids").type.list_size
-            chunks = [chunk for chunk in table.column("input_ids").chunks if len(chunk)]
-            offsets = [
-                chunk.values.buffers()[1].address - start + 4 * chunk.offset * block_size for chunk in chunks
-            ]
-            starts = np.cumsum([0] + [len(chunk) for chunk in chunks]).tolist()
-            del table, chunks
+        self.path = Path(path)
+        table = pa.ipc.open_stream(pa.memory_map(str(self.path))).read_all()
+        self.block_size = table.schema.field("input_ids").type.list_size
+        self._parts = [
+            chunk.flatten().to_numpy().reshape(-1, self.block_size)
+            for chunk in table.column("input_ids").chunks
+            if len(chunk)
+        ]
+        self._starts = np.cumsum([0] + [len(part) for part in self._parts]).tolist()
         about = self.path.with_suffix(".json")
-        dropped = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
-        return block_size, offsets, starts, dropped
+        self.dropped_tokens = json.loads(about.read_text())["dropped_tokens"] if about.is_file() else 0
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -124,34 +105,18 @@ class Blocks:
     def size(self) -> int:
         return len(self) * self.block_size
 
-    def _read(self, first: int, count: int) -> np.ndarray:
-        """Rows first .. first + count - 1 of one record batch's run of rows, read from the file."""
-        chunk = bisect.bisect_right(self._starts, first) - 1
-        row_bytes = 4 * self.block_size
-        offset = self._offsets[chunk] + (first - self._starts[chunk]) * row_bytes
-        data = os.pread(self._fd, count * row_bytes, offset)
-        if len(data) != count * row_bytes:
-            raise OSError(f"{self.path} is shorter than its blocks: it changed while in use")
-        return np.frombuffer(data, dtype="<i4").reshape(count, self.block_size).astype(np.int32, copy=False)
-
-    def __getitem__(self, index: int | slice) -> np.ndarray:
-        if isinstance(index, slice):  # a copy of the rows asked for
-            rows = range(len(self))[index]
-            if rows.step == 1 and rows.start == 0:
-                return self.head(len(rows))
-            return np.stack([self[i] for i in rows]) if rows else np.zeros((0, self.block_size), np.int32)
+    def __getitem__(self, index: int) -> np.ndarray:
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        return self._read(index % len(self), 1)[0]
+        index %= len(self)
+        part = bisect.bisect_right(self._starts, index) - 1
+        return self._parts[part][index - self._starts[part]]
 
     def head(self, count: int) -> np.ndarray:
-        """The first `count` blocks as one array: one read per record batch they span."""
-        count, parts, first = min(count, len(self)), [], 0
-        while first < count:
-            chunk = bisect.bisect_right(self._starts, first) - 1
-            parts.append(self._read(first, min(count, self._starts[chunk + 1]) - first))
-            first += len(parts[-1])
-        return np.concatenate(parts) if parts else np.zeros((0, self.block_size), dtype=np.int32)
+        """The first `count` blocks, as one array."""
+        starts = self._starts[:-1]
+        parts = [part[: max(count - start, 0)] for part, start in zip(self._parts, starts, strict=True)]
+        return np.concatenate([np.zeros((0, self.block_size), np.int32), *parts])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self.head(len(self)).astype(dtype or np.int32)
@@ -162,8 +127,8 @@ class Blocks:
 
         return datasets.Dataset.from_file(str(self.path))
 
-    def __reduce__(self):  # another process opens the file anew rather than receiving a copy
-        return Blocks, (self.path, (self.block_size, self._offsets, self._starts, self.dropped_tokens))
+    def __reduce__(self):  # another process maps the file itself rather than receiving a copy of the rows
+        return Blocks, (self.path,)
 
 
 def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | None) -> int:
@@ -323,15 +288,6 @@ def texts_summary(splits: Splits) -> dict[str, object]:
     }
 
 
-def prepare_data_apart(config: DataConfig, tokenizer, seed: int) -> MLMData:
-    """`prepare_data` in a forked child process where that is safe (Linux), so that what preparing loads
-    and leaves behind (datasets, pandas, Arrow tables, a fragmented heap) is not carried through training:
-    `mlm_toolkit.memory` has the measurement. The blocks come back as their file's layout."""
-    if not can_fork():
-        return prepare_data(config, tokenizer, seed)
-    return in_forked_child(prepare_data, config, tokenizer, seed)
-
-
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
     """Texts -> train blocks on disk and masked held-out blocks; a clear error when either is empty.
     `train=False` (evaluation only) reads and tokenizes the held-out rows alone."""
@@ -358,7 +314,5 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
         all(cached for _, cached in made.values()),
         len(made["eval"][0]),
     )
-    del splits, made
-    release_memory()  # the rows' tables are unmapped now: only the blocks' file stays mapped
     log.info("data: %s", json.dumps(data.summary()))
     return data

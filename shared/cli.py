@@ -137,10 +137,7 @@ def write_crash_log() -> str:
     path = (
         Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     )
-    error = sys.exc_info()[1]
-    # An error raised in a child process (the data preparation) brings the child's stack along.
-    child = getattr(error, "child_traceback", "")
-    path.write_text(traceback.format_exc() + (f"\nIn the child process:\n{child}" if child else ""))
+    path.write_text(traceback.format_exc())
     return str(path)
 
 
@@ -270,32 +267,15 @@ def make_cli(
     prog: str,
     summary: str,
     options_cls: type,
-    package: str | None = None,
-    train: str | Callable[..., Any] | None = None,
-    filler: str | Callable[[str], Any] | None = None,
-    evaluate: str | Callable[[Any], Any] | None = None,
+    train: Callable[..., Any],
+    filler: Callable[[str], Any],
+    evaluate: Callable[[Any], Any] | None = None,
     version: str | None = None,
 ) -> click.Group:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options), `evaluate`
-    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `train`, `filler` and `evaluate`
-    are "module:name" paths, imported when a command runs (so `--help` loads no framework), or callables;
-    by default `package`'s own (`pt_mlm:train`, `pt_mlm:MaskFiller`, `pt_mlm:evaluate`)."""
-    from mlm_toolkit.lazy import load
-
-    if package:
-        train = train or f"{package}:train"
-        filler = filler or f"{package}:MaskFiller"
-        evaluate = evaluate or f"{package}:evaluate"
-        version = version or load(f"{package}:__version__")
-
-    def train_fn(run, options):
-        return (load(train) if isinstance(train, str) else train)(run, options)
-
-    def load_filler(model: str):
-        return (load(filler) if isinstance(filler, str) else filler)(model)
-
-    def evaluate_fn(config):
-        return (load(evaluate) if isinstance(evaluate, str) else evaluate)(config)
+    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `train(run, options)`,
+    `filler(model)` and `evaluate(config)` import their framework when called, so `--help` loads none."""
+    train_fn, load_filler, evaluate_fn = train, filler, evaluate
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
     from mlm_toolkit.results import completed_results

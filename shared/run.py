@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from mlm_toolkit.blocks import MLMData, prepare_data, prepare_data_apart
+from mlm_toolkit.blocks import MLMData, prepare_data
 from mlm_toolkit.streaming import prepare_stream
 from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.errors import UsageError
@@ -138,7 +138,6 @@ class Backend(Protocol):
     framework: str  # "pytorch", "tensorflow"
     short: str  # "pt", "tf": the CLI's prefix
     is_main: bool  # the process that writes (one per run)
-    prepares_apart: bool  # whether the data may be prepared in a forked child (no framework threads yet)
     num_processes: int
     device: str  # where the steps run, in words
     options: Any  # the framework's own options dataclass (its mixed_precision is reported)
@@ -201,10 +200,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         backend.barrier()  # the main process has created the folder
         completed = False
         try:
-            if run.data.streaming:
-                prepare = prepare_stream
-            else:  # apart: a forked child, where the framework allows it (not TensorFlow's thread pools)
-                prepare = prepare_data_apart if backend.prepares_apart else prepare_data
+            prepare = prepare_stream if run.data.streaming else prepare_data
             data = prepare(run.data, tokenizer, run.train.seed)
             # The repository is made now, so a missing permission stops the run before it trains.
             backend.pushes = Pushes(run.hub) if run.hub.push_to_hub and backend.is_main else None

@@ -5,7 +5,6 @@ dataclasses like the PyTorch ones)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -152,25 +151,6 @@ def test_the_clis_answer_without_importing_a_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-
-
-@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn is not installed")
-def test_a_pytorch_run_does_not_carry_scikit_learn():
-    """transformers would import scikit-learn (SciPy, pandas: ~170 MiB) with its models; a PyTorch run
-    keeps it out of the process, and the user's own `import sklearn` still works."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, pt_mlm; pt_mlm.train; "  # asking for train prepares the environment
-        "from transformers import BertConfig, BertForMaskedLM; "
-        "BertForMaskedLM(BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1, "
-        "num_attention_heads=2, intermediate_size=8)); "
-        "print('sklearn' in sys.modules); import sklearn; print(sklearn.__name__)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "sklearn"]
 
 
 def test_a_users_own_shared_and_benchmarks_modules_do_not_collide(tmp_path):

@@ -505,21 +505,3 @@ def test_checkpointing_none_leaves_no_checkpoint_and_nothing_to_resume(tiny_robe
         "auto",
     )
     assert refused.exit_code == 2 and "--resume: no complete checkpoint" in refused.output
-
-
-def test_the_training_process_carries_no_data_libraries(tiny_roberta, eli5_jsonl, tmp_path):
-    """The data is prepared in a forked child: datasets, pandas and pyarrow never load into the process that
-    trains (about 130 MiB of its peak on the 100k-row corpus), and the run trains all the same."""
-    data, model, out = str(eli5_jsonl), str(tiny_roberta), str(tmp_path / "run")
-    code = (
-        "import sys, pt_mlm\n"
-        "from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig\n"
-        f"run = RunConfig(DataConfig(dataset={data!r}, block_size=32), ModelConfig({model!r}),"
-        f" TrainConfig(output_dir={out!r}, max_steps=2))\n"
-        "results = pt_mlm.train(run, pt_mlm.PTOptions(tf_weights=False))\n"
-        "loaded = sorted(m for m in ('datasets', 'pandas', 'pyarrow') if m in sys.modules)\n"
-        "print(results.optimizer_steps, loaded)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "2 []"

@@ -6,10 +6,6 @@ stops at --max-steps; `VerifiedBackup` is `BackupAndRestore` with what a resumed
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.callbacks")  # before TensorFlow is imported  # noqa: E402
-
 import json
 import math
 import sys

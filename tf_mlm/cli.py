@@ -3,6 +3,7 @@ imported only by a command that needs it, so `--help` and `--version` answer at 
 
 import os
 
+import tf_mlm
 from mlm_toolkit.cli import make_cli
 from tf_mlm.options import TFOptions
 
@@ -13,8 +14,6 @@ def train(run, options):
     # has imported transformers yet in this process, so this is the one place to say it.
     if run.hub.push_to_hub:
         os.environ.setdefault("USE_TORCH", "AUTO")
-    import tf_mlm
-
     return tf_mlm.train(run, options)
 
 
@@ -22,8 +21,10 @@ main = make_cli(
     "tf-mlm",
     "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
     TFOptions,
-    "tf_mlm",
     train=train,
+    filler=lambda model: tf_mlm.MaskFiller(model),
+    evaluate=lambda config: tf_mlm.evaluate(config),
+    version=tf_mlm.__version__,
 )
 
 if __name__ == "__main__":

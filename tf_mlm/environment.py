@@ -64,12 +64,3 @@ def prepared() -> Iterator[None]:
         tensorflow = sys.modules.get("tensorflow")
         if tensorflow is not None:
             tensorflow.config.list_physical_devices()
-
-
-def check_prepared(module: str) -> None:
-    """Fail with the fix, rather than deep inside Keras 3, when TensorFlow would load without tf-keras."""
-    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        raise ImportError(
-            f"{module} needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: use tf_mlm.train "
-            "or tf_mlm.MaskFiller, or call tf_mlm.environment.prepare() first"
-        )

@@ -3,10 +3,6 @@ it, and `tf-mlm evaluate` for a saved model."""
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.evaluation")  # before TensorFlow is imported  # noqa: E402
-
 import numpy as np
 import tensorflow as tf
 

@@ -10,10 +10,6 @@ batch of a hundred tokens or more) and padding rows weighted 0.
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.heads")  # before TensorFlow is imported  # noqa: E402
-
 import math
 
 import tensorflow as tf

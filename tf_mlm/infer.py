@@ -6,10 +6,6 @@ MaskFiller("runs/minilm-tf")("The Milky Way is a <mask> galaxy.", top_k=3)
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.infer")  # before TensorFlow is imported  # noqa: E402
-
 import numpy as np
 import tensorflow as tf
 from mlm_toolkit.fill_mask import MaskFillerBase

@@ -9,10 +9,6 @@ the batch training last consumed left the stream, whatever tf.data has read ahea
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.inputs")  # before TensorFlow is imported  # noqa: E402
-
 from collections import OrderedDict
 
 import numpy as np

@@ -24,10 +24,6 @@ what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() 
 
 from __future__ import annotations
 
-from tf_mlm.environment import check_prepared
-
-check_prepared("tf_mlm.training")  # before TensorFlow is imported  # noqa: E402
-
 import faulthandler
 import json
 import logging
@@ -180,7 +176,6 @@ class KerasBackend:
     """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
 
     framework, short = "tensorflow", "tf"
-    prepares_apart = False  # TensorFlow is loaded, with threads a forked child could deadlock on
     is_main = True  # every worker of a multi-worker run writes its own --output-dir
 
     def __init__(self, options: TFOptions, callbacks: list | None = None) -> None:
