@@ -39,7 +39,7 @@ def shared_data(workload: Workload, model: str):
     """Tokenizer and the same blocks and frozen eval masks the toolkit uses, for the reference recipes."""
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.data.blocks import prepare_data
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     return tokenizer, prepare_data(run_config(workload, model, Path(".")).data, tokenizer, seed=42)
@@ -62,10 +62,10 @@ def tf_peak_memory() -> float | None:
 
 
 def step_timer():
-    """A `mlm_toolkit.run.RunHooks` recording what the product loop reports: each step's share of the measured
-    time, and when the first step's loss was read (time to first step). The loop is timed by itself;
-    the benchmark only listens."""
-    from mlm_toolkit.run import RunHooks
+    """A `mlm_toolkit.run.skeleton.RunHooks` recording what the product loop reports: each step's share of
+    the measured time, and when the first step's loss was read (time to first step). The loop is timed by
+    itself; the benchmark only listens."""
+    from mlm_toolkit.run.skeleton import RunHooks
 
     class StepTimer(RunHooks):
         def __init__(self) -> None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.identity import check_same_run, check_steps_left
-from mlm_toolkit.outputs import (
+from mlm_toolkit.run.identity import check_same_run, check_steps_left
+from mlm_toolkit.run.outputs import (
     checkpoint_dir,
     commit_dir,
     mark_latest,
@@ -35,7 +35,7 @@ class Progress:
     epoch: int = 0
     batches_done_in_epoch: int = 0  # per process, multiples of the accumulation steps
     loss_log: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)  # the run's identity (mlm_toolkit.identity.run_identity)
+    settings: dict = field(default_factory=dict)  # the run's identity (mlm_toolkit.run.identity.run_identity)
 
 
 def tied_weights_notice(record: logging.LogRecord) -> bool:

@@ -2,7 +2,7 @@
 only by a command that needs it, so `--help` and `--version` answer at once."""
 
 import pt_mlm
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli.commands import make_cli
 from pt_mlm.options import PTOptions
 
 main = make_cli(

@@ -10,9 +10,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from transformers import AutoModelForMaskedLM
 
-from mlm_toolkit import evaluation
-from mlm_toolkit.metrics import TokenWeightedMean
-from mlm_toolkit.models import load_weights
+from mlm_toolkit.run import evaluation
+from mlm_toolkit.run.metrics import TokenWeightedMean
+from mlm_toolkit.run.models import load_weights
 from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import eval_loader
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from mlm_toolkit.masking import WholeWordMasking, mask_seed, masking_collator
-from mlm_toolkit.streaming import BlockStream, StreamPosition
+from mlm_toolkit.data.masking import WholeWordMasking, mask_seed, masking_collator
+from mlm_toolkit.data.streaming import BlockStream, StreamPosition
 
 
 class BlockDataset(Dataset):
-    """Train blocks, read from their cache file (`mlm_toolkit.blocks.Blocks`); an item is asked for
+    """Train blocks, read from their cache file (`mlm_toolkit.data.blocks.Blocks`); an item is asked for
     as (block index, mask seed of that block)."""
 
     def __init__(self, blocks) -> None:

@@ -18,8 +18,8 @@ Runbook (the same command everywhere; Accelerate decides the processes):
     # continue a stopped run from its newest complete checkpoint
     pt-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`; this module is
-what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in plain sight.
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.skeleton.train`;
+this module is what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in plain sight.
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, sav
 from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import WaitClock, eval_loader, train_source
 from pt_mlm.options import PTOptions
-from mlm_toolkit import run as skeleton
+from mlm_toolkit.run import skeleton
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
-from mlm_toolkit.export import add_weights_for_other_framework
-from mlm_toolkit.masking import micro_batch_seed
-from mlm_toolkit.metrics import LossLog
-from mlm_toolkit.models import load_weights
-from mlm_toolkit.outputs import find_resume_checkpoint
-from mlm_toolkit.results import Results
-from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.trackers import tensorboard_without_tensorflow, tracker_failed
+from mlm_toolkit.report.export import add_weights_for_other_framework
+from mlm_toolkit.data.masking import micro_batch_seed
+from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.models import load_weights
+from mlm_toolkit.run.outputs import find_resume_checkpoint
+from mlm_toolkit.run.results import Results
+from mlm_toolkit.run.skeleton import Recorder, RunHooks, StepPlan, tracked_config
+from mlm_toolkit.report.trackers import tensorboard_without_tensorflow, tracker_failed
 
 log = logging.getLogger("pt_mlm")
 
@@ -109,7 +109,8 @@ class UnreadSteps:
 
 
 class TorchBackend:
-    """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
+    """What PyTorch does in `mlm_toolkit.run.skeleton.train`: Accelerate, the sparse-head loss, AdamW,
+    the loop."""
 
     framework, short = "pytorch", "pt"
 
@@ -405,7 +406,7 @@ class TorchBackend:
 
     def save(self, folder: Path) -> None:
         model = self.accelerator.unwrap_model(self.net).model
-        model.save_pretrained(folder, safe_serialization=False)  # see mlm_toolkit.export
+        model.save_pretrained(folder, safe_serialization=False)  # see mlm_toolkit.report.export
         self.tokenizer.save_pretrained(folder)
         if self.options.tf_weights:
             add_weights_for_other_framework(folder, have="pt")

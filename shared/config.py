@@ -2,7 +2,8 @@
 
 Each concern (data, model, training, hub) is one dataclass; its defaults are the Hugging Face masked
 language modeling guide's recipe. Every field's metadata carries its help text, and the click options
-of `tf-mlm` and `pt-mlm` are generated from these fields (`mlm_toolkit.cli`), so a flag is defined once.
+of `tf-mlm` and `pt-mlm` are generated from these fields (`mlm_toolkit.cli.commands`), so a flag is
+defined once.
 Validation lives in `__post_init__` and its errors name the CLI flag (`--block-size`), which is also
 what a Python user sees when building the config by hand.
 """

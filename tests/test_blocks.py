@@ -1,11 +1,10 @@
 """group_into_blocks and the cached, seeded data pipeline."""
 
-
 import numpy as np
 import pytest
 
-from mlm_toolkit.blocks import cached_blocks, group_into_blocks, prepare_data
-from mlm_toolkit.masking import mask_once, masking_collator
+from mlm_toolkit.data.blocks import cached_blocks, group_into_blocks, prepare_data
+from mlm_toolkit.data.masking import mask_once, masking_collator
 from mlm_toolkit.config import DataConfig
 from mlm_toolkit.errors import UsageError
 
@@ -49,7 +48,7 @@ def text_dataset(texts):
 def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data import digest
+    from mlm_toolkit.data.sources import digest
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     config = DataConfig(dataset="x", block_size=16, cache_dir=str(tmp_path))
@@ -72,7 +71,7 @@ def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
 def test_blocks_across_record_batches_read_back_in_any_order(tmp_path):
     """Blocks written from token lists that do not align with blocks, in several record batches: every row
     read back, in a shuffled order and as one head, is the row of the corpus concatenated."""
-    from mlm_toolkit.blocks import Blocks, write_blocks
+    from mlm_toolkit.data.blocks import Blocks, write_blocks
 
     tokens = np.random.default_rng(0).integers(0, 50_000, 1_000_000, dtype=np.int32)
     lists = [pa_list(tokens[i : i + 100_003]) for i in range(0, len(tokens), 100_003)]
@@ -208,7 +207,7 @@ def test_line_by_line_pads_each_row_and_padding_never_counts(tiny_roberta, tmp_p
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request):
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.masking import WholeWordMasking, word_starts
+    from mlm_toolkit.data.masking import WholeWordMasking, word_starts
     from tiny_models import tiny_corpus
 
     tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli.commands import make_cli
 
 EXTREMES = [
     "nan",
@@ -64,8 +64,8 @@ NUMERIC_FLAGS["tf"] = [
 
 
 def fake_results():
-    from mlm_toolkit.metrics import LossLog
-    from mlm_toolkit.results import Results
+    from mlm_toolkit.run.metrics import LossLog
+    from mlm_toolkit.run.results import Results
 
     losses = LossLog()
     losses.log_eval(0, 0.0)
@@ -163,7 +163,7 @@ def test_a_users_own_shared_and_benchmarks_modules_do_not_collide(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("OWNER = 'the user'\n")
     code = (
-        "import shared, benchmarks, pt_mlm.cli, tf_mlm.cli, mlm_toolkit.run\n"
+        "import shared, benchmarks, pt_mlm.cli, tf_mlm.cli, mlm_toolkit.run.skeleton\n"
         "assert shared.OWNER == benchmarks.OWNER == 'the user'\n"
         "assert all(m.split('.')[0] != 'shared' or m == 'shared' for m in __import__('sys').modules)\n"
         "pt_mlm.cli.main(['--version'])\n"

@@ -43,7 +43,7 @@ def test_defaults_are_the_guides_recipe():
         0.01,
         42,
     )
-    from mlm_toolkit.data import DEFAULT_COLUMNS
+    from mlm_toolkit.data.sources import DEFAULT_COLUMNS
 
     assert run.model.model == "distilbert/distilroberta-base" and run.data.dataset == "eli5_category"
     # No --text-column: the guide's answers.text where the data has it, else run_mlm.py's "text".
@@ -59,7 +59,7 @@ def test_zero_max_samples_means_all_rows():
 def test_perplexity_overflow_is_inf_not_a_crash():
     import math
 
-    from mlm_toolkit.metrics import TokenWeightedMean, perplexity
+    from mlm_toolkit.run.metrics import TokenWeightedMean, perplexity
 
     assert perplexity(1000.0) == math.inf and perplexity(0.0) == 1.0
     mean = TokenWeightedMean()
@@ -141,7 +141,7 @@ def test_each_cli_offers_only_the_flags_its_path_honours():
 
 
 def test_warmup_ratio_and_the_checkpoint_policy():
-    from mlm_toolkit.run import StepPlan
+    from mlm_toolkit.run.skeleton import StepPlan
 
     plan = StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1))
     assert plan.warmup_steps == 10, "rounded up, as the Trainer's get_warmup_steps"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
-from mlm_toolkit.data import column_names, load_rows, load_splits
+from mlm_toolkit.data.sources import column_names, load_rows, load_splits
 from mlm_toolkit.errors import RunError, UsageError
 
 

@@ -58,7 +58,7 @@ def pt_mlm_batches(
     from transformers import AutoTokenizer
 
     from pt_mlm.loaders import SeededMasking, train_loader
-    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.data.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -150,7 +150,7 @@ def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl
 def test_each_micro_batch_of_a_window_draws_its_own_dropout():
     """The seed of a micro-batch's dropout is a pure function of its place (resume redraws the same), and
     differs between the micro-batches of one accumulation window and between processes."""
-    from mlm_toolkit.masking import micro_batch_seed
+    from mlm_toolkit.data.masking import micro_batch_seed
 
     window = [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
     assert len(set(window)) == 4

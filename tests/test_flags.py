@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli.commands import make_cli
 from pt_helpers import run_cli
 
 
@@ -226,7 +226,7 @@ def test_a_tracker_that_is_not_installed_names_the_package():
 
 def test_a_json_config_is_written_back_as_json_and_reads_as_it_was(tmp_path):
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from mlm_toolkit.flags import config_format, read_config_file, write_run_config
+    from mlm_toolkit.cli.flags import config_format, read_config_file, write_run_config
     from pt_mlm.options import PTOptions
 
     run = RunConfig(

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from pt_helpers import TINY_ARGS, pt_train_command, digest, run_child, run_cli, train_tiny
-from mlm_toolkit.outputs import checkpoint_damage
+from mlm_toolkit.run.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
 

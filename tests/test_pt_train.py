@@ -328,7 +328,7 @@ def test_speed_flags_train_to_the_same_losses(tiny_roberta, eli5_jsonl, tmp_path
         monkeypatch.setattr(inductor, "fallback_random", True)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-    caplog.set_level("INFO", logger="mlm")  # the run's own log (mlm_toolkit.run)
+    caplog.set_level("INFO", logger="mlm")  # the run's own log (mlm_toolkit.run.skeleton)
     common = ("--max-steps", "6")
     plain = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "plain", *common)
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", *common, *flags)
@@ -441,7 +441,7 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
 ):
     import huggingface_hub
 
-    import mlm_toolkit.publish as publish
+    import mlm_toolkit.report.publish as publish
 
     hub = FakeHub()
     monkeypatch.setattr(huggingface_hub, "HfApi", hub.Api)
@@ -475,7 +475,7 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
 
 
 def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):
-    from mlm_toolkit.outputs import complete_checkpoints
+    from mlm_toolkit.run.outputs import complete_checkpoints
 
     train_tiny(
         tiny_roberta,

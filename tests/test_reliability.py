@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pt_helpers import TINY_ARGS, pt_train_command, run_cli, train_tiny
-from mlm_toolkit.outputs import checkpoint_damage, complete_checkpoints
+from mlm_toolkit.run.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from mlm_toolkit import streaming
-from mlm_toolkit.blocks import prepare_data
+from mlm_toolkit.data import streaming
+from mlm_toolkit.data.blocks import prepare_data
 from mlm_toolkit.config import DataConfig
-from mlm_toolkit.streaming import BlockStream, prepare_stream
+from mlm_toolkit.data.streaming import BlockStream, prepare_stream
 from pt_helpers import pt_train_command, run_cli, train_tiny
 
 

@@ -148,7 +148,7 @@ def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(
 
 def read_tensorboard(folder: Path) -> dict[str, dict[int, float]]:
     """Every scalar of the one TensorBoard run below `folder`, by tag and step."""
-    from mlm_toolkit.trackers import tensorboard_without_tensorflow
+    from mlm_toolkit.report.trackers import tensorboard_without_tensorflow
 
     tensorboard_without_tensorflow()  # this pytest process is PyTorch's
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

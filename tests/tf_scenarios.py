@@ -58,7 +58,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.data.blocks import prepare_data
     from tf_mlm.training import TFOptions, make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -79,7 +79,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
     # represent exactly (2,048 and 256) must still pick the right logits.
     from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
-    from mlm_toolkit.models import resolve_model
+    from mlm_toolkit.run.models import resolve_model
 
     big = resolve_model(BUILTIN_MODEL).location
     big_tokenizer = AutoTokenizer.from_pretrained(big)
@@ -258,7 +258,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     import huggingface_hub
     import transformers.keras_callbacks as keras_callbacks
 
-    import mlm_toolkit.publish as publish
+    import mlm_toolkit.report.publish as publish
     from mlm_toolkit.config import HubConfig
     from tf_mlm.training import TFOptions, train
 
@@ -337,7 +337,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     from transformers import TFAutoModelForMaskedLM, create_optimizer
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.run import StepPlan
+    from mlm_toolkit.run.skeleton import StepPlan
     from tf_mlm.training import TFOptions, compile_trainee
 
     if os.environ.get("TORCH_ADAM_EPSILON"):
@@ -417,7 +417,7 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.streaming import BlockStream, prepare_stream
+    from mlm_toolkit.data.streaming import BlockStream, prepare_stream
     from tf_mlm.training import TFOptions, train
 
     class DieAfterStep10(keras.callbacks.Callback):

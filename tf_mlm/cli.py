@@ -4,7 +4,7 @@ imported only by a command that needs it, so `--help` and `--version` answer at 
 import os
 
 import tf_mlm
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli.commands import make_cli
 from tf_mlm.options import TFOptions
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mlm_toolkit import evaluation
-from mlm_toolkit.metrics import TokenWeightedMean
+from mlm_toolkit.run import evaluation
+from mlm_toolkit.run.metrics import TokenWeightedMean
 from tf_mlm.compat import load_masked_lm
 from tf_mlm.heads import masked_token_loss_sum
 

@@ -18,8 +18,8 @@ Runbook:
     # continue an interrupted fit from its last backup
     tf-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`; this module is
-what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.skeleton.train`;
+this module is what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ from transformers import create_optimizer
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 from transformers.optimization_tf import WarmUp
 
-from mlm_toolkit import run as skeleton
+from mlm_toolkit.run import skeleton
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.export import add_weights_for_other_framework
-from mlm_toolkit.identity import check_same_run, check_steps_left
-from mlm_toolkit.metrics import LossLog
-from mlm_toolkit.outputs import checkpoint_damage
-from mlm_toolkit.reports import hub_base_model
-from mlm_toolkit.results import Results
-from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.trackers import Trackers
-from mlm_toolkit.streaming import BlockStream, StreamPosition
+from mlm_toolkit.report.export import add_weights_for_other_framework
+from mlm_toolkit.run.identity import check_same_run, check_steps_left
+from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.outputs import checkpoint_damage
+from mlm_toolkit.report.card import hub_base_model
+from mlm_toolkit.run.results import Results
+from mlm_toolkit.run.skeleton import Recorder, RunHooks, StepPlan, tracked_config
+from mlm_toolkit.report.trackers import Trackers
+from mlm_toolkit.data.streaming import BlockStream, StreamPosition
 from tf_mlm.callbacks import (
     BACKUP,
     IDENTITY,
@@ -173,7 +173,7 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -
 
 
 class KerasBackend:
-    """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
+    """What Keras does in `mlm_toolkit.run.skeleton.train`: a tf.distribute strategy, compile() and fit()."""
 
     framework, short = "tensorflow", "tf"
     is_main = True  # every worker of a multi-worker run writes its own --output-dir

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from mlm_toolkit.config import DataConfig, ModelConfig, check_numbers, check_positive, option
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.metrics import perplexity
+from mlm_toolkit.run.metrics import perplexity
 
 log = logging.getLogger("mlm")
 
@@ -61,9 +61,9 @@ class Evaluation:
 
 def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) -> Evaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
-    from mlm_toolkit.blocks import prepare_data
-    from mlm_toolkit.models import load_checked, resolve_model
-    from mlm_toolkit.streaming import prepare_stream
+    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.run.models import load_checked, resolve_model
+    from mlm_toolkit.data.streaming import prepare_stream
 
     resolved = resolve_model(config.model.model)
     _, tokenizer = load_checked(resolved, config.data.block_size)
@@ -90,7 +90,7 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) ->
 
 
 def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
-    from mlm_toolkit.reports import write_json
+    from mlm_toolkit.report.card import write_json
 
     if path.exists() and not overwrite:
         raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
@@ -99,6 +99,6 @@ def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
 
 
 def evaluation_json(result: Evaluation) -> str:
-    from mlm_toolkit.reports import _jsonable
+    from mlm_toolkit.report.card import _jsonable
 
     return json.dumps(_jsonable(result.to_dict()), indent=2)

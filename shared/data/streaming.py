@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples
+from mlm_toolkit.data.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples
 from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data import (
+from mlm_toolkit.data.sources import (
     VALIDATION,
     column_names,
     has_validation_split,
@@ -33,7 +33,7 @@ from mlm_toolkit.data import (
     texts_of,
 )
 from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.masking import mask_once
+from mlm_toolkit.data.masking import mask_once
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def recover_interrupted_overwrite(out: Path) -> None:
     """An --overwrite-output-dir run that was killed left the previous run beside `out`: finish that
     replacement when the new run saved something it can resume from (a checkpoint, its final results),
     else put the previous run back. Either way, one line says which."""
-    from mlm_toolkit.results import RESULTS
+    from mlm_toolkit.run.results import RESULTS
 
     out = out.expanduser()
     out = out.resolve() if out.is_symlink() else out
@@ -131,7 +131,7 @@ def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[
     """(flag, folder) of everything a run reads and must never write over: model, data, caches."""
     from huggingface_hub import constants
 
-    from mlm_toolkit.blocks import cache_root
+    from mlm_toolkit.data.blocks import cache_root
 
     sources = [
         ("--cache-dir", cache_root(run.data)),

@@ -16,23 +16,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from mlm_toolkit.blocks import MLMData, prepare_data
-from mlm_toolkit.streaming import prepare_stream
+from mlm_toolkit.data.blocks import MLMData, prepare_data
+from mlm_toolkit.data.streaming import prepare_stream
 from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.flags import write_run_config
-from mlm_toolkit.identity import run_identity
-from mlm_toolkit.metrics import LossLog
-from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
-from mlm_toolkit.outputs import (
+from mlm_toolkit.cli.flags import write_run_config
+from mlm_toolkit.run.identity import run_identity
+from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
+from mlm_toolkit.run.outputs import (
     check_output_dir,
     claimed_output_dir,
     recover_interrupted_overwrite,
     save_model_atomically,
 )
-from mlm_toolkit.publish import Pushes, check_push_possible
-from mlm_toolkit.reports import write_run_report
-from mlm_toolkit.results import Results, completed_results
+from mlm_toolkit.report.publish import Pushes, check_push_possible
+from mlm_toolkit.report.card import write_run_report
+from mlm_toolkit.run.results import Results, completed_results
 
 log = logging.getLogger("mlm")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlm_toolkit.metrics import LossLog, perplexity
+from mlm_toolkit.run.metrics import LossLog, perplexity
 
 RESULTS = "all_results.json"
 

@@ -183,7 +183,7 @@ def write_run_config(folder: Path, settings: dict[str, Any], fmt: str) -> Path:
     """The run's resolved settings, every field by name, as a file `--config` reads back."""
     import yaml
 
-    from mlm_toolkit.outputs import write_text_atomically
+    from mlm_toolkit.run.outputs import write_text_atomically
 
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k not in SECRET}
     path = folder / f"{RUN_CONFIG}.{fmt}"

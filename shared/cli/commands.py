@@ -19,7 +19,7 @@ import click
 
 from mlm_toolkit.config import choices_of
 from mlm_toolkit.errors import MLMError, UsageError
-from mlm_toolkit.flags import (
+from mlm_toolkit.cli.flags import (
     Option,
     accepted_options,
     alias_options,
@@ -171,7 +171,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def print_summary(results, output_dir: str) -> None:
-    """The lines a user looks for when a run ends (`results`: mlm_toolkit.results.Results), printed once."""
+    """The lines a user looks for when a run ends (`results`: a `mlm_toolkit.run.results.Results`),
+    printed once."""
     if not is_main_process():
         return
     before, after, speed = results.before, results.after, results.train_tokens_per_second
@@ -227,7 +228,7 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
 def evaluate_command(evaluate_fn: Callable[[Any], Any]) -> click.Command:
     """`*-mlm evaluate MODEL`: the same command for both frameworks, each with its own evaluator."""
     from mlm_toolkit.config import DataConfig, ModelConfig
-    from mlm_toolkit.evaluation import EvalConfig, EvalSettings
+    from mlm_toolkit.run.evaluation import EvalConfig, EvalSettings
 
     @click.command("evaluate", epilog=epilog([DataConfig, EvalSettings]))
     @click.argument("model")
@@ -240,7 +241,7 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any]) -> click.Command:
     def evaluate(ctx, model: str, as_json: bool, output_file: str | None, overwrite: bool, **values) -> None:
         """The perplexity of MODEL (a trained folder, built-in or cached Hub id) on the held-out blocks of a
         dataset, masked once with --seed: the figure a training run with the same data settings reports."""
-        from mlm_toolkit.evaluation import evaluation_json, write_evaluation
+        from mlm_toolkit.run.evaluation import evaluation_json, write_evaluation
 
         setup_logging()
         values = apply_aliases(ctx, values, [DataConfig, EvalSettings])
@@ -278,7 +279,7 @@ def make_cli(
     train_fn, load_filler, evaluate_fn = train, filler, evaluate
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from mlm_toolkit.results import completed_results
+    from mlm_toolkit.run.results import completed_results
 
     @click.group(
         help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}

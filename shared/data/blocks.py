@@ -23,10 +23,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
+from mlm_toolkit.data.sources import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.masking import mask_once
-from mlm_toolkit.outputs import write_text_atomically
+from mlm_toolkit.data.masking import mask_once
+from mlm_toolkit.run.outputs import write_text_atomically
 
 log = logging.getLogger(__name__)
 

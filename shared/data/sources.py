@@ -127,7 +127,7 @@ def open_split(config: DataConfig, split: str, limit: int | None = None):
     if name == BUILTIN_DATASET:
         if split != "train":
             raise UsageError(f"{BUILTIN_DATASET} has one split, 'train', not {split!r}", "--train-split")
-        from mlm_toolkit.corpus import builtin_eli5_rows
+        from mlm_toolkit.data.corpus import builtin_eli5_rows
 
         rows = builtin_eli5_rows()
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)

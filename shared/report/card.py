@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mlm_toolkit.metrics import LossLog
-from mlm_toolkit.outputs import write_text_atomically
-from mlm_toolkit.results import RESULTS, Results
+from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.outputs import write_text_atomically
+from mlm_toolkit.run.results import RESULTS, Results
 
 
 def _jsonable(value: Any) -> Any:
