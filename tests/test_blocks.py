@@ -64,6 +64,7 @@ def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
     np.testing.assert_array_equal(np.asarray(again), expected)
     np.testing.assert_array_equal(np.stack([again[i] for i in range(-len(again), 0)]), expected)
     assert again.dropped_tokens == dropped and len(again) == len(expected)
+    np.testing.assert_array_equal(again[1:9:3], expected[1:9:3])
     assert not again[3].flags.writeable  # a block read is not a way to change the cache
     assert again.dataset.num_rows == len(expected)
 

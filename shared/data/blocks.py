@@ -105,7 +105,10 @@ class Blocks:
     def size(self) -> int:
         return len(self) * self.block_size
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, slice):  # a copy of the rows asked for
+            rows = [self[i] for i in range(len(self))[index]]
+            return np.stack(rows) if rows else np.zeros((0, self.block_size), np.int32)
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
