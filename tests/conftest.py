@@ -36,3 +36,16 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def eli5_jsonl(tmp_path_factory) -> Path:
     return write_eli5_jsonl(tmp_path_factory.mktemp("data") / "eli5.jsonl")
+
+
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n N` (loadgroup), the tests sharing a module-scoped fixture (a trained run) go to one
+    worker, which builds it once; every other test goes wherever a worker is free."""
+    for item in items:
+        shared = sorted(
+            name
+            for name, defs in getattr(item, "_fixtureinfo", None).name2fixturedefs.items()
+            if defs and defs[-1].scope == "module"
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{','.join(shared)}"))
