@@ -1,9 +1,10 @@
-"""Accelerate checkpoints that are either complete or invisible.
+"""Accelerate checkpoints that are either complete or invisible, and load as models.
 
-`accelerator.save_state` writes model, optimizer, scheduler and RNG states into a staging folder;
-our `trainer_state.json` adds where the run stood (step, epoch, batch) and its loss log. Only when
-every process has finished writing does the main process rename the folder into place and move the
-`latest` pointer, so a kill at any moment leaves the previous checkpoint loadable.
+`accelerator.save_state` writes optimizer, scheduler and RNG states into a staging folder, and the model as
+`save_pretrained` writes it, with config and tokenizer: `checkpoint-N/` loads with `from_pretrained`, the
+fill-mask pipeline and `evaluate`, as a Trainer checkpoint does. `progress.json` adds where the run stood
+(step, epoch, batch) and its loss log. Only when every process has finished writing does the main process
+rename the folder into place, so a kill at any moment leaves the previous checkpoint loadable.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.run.identity import check_same_run, check_steps_left
 from mlm_toolkit.run.outputs import (
     checkpoint_dir,
     commit_dir,
-    mark_latest,
+    prune_checkpoints,
     require_free_space,
     staging_dir,
     write_manifest,
 )
 
-STATE = "trainer_state.json"
+STATE = "progress.json"  # not the Trainer's trainer_state.json: another schema
 
 
 @dataclass
@@ -36,6 +37,34 @@ class Progress:
     batches_done_in_epoch: int = 0  # per process, multiples of the accumulation steps
     loss_log: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # the run's identity (mlm_toolkit.run.identity.run_identity)
+
+
+def save_model_folders(accelerator, tokenizer) -> None:
+    """Have `save_state` write the model as `save_pretrained` does (config, `model.safetensors`, tokenizer)
+    and `load_state` read it back, instead of the training wrapper's state dict, whose keys carry the
+    wrapper's prefix and which nothing else loads (Accelerate's model-state hooks)."""
+
+    def save(models: list, weights: list, folder: str) -> None:
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(models[0]).model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        weights.pop(0)  # saved above
+
+    def load(models: list, folder: str) -> None:
+        from safetensors.torch import load_file
+
+        model = accelerator.unwrap_model(models.pop(0)).model  # loaded here, not by Accelerate
+        missing, unexpected = model.load_state_dict(
+            load_file(Path(folder) / "model.safetensors"), strict=False
+        )
+        model.tie_weights()  # the decoder shares the embeddings, stored once
+        if unexpected or set(missing) - set(getattr(model, "_tied_weights_keys", None) or ()):
+            raise RunError(
+                f"checkpoint {folder} holds other weights than this model's: {(unexpected or missing)[:3]}"
+            )
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
 
 
 def tied_weights_notice(record: logging.LogRecord) -> bool:
@@ -82,7 +111,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         write_manifest(partial)
         commit_dir(partial, final)
-        mark_latest(out, final, keep)
+        prune_checkpoints(out, keep)
     accelerator.wait_for_everyone()
     return final
 

@@ -46,8 +46,9 @@ class PTOptions(FrameworkOptions):
         hf=("logging_steps",),
     )
     tf_weights: bool = option(
-        True,
-        "Also write Keras weights (tf_model.h5), so TensorFlow and its pipeline load the folder.",
+        False,
+        "Also write Keras weights (tf_model.h5, converted in a TensorFlow process at the end), so "
+        "TensorFlow and its pipeline load the folder; the PyTorch weights are then pytorch_model.bin.",
         switch=True,
     )
     loader_workers: int | None = option(

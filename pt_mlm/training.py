@@ -40,7 +40,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
 from pt_mlm.evaluation import mean_masked_loss
-from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint
+from pt_mlm.checkpoint import (
+    Progress,
+    load_checkpoint,
+    read_process_state,
+    save_checkpoint,
+    save_model_folders,
+)
 from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import WaitClock, eval_loader, train_source
 from pt_mlm.options import PTOptions
@@ -194,6 +200,7 @@ class TorchBackend:
             *loaders,
         )
         self.loader = loaders[0] if loaders else self.source.on_device(self.accelerator.device)
+        save_model_folders(self.accelerator, tokenizer)  # every checkpoint-N/ loads as a model
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
@@ -400,15 +407,19 @@ class TorchBackend:
 
     # ---- save
     def save_for_hub(self, folder: Path) -> None:
-        """The model of a checkpoint, for a push: PyTorch weights and tokenizer (the end adds Keras')."""
-        self.accelerator.unwrap_model(self.net).model.save_pretrained(folder, safe_serialization=False)
+        """The model and tokenizer as the Trainer saves them (`model.safetensors`). With --tf-weights the
+        weights go to `pytorch_model.bin` instead: transformers 4.x would load a `model.safetensors` into
+        TensorFlow before `tf_model.h5`, and cannot (mlm_toolkit.report.export)."""
+        model = self.accelerator.unwrap_model(self.net).model
+        model.save_pretrained(folder, safe_serialization=not self.options.tf_weights)
         self.tokenizer.save_pretrained(folder)
 
     def save(self, folder: Path) -> None:
-        model = self.accelerator.unwrap_model(self.net).model
-        model.save_pretrained(folder, safe_serialization=False)  # see mlm_toolkit.report.export
-        self.tokenizer.save_pretrained(folder)
+        self.save_for_hub(folder)
         if self.options.tf_weights:
+            log.info(
+                "--tf-weights: converting the model to Keras weights (tf_model.h5) in a TensorFlow process"
+            )
             add_weights_for_other_framework(folder, have="pt")
 
     def finish(self, out: Path, completed: bool) -> None:

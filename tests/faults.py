@@ -25,9 +25,13 @@ def final_model_disk_full(framework: str) -> None:
         from transformers import PreTrainedModel as Model
     else:
         from transformers import TFPreTrainedModel as Model
-    name = "pytorch_model.bin" if framework == "pt_mlm" else "tf_model.h5"
+    name = "model.safetensors" if framework == "pt_mlm" else "tf_model.h5"
+
+    real = Model.save_pretrained
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        if Path(save_directory).name != ".tmp-model":  # a checkpoint: only the final model meets a full disk
+            return real(self, save_directory, *args, **kwargs)
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(save_directory) / name))
 
     Model.save_pretrained = save_pretrained

@@ -14,13 +14,24 @@ from click.testing import CliRunner
 from tiny_models import TINY_ARGS as TINY_SIZES
 from tiny_models import train_command
 
-# Keras weights are left out of most runs (a TensorFlow child per run); the reload tests ask for them.
-TINY_ARGS = [*TINY_SIZES, "--no-tf-weights"]
+TINY_ARGS = TINY_SIZES
 
 
 def pt_train_command(model, dataset, out, *more) -> list[str]:
-    """`train_command` without the Keras weights."""
-    return train_command(model, dataset, out, "--no-tf-weights", *more)
+    return train_command(model, dataset, out, *more)
+
+
+def newest_step(out: Path) -> int:
+    """The newest complete checkpoint's step in `out`, found as Trainer users find it; 0 if none."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    newest = get_last_checkpoint(str(out)) if out.is_dir() else None
+    return int(newest.rsplit("-", 1)[1]) if newest else 0
+
+
+def checkpoint_files(out: Path) -> dict[str, str]:
+    """`digest` of the checkpoint folders of `out`."""
+    return {name: sha for name, sha in digest(out).items() if name.startswith("checkpoint-")}
 
 
 def run_cli(*args: str):
@@ -70,10 +81,39 @@ def train_tiny(model: Path, data: Path, out: Path, *extra: str):
 
 
 def load_state(folder: Path) -> dict:
-    """The PyTorch weights of an output folder (pytorch_model.bin) or a checkpoint (model.safetensors)."""
+    """The PyTorch weights of an output folder or a checkpoint (model.safetensors, or pytorch_model.bin)."""
     import torch
     from safetensors.torch import load_file
 
     if (folder / "model.safetensors").is_file():
         return load_file(str(folder / "model.safetensors"))
     return torch.load(folder / "pytorch_model.bin", weights_only=True)
+
+
+PLAIN_TRANSFORMERS = """
+import json, sys
+from transformers import AutoModelForMaskedLM, pipeline
+from transformers.trainer_utils import get_last_checkpoint
+
+folder = get_last_checkpoint(sys.argv[1]) if sys.argv[2] == "newest" else sys.argv[1]
+model = AutoModelForMaskedLM.from_pretrained(folder)
+top = pipeline("fill-mask", model=folder, device="cpu")("the cat sees <mask> ball.", top_k=1)[0]["token_str"]
+project = sorted(m for m in sys.modules if m.split(".")[0] in ("mlm_toolkit", "pt_mlm", "tf_mlm", "shared"))
+print("RESULT " + json.dumps({"folder": folder, "top": top, "project": project}))
+"""
+
+
+def load_with_plain_transformers(folder: Path, which: str = "this") -> dict:
+    """`folder` (or, `which="newest"`, its newest checkpoint) loaded by `from_pretrained` and the fill-mask
+    pipeline in a fresh process that never imports this project, from a folder where it is not importable."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "USE_TORCH")}
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_TRANSFORMERS, str(folder), which],
+        cwd=folder.parent,
+        env={**env, "USE_TF": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])

@@ -8,7 +8,16 @@ import shutil
 
 import pytest
 
-from pt_helpers import TINY_ARGS, pt_train_command, digest, run_child, run_cli, train_tiny
+from pt_helpers import (
+    TINY_ARGS,
+    checkpoint_files,
+    load_with_plain_transformers,
+    pt_train_command,
+    digest,
+    run_child,
+    run_cli,
+    train_tiny,
+)
 from mlm_toolkit.run.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
@@ -24,6 +33,16 @@ def stopped_run(tiny_roberta, eli5_jsonl, tmp_path_factory):
     train_tiny(tiny_roberta, data, out, "--max-steps", "4", "--checkpointing-steps", "2")
     (out / "all_results.json").unlink()
     return out, data
+
+
+def test_the_newest_checkpoint_of_an_unfinished_run_is_a_model_folder(stopped_run, tmp_path):
+    out, data = stopped_run
+    seen = load_with_plain_transformers(out, "newest")  # get_last_checkpoint, from_pretrained, pipeline
+    assert seen["folder"] == str(out / "checkpoint-4") and seen["project"] == []
+    filled = run_cli("fill-mask", out / "checkpoint-4", "the cat sees <mask> ball.", "--json")
+    assert filled.exit_code == 0 and json.loads(filled.output)[0]["masks"][0][0]["token_str"] == seen["top"]
+    scored = run_cli("evaluate", out / "checkpoint-4", "--dataset", data, "--block-size", "32", "--json")
+    assert scored.exit_code == 0 and json.loads(scored.output)["eval_blocks"] > 0, scored.output
 
 
 @pytest.mark.parametrize(
@@ -43,7 +62,7 @@ def stopped_run(tiny_roberta, eli5_jsonl, tmp_path_factory):
 )
 def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, flag, value):
     out, data = stopped_run
-    before = digest(out / "checkpoints")
+    before = checkpoint_files(out)
     args = [a for a in TINY_ARGS]
     if flag in args:  # replace the tiny default rather than giving the flag twice
         args[args.index(flag) + 1] = value
@@ -56,8 +75,8 @@ def test_resume_refuses_a_changed_setting_naming_it(stopped_run, tiny_roberta, f
     )
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith(f"Error: {flag}:") and "step-0000004" in last, last
-    assert digest(out / "checkpoints") == before, "a refused resume leaves the checkpoints as they were"
+    assert last.startswith(f"Error: {flag}:") and "checkpoint-4" in last, last
+    assert checkpoint_files(out) == before, "a refused resume leaves the checkpoints as they were"
 
 
 def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta, tmp_path):
@@ -78,7 +97,7 @@ def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta
     assert (
         result.output.strip()
         .splitlines()[-1]
-        .startswith("Error: --dataset: checkpoint step-0000004 was trained on other data")
+        .startswith("Error: --dataset: checkpoint checkpoint-4 was trained on other data")
     )
 
 
@@ -150,23 +169,19 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
     assert len(events.Scalars("train/grad_norm")) == results["optimizer_steps"]
 
 
-@pytest.mark.parametrize(
-    "damage", ["truncated weights", "broken state", "missing optimizer", "latest nowhere"]
-)
+@pytest.mark.parametrize("damage", ["truncated weights", "broken state", "missing optimizer"])
 def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta, tmp_path, damage):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
-    newest = out / "checkpoints" / "step-0000004"
+    newest = out / "checkpoint-4"
     assert (newest / "manifest.json").is_file(), "checkpoints describe their files"
     if damage == "truncated weights":
         weights = newest / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
     elif damage == "broken state":
-        (newest / "trainer_state.json").write_text('{"global_step": 4, "epo')
-    elif damage == "missing optimizer":
-        (newest / "optimizer.bin").unlink()
+        (newest / "progress.json").write_text('{"global_step": 4, "epo')
     else:
-        (out / "checkpoints" / "latest").write_text("step-9999999\n")
+        (newest / "optimizer.bin").unlink()
     results = train_tiny(
         tiny_roberta,
         stopped_run[1],
@@ -178,22 +193,18 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta
         "--resume",
         "auto",
     )
-    whole = damage == "latest nowhere"  # `latest` is a pointer for people; resume reads the folders
     assert results["optimizer_steps"] == 6
     assert results["loss_log"]["steps"] == list(range(1, 7)), "steps 3 and 4 are retrained, once each"
-    assert (out / "checkpoints" / "step-0000004" / "manifest.json").is_file()
-    if not whole:
-        assert checkpoint_damage(out / "checkpoints" / "step-0000004") is None, (
-            "the damaged one was rewritten"
-        )
+    assert (out / "checkpoint-4" / "manifest.json").is_file()
+    assert checkpoint_damage(out / "checkpoint-4") is None, "the damaged one was rewritten"
 
 
 def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny_roberta, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
-    before = digest(out / "checkpoints")
-    for step in ("step-0000002", "step-0000004"):
-        (out / "checkpoints" / step / "optimizer.bin").unlink()
+    before = checkpoint_files(out)
+    for step in ("checkpoint-2", "checkpoint-4"):
+        (out / step / "optimizer.bin").unlink()
     result = run_child(
         *pt_train_command(tiny_roberta, stopped_run[1], out),
         "--max-steps",
@@ -206,9 +217,9 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
     assert (
         line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2
     ), line
-    assert set(digest(out / "checkpoints")) == set(before) - {
-        "step-0000002/optimizer.bin",
-        "step-0000004/optimizer.bin",
+    assert set(checkpoint_files(out)) == set(before) - {
+        "checkpoint-2/optimizer.bin",
+        "checkpoint-4/optimizer.bin",
     }
 
 

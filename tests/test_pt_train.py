@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from pt_helpers import pt_train_command, load_state, run_cli, train_tiny
+from pt_helpers import (
+    load_with_plain_transformers,
+    newest_step,
+    pt_train_command,
+    load_state,
+    run_cli,
+    train_tiny,
+)
 from mlm_toolkit.config import BUILTIN_DATASET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +39,12 @@ def test_eval_loss_falls_and_the_run_describes_itself(trained):
     per_epoch = -(-results["data"]["train_blocks"] // 8)  # batches of 8, the last one partial
     assert results["optimizer_steps"] == 2 * per_epoch
     assert [e["step"] for e in results["loss_log"]["evals"]] == [0, per_epoch, 2 * per_epoch]
-    for name in ("config.json", "pytorch_model.bin", "tokenizer.json", "README.md", "loss_curve.png"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"):
         assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")) and not (out / "tf_model.h5").exists(), "no pickle, no Keras unasked"
     assert "perplexity" in (out / "README.md").read_text()
     assert list((out / "runs").rglob("events.out.tfevents*")), "tensorboard logs were asked for"
-    assert (out / "checkpoints" / "latest").read_text().strip() == f"step-{2 * per_epoch:07d}"
+    assert newest_step(out) == 2 * per_epoch
 
 
 def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_jsonl, tmp_path):
@@ -62,7 +70,7 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     fill = pipeline("fill-mask", model=str(out), device="cpu")
     # The in-memory model at the end of training is what accelerate wrote into the final checkpoint.
     in_memory = AutoModelForMaskedLM.from_pretrained(str(out))
-    final = out / "checkpoints" / f"step-{results['optimizer_steps']:07d}"
+    final = out / f"checkpoint-{results['optimizer_steps']}"
     state = {key.removeprefix("model."): value for key, value in load_state(final).items()}
     missing, unexpected = in_memory.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {
@@ -74,6 +82,12 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     )
     with torch.no_grad():
         torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
+
+
+def test_the_output_folder_loads_where_this_project_is_not_imported(trained):
+    out, _ = trained
+    seen = load_with_plain_transformers(out)
+    assert seen["project"] == [] and seen["top"]
 
 
 def test_mask_filler_top_k_matches_the_pipeline(trained):
@@ -229,15 +243,14 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta
         *args,
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = parts / "checkpoints" / "latest"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if latest.is_file() and int(latest.read_text().split("-")[1]) >= 14:
+        if newest_step(parts) >= 14:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = int(latest.read_text().split("-")[1])
+    killed_at = newest_step(parts)
     assert 14 <= killed_at < whole["optimizer_steps"] and not (parts / "all_results.json").exists()
 
     resumed = train_tiny(tiny_roberta, eli5_jsonl, parts, *args, "--resume", "auto")
@@ -470,10 +483,10 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
     saves = ["pt-mlm: step 2", "pt-mlm: step 4"] if strategy == "every_save" else []
     assert messages[:-1] == saves and messages[-1].startswith("pt-mlm: perplexity")
     if saves:
-        assert {"pytorch_model.bin", "config.json", "tokenizer.json"} <= set(hub.uploads[0][1])
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(hub.uploads[0][1])
     _, files, ignored = hub.uploads[-1]
-    assert {"pytorch_model.bin", "README.md", "all_results.json", "run_config.yaml"} <= set(files)
-    assert "checkpoints/*" in ignored and "hub-push" not in files, "the staging folder is gone"
+    assert {"model.safetensors", "README.md", "all_results.json", "run_config.yaml"} <= set(files)
+    assert "checkpoint-*" in ignored and "hub-push" not in files, "the staging folder is gone"
     card = (tmp_path / "out" / "README.md").read_text()
     assert 'pipeline("fill-mask", model="me/tiny")' in card and "- name: me/tiny" in card
     out = tmp_path / "out"
@@ -495,14 +508,14 @@ def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl,
         "--save-total-limit",
         "2",
     )
-    assert [p.name for p in complete_checkpoints(tmp_path / "out")] == ["step-0000009", "step-0000012"]
+    assert [p.name for p in complete_checkpoints(tmp_path / "out")] == ["checkpoint-9", "checkpoint-12"]
 
 
 def test_checkpointing_none_leaves_no_checkpoint_and_nothing_to_resume(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
     results = train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "4", "--checkpointing-steps", "none")
-    assert results["optimizer_steps"] == 4 and (out / "pytorch_model.bin").is_file()
-    assert not (out / "checkpoints").exists()
+    assert results["optimizer_steps"] == 4 and (out / "model.safetensors").is_file()
+    assert not list(out.glob("checkpoint-*"))
     (out / "all_results.json").unlink()
     refused = run_cli(
         *pt_train_command(tiny_roberta, eli5_jsonl, out),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pt_helpers import TINY_ARGS, pt_train_command, run_cli, train_tiny
+from pt_helpers import TINY_ARGS, newest_step, pt_train_command, run_cli, train_tiny
 from mlm_toolkit.run.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +38,9 @@ def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Pope
 
 
 def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> None:
-    latest, deadline = out / "checkpoints" / "latest", time.time() + 120
+    deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if latest.is_file() and int(latest.read_text().split("-")[1]) >= at_least:
+        if newest_step(out) >= at_least:
             return
         time.sleep(0.05)
     raise AssertionError("no checkpoint appeared")
@@ -56,7 +56,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
     message = stderr.strip().splitlines()[-1]
     assert message.startswith("Error: interrupted at step") and "--resume auto" in message
     step = int(message.split("interrupted at step ")[1].split(";")[0])
-    assert (out / "checkpoints" / f"step-{step:07d}").is_dir()
+    assert (out / f"checkpoint-{step}").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -64,17 +64,17 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
     [
         (
             "final-model-disk-full",
-            "No space left on device while writing {out}/.tmp-model/pytorch_model.bin; ",
+            "No space left on device while writing {out}/.tmp-model/model.safetensors; ",
         ),
         ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
-        ("no-room-after-first", "--output-dir: checkpoint step-0000004 needs about"),
+        ("no-room-after-first", "--output-dir: checkpoint checkpoint-4 needs about"),
         (
             "second-checkpoint-read-only",
-            "Read-only file system while writing {out}/checkpoints/.tmp-step-0000004/model.safetensors",
+            "Read-only file system while writing {out}/.tmp-checkpoint-4/model.safetensors",
         ),
         (
             "second-checkpoint-dies-midway",
-            "No space left on device while writing {out}/checkpoints/.tmp-step-0000004/optimizer.bin; ",
+            "No space left on device while writing {out}/.tmp-checkpoint-4/optimizer.bin; ",
         ),
     ],
 )
@@ -109,9 +109,8 @@ def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(
     assert kept and all(checkpoint_damage(path) is None for path in kept), (
         "every checkpoint as it was written"
     )
-    assert (out / "checkpoints" / "latest").read_text().strip() == kept[-1].name
     if "checkpoint" in fault:
-        assert [path.name for path in kept] == ["step-0000002"]
+        assert [path.name for path in kept] == ["checkpoint-2"]
     resumed = train_tiny(tiny_roberta, eli5_jsonl, out, *args[6:], "--resume", "auto")
     assert resumed["optimizer_steps"] == 4
 

@@ -113,7 +113,7 @@ def test_a_streamed_run_resumed_ends_as_an_uninterrupted_one(tiny_roberta, corpu
     data = corpus / "train.jsonl"
     train_tiny(tiny_roberta, data, tmp_path / "resumed", *common, "--max-steps", "12")
     (tmp_path / "resumed" / "all_results.json").unlink()
-    saved = json.loads((tmp_path / "resumed" / "checkpoints" / "step-0000012" / "stream-0.json").read_text())
+    saved = json.loads((tmp_path / "resumed" / "checkpoint-12" / "stream-0.json").read_text())
     assert saved["source_state"] is not None and saved["carry"], "inside a pull, with tokens carried"
     resumed = train_tiny(
         tiny_roberta, data, tmp_path / "resumed", *common, "--max-steps", "20", "--resume", "auto"

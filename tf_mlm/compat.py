@@ -51,7 +51,9 @@ def load_masked_lm(resolved, **kwargs):
 
     patch_safetensors_loading()
     folder = Path(resolved.location)
-    only_pytorch = not (folder / "tf_model.h5").is_file() and (folder / "pytorch_model.bin").is_file()
+    only_pytorch = not (folder / "tf_model.h5").is_file() and any(
+        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
+    )
     if folder.is_dir() and only_pytorch:  # a folder pt-mlm wrote with --no-tf-weights
         kwargs = {"from_pt": True, **kwargs}
     return load_weights(

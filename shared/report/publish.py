@@ -13,7 +13,7 @@ from mlm_toolkit.hub import hub_offline_reason
 # Checkpoints, logs and the Keras callback's clone of the repository (hub/) stay local; the Hub gets
 # the model, tokenizer, card, metrics and curve.
 NOT_PUSHED = [
-    "checkpoints/*",
+    "checkpoint-*",
     "runs/*",
     ".tmp-*",
     "backup/*",

@@ -2,7 +2,7 @@
 
 Checkpoints and final models are written into a temporary sibling folder and renamed when complete,
 so a run killed mid-save leaves the previous checkpoint loadable and never a half-written model that
-looks finished. A `latest` file, updated last, names the newest complete checkpoint.
+looks finished: the newest `checkpoint-N` folder is the newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,8 +23,9 @@ from mlm_toolkit.errors import RunError, UsageError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
+# Checkpoints are named as the Trainer names them, so `transformers.trainer_utils.get_last_checkpoint`
+# finds the newest; each is a model folder `from_pretrained` loads, beside the training state.
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def check_output_dir(config: TrainConfig) -> Path:
@@ -114,7 +116,7 @@ RUN_FILES = {
         "chat_template.jinja",
     ),
     *("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"),
-    *(CHECKPOINTS, "runs", "backup", "backup-previous", "hub", "model", LOCK),
+    *("runs", "backup", "backup-previous", "hub", "model", LOCK),
 }
 
 
@@ -123,7 +125,9 @@ def foreign_files(out: Path) -> list[str]:
     return sorted(
         p.name + ("/" if p.is_dir() else "")
         for p in out.iterdir()
-        if p.name not in RUN_FILES and not (p.name.startswith(".tmp-") or p.name.endswith(".tmp"))
+        if p.name not in RUN_FILES
+        and not CHECKPOINT.fullmatch(p.name)
+        and not (p.name.startswith(".tmp-") or p.name.endswith(".tmp"))
     )
 
 
@@ -284,23 +288,19 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
-    return out / CHECKPOINTS / f"step-{step:07d}"
+    return out / f"checkpoint-{step}"
 
 
 def complete_checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first (temporary folders never count)."""
-    root = out / CHECKPOINTS
-    if not root.is_dir():
+    """Complete checkpoint folders, oldest first (a checkpoint being written is a `.tmp-` folder)."""
+    if not out.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    found = [p for p in out.iterdir() if p.is_dir() and CHECKPOINT.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT.fullmatch(p.name)[1]))
 
 
-def mark_latest(out: Path, checkpoint: Path, keep: int | None) -> None:
-    """Point `latest` at `checkpoint` (atomically), then prune beyond the newest `keep`."""
-    pointer = out / CHECKPOINTS / LATEST
-    partial = pointer.with_name(f".{LATEST}.tmp")
-    partial.write_text(checkpoint.name + "\n")
-    os.replace(partial, pointer)
+def prune_checkpoints(out: Path, keep: int | None) -> None:
+    """Delete all but the newest `keep` complete checkpoints (--save-total-limit)."""
     if keep:
         for old in complete_checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -392,7 +392,7 @@ def find_resume_checkpoint(out: Path, resume: str) -> Path:
         return path
     found = complete_checkpoints(out)
     if not found:
-        raise UsageError(f"no complete checkpoint in {str(out / CHECKPOINTS)!r} to resume from", "--resume")
+        raise UsageError(f"no complete checkpoint (checkpoint-N) in {str(out)!r} to resume from", "--resume")
     damaged = []
     for path in reversed(found):
         damage = checkpoint_damage(path)
@@ -401,7 +401,7 @@ def find_resume_checkpoint(out: Path, resume: str) -> Path:
                 log.warning("resuming from %s: the newer %s", path.name, "; ".join(damaged))
             return path
         damaged.append(f"{path.name} is damaged ({damage})")
-    raise UsageError(f"no checkpoint in {str(out / CHECKPOINTS)!r} loads: {'; '.join(damaged)}", "--resume")
+    raise UsageError(f"no checkpoint in {str(out)!r} loads: {'; '.join(damaged)}", "--resume")
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:
