@@ -63,6 +63,18 @@ def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_js
     assert again.exit_code == 2 and again.output.strip().splitlines()[-1].startswith("Error: --output-file:")
 
 
+def test_evaluate_on_a_run_folder_alone_uses_the_runs_own_data_settings(trained):
+    out, results = trained
+    alone = run_cli("evaluate", out, "--json")  # the run's dataset is no default: run_config.yaml says it
+    assert alone.exit_code == 0, alone.output
+    assert f"evaluating on the run's own data settings ({out / 'run_config.yaml'})" in alone.stderr
+    figures = json.loads(alone.stdout)
+    assert figures["eval_loss"] == pytest.approx(results["after"]["eval_loss"], rel=1e-6)
+    assert figures["eval_blocks"] == results["data"]["eval_blocks"]
+    given = run_cli("evaluate", out, "--config", out / "run_config.yaml", "--json")
+    assert given.exit_code == 0 and json.loads(given.stdout)["eval_loss"] == figures["eval_loss"]
+
+
 def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     from transformers import AutoModelForMaskedLM, pipeline
 
@@ -319,6 +331,11 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
         results["epoch"] == results["epochs_trained"] and results["train_runtime"] == results["train_seconds"]
     )
     assert results["train_samples_per_second"] == pytest.approx(6 * 8 / results["train_seconds"])
+    # and split as the Trainer's save_metrics writes them
+    train_file = json.loads((tmp_path / "builtin" / "train_results.json").read_text())
+    eval_file = json.loads((tmp_path / "builtin" / "eval_results.json").read_text())
+    assert train_file["train_loss"] == results["train_loss"] and train_file["epoch"] == results["epoch"]
+    assert eval_file == {key: results[key] for key in ("eval_loss", "perplexity", "eval_samples", "epoch")}
 
 
 @pytest.fixture(scope="module")

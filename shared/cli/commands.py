@@ -225,25 +225,60 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     return fill_mask
 
 
-def evaluate_command(evaluate_fn: Callable[[Any], Any]) -> click.Command:
+def run_config_of(model: str) -> Path | None:
+    """The run_config file of a run folder, or of the run a `checkpoint-N` folder belongs to."""
+    folder = Path(model).expanduser()
+    for where in (folder, folder.parent) if folder.name.startswith("checkpoint-") else (folder,):
+        for name in ("run_config.yaml", "run_config.json"):
+            if (where / name).is_file():
+                return where / name
+    return None
+
+
+def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[type, ...]) -> click.Command:
     """`*-mlm evaluate MODEL`: the same command for both frameworks, each with its own evaluator."""
     from mlm_toolkit.config import DataConfig, ModelConfig
     from mlm_toolkit.run.evaluation import EvalConfig, EvalSettings
 
+    measured = {f.name for cls in (DataConfig, EvalSettings) for f in dataclasses.fields(cls)}
+
     @click.command("evaluate", epilog=epilog([DataConfig, EvalSettings]))
     @click.argument("model")
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="Data settings from a training config (a run's run_config.yaml); flags given win. A run folder "
+        "given as MODEL with no data flag is evaluated on its own run_config.",
+    )
     @options_from(DataConfig, EvalSettings)
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
     @click.option("--output-file", type=click.Path(dir_okay=False), help="Also write them to this JSON file.")
     @click.option("--overwrite", is_flag=True, help="Replace an existing --output-file.")
     @click.pass_context
     @reports_errors
-    def evaluate(ctx, model: str, as_json: bool, output_file: str | None, overwrite: bool, **values) -> None:
+    def evaluate(
+        ctx, model: str, config_file, as_json: bool, output_file: str | None, overwrite: bool, **values
+    ) -> None:
         """The perplexity of MODEL (a trained folder, built-in or cached Hub id) on the held-out blocks of a
         dataset, masked once with --seed: the figure a training run with the same data settings reports."""
         from mlm_toolkit.run.evaluation import evaluation_json, write_evaluation
 
         setup_logging()
+        given = {k for k in values if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+        source = config_file or (None if given & measured else run_config_of(model))
+        if source:
+            try:
+                saved = read_config_file(str(source), train_classes)
+            except MLMError as error:
+                raise click.BadParameter(
+                    str(error).removeprefix("--config: "), param_hint="--config"
+                ) from None
+            values.update(
+                {k: v for k, v in saved.items() if k in measured and k not in given and v is not None}
+            )
+            if not config_file:
+                click.echo(f"evaluating on the run's own data settings ({source})", err=True)
         values = apply_aliases(ctx, values, [DataConfig, EvalSettings])
         with named_as_given(values):
             config = EvalConfig(ModelConfig(model), build(DataConfig, values), build(EvalSettings, values))
@@ -342,5 +377,5 @@ def make_cli(
     )
     main.add_command(fill_mask_command(load_filler))
     if evaluate is not None:
-        main.add_command(evaluate_command(evaluate_fn))
+        main.add_command(evaluate_command(evaluate_fn, classes))
     return main

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlm_toolkit.run.metrics import LossLog
 from mlm_toolkit.run.outputs import write_text_atomically
-from mlm_toolkit.run.results import RESULTS, Results
+from mlm_toolkit.run.results import RESULTS, TRAINER_SPLITS, Results
 
 
 def _jsonable(value: Any) -> Any:
@@ -198,9 +198,13 @@ fill("The Milky Way is a {results.mask_token} galaxy.")
 
 
 def write_run_report(out: Path, results: Results, framework: str, base_location: str | None = None) -> None:
-    """README.md (model card), loss_curve.png, then all_results.json (which marks the run complete)."""
+    """README.md (model card), loss_curve.png, train_results.json and eval_results.json (as the Trainer's
+    `save_metrics` writes them), then all_results.json (which marks the run complete)."""
     write_text_atomically(out / "README.md", model_card(results, framework, base_location))
     plot_loss_curve(
         out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}"
     )
-    write_json(out / RESULTS, results.to_dict())
+    figures = results.to_dict()
+    for split, keys in TRAINER_SPLITS.items():
+        write_json(out / f"{split}_results.json", {key: figures[key] for key in keys})
+    write_json(out / RESULTS, figures)

@@ -16,6 +16,18 @@ from typing import Any
 from mlm_toolkit.run.metrics import LossLog, perplexity
 
 RESULTS = "all_results.json"
+# The Trainer's `save_metrics("train" | "eval", ...)` files: these keys of all_results.json.
+TRAINER_SPLITS = {
+    "train": (
+        "train_loss",
+        "train_runtime",
+        "train_samples",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "epoch",
+    ),
+    "eval": ("eval_loss", "perplexity", "eval_samples", "epoch"),
+}
 
 
 @dataclass
