@@ -14,7 +14,7 @@ class PTOptions(FrameworkOptions):
     """Settings only the PyTorch path has."""
 
     # Options that change what the model learns: part of the run's identity, checked on --resume.
-    identity_fields: ClassVar[tuple[str, ...]] = ("gradient_accumulation_steps",)
+    identity_fields: ClassVar[tuple[str, ...]] = ("gradient_accumulation_steps", "mixed_precision")
 
     # None: left to Accelerate (`accelerate launch`, ACCELERATE_* variables, the config), else 1 / "no".
     gradient_accumulation_steps: int | None = option(

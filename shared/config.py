@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.errors import UsageError, WrongType
 
 # Hub ids of the documented recipe. Offline they fail fast and name the built-ins below.
 RECIPE_MODEL = "distilbert/distilroberta-base"
@@ -51,12 +52,46 @@ def choices_of(annotation: Any) -> tuple[str, ...] | None:
     return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
 
 
+def accepts(annotation: Any, value: Any) -> bool:
+    """Whether `value` is of the field type `annotation` (an int is a float; a bool is neither)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return isinstance(value, str)  # which of the values: checked below, with the list
+    if origin in (typing.Union, types.UnionType):
+        return any(accepts(arg, value) for arg in args)
+    if origin is tuple:
+        return isinstance(value, (tuple, list)) and all(isinstance(item, str) for item in value)
+    if annotation is type(None):
+        return value is None
+    if annotation in (int, float):
+        numbers = (int, float) if annotation is float else int
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def describe(annotation: Any) -> str:
+    return " or ".join(
+        "None" if a is type(None) else getattr(a, "__name__", str(a))
+        for a in (
+            typing.get_args(annotation)
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            else [annotation]
+        )
+    )
+
+
 def check_numbers(config: Any) -> None:
-    """Every number field is finite and within what the frameworks can take, whatever its own rule, and
-    every `Literal[...]` field holds one of its values (the list click offers)."""
+    """Every field holds a value of its type; every number field is finite and within what the frameworks
+    can take, whatever its own rule; every `Literal[...]` field holds one of its values (the list click
+    offers)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if not accepts(hints[f.name], value):
+            raise WrongType(
+                f"{type(config).__name__}({f.name}=...) must be {describe(hints[f.name])}, got {value!r}",
+                flag_of(f.name),
+            )
         choices = choices_of(hints[f.name])
         optional = type(None) in typing.get_args(hints[f.name])
         if choices and value not in choices and not (value is None and optional):
@@ -357,6 +392,18 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     config_format: Literal["yaml", "json"] = "yaml"  # of run_config, as the --config file was
+
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("data", DataConfig),
+            ("model", ModelConfig),
+            ("train", TrainConfig),
+            ("hub", HubConfig),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise WrongType(
+                    f"RunConfig({name}=...) must be a {kind.__name__}, got {getattr(self, name)!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting by concern; the Hub token is never written anywhere."""

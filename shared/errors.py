@@ -22,6 +22,10 @@ class UsageError(MLMError, ValueError):
         super().__init__(f"{flag}: {message}" if flag else message)
 
 
+class WrongType(UsageError, TypeError):
+    """A value of the wrong type, from Python: a `TypeError` to the caller, exit 2 on the command line."""
+
+
 class RunError(MLMError, RuntimeError):
     """The input is fine but the run cannot go on (network, disk, a missing checkpoint)."""
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.errors import UsageError, WrongType
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ class MaskFillerBase:
         return normalised
 
     def __call__(self, texts: str | Sequence[str], top_k: int = 5) -> list:
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise WrongType(f"top_k must be an int, got {top_k!r}", "--top-k")
+        if not isinstance(texts, str) and not (
+            isinstance(texts, (list, tuple)) and all(isinstance(text, str) for text in texts)
+        ):
+            raise WrongType(f"texts must be a str or a list of str, got {texts!r}", "TEXT")
         if top_k < 1:
             raise UsageError(f"must be at least 1, got {top_k}", "--top-k")
         single = isinstance(texts, str)

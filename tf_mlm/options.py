@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from mlm_toolkit.config import FrameworkOptions, check_numbers, option, precision_option
 from mlm_toolkit.errors import UsageError
@@ -12,6 +12,9 @@ from mlm_toolkit.errors import UsageError
 @dataclass
 class TFOptions(FrameworkOptions):
     """Settings only the Keras path has."""
+
+    # Options that change what the model learns: part of the run's identity, checked on --resume.
+    identity_fields: ClassVar[tuple[str, ...]] = ("mixed_precision",)
 
     mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = precision_option(
         "Keras mixed-precision policy, set before the model is built.", "mixed_float16", "mixed_bfloat16"

@@ -21,6 +21,7 @@ from mlm_toolkit.config import choices_of
 from mlm_toolkit.errors import MLMError, UsageError
 from mlm_toolkit.cli.flags import (
     Option,
+    RefusesRepeats,
     accepted_options,
     alias_options,
     apply_aliases,
@@ -207,7 +208,6 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     @reports_errors
     def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
-        from mlm_toolkit.errors import UsageError
         from mlm_toolkit.fill_mask import format_predictions, predictions_as_json
 
         if text_file is not None:
@@ -262,7 +262,7 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
     ) -> None:
         """The perplexity of MODEL (a trained folder, built-in or cached Hub id) on the held-out blocks of a
         dataset, masked once with --seed: the figure a training run with the same data settings reports."""
-        from mlm_toolkit.run.evaluation import evaluation_json, write_evaluation
+        from mlm_toolkit.run.evaluation import check_writable_file, evaluation_json, write_evaluation
 
         setup_logging()
         given = {k for k in values if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -282,8 +282,8 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
         values = apply_aliases(ctx, values, [DataConfig, EvalSettings])
         with named_as_given(values):
             config = EvalConfig(ModelConfig(model), build(DataConfig, values), build(EvalSettings, values))
-        if output_file and Path(output_file).exists() and not overwrite:  # before the work, not after
-            raise UsageError(f"{output_file!r} exists; pass --overwrite to replace it", "--output-file")
+        if output_file:  # checked before the work, not after it
+            check_writable_file(Path(output_file), overwrite)
         result = evaluate_fn(config)
         if output_file:
             write_evaluation(Path(output_file), result, overwrite)
@@ -314,6 +314,7 @@ def make_cli(
     train_fn, load_filler, evaluate_fn = train, filler, evaluate
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.run.identity import check_finished_run
     from mlm_toolkit.run.results import completed_results
 
     @click.group(
@@ -325,17 +326,18 @@ def make_cli(
 
     classes = (DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
 
-    def with_config_file(ctx: click.Context, _param, path: str | None) -> str | None:
-        """--config: its settings become the defaults of every other flag (a flag given still wins)."""
-        if path:
+    def with_config_file(ctx: click.Context, _param, paths: tuple[str, ...]) -> str | None:
+        """--config: its settings become the defaults of every other flag (a flag given still wins); several
+        files merge in the order given, a later one's keys over an earlier one's."""
+        for path in paths:
             try:
                 ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, classes)}
             except MLMError as error:
                 message = str(error).removeprefix("--config: ")
                 raise click.BadParameter(message, param_hint="--config") from None
-        return path
+        return paths[-1] if paths else None
 
-    @main.command("train", epilog=epilog(classes))
+    @main.command("train", cls=RefusesRepeats, epilog=epilog(classes))
     @click.option(
         "--config",
         "config_file",
@@ -343,7 +345,9 @@ def make_cli(
         is_eager=True,
         expose_value=True,
         callback=with_config_file,
-        help="A YAML or JSON file of settings, keyed by flag name (a run writes its own as run_config.yaml).",
+        multiple=True,
+        help="A YAML or JSON file of settings, keyed by flag name (a run writes its own as run_config.yaml); "
+        "several merge in order.",
     )
     @options_from(*classes)
     @click.option("--verbose", is_flag=True, help="Also show library debug logs.")
@@ -364,6 +368,7 @@ def make_cli(
             options = build(options_cls, values)
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
+            check_finished_run(finished.config, run, options, run.train.output_dir)
             click.echo(
                 f"{run.train.output_dir} holds a complete run ({finished.optimizer_steps} optimizer steps); "
                 "nothing to resume. Its figures:"

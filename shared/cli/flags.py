@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -52,6 +53,36 @@ class Option(click.Option):
             return super().get_help_record(ctx)
         finally:
             self.opts, self.secondary_opts = opts, secondary
+
+
+class RefusesRepeats(click.Command):
+    """A command that refuses an option given twice with different values, under two spellings
+    (`--learning_rate 1 --learning-rate 2e-4`) or one, naming both, where click lets the last one win."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = [p for p in self.params if isinstance(p, click.Option) and not p.multiple]
+        spelled = {opt: p for p in options for opt in p.opts + p.secondary_opts}
+        seen: dict[str, tuple[str, Any]] = {}
+        position = 0
+        while position < len(args) and args[position] != "--":
+            name, equals, inline = str(args[position]).partition("=")
+            param = spelled.get(name)
+            position += 1
+            if param is None:
+                continue
+            if param.is_flag:
+                value: Any = name not in param.secondary_opts
+            elif equals:
+                value = inline
+            else:
+                value = str(args[position]) if position < len(args) else None
+                position += 1
+            first, before = seen.setdefault(param.name, (name, value))
+            if before != value:
+                raise click.UsageError(
+                    f"{first} and {name} set the same setting to {before!r} and {value!r}: give it once"
+                )
+        return super().parse_args(ctx, args)
 
 
 def alias_options(cls: type) -> list[click.Option]:
@@ -162,6 +193,7 @@ def read_config_file(path: str, classes: Iterable[type]) -> dict[str, Any]:
         raise UsageError(f"{path!r} must hold a mapping of flag names to values", "--config")
     classes = list(classes)
     names, settings = _names(classes), {}
+    hints = {name: hint for cls in classes for name, hint in typing.get_type_hints(cls).items()}
     for key, value in data.items():
         spelled = str(key).lstrip("-").replace("-", "_")
         if spelled in ACCEPTED:
@@ -171,8 +203,24 @@ def read_config_file(path: str, classes: Iterable[type]) -> dict[str, Any]:
             raise UsageError(f"{path!r} has an unknown key {key!r}", "--config")
         if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line
             value = ",".join(map(str, value))
-        settings[name] = value
+        settings[name] = typed(value, hints.get(name), f"{path!r}: {key}")
     return settings
+
+
+def typed(value: Any, annotation: Any, where: str) -> Any:
+    """A config file's value as its field's type, held to what the flag takes: `max_steps: 1.7` or `true`
+    is refused, as `--max-steps 1.7` is, not cut to 1; a number YAML read as text ("2e-5") is a number."""
+    from mlm_toolkit.config import accepts, describe
+
+    if annotation is None or accepts(annotation, value):
+        return value
+    for kind in (int, float):
+        if isinstance(value, str) and accepts(annotation, 0 if kind is int else 0.5):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    raise UsageError(f"{where} must be {describe(annotation)}, got {value!r}", "--config")
 
 
 def config_format(path: str | None) -> str:

@@ -326,6 +326,11 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
 def _held_out_source(config: DataConfig):
     """(rows, description) of the held-out source, or (None, None) when rows must be held out of train."""
     if config.validation_file:
+        if Path(config.validation_file).expanduser().resolve() == Path(config.dataset).expanduser().resolve():
+            log.warning(
+                "--validation-file is the training file (--dataset): the perplexity is measured on rows the "
+                "model trains on, not on held-out ones"
+            )
         return open_validation_file(config), f"--validation-file {config.validation_file}"
     if has_validation_split(config):
         return open_split(config, VALIDATION), f"--dataset {config.dataset}'s {VALIDATION} split"

@@ -7,8 +7,10 @@ the same one. Each framework supplies `score(resolved, tokenizer, data) -> eval 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -87,6 +89,22 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) ->
     )
     log.info("%s: eval loss %.4f, perplexity %.2f", config.model.model, loss, result.perplexity)
     return result
+
+
+def check_writable_file(path: Path, overwrite: bool) -> None:
+    """Refuse an --output-file that exists (unless --overwrite) or whose folder cannot be written."""
+    if path.exists() and not overwrite:
+        raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
+    folder = path.expanduser().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # write_evaluation creates the rest
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write {str(path)!r}: {error.strerror or error}", "--output-file") from None
 
 
 def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:

@@ -7,6 +7,7 @@ the same file edited in place is other data.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mlm_toolkit.config import RunConfig, flag_of
@@ -81,6 +82,31 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
             f"{where} was made with {flag} {saved[key]}, this run has {value}; "
             "resume with the same settings or start a new --output-dir",
             flag,
+        )
+
+
+def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, where: str) -> None:
+    """Refuse `--resume` on a finished run (`saved`: its all_results.json config) with settings that differ:
+    its figures are not this run's. More --max-steps is not a resume of a finished run either: say how."""
+    now = {**run.to_dict(), "options": dataclasses.asdict(options) if options is not None else {}}
+    saved = {**saved, "options": saved.get("pt") or saved.get("tf") or {}}
+    fields = [("data", n) for n in (*DATA_FIELDS, "dataset", "text_column")] + [("model", "model")]
+    fields += [("train", n) for n in (*TRAIN_FIELDS, "max_steps", "num_epochs")]
+    fields += [("options", n) for n in getattr(options, "identity_fields", ())]
+    for part, name in fields:
+        before, after = saved.get(part, {}).get(name), now[part].get(name)
+        if name not in saved.get(part, {}) or after is None or before == after:
+            continue
+        if name in ("max_steps", "num_epochs"):
+            raise UsageError(
+                f"{where} is a finished run ({flag_of(name)} {before}); it is not trained further: start a "
+                f"new run from its model, --model {run.train.output_dir} with another --output-dir",
+                flag_of(name),
+            )
+        raise UsageError(
+            f"{where} is a finished run made with {flag_of(name)} {before}, this run has {after}; "
+            "start a new --output-dir, or --overwrite-output-dir to replace it",
+            flag_of(name),
         )
 
 

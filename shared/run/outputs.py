@@ -186,6 +186,14 @@ def _running_pid(lock: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
+def busy(out: Path, pid: int) -> UsageError:
+    return UsageError(
+        f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder (if no "
+        f"pt-mlm or tf-mlm run has that PID, `ps -p {pid}` tells, remove {str(out / LOCK)!r})",
+        "--output-dir",
+    )
+
+
 def _take_lock(out: Path) -> Path:
     lock = out / LOCK
     try:
@@ -193,10 +201,7 @@ def _take_lock(out: Path) -> Path:
     except FileExistsError:
         pid = _running_pid(lock)
         if pid is not None and pid != os.getpid():
-            raise UsageError(
-                f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
-                "--output-dir",
-            ) from None
+            raise busy(out, pid) from None
         lock.unlink(missing_ok=True)  # stale: its run is gone
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with os.fdopen(fd, "w") as f:
@@ -225,10 +230,7 @@ def claimed_output_dir(
         yield out
         return
     if out.is_dir() and (pid := _running_pid(out / LOCK)) is not None and pid != os.getpid():
-        raise UsageError(
-            f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder",
-            "--output-dir",
-        )
+        raise busy(out, pid)
     aside, created = None, not out.exists()
     real = out.resolve() if out.is_symlink() else out  # a link stays a link: the folder it names is replaced
     if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:

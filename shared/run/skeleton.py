@@ -19,9 +19,9 @@ from typing import Any, Callable, Protocol
 from mlm_toolkit.data.blocks import MLMData, prepare_data
 from mlm_toolkit.data.streaming import prepare_stream
 from mlm_toolkit.config import RunConfig, TrainConfig
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.errors import UsageError, WrongType
 from mlm_toolkit.cli.flags import write_run_config
-from mlm_toolkit.run.identity import run_identity
+from mlm_toolkit.run.identity import check_finished_run, run_identity
 from mlm_toolkit.run.metrics import LossLog
 from mlm_toolkit.run.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.run.outputs import (
@@ -180,6 +180,8 @@ class Backend(Protocol):
 def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None) -> Results:
     """Fine-tune, evaluate before and after, save model, tokenizer and report; return the results."""
     # ---- setup: fail fast on anything that would stop the run later
+    if not isinstance(run, RunConfig):
+        raise WrongType(f"train(run=...) takes a RunConfig, got {run!r}")
     backend.start(run)
     if backend.is_main:  # an overwrite killed earlier: its previous run back, or the replacement finished
         recover_interrupted_overwrite(Path(run.train.output_dir))
@@ -189,6 +191,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     if run.train.resume and (finished := completed_results(check_output_dir(run.train))):
+        check_finished_run(finished.config, run, backend.options, run.train.output_dir)
         log.warning(
             "%s holds a complete run (%d optimizer steps); nothing to resume",
             run.train.output_dir,
