@@ -197,3 +197,26 @@ def test_config_values_and_repeated_flags_end_in_exit_0_or_2_naming_the_key(
         flags = ["--" + k.replace("_", "-") for k in config]
         assert any(n in line for n in named + flags + ["--config"]), line
     json.dumps(config)  # the example itself is plain data
+
+
+def test_a_file_that_is_not_utf8_or_not_json_is_one_line_naming_where(tiny_roberta, eli5_jsonl, tmp_path):
+    from pt_helpers import pt_train_command
+    from tiny_models import not_utf8
+
+    bad = run_cli(*pt_train_command(tiny_roberta, not_utf8(eli5_jsonl, tmp_path), tmp_path / "a"))
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert last_line(bad).startswith("Error: --dataset: ") and "is not UTF-8 text: line 3, byte" in last_line(
+        bad
+    )
+    lines = eli5_jsonl.read_text().splitlines()
+    lines[4] = lines[4][:-3]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    result = run_cli(*pt_train_command(tiny_roberta, broken, tmp_path / "b"))
+    assert result.exit_code == 2 and "line 5 is not JSON" in last_line(result), result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1, result.output
+    text = tmp_path / "texts.txt"
+    text.write_bytes(b"the cat <mask> the ball.\n\xff\xfe\n")
+    filled = run_cli("fill-mask", tiny_roberta, "--file", text)
+    assert filled.exit_code == 2 and "'--file: " not in filled.output
+    assert last_line(filled).startswith("Error: --file: ") and "line 2, byte 25" in last_line(filled)

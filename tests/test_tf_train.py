@@ -274,6 +274,7 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
         "block_size": (2, "--block-size: 4096 is more than"),
         "xla_multi_worker": (2, "--jit-compile: cannot be combined with --strategy multi-worker"),
         "no_mask": (2, "TEXT: no mask in"),
+        "not_utf8": (2, "is not UTF-8 text: line 3, byte"),
         **{how: (2, "--model: ") for how, _ in BROKEN_MODELS},
     }
     for name, (code, message) in expected.items():

@@ -180,6 +180,7 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
     from click.testing import CliRunner
 
     from tf_mlm.cli import main
+    from tiny_models import not_utf8
 
     existing = work / "existing"
     existing.mkdir()
@@ -203,6 +204,15 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
             str(work / "d"),
         ],
         "no_mask": ["fill-mask", model, "nothing to fill"],
+        "not_utf8": [
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            str(not_utf8(Path(data), work)),
+            "--output-dir",
+            str(work / "g"),
+        ],
     }
     from tiny_models import BROKEN_MODELS, broken_copy
 

@@ -49,6 +49,15 @@ def tiny_corpus(n: int = 600) -> list[str]:
     return out
 
 
+def not_utf8(data: Path, work: Path) -> Path:
+    """A copy of the jsonl `data` whose third line holds a byte that is not UTF-8."""
+    lines = data.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"the", b"th\xff", 1)
+    bad = work / "not-utf8.jsonl"
+    bad.write_bytes(b"".join(lines))
+    return bad
+
+
 def build_tiny_roberta(folder: Path, max_positions: int = 128) -> Path:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast

@@ -211,7 +211,14 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
         from mlm_toolkit.fill_mask import format_predictions, predictions_as_json
 
         if text_file is not None:
-            texts = texts + tuple(line.rstrip("\n") for line in text_file if line.strip())
+            try:
+                texts = texts + tuple(line.rstrip("\n") for line in text_file if line.strip())
+            except UnicodeDecodeError as error:
+                from mlm_toolkit.data.sources import check_utf8
+
+                if Path(text_file.name).is_file():
+                    check_utf8(Path(text_file.name), "--file")  # says which line and byte
+                raise UsageError(f"{text_file.name} is not UTF-8 text ({error.reason})", "--file") from None
         if not texts:
             raise UsageError("give the texts to fill as arguments or with --file", "TEXT")
         filler = load_filler(model)

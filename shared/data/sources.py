@@ -14,8 +14,10 @@ first rows of the stream, which training skips.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -71,7 +73,48 @@ def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
     empty = [p for p in files if p.stat().st_size == 0]
     if empty:
         raise UsageError(f"file {str(empty[0])!r} is empty", flag)
-    return formats.pop(), [str(p) for p in files]
+    builder = formats.pop()
+    if builder in ("json", "csv", "text"):  # Arrow reads bytes unchecked; a bad one would fail much later
+        for file in files:
+            check_utf8(file, flag)
+    return builder, [str(p) for p in files]
+
+
+def check_utf8(path: Path, flag: str) -> None:
+    """Refuse a text file that is not UTF-8, naming its line and byte offset: one pass in large pieces, and
+    only on failure a second, line by line, to say where."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as f:
+            for piece in iter(lambda: f.read(1 << 22), b""):
+                decoder.decode(piece)
+            decoder.decode(b"", final=True)
+        return
+    except UnicodeDecodeError:
+        pass
+    offset = 0
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                where = f"line {number}, byte {offset + error.start}"
+                raise UsageError(f"{str(path)!r} is not UTF-8 text: {where} ({error.reason})", flag) from None
+            offset += len(line)
+
+
+def first_bad_json_line(path: Path) -> str | None:
+    """Where a JSON-lines file stops being JSON, for a message a user can act on."""
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                if line.strip():
+                    json.loads(line.strip())
+            except json.JSONDecodeError as error:
+                return f"line {number} is not JSON ({error.msg} at column {error.colno})"
+    return None
 
 
 PROGRESS_ROWS = 50_000  # datasets' progress bars for corpora of this many rows and more, where they help
@@ -96,17 +139,24 @@ def _quiet_load(*args, flag: str, what: str, **kwargs):
     a file it cannot read is bad input naming `flag`."""
     import datasets
 
+    library_log = logging.getLogger("datasets")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)  # its own account of a bad file would print before ours
     try:
         with progress_bars(False):
             return datasets.load_dataset(*args, **kwargs)
-    except ValueError as error:
+    except Exception as error:  # datasets raises many types for unreadable files
         message = str(error).splitlines()[0]
+        files = kwargs.get("data_files") or []
+        where = next(filter(None, (first_bad_json_line(Path(f)) for f in files)), None)
+        if where:
+            raise UsageError(f"cannot read {what}: {where}", flag) from error
         for word, named in (("config", "--dataset-config"), ("split", "--train-split")):
-            if word in message.lower() and flag == "--dataset":
+            if isinstance(error, ValueError) and word in message.lower() and flag == "--dataset":
                 raise UsageError(f"{what}: {message}", named) from error
         raise UsageError(f"cannot read {what}: {message}", flag) from error
-    except Exception as error:  # datasets raises many types for unreadable files
-        raise UsageError(f"cannot read {what}: {str(error).splitlines()[0]}", flag) from error
+    finally:
+        library_log.setLevel(level)
 
 
 def _is_dataset_folder(path: Path) -> bool:
