@@ -4,6 +4,7 @@ Importing the package loads no framework, so the CLI answers `--help` at once; t
 use of `train`, `evaluate` or `MaskFiller`.
 """
 
+import importlib
 from importlib.metadata import version
 
 from pt_mlm.options import PTOptions
@@ -13,19 +14,11 @@ __version__ = version("mlm-toolkit")
 
 
 def __getattr__(name: str):
+    """`train`, `evaluate` and `MaskFiller`, from the module that defines each, on first use."""
+    if name not in ("train", "evaluate", "MaskFiller"):
+        raise AttributeError(f"module 'pt_mlm' has no attribute {name!r}")
     from pt_mlm.environment import prepare
 
     prepare()  # before transformers is first imported
-    if name == "train":
-        from pt_mlm.training import train
-
-        return train
-    if name == "evaluate":
-        from pt_mlm.evaluation import evaluate
-
-        return evaluate
-    if name == "MaskFiller":
-        from pt_mlm.infer import MaskFiller
-
-        return MaskFiller
-    raise AttributeError(f"module 'pt_mlm' has no attribute {name!r}")
+    module = {"train": "training", "evaluate": "evaluation", "MaskFiller": "infer"}[name]
+    return getattr(importlib.import_module(f"pt_mlm.{module}"), name)

@@ -5,6 +5,7 @@ Importing the package loads no framework and sets nothing. The first use of `tra
 behind them, which expect that environment.
 """
 
+import importlib
 from importlib.metadata import version
 
 from tf_mlm.options import TFOptions
@@ -14,19 +15,13 @@ __version__ = version("mlm-toolkit")
 
 
 def __getattr__(name: str):
+    """`train`, `evaluate` and `MaskFiller`, imported on first use in the environment TensorFlow needs."""
     from tf_mlm.environment import prepared
 
+    if name not in ("train", "evaluate", "MaskFiller"):
+        raise AttributeError(f"module 'tf_mlm' has no attribute {name!r}")
     with prepared():  # TF_USE_LEGACY_KERAS and the rest before TensorFlow is first imported
-        if name == "train":
-            from tf_mlm.training import train
+        return getattr(importlib.import_module(f"tf_mlm.{MODULES[name]}"), name)
 
-            return train
-        if name == "evaluate":
-            from tf_mlm.evaluation import evaluate
 
-            return evaluate
-        if name == "MaskFiller":
-            from tf_mlm.infer import MaskFiller
-
-            return MaskFiller
-    raise AttributeError(f"module 'tf_mlm' has no attribute {name!r}")
+MODULES = {"train": "training", "evaluate": "evaluation", "MaskFiller": "infer"}
