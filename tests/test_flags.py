@@ -241,3 +241,35 @@ def test_a_json_config_is_written_back_as_json_and_reads_as_it_was(tmp_path):
     again = read_config_file(str(path), [DataConfig, ModelConfig, TrainConfig, HubConfig, PTOptions])
     assert again["line_by_line"] is True and again["checkpointing_steps"] == 7
     assert again["report_to"] == "tensorboard" and "hub_token" not in again
+
+
+def test_trainer_flags_map_to_ours_or_say_what_to_use():
+    result, (run, _) = invoke(["--eval_strategy", "epoch", "--save_strategy", "no"])
+    assert result.exit_code == 0, result.output
+    assert run.train.checkpointing_steps == "none"
+    result, (run, _) = invoke(
+        ["--evaluation_strategy", "steps", "--eval_steps", "7", "--save_strategy", "steps"]
+    )
+    assert result.exit_code == 0 and run.train.eval_steps == 7 and run.train.checkpointing_steps == 500
+    result, (run, _) = invoke(["--save_strategy", "steps", "--save_steps", "20"])
+    assert run.train.checkpointing_steps == 20
+    for args, says in [
+        (["--eval_strategy", "no"], "--eval-strategy: no: a run always evaluates"),
+        (["--eval_strategy", "steps"], "--eval-strategy: steps needs --eval-steps N"),
+        (["--logging_dir", "logs"], "--logging-dir: is not taken here: TensorBoard logs go to OUTPUT/runs/"),
+        (["--max_train_samples", "10"], "--max-train-samples: is not taken here: it counts blocks"),
+        (["--run_name", "x"], "--run-name: is not taken here"),
+        (["--disable_tqdm"], "--disable-tqdm: is not taken here"),
+        (["--tokenizer_name", "t"], "--tokenizer-name: is not taken here: the tokenizer is --model's own"),
+        (["--pad_to_max_length"], "--pad-to-max-length: is not taken here"),
+        (
+            ["--load_best_model_at_end", "--metric_for_best_model", "loss"],
+            "is not taken here: the final model",
+        ),
+    ]:
+        result, asked = invoke(args)
+        assert result.exit_code == 2 and says in result.output.strip().splitlines()[-1], (args, result.output)
+    result, _ = invoke(["--save_total_limit", "2"], framework="tf")
+    assert result.exit_code == 2 and "tf-mlm keeps the newest Keras backup" in result.output
+    result, (run, options) = invoke(["--save_total_limit", "2"])
+    assert result.exit_code == 0 and options.save_total_limit == 2

@@ -23,6 +23,7 @@ from mlm_toolkit.cli.flags import (
     Option,
     RefusesRepeats,
     accepted_options,
+    apply_trainer_flags,
     alias_options,
     apply_aliases,
     config_format,
@@ -332,6 +333,7 @@ def make_cli(
         pass
 
     classes = (DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
+    fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
 
     def with_config_file(ctx: click.Context, _param, paths: tuple[str, ...]) -> str | None:
         """--config: its settings become the defaults of every other flag (a flag given still wins); several
@@ -363,7 +365,7 @@ def make_cli(
     def train_command(ctx: click.Context, verbose: bool, config_file: str | None, **values: Any) -> None:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
-        values = apply_aliases(ctx, values, classes)
+        values = apply_trainer_flags(apply_aliases(ctx, values, classes), fields)
         with named_as_given(values):
             run = RunConfig(
                 build(DataConfig, values),
@@ -385,7 +387,11 @@ def make_cli(
         print_summary(train_fn(run, options), run.train.output_dir)
 
     train_command.params.extend(
-        [*alias_options(DataConfig), *alias_options(options_cls), *accepted_options()]
+        [
+            *alias_options(DataConfig),
+            *alias_options(options_cls),
+            *accepted_options(fields),
+        ]
     )
     main.add_command(fill_mask_command(load_filler))
     if evaluate is not None:

@@ -96,8 +96,60 @@ def alias_options(cls: type) -> list[click.Option]:
     return added
 
 
-def accepted_options() -> list[click.Option]:
-    return [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
+# Trainer and run_mlm.py flags with no field of their own: what each becomes here, or why it is refused.
+STRATEGIES = click.Choice(["no", "steps", "epoch"])
+TRAINER_FLAGS: dict[str, Any] = {
+    "eval_strategy": STRATEGIES,
+    "evaluation_strategy": STRATEGIES,
+    "save_strategy": STRATEGIES,
+    "logging_dir": "TensorBoard logs go to OUTPUT/runs/ with --report-to tensorboard",
+    "max_train_samples": "it counts blocks in run_mlm.py; here --max-samples N takes the first N rows",
+    "run_name": "runs are named by --output-dir; trackers take their own settings (WANDB_NAME, ...)",
+    "disable_tqdm": "the progress bar shows only on a terminal; off one, a line every --log-every steps",
+    "tokenizer_name": "the tokenizer is --model's own (save it into the model folder to use another)",
+    "pad_to_max_length": "--line-by-line pads every example to --block-size; grouped blocks need no padding",
+    "load_best_model_at_end": "the final model is the last; every checkpoint-N is a model folder to evaluate",
+    "metric_for_best_model": "the final model is the last; every checkpoint-N is a model folder to evaluate",
+    "save_total_limit": "tf-mlm keeps the newest Keras backup and the one before it",
+    "gradient_accumulation_steps": "tf-mlm does not accumulate: raise --per-device-batch-size",
+}
+
+
+def accepted_options(fields: Iterable[str] = ()) -> list[click.Option]:
+    """run_mlm.py's switches that mean nothing here, and the Trainer flags of TRAINER_FLAGS (those `fields`
+    does not have already), hidden from --help."""
+    added = [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
+    for name, kind in TRAINER_FLAGS.items():
+        if name not in fields:
+            flag = isinstance(kind, str) and name in (
+                "disable_tqdm",
+                "pad_to_max_length",
+                "load_best_model_at_end",
+            )
+            type_ = None if flag else kind if isinstance(kind, click.Choice) else str
+            added.append(
+                click.Option(spellings(name), hidden=True, default=None, is_flag=flag or None, type=type_)
+            )
+    return added
+
+
+def apply_trainer_flags(values: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """The Trainer flags given (TRAINER_FLAGS, but `fields`) as our settings, or refused with what to use
+    instead."""
+    for name, kind in TRAINER_FLAGS.items():
+        value = None if name in fields else values.pop(name, None)
+        if value in (None, False):
+            continue
+        if isinstance(kind, str):
+            raise UsageError(f"is not taken here: {kind}", dashed(name))
+        if name == "save_strategy":  # --save_steps N is --checkpointing-steps N already
+            if value != "steps" or values.get("checkpointing_steps") == "epoch":
+                values["checkpointing_steps"] = {"no": "none", "epoch": "epoch", "steps": 500}[value]
+        elif value == "no":
+            raise UsageError("no: a run always evaluates, before training and after each epoch", dashed(name))
+        elif value == "steps" and not values.get("eval_steps"):
+            raise UsageError("steps needs --eval-steps N (--eval_steps N)", dashed(name))
+    return values
 
 
 def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[type]) -> dict[str, Any]:
