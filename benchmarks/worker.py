@@ -231,7 +231,7 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     return {
         "step_seconds": seconds,
         "first_step_time": first[0],
-        "eval_loss": make_evaluator(net, data.eval_inputs, 32)(),
+        "eval_loss": make_evaluator(net, data.eval_inputs, 32)().loss,
         "peak_gpu_mib": tf_peak_memory(),
     }
 

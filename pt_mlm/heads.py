@@ -41,6 +41,7 @@ class MaskedTokenLoss(nn.Module):
         labels: torch.Tensor,
         masked_positions: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        with_correct: bool = False,
         **_: torch.Tensor,
     ):
         # Grouped blocks are always full (group_texts drops the remainder), so they come without an
@@ -55,7 +56,9 @@ class MaskedTokenLoss(nn.Module):
             logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
         else:
             logits = self.model(**inputs).logits.flatten(0, 1).index_select(0, masked_positions)
-        token_losses = F.cross_entropy(
-            logits.float(), labels.flatten().index_select(0, masked_positions), reduction="none"
-        )
-        return token_losses, torch.div(masked_positions, labels.shape[1], rounding_mode="floor")
+        targets = labels.flatten().index_select(0, masked_positions)
+        token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        rows = torch.div(masked_positions, labels.shape[1], rounding_mode="floor")
+        if with_correct:  # evaluation: whether the most likely token is the right one
+            return token_losses, rows, logits.argmax(-1) == targets
+        return token_losses, rows

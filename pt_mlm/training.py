@@ -55,7 +55,7 @@ from mlm_toolkit.config import RunConfig
 from mlm_toolkit.errors import RunError
 from mlm_toolkit.report.export import add_weights_for_other_framework
 from mlm_toolkit.data.masking import micro_batch_seed
-from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.metrics import EvalScore, LossLog
 from mlm_toolkit.run.models import load_weights
 from mlm_toolkit.run.outputs import find_resume_checkpoint
 from mlm_toolkit.run.results import Results
@@ -240,7 +240,7 @@ class TorchBackend:
         self.accelerator.wait_for_everyone()
 
     # ---- evaluate
-    def evaluate(self) -> float:
+    def evaluate(self) -> EvalScore:
         return mean_masked_loss(self.net, self.evals, self.accelerator)
 
     # ---- fit

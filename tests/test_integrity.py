@@ -118,17 +118,14 @@ def test_a_finished_run_is_never_rewritten(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
     train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "3")
     before = digest(out)
-    for extra in ([], ["--max-steps", "6"]):
+    for steps, code, says in (
+        ("3", 0, "holds a complete run (3 optimizer steps); nothing to resume"),
+        ("6", 2, "Error: --max-steps: "),  # and how to train further (test_settings.py)
+    ):
         result = run_cli(
-            *pt_train_command(tiny_roberta, eli5_jsonl, out),
-            "--max-steps",
-            "3",
-            *extra,
-            "--resume",
-            "auto",
+            *pt_train_command(tiny_roberta, eli5_jsonl, out), "--max-steps", steps, "--resume", "auto"
         )
-        assert result.exit_code == 0, result.output
-        assert "holds a complete run (3 optimizer steps); nothing to resume" in result.output
+        assert result.exit_code == code and says in result.output, result.output
     assert digest(out) == before
 
 

@@ -20,7 +20,7 @@ from pt_helpers import (
     run_cli,
     train_tiny,
 )
-from mlm_toolkit.config import BUILTIN_DATASET
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +63,31 @@ def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_js
     assert again.exit_code == 2 and again.output.strip().splitlines()[-1].startswith("Error: --output-file:")
 
 
+def test_masked_token_accuracy_is_the_argmax_over_the_frozen_masks(trained, eli5_jsonl):
+    """eval_accuracy as run_mlm.py computes it: the share of masked tokens whose argmax is the label,
+    recomputed here with plain transformers on the run's own frozen held-out masks."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mlm_toolkit.data.blocks import prepare_data
+
+    out, results = trained
+    data = prepare_data(
+        DataConfig(dataset=str(eli5_jsonl), block_size=32), AutoTokenizer.from_pretrained(out), 42
+    )
+    model = AutoModelForMaskedLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(data.eval_inputs["input_ids"]).long()).logits
+    labels = torch.from_numpy(data.eval_inputs["labels"]).long()
+    masked = labels != -100
+    expected = (logits.argmax(-1)[masked] == labels[masked]).float().mean().item()
+    after, before = results["after"]["accuracy"], results["before"]["accuracy"]
+    assert after == pytest.approx(expected, abs=1e-6) and 0 <= before < after <= 1
+    assert results["eval_accuracy"] == after
+    assert json.loads((out / "eval_results.json").read_text())["eval_accuracy"] == after
+    assert [e["accuracy"] for e in results["loss_log"]["evals"]][-1] == after
+    assert "Masked-token accuracy" in (out / "README.md").read_text()
+
+
 def test_evaluate_on_a_run_folder_alone_uses_the_runs_own_data_settings(trained):
     out, results = trained
     alone = run_cli("evaluate", out, "--json")  # the run's dataset is no default: run_config.yaml says it
@@ -70,6 +95,9 @@ def test_evaluate_on_a_run_folder_alone_uses_the_runs_own_data_settings(trained)
     assert f"evaluating on the run's own data settings ({out / 'run_config.yaml'})" in alone.stderr
     figures = json.loads(alone.stdout)
     assert figures["eval_loss"] == pytest.approx(results["after"]["eval_loss"], rel=1e-6)
+    assert figures["accuracy"] == pytest.approx(results["after"]["accuracy"], abs=1e-9)
+    printed = run_cli("evaluate", out)
+    assert f"accuracy {results['after']['accuracy']:.4f} on" in printed.output
     assert figures["eval_blocks"] == results["data"]["eval_blocks"]
     given = run_cli("evaluate", out, "--config", out / "run_config.yaml", "--json")
     assert given.exit_code == 0 and json.loads(given.stdout)["eval_loss"] == figures["eval_loss"]
@@ -335,7 +363,9 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     train_file = json.loads((tmp_path / "builtin" / "train_results.json").read_text())
     eval_file = json.loads((tmp_path / "builtin" / "eval_results.json").read_text())
     assert train_file["train_loss"] == results["train_loss"] and train_file["epoch"] == results["epoch"]
-    assert eval_file == {key: results[key] for key in ("eval_loss", "perplexity", "eval_samples", "epoch")}
+    assert eval_file == {
+        key: results[key] for key in ("eval_loss", "perplexity", "eval_accuracy", "eval_samples", "epoch")
+    }
 
 
 @pytest.fixture(scope="module")

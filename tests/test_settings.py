@@ -91,6 +91,8 @@ def test_one_option_given_twice_with_other_values_is_refused():
     assert "--learning_rate and --learning-rate set the same setting to '1' and '2e-4'" in refused.output
     same = CliRunner().invoke(cli, ["train", "--seed", "3", "--seed=3"])
     assert same.exit_code == 0 and asked[0][0].train.seed == 3
+    later = CliRunner().invoke(cli, ["train", "--seed", "3", "--seed", "5"])  # one spelling: the last wins
+    assert later.exit_code == 0 and asked[1][0].train.seed == 5
 
 
 def test_a_lock_naming_a_live_process_says_how_to_tell_and_what_to_remove(tiny_roberta, eli5_jsonl, tmp_path):

@@ -90,6 +90,9 @@ def test_evaluate_gives_the_same_figure_in_both_frameworks(trained, eli5_jsonl):
     tf_loss, pt_loss = json.loads(keras.stdout)["eval_loss"], json.loads(pytorch.output)["eval_loss"]
     assert tf_loss == pytest.approx(results["after"]["eval_loss"], rel=1e-5), "the run's own figure"
     assert pt_loss == pytest.approx(tf_loss, rel=1e-5), "the same figure in PyTorch, from pytorch_model.bin"
+    tf_accuracy, pt_accuracy = json.loads(keras.stdout)["accuracy"], json.loads(pytorch.output)["accuracy"]
+    assert tf_accuracy == pytest.approx(results["after"]["accuracy"], abs=1e-9) and 0 < tf_accuracy <= 1
+    assert pt_accuracy == pytest.approx(tf_accuracy, abs=1e-3), "the same argmax, but for near ties"
 
 
 def test_tf_and_pytorch_give_the_same_top_k(trained):

@@ -75,7 +75,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
         net = TFAutoModelForMaskedLM.from_pretrained(model)
-        evals[policy] = make_evaluator(net, data_.eval_inputs, 32)()
+        evals[policy] = make_evaluator(net, data_.eval_inputs, 32)().loss
     # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
     # represent exactly (2,048 and 256) must still pick the right logits.
     from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlm_toolkit.run import evaluation
-from mlm_toolkit.run.metrics import TokenWeightedMean
+from mlm_toolkit.run.metrics import EvalScore, TokenWeightedMean
 from tf_mlm.compat import load_masked_lm
 from tf_mlm.heads import masked_token_loss_sum
 
@@ -20,18 +20,18 @@ def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
         reduce_retracing=True,
     )
 
-    def evaluate() -> float:
+    def evaluate() -> EvalScore:
         mean = TokenWeightedMean()
         for start in range(0, len(eval_inputs["input_ids"]), batch_size):
             batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
-            total, count = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
-            mean.add(float(total) / max(float(count), 1.0), int(count))
-        return mean.mean
+            total, count, right = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+            mean.add(float(total) / max(float(count), 1.0), int(count), int(right))
+        return mean.score
 
     return evaluate
 
 
-def score(resolved, tokenizer, data, batch_size: int) -> float:
+def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
     return make_evaluator(load_masked_lm(resolved), data.eval_inputs, batch_size)()
 

@@ -37,8 +37,9 @@ def masked_token_loss_sum(
     sparse: bool = True,
     attention_mask=None,
 ):
-    """(sum of cross-entropy over masked tokens, their count), in float32 whatever the policy. Grouped
-    blocks come without `attention_mask` (they are full); padded examples (--line-by-line) with one."""
+    """(sum of cross-entropy over masked tokens, their count, how many of them the most likely token gets
+    right), in float32 whatever the policy. Grouped blocks come without `attention_mask` (they are full);
+    padded examples (--line-by-line) with one."""
     parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "training": training}
@@ -60,7 +61,8 @@ def masked_token_loss_sum(
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.maximum(labels, 0), tf.cast(logits, tf.float32)
     )
-    return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
+    right = tf.cast(tf.argmax(logits, axis=-1, output_type=labels.dtype) == labels, tf.float32)
+    return tf.reduce_sum(losses * weights), tf.reduce_sum(weights), tf.reduce_sum(right * weights)
 
 
 def dense(gradient):
@@ -96,7 +98,7 @@ class MaskedLMTrainer(keras.Model):
         optimizer = self.optimizer
         scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            total, count = masked_token_loss_sum(
+            total, count, _ = masked_token_loss_sum(
                 self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask
             )
             loss = total / tf.maximum(count, 1.0)

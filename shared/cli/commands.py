@@ -179,8 +179,10 @@ def print_summary(results, output_dir: str) -> None:
         return
     before, after, speed = results.before, results.after, results.train_tokens_per_second
     click.echo(
-        f"perplexity before: {before.perplexity:.2f} (eval loss {before.eval_loss:.4f})\n"
-        f"perplexity after:  {after.perplexity:.2f} (eval loss {after.eval_loss:.4f})\n"
+        f"perplexity before: {before.perplexity:.2f} (eval loss {before.eval_loss:.4f}), "
+        f"accuracy {before.accuracy:.4f}\n"
+        f"perplexity after:  {after.perplexity:.2f} (eval loss {after.eval_loss:.4f}), "
+        f"accuracy {after.accuracy:.4f}\n"
         f"{results.optimizer_steps} optimizer steps, {'n/a' if speed is None else format(speed, ',.0f')} "
         f"train tokens/s on {results.device}; saved to {output_dir}"
     )
@@ -299,7 +301,8 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
             click.echo(evaluation_json(result))
         else:
             click.echo(
-                f"perplexity: {result.perplexity:.2f} (eval loss {result.eval_loss:.4f}) on "
+                f"perplexity: {result.perplexity:.2f} (eval loss {result.eval_loss:.4f}), "
+                f"accuracy {result.accuracy:.4f} on "
                 f"{result.eval_blocks} held-out blocks ({result.held_out}) of {result.dataset}"
             )
 

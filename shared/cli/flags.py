@@ -56,8 +56,9 @@ class Option(click.Option):
 
 
 class RefusesRepeats(click.Command):
-    """A command that refuses an option given twice with different values, under two spellings
-    (`--learning_rate 1 --learning-rate 2e-4`) or one, naming both, where click lets the last one win."""
+    """A command that refuses an option given with different values under two spellings
+    (`--learning_rate 1 --learning-rate 2e-4`), naming both, where click lets the last one win silently. One
+    spelling repeated keeps the shell's habit: the last one wins (a script appends its overrides)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         options = [p for p in self.params if isinstance(p, click.Option) and not p.multiple]
@@ -78,7 +79,9 @@ class RefusesRepeats(click.Command):
                 value = str(args[position]) if position < len(args) else None
                 position += 1
             first, before = seen.setdefault(param.name, (name, value))
-            if before != value:
+            if first == name:
+                seen[param.name] = (name, value)
+            elif before != value:
                 raise click.UsageError(
                     f"{first} and {name} set the same setting to {before!r} and {value!r}: give it once"
                 )

@@ -117,6 +117,7 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
     metrics = (
         ("perplexity", "Perplexity", results.after.perplexity),
         ("loss", "Eval loss", results.after.eval_loss),
+        ("accuracy", "Masked-token accuracy", results.after.accuracy),
     )
     card_data = ModelCardData(
         model_name=repo or name,
@@ -145,7 +146,7 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
     before, after = results.before, results.after
     rows = "\n".join(
         f"| {title} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
-        for title, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"))
+        for title, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"), ("accuracy", "accuracy"))
     )
     versions = "\n".join(
         f"- {package} {number}" for package, number in framework_versions(results.framework).items()

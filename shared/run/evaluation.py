@@ -2,7 +2,7 @@
 
 The held-out rows, their blocks and their masks are those a training run with the same data settings and
 seed evaluates on, so `evaluate` on a trained folder gives the run's own figure, and both frameworks give
-the same one. Each framework supplies `score(resolved, tokenizer, data) -> eval loss`.
+the same one. Each framework supplies `score(resolved, tokenizer, data) -> EvalScore` (loss, accuracy).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from mlm_toolkit.config import DataConfig, ModelConfig, check_numbers, check_positive, option
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.run.metrics import perplexity
+from mlm_toolkit.run.metrics import EvalScore, perplexity
 
 log = logging.getLogger("mlm")
 
@@ -55,13 +55,14 @@ class Evaluation:
     eval_masked_tokens: int
     eval_loss: float
     perplexity: float
+    accuracy: float  # of the masked tokens, argmax against the label (run_mlm.py's eval_accuracy)
     config: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) -> Evaluation:
+def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> Evaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
     from mlm_toolkit.data.blocks import prepare_data
     from mlm_toolkit.run.models import load_checked, resolve_model
@@ -74,7 +75,7 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) ->
         data = prepare_stream(config.data, tokenizer, seed)
     else:
         data = prepare_data(config.data, tokenizer, seed, train=False)
-    loss = score(resolved, tokenizer, data, config.settings.eval_batch_size)
+    loss, accuracy = score(resolved, tokenizer, data, config.settings.eval_batch_size)
     summary = data.summary()
     result = Evaluation(
         model=config.model.model,
@@ -85,9 +86,16 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., float]) ->
         eval_masked_tokens=summary["eval_masked_tokens"],
         eval_loss=loss,
         perplexity=perplexity(loss),
+        accuracy=accuracy,
         config={"data": asdict(config.data), "settings": asdict(config.settings)},
     )
-    log.info("%s: eval loss %.4f, perplexity %.2f", config.model.model, loss, result.perplexity)
+    log.info(
+        "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f",
+        config.model.model,
+        loss,
+        result.perplexity,
+        accuracy,
+    )
     return result
 
 

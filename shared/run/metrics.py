@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 def perplexity(loss: float) -> float:
@@ -12,6 +13,14 @@ def perplexity(loss: float) -> float:
         return math.exp(loss)
     except OverflowError:
         return math.inf
+
+
+class EvalScore(NamedTuple):
+    """One evaluation: the token-weighted mean loss, and the share of masked tokens whose most likely token
+    is the right one (run_mlm.py's eval_accuracy)."""
+
+    loss: float
+    accuracy: float
 
 
 @dataclass
@@ -24,14 +33,20 @@ class TokenWeightedMean:
 
     total: float = 0.0
     tokens: int = 0
+    correct: int = 0
 
-    def add(self, mean_loss: float, tokens: int) -> None:
+    def add(self, mean_loss: float, tokens: int, correct: int = 0) -> None:
         self.total += float(mean_loss) * int(tokens)
         self.tokens += int(tokens)
+        self.correct += int(correct)
 
     @property
     def mean(self) -> float:
         return self.total / self.tokens if self.tokens else math.nan
+
+    @property
+    def score(self) -> EvalScore:
+        return EvalScore(self.mean, self.correct / self.tokens if self.tokens else math.nan)
 
 
 @dataclass
@@ -54,8 +69,13 @@ class LossLog:
         self.step_seconds.append(float(seconds))
         self.grad_norms.append(float(grad_norm))
 
-    def log_eval(self, step: int, eval_loss: float) -> dict[str, float]:
-        record = {"step": int(step), "eval_loss": float(eval_loss), "perplexity": perplexity(eval_loss)}
+    def log_eval(self, step: int, eval_loss: float, accuracy: float = math.nan) -> dict[str, float]:
+        record = {
+            "step": int(step),
+            "eval_loss": float(eval_loss),
+            "perplexity": perplexity(eval_loss),
+            "accuracy": float(accuracy),
+        }
         self.evals.append(record)
         return record
 

@@ -26,7 +26,7 @@ TRAINER_SPLITS = {
         "train_steps_per_second",
         "epoch",
     ),
-    "eval": ("eval_loss", "perplexity", "eval_samples", "epoch"),
+    "eval": ("eval_loss", "perplexity", "eval_accuracy", "eval_samples", "epoch"),
 }
 
 
@@ -34,10 +34,13 @@ TRAINER_SPLITS = {
 class Evaluation:
     eval_loss: float
     perplexity: float
+    accuracy: float = math.nan  # of the masked tokens (argmax); nan in results written before it existed
 
     @classmethod
-    def of(cls, eval_loss: float) -> "Evaluation":
-        return cls(eval_loss, perplexity(eval_loss))
+    def of(cls, record: dict[str, float]) -> "Evaluation":
+        """From a loss log's evaluation record."""
+        loss = record["eval_loss"]
+        return cls(loss, perplexity(loss), record.get("accuracy", math.nan))
 
 
 @dataclass
@@ -70,8 +73,8 @@ class Results:
         """Results from the loss log and the framework's own figures."""
         seconds = figures["train_seconds"]
         return cls(
-            before=Evaluation.of(losses.evals[0]["eval_loss"]),
-            after=Evaluation.of(losses.evals[-1]["eval_loss"]),
+            before=Evaluation.of(losses.evals[0]),
+            after=Evaluation.of(losses.evals[-1]),
             train_loss=sum(losses.losses) / len(losses.losses) if losses.losses else math.nan,
             last_train_loss=losses.losses[-1] if losses.losses else math.nan,
             loss_log=losses.to_dict(),
@@ -91,6 +94,7 @@ class Results:
         return {
             "eval_loss": self.after.eval_loss,
             "perplexity": self.after.perplexity,
+            "eval_accuracy": self.after.accuracy,
             "eval_samples": self.data.get("eval_blocks"),
             "train_runtime": seconds,
             "train_samples": self.data.get("train_blocks"),
@@ -104,7 +108,9 @@ class Results:
         saved = json.loads(path.read_text())
         names = {f.name for f in dataclasses.fields(cls)}  # the Trainer's flat keys are derived, not read
         evaluations = {
-            key: Evaluation(*(float(saved[key][f]) for f in ("eval_loss", "perplexity")))
+            key: Evaluation(
+                *(float(saved[key].get(f, "nan")) for f in ("eval_loss", "perplexity", "accuracy"))
+            )
             for key in ("before", "after")
         }  # an overflowed perplexity is stored as "inf"
         return cls(**{**{k: v for k, v in saved.items() if k in names}, **evaluations})

@@ -22,7 +22,7 @@ from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.errors import UsageError, WrongType
 from mlm_toolkit.cli.flags import write_run_config
 from mlm_toolkit.run.identity import check_finished_run, run_identity
-from mlm_toolkit.run.metrics import LossLog
+from mlm_toolkit.run.metrics import EvalScore, LossLog
 from mlm_toolkit.run.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.run.outputs import (
     check_output_dir,
@@ -119,12 +119,23 @@ class Recorder:
             for hook in self.hooks:
                 hook.on_step(step, loss, seconds / len(losses))
 
-    def evaluation(self, step: int, eval_loss: float, when: str) -> dict[str, float]:
-        record = self.losses.log_eval(step, eval_loss)
-        self.track({"eval/loss": eval_loss, "eval/perplexity": record["perplexity"]}, step)
-        log.info("%s: eval loss %.4f, perplexity %.2f", when, eval_loss, record["perplexity"])
+    def evaluation(self, step: int, score: EvalScore, when: str) -> dict[str, float]:
+        record = self.losses.log_eval(step, score.loss, score.accuracy)
+        figures = {
+            "eval/loss": score.loss,
+            "eval/perplexity": record["perplexity"],
+            "eval/accuracy": score.accuracy,
+        }
+        self.track(figures, step)
+        log.info(
+            "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f",
+            when,
+            score.loss,
+            record["perplexity"],
+            score.accuracy,
+        )
         for hook in self.hooks:
-            hook.on_evaluate(step, eval_loss)
+            hook.on_evaluate(step, score.loss)
         return record
 
     @property
@@ -159,8 +170,8 @@ class Backend(Protocol):
     def settings(self) -> dict[str, Any]:
         """This framework's own derived settings (batch layout, kernels), for the log."""
 
-    def evaluate(self) -> float:
-        """Token-weighted mean loss over the frozen eval set."""
+    def evaluate(self) -> EvalScore:
+        """Token-weighted mean loss and accuracy over the frozen eval set."""
 
     def fit(self, recorder: Recorder, out: Path) -> int:
         """Train to the plan's end, checkpointing and evaluating each epoch; return the steps done."""
