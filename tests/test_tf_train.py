@@ -439,6 +439,7 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
             "README.md",
             "all_results.json",
             "config.json",
+            "eval_results.json",
             "loss_curve.png",
             "merges.txt",
             "pytorch_model.bin",
@@ -447,6 +448,7 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
             "tf_model.h5",
             "tokenizer.json",
             "tokenizer_config.json",
+            "train_results.json",
             "vocab.json",
         ]
     )
