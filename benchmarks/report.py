@@ -54,16 +54,21 @@ def write_report(out: Path, report: dict) -> None:
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
         + f", Python {machine['python']}.",
         "",
-        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | first step s "
+        measured_at(machine),
+        "",
+        "| configuration | tokens/s (min-max) | samples/s | step ms | vs reference | vs base | first step s "
         "| peak RSS MiB | peak GPU MiB | MFU | data wait | eval loss after | eval perplexity after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio_vs_reference']:.2f}x {r['reference']}" if r["ratio_vs_reference"] else "reference"
+        vs_base = f"{r['vs_base']:.3f}x" if r.get("vs_base") else "base" if r.get("base") else "-"
         lines.append(
             f"| {r['name']} | {r['tokens_per_s']:,.0f} "
             f"({r['tokens_per_s_min']:,.0f}-{r['tokens_per_s_max']:,.0f}) "
-            f"| {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {r['time_to_first_step_s']:.1f} "
+            f"| {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} "
+            f"| {vs_base} "
+            f"| {r['time_to_first_step_s']:.1f} "
             f"| {r['peak_rss_mib']:,.0f} | {format(r['peak_gpu_mib'], ',.0f') if r['peak_gpu_mib'] else '-'} "
             f"| {format(r['mfu'], '.1%') if r['mfu'] else '-'} "
             f"| {format(r['data_wait_share'], '.1%') if r.get('data_wait_share') is not None else '-'} "
@@ -93,6 +98,20 @@ def write_report(out: Path, report: dict) -> None:
     ]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "throughput.png", rows, machine)
+
+
+def measured_at(machine: dict) -> str:
+    """The provenance line: commit, whether the tree was clean, the CPU and its flags, the base compared."""
+    clean = {True: " (clean tree)", False: " (with uncommitted changes)"}.get(machine.get("tree_clean"), "")
+    flags = ", ".join(machine.get("cpu_flags") or []) or "no flags read"
+    line = (
+        f"Measured at commit {machine.get('commit') or 'unknown'}{clean}; CPU {machine.get('cpu')} ({flags})"
+    )
+    if machine.get("base_commit"):
+        line += (
+            f"; against base commit {machine['base_commit']}, rows `@ {machine['base_commit']}`, interleaved"
+        )
+    return line + "."
 
 
 def plot(path: Path, rows: list[dict], machine: dict) -> None:

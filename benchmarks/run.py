@@ -3,6 +3,7 @@
     python -m benchmarks.run                      # the device it finds: CPU: small model, GPU: DistilRoBERTa
     python -m benchmarks.run --device cpu --repeats 3 --out benchmarks/results/cpu-small
     python -m benchmarks.run --smoke              # two steps of two configurations, to check the harness
+    python -m benchmarks.run --against main --only "pt-mlm fp32"   # this tree against a commit, interleaved
 
 Every configuration trains the same model (built from config), the same blocks of the built-in corpus,
 the same block size and global batch, in its own process, `--repeats` times. Only warm steps (after
@@ -152,6 +153,12 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
     return rows
 
 
+def select(specs: list[dict], only: str) -> list[dict]:
+    """--only: a name given whole selects that configuration alone; a part of names, all it is part of."""
+    parts, names = [part.strip() for part in only.split(",")], {s["name"] for s in specs}
+    return [s for s in specs if any(p == s["name"] or (p not in names and p in s["name"]) for p in parts)]
+
+
 def gpu_name() -> str | None:
     """The first NVIDIA GPU's name, or None (asked of nvidia-smi, so no framework is imported here)."""
     if not shutil.which("nvidia-smi"):
@@ -163,15 +170,66 @@ def gpu_name() -> str | None:
     return lines[0] if lines else None
 
 
-def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: str) -> dict:
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def provenance() -> dict:
+    """What a figure was measured at: the commit, whether the tree held changes, the CPU and its flags."""
+    try:
+        commit, dirty = git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")
+        )
+        flags = sorted({f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f in info.split()})
+    except (OSError, StopIteration):
+        cpu, flags = platform.processor() or None, []
+    return {
+        "commit": commit,
+        "tree_clean": None if dirty is None else not dirty,
+        "cpu": cpu,
+        "cpu_flags": flags,
+    }
+
+
+def checkout(rev: str, scratch: Path) -> tuple[Path, str]:
+    """The tree of commit `rev` in a folder of its own (git archive), importable as it installs: its
+    `shared/` as `mlm_toolkit`. Returns (folder, the commit's short hash)."""
+    try:
+        commit = git("rev-parse", "--short", f"{rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise click.BadParameter(f"{rev!r} is no commit of this repository", param_hint="--against") from None
+    folder = scratch / f"base-{commit}"
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        (partial / ".import").mkdir()
+        (partial / ".import" / "mlm_toolkit").symlink_to(Path("..") / "shared")
+        partial.rename(folder)
+    return folder, commit
+
+
+def run_one(
+    spec: dict, workload: Workload, model: Path, scratch: Path, device: str, tree: Path = ROOT
+) -> dict:
+    """One process of `spec`, with the code of `tree` (this checkout, or a base commit's)."""
     scratch.mkdir(parents=True, exist_ok=True)
     out_file = scratch / f"{abs(hash((spec['name'], time.time())))}.json"
+    # This checkout imports mlm_toolkit through its install; a base tree through its own folder, first.
+    path = [str(tree)] if tree == ROOT else [str(tree / ".import"), str(tree)]
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "MLM_CACHE_DIR": str(scratch / "cache"),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(path),
     }
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -188,7 +246,7 @@ def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: 
         str(out_file),
         str(time.time()),
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
     if done.returncode != 0:
         raise click.ClickException(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
     return json.loads(out_file.read_text())
@@ -236,7 +294,18 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
 @click.option(
     "--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported."
 )
-@click.option("--only", default="", help="Comma-separated substrings of configuration names to run.")
+@click.option(
+    "--only",
+    default="",
+    help="Comma-separated configuration names to run (a name given whole selects that one alone; a part "
+    "of names selects every configuration it is part of).",
+)
+@click.option(
+    "--against",
+    default=None,
+    help="A commit to compare with: each configuration also runs on that commit's code, interleaved with "
+    "this tree's, and each row gets its ratio to the base.",
+)
 @click.option(
     "--emulated-bf16",
     is_flag=True,
@@ -262,6 +331,7 @@ def main(
     smoke,
     out_dir,
     overwrite,
+    against,
 ) -> None:
     """Measure training throughput of each configuration and write a readable report."""
     name = gpu_name()
@@ -273,7 +343,7 @@ def main(
     bf16 = device == "gpu" or cpu_has_bf16() or emulated_bf16
     specs = configurations(device == "gpu", bf16)
     if only:
-        specs = [s for s in specs if any(part.strip() in s["name"] for part in only.split(","))]
+        specs = select(specs, only)
         if not specs:
             raise click.BadParameter("matches no configuration on this device", param_hint="--only")
     if smoke:
@@ -290,14 +360,24 @@ def main(
     scratch = ROOT / "benchmarks" / "scratch"
     model = build_model_folder(size, scratch / f"model-{size}")
 
+    base, base_commit = checkout(against, scratch) if against else (None, None)
     rows, raw = [], {}
     for spec in specs:
-        runs = []
-        for repeat in range(repeats):
+        runs, base_runs = [], []
+        for repeat in range(repeats):  # this tree and the base in turn: both meet the same machine
             click.echo(f"{spec['name']}: run {repeat + 1}/{repeats}", err=True)
             runs.append(run_one(spec, workload, model, scratch, device))
+            if base:
+                base_runs.append(run_one(spec, workload, model, scratch, device, tree=base))
         raw[spec["name"]] = runs
         rows.append(summarise(spec, runs, workload))
+        if base:
+            base_name = f"{spec['name']} @ {base_commit}"
+            raw[base_name] = base_runs
+            base_spec = {**spec, "name": base_name, "reference": None}
+            rows.append({**summarise(base_spec, base_runs, workload), "base": True})
+            rows[-2]["vs_base"] = rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"]
+            click.echo(f"{spec['name']}: {rows[-2]['vs_base']:.3f}x {base_commit}", err=True)
     machine = {
         "date": stamp,
         "device": name or f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
@@ -308,6 +388,8 @@ def main(
         if device == "gpu"
         else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
         "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
+        **provenance(),
+        "base_commit": base_commit,
     }
     report = {"machine": machine, "workload": asdict(workload), "results": rows, "runs": raw}
     write_report(out, report)

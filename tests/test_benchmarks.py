@@ -140,3 +140,48 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
     table = (tmp_path / "results.md").read_text()
     assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
     assert (tmp_path / "data.png").stat().st_size > 1000
+
+
+def test_only_takes_whole_names_alone_and_parts_as_before():
+    from benchmarks.run import configurations, select
+
+    specs = configurations(gpu=False, bf16=False)
+    assert [s["name"] for s in select(specs, "pt-mlm fp32")] == ["pt-mlm fp32"]
+    assert len(select(specs, "pt-mlm fp32,Keras")) == 2
+    assert {s["name"] for s in select(specs, "pt-mlm fp32 ")} == {"pt-mlm fp32"}
+    assert len(select(specs, "pt-mlm")) > 3  # a part of names: every configuration it is part of
+
+
+@pytest.mark.slow
+def test_against_a_commit_runs_both_trees_interleaved_and_gives_each_row_its_ratio(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--only",
+            "pt-mlm fp32",
+            "--against",
+            "HEAD",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    base = head.stdout.strip()
+    assert [r["name"] for r in report["results"]] == ["pt-mlm fp32", f"pt-mlm fp32 @ {base}"]
+    assert report["results"][0]["vs_base"] > 0 and report["machine"]["base_commit"] == base
+    machine = report["machine"]
+    assert machine["commit"] and machine["tree_clean"] in (True, False) and machine["cpu"]
+    table = (tmp_path / "results.md").read_text()
+    assert f"against base commit {base}" in table and "| vs base |" in table
+    assert f"{report['results'][0]['vs_base']:.3f}x" in table
