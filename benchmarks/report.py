@@ -61,7 +61,13 @@ def write_report(out: Path, report: dict) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = f"{r['ratio_vs_reference']:.2f}x {r['reference']}" if r["ratio_vs_reference"] else "reference"
+        ratio = (
+            f"{r['ratio_vs_reference']:.2f}x {r['reference']}"
+            if r["ratio_vs_reference"]
+            else "-"
+            if r.get("base")
+            else "reference"
+        )
         vs_base = f"{r['vs_base']:.3f}x" if r.get("vs_base") else "base" if r.get("base") else "-"
         lines.append(
             f"| {r['name']} | {r['tokens_per_s']:,.0f} "
