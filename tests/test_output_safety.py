@@ -165,3 +165,14 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tiny_roberta, eli5_jsonl, 
     (out / ".lock").write_text(f"{dead.pid}\n")
     result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
     assert result.exit_code == 0, result.output
+
+
+def test_a_validation_file_inside_the_output_folder_is_named_not_lost(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "1")
+    shutil.copy(eli5_jsonl, out / "validation.jsonl")
+    before = digest(out)
+    args = train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir", "--validation-file")
+    result = run_cli(*args, out / "validation.jsonl")
+    assert result.exit_code == 2 and "validation.jsonl" in result.output.strip().splitlines()[-1]
+    assert digest(out) == before
