@@ -12,17 +12,22 @@ from benchmarks.report import train_flops_per_token
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_smoke_run_writes_json_table_and_chart(tmp_path):
+def smoke_report(out, *args: str) -> dict:
+    """A `--smoke` run of the benchmark on the CPU into `out`, and the report it wrote."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--device", "cpu", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--device", "cpu", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "results.json").read_text())
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_table_and_chart(tmp_path):
+    report = smoke_report(tmp_path)
     names = [r["name"] for r in report["results"]]
     assert names == ["Trainer (guide) fp32", "pt-mlm fp32"]
     ours = report["results"][1]
@@ -154,28 +159,7 @@ def test_only_takes_whole_names_alone_and_parts_as_before():
 
 @pytest.mark.slow
 def test_against_a_commit_runs_both_trees_interleaved_and_gives_each_row_its_ratio(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--smoke",
-            "--device",
-            "cpu",
-            "--only",
-            "pt-mlm fp32",
-            "--against",
-            "HEAD",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = smoke_report(tmp_path, "--only", "pt-mlm fp32", "--against", "HEAD")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     base = head.stdout.strip()
     assert [r["name"] for r in report["results"]] == ["pt-mlm fp32", f"pt-mlm fp32 @ {base}"]
