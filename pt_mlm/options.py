@@ -39,12 +39,6 @@ class PTOptions(FrameworkOptions):
     torch_compile: bool = option(
         False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True
     )
-    log_every: int = option(
-        10,
-        "Optimizer steps between reading the loss back from the device; the loop never waits for a GPU "
-        "between.",
-        hf=("logging_steps",),
-    )
     tf_weights: bool = option(
         False,
         "Also write Keras weights (tf_model.h5, converted in a TensorFlow process at the end), so "
@@ -57,6 +51,7 @@ class PTOptions(FrameworkOptions):
 
     def __post_init__(self) -> None:
         check_numbers(self)
+        check_positive(self, "log_every")
         check_positive(self, "gradient_accumulation_steps", "save_total_limit", allow_none=True)
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
@@ -64,8 +59,6 @@ class PTOptions(FrameworkOptions):
             raise UsageError(
                 "fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision"
             )
-        if self.log_every < 1:
-            raise UsageError(f"must be 1 or more, got {self.log_every}", "--log-every")
         if self.loader_workers is None:
             # Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they
             # would take cores from the step itself.

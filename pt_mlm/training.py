@@ -247,7 +247,7 @@ class TorchBackend:
     def fit(self, recorder: Recorder, out: Path) -> int:
         plan, progress = self.plan, self.progress
         self.recorder, self.unread, self.waiting = recorder, UnreadSteps(self, recorder), WaitClock()
-        # A live bar on a terminal; in a log file (not a terminal) about 20 progress lines instead.
+        # A live bar on a terminal; in a log (not a terminal) a line every --log-every steps instead.
         self.bar = tqdm(
             total=plan.total_steps,
             initial=progress.global_step,
@@ -255,8 +255,7 @@ class TorchBackend:
             mininterval=1.0,
             disable=None if self.accelerator.is_local_main_process else True,
         )
-        self.log_interval = max(self.options.log_every, plan.total_steps // 20)
-        self.next_log = progress.global_step + self.log_interval
+        recorder.log_every = self.options.log_every if self.bar.disable else 0
         self.net.train()
         try:
             with logging_redirect_tqdm():  # log lines print above the bar, not glued onto it
@@ -266,7 +265,8 @@ class TorchBackend:
                     self.train_epoch(epoch)
                     # ---- end of epoch: evaluate, checkpoint
                     self.show(self.unread.read(progress.global_step))  # before the evaluation: not training
-                    self.evaluation(f"epoch {epoch + 1}" if not self.source.streaming else "end")
+                    streaming = self.source.streaming
+                    self.evaluation("end" if streaming else plan.epoch_at(progress.global_step))
                     if not self.source.streaming and (
                         progress.global_step < plan.total_steps
                         or progress.batches_done_in_epoch >= plan.batches_per_epoch
@@ -372,22 +372,11 @@ class TorchBackend:
         )
 
     def show(self, losses: list[float]) -> None:
-        """The latest step's figures on the bar, or in the log when there is no live bar."""
-        if not losses:
-            return
-        bar, figures, step = self.bar, self.recorder.losses, self.recorder.losses.steps[-1]
-        speed = f"{self.recorder.tokens_per_second:,.0f}"
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{figures.grad_norms[-1]:.2f}", tok_s=speed)
-        if bar.disable and step >= self.next_log and self.accelerator.is_local_main_process:
-            log.info(
-                "step %d/%d: loss %.4f, grad norm %.2f, %s tokens/s",
-                step,
-                self.plan.total_steps,
-                losses[-1],
-                figures.grad_norms[-1],
-                speed,
-            )
-            self.next_log = step + self.log_interval
+        """The latest step's figures on the live bar (in a log, the recorder prints them)."""
+        if losses:
+            speed = f"{self.recorder.tokens_per_second:,.0f}"
+            grad_norm = self.recorder.losses.grad_norms[-1]
+            self.bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{grad_norm:.2f}", tok_s=speed)
 
     def checkpoint(self) -> Path:
         self.unread.read(self.progress.global_step)
@@ -417,9 +406,6 @@ class TorchBackend:
     def save(self, folder: Path) -> None:
         self.save_for_hub(folder)
         if self.options.tf_weights:
-            log.info(
-                "--tf-weights: converting the model to Keras weights (tf_model.h5) in a TensorFlow process"
-            )
             add_weights_for_other_framework(folder, have="pt")
 
     def finish(self, out: Path, completed: bool) -> None:

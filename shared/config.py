@@ -125,6 +125,12 @@ class FrameworkOptions:
     sparse_head: bool = option(
         True, "Project only masked positions onto the vocabulary (same loss, less compute).", switch=True
     )
+    log_every: int = option(
+        10,
+        "Optimizer steps between progress lines in a log (a terminal shows a live bar); PyTorch reads the "
+        "loss back from the device only this often, so the loop never waits for a GPU between.",
+        hf=("logging_steps",),
+    )
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pt_helpers import (
     newest_step,
     pt_train_command,
     load_state,
+    run_child,
     run_cli,
     train_tiny,
 )
@@ -45,6 +46,20 @@ def test_eval_loss_falls_and_the_run_describes_itself(trained):
     assert "perplexity" in (out / "README.md").read_text()
     assert list((out / "runs").rglob("events.out.tfevents*")), "tensorboard logs were asked for"
     assert newest_step(out) == 2 * per_epoch
+
+
+def test_a_log_gets_a_progress_line_every_log_every_steps_with_the_eta(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"  # a child's output is a pipe, as a log file or CI is: no live bar
+    run = run_child(*pt_train_command(tiny_roberta, eli5_jsonl, out), "--max-steps", "20", "--log-every", "7")
+    assert run.exit_code == 0, run.output
+    per_epoch = json.loads((out / "all_results.json").read_text())["steps_per_epoch"]
+    assert per_epoch > 20
+    progress = [line for line in run.output.splitlines() if " step " in line and " ETA " in line]
+    assert [int(line.split(" step ")[1].split("/")[0]) for line in progress] == [1, 7, 14]
+    assert f"step 7/20 (epoch {round(7 / per_epoch, 2):g}): loss" in progress[1]
+    assert f"epoch {round(20 / per_epoch, 2):g}: eval loss" in run.output  # not "epoch 1" after 20 steps
+    for stage in ("saving the model and tokenizer", "writing the model card"):
+        assert stage in run.output
 
 
 def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_jsonl, tmp_path):

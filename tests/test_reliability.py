@@ -188,7 +188,7 @@ def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, no
             2,
             "--mixed-precision: fp16 needs a CUDA GPU",
         ),
-        ("zero log interval", train(*m, *d, "--log-every", "0"), 2, "--log-every: must be 1 or more"),
+        ("zero log interval", train(*m, *d, "--log-every", "0"), 2, "--log-every: must be a positive number"),
         (
             "negative loader workers",
             train(*m, *d, "--loader-workers", "-1"),
@@ -263,6 +263,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, tmp_path):
     common = [*TINY_ARGS, "--num-epochs", "1"]
+    warned = ["--validation-file", str(eli5_jsonl)]  # every process finds it: the warning, once
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU: gloo.
     launch = [
@@ -285,11 +286,15 @@ def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, 
         *common,
         "--per-device-batch-size",
         "4",
+        *warned,
     ]
     done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    logged = [line for line in done.stderr.splitlines() if line[:2].isdigit() and " mlm" in line]
+    assert logged and len(logged) == len(set(logged)), "each message once, the warning included"
+    assert sum("is the training file" in line for line in logged) == 1
     two = json.loads((tmp_path / "two" / "all_results.json").read_text())
-    one = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "one", "--num-epochs", "1")  # 1 process x 8
+    one = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "one", "--num-epochs", "1", *warned)  # 1 x 8
     assert two["num_processes"] == 2 and two["global_batch"] == one["global_batch"] == 8
     assert two["optimizer_steps"] == one["optimizer_steps"]
     assert two["before"]["eval_loss"] == pytest.approx(one["before"]["eval_loss"], rel=1e-5)

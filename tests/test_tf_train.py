@@ -47,10 +47,12 @@ def tf_mlm(*args) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("tf-run") / "out"
-    done = tf_mlm(
+    done = tf_mlm(  # the second epoch cut short: the progress it prints is tested too
         *train_command(tiny_roberta, eli5_jsonl, out),
         "--num-epochs",
-        "2",
+        "1.5",
+        "--log-every",
+        "4",
         "--jit-compile",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,10 +62,24 @@ def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
 def test_cli_run_lowers_eval_loss_and_saves_for_both_frameworks(trained):
     out, results, _ = trained
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
-    assert results["optimizer_steps"] == 2 * (results["data"]["train_blocks"] // 8)  # whole batches only
+    per_epoch = results["data"]["train_blocks"] // 8  # whole batches only
+    assert results["optimizer_steps"] == -(-3 * per_epoch // 2)
     for name in ("tf_model.h5", "pytorch_model.bin", "tokenizer.json", "README.md", "loss_curve.png"):
         assert (out / name).is_file(), name
     assert not (out / "backup").exists(), "a finished fit leaves no backup behind"
+
+
+def test_a_log_shows_progress_every_log_every_steps_and_the_epoch_cut_short(trained):
+    _, results, output = trained
+    steps, per_epoch = results["optimizer_steps"], results["steps_per_epoch"]
+    progress = [line for line in output.splitlines() if " step " in line and " ETA " in line]
+    assert [int(line.split(" step ")[1].split("/")[0]) for line in progress] == [1, *range(4, steps + 1, 4)]
+    assert f"step 4/{steps} (epoch {round(4 / per_epoch, 2):g}): loss" in progress[1]
+    cut = steps - per_epoch  # the second epoch's steps: Keras' line counts them, not the full epoch's
+    assert f"\n{per_epoch}/{per_epoch} - " in output and f"\n{cut}/{cut} - " in output
+    assert "epoch 1: eval loss" in output and f"epoch {round(steps / per_epoch, 2):g}: eval loss" in output
+    for stage in ("saving the model and tokenizer", "weights to pytorch_model.bin", "writing the model card"):
+        assert stage in output
 
 
 def test_tensorflows_start_up_noise_does_not_reach_the_user(trained):

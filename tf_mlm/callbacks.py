@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 
 from mlm_toolkit.run.metrics import LossLog
@@ -60,7 +59,7 @@ class RunMonitor(keras.callbacks.Callback):
         if self.params.get("verbose") == 1:  # the live bar has no newline yet: the log starts below it
             sys.stdout.write("\n")
         step = int(self.model.optimizer.iterations.numpy())
-        record = self.evaluation(step, f"epoch {epoch + 1}")
+        record = self.evaluation(step, self.plan.epoch_at(step))
         if logs is not None:  # shown by the progress bar, after this callback
             logs.update({"eval_loss": record["eval_loss"], "perplexity": record["perplexity"]})
 
@@ -73,21 +72,20 @@ class RunMonitor(keras.callbacks.Callback):
 
 
 class StepProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, showing each step's own loss (not the epoch's running mean) and, when
-    --max-steps ends an epoch early, the steps that ran (not a full `12/12`)."""
+    """Keras' progress bar, showing each step's own loss (not the epoch's running mean), its total the
+    steps this epoch runs: an epoch cut short by --max-steps reads `4/4`, not `4/12`."""
 
-    def __init__(self) -> None:
+    def __init__(self, total_steps: int) -> None:
         super().__init__(count_mode="steps", stateful_metrics=["loss", "grad_norm"])
+        self.total_steps = total_steps
 
-    def _finalize_progbar(self, logs, counter):
-        if self.seen and self.target and self.seen < self.target:  # the bar ends where the fit stopped
-            self.progbar.update(
-                self.seen, [(k, np.asarray(v).item()) for k, v in (logs or {}).items()], finalize=True
-            )
-            if self.verbose == 2:  # Keras ends this line only at a full epoch
-                sys.stdout.write("\n")
-        else:
-            super()._finalize_progbar(logs, counter)
+    def set_params(self, params):
+        super().set_params(params)
+        self.steps_per_epoch = params["steps"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.target = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        super().on_epoch_begin(epoch, logs)
 
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):

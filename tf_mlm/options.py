@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mlm_toolkit.config import FrameworkOptions, check_numbers, option, precision_option
+from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option, precision_option
 from mlm_toolkit.errors import UsageError
 
 
@@ -31,8 +31,7 @@ class TFOptions(FrameworkOptions):
 
     def __post_init__(self) -> None:
         check_numbers(self)
-        if self.worker_timeout < 1:
-            raise UsageError(f"must be 1 or more, got {self.worker_timeout}", "--worker-timeout")
+        check_positive(self, "log_every", "worker_timeout")
         if self.strategy == "multi-worker" and self.jit_compile:
             # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
             raise UsageError(

@@ -322,12 +322,14 @@ class KerasBackend:
                     language="en",
                 )
             )
+        live_bar = sys.stdout.isatty()  # in a log, Keras prints a line per epoch and the recorder one per
+        recorder.log_every = 0 if live_bar else self.options.log_every  # --log-every steps
         self.trainee.fit(
             train_set,
             epochs=plan.num_epochs,
             steps_per_epoch=plan.steps_per_epoch,
-            callbacks=[*callbacks, *self.extra_callbacks, StepProgbar()],
-            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[*callbacks, *self.extra_callbacks, StepProgbar(plan.total_steps)],
+            verbose=1 if live_bar else 2,
         )
         steps = int(self.trainee.optimizer.iterations.numpy())
         if recorder.losses.evals[-1]["step"] != steps:  # stopped mid-epoch by --max-steps: the final weights

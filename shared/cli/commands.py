@@ -151,9 +151,11 @@ def is_main_process() -> bool:
 def setup_logging(verbose: bool = False) -> None:
     import logging
 
-    # Under torchrun/accelerate launch the main process speaks for all; the others say only what goes wrong.
+    # Under torchrun/accelerate launch the main process speaks for all, warnings included (each process
+    # would print the same one); the others print only errors, theirs alone.
+    quiet = logging.WARNING if is_main_process() else logging.ERROR
     logging.basicConfig(
-        level=logging.INFO if is_main_process() else logging.WARNING,
+        level=logging.INFO if is_main_process() else logging.ERROR,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -169,7 +171,10 @@ def setup_logging(verbose: bool = False) -> None:
         "h5py",
         "accelerate",
     ):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else quiet)
+    if not is_main_process():  # transformers and datasets log through handlers of their own
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
 def print_summary(results, output_dir: str) -> None:

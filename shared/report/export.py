@@ -51,9 +51,10 @@ def add_weights_for_other_framework(folder: Path, have: str) -> bool:
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     code = _TO_TF if have == "pt" else _TO_PT
+    weights, other = (TF_WEIGHTS, "TensorFlow") if have == "pt" else (PT_WEIGHTS, "PyTorch")
+    log.info("converting the weights to %s (%s) in a %s process", weights, other, other)
     done = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        other = "TensorFlow" if have == "pt" else "PyTorch"
         log.warning("could not add %s weights: %s", other, (done.stderr.strip().splitlines() or ["?"])[-1])
         return False
     return True

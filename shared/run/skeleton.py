@@ -10,6 +10,7 @@ evaluation, checkpoints, saving); `train` below is the run a reader sees once.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,10 @@ class StepPlan:
             train.warmup_steps or math.ceil(train.warmup_ratio * total_steps),
         )
 
+    def epoch_at(self, step: int) -> str:
+        """`epoch 0.31` after 4 of 13 steps, `epoch 2` at the second epoch's end."""
+        return f"epoch {round(step / self.steps_per_epoch, 2):g}"
+
 
 def tracked_config(identity: dict[str, Any], plan: StepPlan) -> dict[str, Any]:
     """What the trackers record of a run: its identity and step count, with no None (TensorBoard's
@@ -98,8 +103,11 @@ class Recorder:
     losses: LossLog
     hooks: list[RunHooks] = field(default_factory=list)
     track: Callable[[dict[str, float], int], None] = lambda values, step: None
+    plan: StepPlan | None = None
+    log_every: int = 0  # a progress line every N steps; set by a fit with no live bar (a log, not a terminal)
     train_seconds: float = 0.0
     train_tokens: int = 0
+    steps_timed: int = 0
     data_wait_seconds: float | None = None
 
     def steps(
@@ -118,6 +126,24 @@ class Recorder:
             self.track({"train/loss": loss, "train/grad_norm": grad_norm, "train/learning_rate": rate}, step)
             for hook in self.hooks:
                 hook.on_step(step, loss, seconds / len(losses))
+        self.steps_timed += len(losses)
+        last, every = first_step + len(losses) - 1, self.log_every
+        if every and (first_step == 1 or last // every > (first_step - 1) // every):  # step 1, or passed N
+            self.progress_line(last, losses[-1], grad_norms[-1])
+
+    def progress_line(self, step: int, loss: float, grad_norm: float) -> None:
+        total = self.plan.total_steps
+        eta = (total - step) * self.train_seconds / self.steps_timed
+        log.info(
+            "step %d/%d (%s): loss %.4f, grad norm %.2f, %s tokens/s, ETA %s",
+            step,
+            total,
+            self.plan.epoch_at(step),
+            loss,
+            grad_norm,
+            f"{self.tokens_per_second:,.0f}",
+            datetime.timedelta(seconds=round(eta)),
+        )
 
     def evaluation(self, step: int, score: EvalScore, when: str) -> dict[str, float]:
         record = self.losses.log_eval(step, score.loss, score.accuracy)
@@ -238,7 +264,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
                 backend.device,
                 ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
             )
-            recorder = Recorder(losses, list(hooks or []), backend.track)
+            recorder = Recorder(losses, list(hooks or []), backend.track, plan)
             if backend.is_main:  # set up: the run describes itself, and --config repeats it
                 write_run_config(out, run.flat(backend.options), run.config_format)
 
@@ -269,8 +295,10 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
                 data_wait_seconds=recorder.data_wait_seconds,
             )
             backend.barrier()
-            if backend.is_main:
+            if backend.is_main:  # each stage says what it does: a big model's save takes a while
+                log.info("saving the model and tokenizer to %s", out)
                 save_model_atomically(out, backend.save, backend.saved_bytes)
+                log.info("writing the model card, loss curve and metrics (all_results.json)")
                 write_run_report(out, results, backend.short, resolved.location)
                 log.info(
                     "after training: eval loss %.4f, perplexity %.2f; saved to %s",
@@ -279,6 +307,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
                     out,
                 )
                 if backend.pushes is not None:
+                    log.info("pushing %s to the Hub repository %s", out, run.hub.hub_model_id)
                     message = f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}"
                     backend.pushes.push_folder(out, message)
             completed = True
