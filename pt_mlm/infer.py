@@ -29,12 +29,16 @@ class MaskFiller(MaskFillerBase):
 
     @torch.no_grad()
     def _top_k(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         ids = torch.from_numpy(input_ids).to(self.device)
         logits = self.model(
             input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)
         ).logits
         mask_logits = logits[ids == self.tokenizer.mask_token_id].float()  # (masks, vocab), row-major order
-        top = torch.topk(mask_logits.softmax(dim=-1), k, dim=-1)
-        return top.values.cpu().numpy(), top.indices.cpu().numpy()
+        probs = mask_logits.softmax(dim=-1)
+        if candidates is not None:
+            probs = probs[:, torch.from_numpy(candidates).to(self.device)]
+        top = torch.topk(probs, k, dim=-1)
+        tokens = top.indices.cpu().numpy()
+        return top.values.cpu().numpy(), tokens if candidates is None else candidates[tokens]

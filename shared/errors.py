@@ -18,7 +18,7 @@ class UsageError(MLMError, ValueError):
     exit_code = 2
 
     def __init__(self, message: str, flag: str | None = None):
-        self.flag = flag
+        self.flag, self.detail = flag, message
         super().__init__(f"{flag}: {message}" if flag else message)
 
 

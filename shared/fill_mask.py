@@ -23,6 +23,13 @@ _MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
 Prediction = dict[str, Any]
 
 
+def check_strings(value: Any, argument: str) -> None:
+    if not isinstance(value, str) and not (
+        isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    ):
+        raise WrongType(f"must be a str or a list of str, got {value!r}", argument)
+
+
 class MaskFillerBase:
     """Fill `<mask>` or `[MASK]` in one text or a batch; returns what the fill-mask pipeline returns.
 
@@ -34,38 +41,62 @@ class MaskFillerBase:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def _top_k(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, token ids), each (masks in the batch, k), in row-major mask order."""
+        """(probabilities, token ids), each (masks in the batch, k), in row-major mask order; with
+        `candidates`, the k most likely of those token ids only (probabilities still over the vocabulary)."""
         raise NotImplementedError
 
     def normalise(self, text: str) -> str:
-        if not isinstance(text, str):
-            raise UsageError(f"expected text, got {type(text).__name__}", "TEXT")
         normalised = _MASK_SPELLINGS.sub(self.tokenizer.mask_token, text)
         if self.tokenizer.mask_token not in normalised:
-            raise UsageError(f"no mask in {text!r}; write <mask> or [MASK] where a word is missing", "TEXT")
+            raise UsageError(f"no mask in {text!r}; write <mask> or [MASK] where a word is missing", "texts")
         return normalised
 
-    def __call__(self, texts: str | Sequence[str], top_k: int = 5) -> list:
+    def target_ids(self, targets: str | Sequence[str]) -> np.ndarray:
+        """The pipeline's `targets`: each a vocabulary entry, else its first token (with a warning)."""
+        vocab, ids = self.tokenizer.get_vocab(), []
+        for target in [targets] if isinstance(targets, str) else targets:
+            token = vocab.get(target)
+            if token is None:
+                pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+                if not pieces:
+                    log.warning("target %r has no token in the model's vocabulary; left out", target)
+                    continue
+                token = pieces[0]
+                log.warning(
+                    "target %r is not one token; using its first, %r",
+                    target,
+                    self.tokenizer.convert_ids_to_tokens(token),
+                )
+            ids.append(token)
+        if not ids:
+            raise UsageError(f"none of {targets!r} is in the model's vocabulary", "targets")
+        return np.array(sorted(set(ids)))
+
+    def __call__(
+        self, texts: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None
+    ) -> list:
+        """`targets`, as the fill-mask pipeline's: rank only these words (top_k at most their number)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int):
-            raise WrongType(f"top_k must be an int, got {top_k!r}", "--top-k")
-        if not isinstance(texts, str) and not (
-            isinstance(texts, (list, tuple)) and all(isinstance(text, str) for text in texts)
-        ):
-            raise WrongType(f"texts must be a str or a list of str, got {texts!r}", "TEXT")
+            raise WrongType(f"must be an int, got {top_k!r}", "top_k")
+        check_strings(texts, "texts")
+        if targets is not None:
+            check_strings(targets, "targets")
         if top_k < 1:
-            raise UsageError(f"must be at least 1, got {top_k}", "--top-k")
+            raise UsageError(f"must be at least 1, got {top_k}", "top_k")
         single = isinstance(texts, str)
         batch = [self.normalise(t) for t in ([texts] if single else texts)]
         if not batch:
-            raise UsageError("no texts given", "TEXT")
+            raise UsageError("no texts given", "texts")
+        candidates = None if targets is None else self.target_ids(targets)
         rows = [self._fit(self.tokenizer(text)["input_ids"], n) for n, text in enumerate(batch)]
         width = max(map(len, rows))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = np.array([row + [pad] * (width - len(row)) for row in rows], dtype=np.int64)
         attention = np.array([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=np.int64)
-        probs, tokens = self._top_k(ids, attention, min(top_k, len(self.tokenizer)))
+        choices = len(self.tokenizer) if candidates is None else len(candidates)
+        probs, tokens = self._top_k(ids, attention, min(top_k, choices), candidates)
         rows, cols = np.nonzero(ids == self.tokenizer.mask_token_id)
         results: list[list[list[Prediction]]] = [[] for _ in batch]
         for n, (row, col) in enumerate(zip(rows, cols, strict=True)):
@@ -89,7 +120,7 @@ class MaskFillerBase:
             raise UsageError(
                 f"text {n + 1} has masks {masks[-1] - masks[0] + 1} tokens apart, more than the "
                 f"model's {self.max_length} positions hold; split it into shorter texts",
-                "TEXT",
+                "texts",
             )
         start = min(max(1, masks[0] - (inner - (masks[-1] - masks[0] + 1)) // 2), len(ids) - 1 - inner)
         log.warning(

@@ -159,6 +159,13 @@ def test_mask_filler_top_k_matches_the_pipeline(trained):
         np.testing.assert_allclose([p["score"] for p in ours], [p["score"] for p in theirs], rtol=1e-4)
     several = filler(["the <mask> sees <mask> ball.", "my friend <mask> a book"], top_k=2)
     assert len(several) == 2 and len(several[0]) == 2 and len(several[1]) == 2
+    # The pipeline's targets: vocabulary entries as they are, other words by their first token.
+    targets = ["Ġthe", "Ġthen", "Ġhappy", "zebra"]
+    for top_k in (2, 10):
+        ours = filler("the cat sees <mask>.", top_k=top_k, targets=targets)
+        theirs = fill("the cat sees <mask>.", top_k=top_k, targets=targets)
+        assert [p["token"] for p in ours] == [p["token"] for p in theirs] and len(ours) == min(top_k, 4)
+        np.testing.assert_allclose([p["score"] for p in ours], [p["score"] for p in theirs], rtol=1e-4)
 
 
 def test_fill_mask_cli_prints_a_table_and_json(trained):
@@ -167,6 +174,12 @@ def test_fill_mask_cli_prints_a_table_and_json(trained):
     assert table.exit_code == 0 and "rank" in table.output and len(table.output.strip().splitlines()) == 5
     as_json = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "2", "--json")
     assert len(json.loads(as_json.output)[0]["masks"][0]) == 2
+    targeted = run_cli(
+        "fill-mask", out, "the cat sees <mask>.", "--target", "Ġthe", "--target", "Ġhappy", "--json"
+    )
+    assert {p["token_str"] for p in json.loads(targeted.output)[0]["masks"][0]} == {"the", "happy"}
+    wrong = run_cli("fill-mask", out, "the cat sees <mask>.", "--top-k", "0")
+    assert wrong.exit_code == 2 and "--top-k: must be at least 1" in wrong.output
 
 
 def test_fill_mask_json_is_one_valid_document_for_any_number_of_texts(trained):

@@ -138,10 +138,17 @@ def test_mask_filler_refuses_wrong_types(finished_run):
     import pt_mlm
 
     fill = pt_mlm.MaskFiller(str(finished_run))
-    with pytest.raises(TypeError, match="texts must be a str or a list of str, got 123"):
+    # Errors name the Python argument the caller wrote, not the CLI's flag.
+    with pytest.raises(TypeError, match="^texts: must be a str or a list of str, got 123"):
         fill(123)
-    with pytest.raises(TypeError, match="top_k must be an int, got 2.5"):
+    with pytest.raises(TypeError, match="^top_k: must be an int, got 2.5"):
         fill("the cat <mask> the ball.", top_k=2.5)
+    with pytest.raises(TypeError, match="^targets: must be a str or a list of str, got 5"):
+        fill("the cat <mask> the ball.", targets=5)
+    with pytest.raises(ValueError, match="^texts: no mask in 'no mask'"):
+        fill("no mask")
+    with pytest.raises(ValueError, match="^top_k: must be at least 1"):
+        fill("the cat <mask> the ball.", top_k=0)
 
 
 # Keys of a config file with values of every kind, right and wrong, and flags under two spellings.

@@ -121,6 +121,11 @@ def test_tf_and_pytorch_give_the_same_top_k(trained):
     tf_top = [[p["token"] for p in item["masks"][0]] for item in json.loads(done.stdout)]
     fill = pipeline("fill-mask", model=str(out), device="cpu")  # PyTorch, from pytorch_model.bin
     assert tf_top == [[p["token"] for p in fill(t, top_k=5)] for t in texts]
+    targets = ["Ġthe", "Ġthen", "Ġhappy", "zebra"]
+    done = tf_mlm("fill-mask", out, texts[0], *(f"--target={t}" for t in targets), "--top-k", "3", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    tf_top = [p["token"] for p in json.loads(done.stdout)[0]["masks"][0]]
+    assert tf_top == [p["token"] for p in fill(texts[0], top_k=3, targets=targets)]
 
 
 def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(

@@ -23,10 +23,14 @@ class MaskFiller(MaskFillerBase):
         self.model = load_masked_lm(resolved)
 
     def _top_k(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits
         mask_positions = tf.where(input_ids == self.tokenizer.mask_token_id)  # (masks, 2), row-major order
         mask_logits = tf.cast(tf.gather_nd(logits, mask_positions), tf.float32)
-        top = tf.math.top_k(tf.nn.softmax(mask_logits, axis=-1), k=k)
-        return top.values.numpy(), top.indices.numpy()
+        probs = tf.nn.softmax(mask_logits, axis=-1)
+        if candidates is not None:
+            probs = tf.gather(probs, candidates, axis=-1)
+        top = tf.math.top_k(probs, k=k)
+        tokens = top.indices.numpy()
+        return top.values.numpy(), tokens if candidates is None else candidates[tokens]

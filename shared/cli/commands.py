@@ -208,13 +208,19 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     )
     @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
     @click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        help="Rank only this word (the pipeline's targets); repeat it for several.",
+    )
+    @click.option(
         "--json",
         "as_json",
         is_flag=True,
         help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.',
     )
     @reports_errors
-    def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, as_json: bool) -> None:
+    def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, targets, as_json: bool) -> None:
         """Fill <mask> (or [MASK]) in each TEXT with MODEL (a trained folder, built-in or Hub id)."""
         from mlm_toolkit.fill_mask import format_predictions, predictions_as_json
 
@@ -230,7 +236,12 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
         if not texts:
             raise UsageError("give the texts to fill as arguments or with --file", "TEXT")
         filler = load_filler(model)
-        results = list(zip(texts, filler(list(texts), top_k=top_k), strict=True))
+        try:
+            filled = filler(list(texts), top_k=top_k, targets=list(targets) or None)
+        except UsageError as error:  # the filler names its Python arguments; here they are flags
+            flag = {"texts": "TEXT", "top_k": "--top-k", "targets": "--target"}.get(error.flag, error.flag)
+            raise UsageError(error.detail, flag) from None
+        results = list(zip(texts, filled, strict=True))
         if as_json:
             click.echo(predictions_as_json(results))
             return
