@@ -12,12 +12,11 @@ from click.testing import CliRunner
 
 from mlm_toolkit.cli.commands import make_cli
 from pt_helpers import run_cli
+from test_cli_fuzz import fake_results  # at import: a module with @given tests, never inside one
 
 
 def recording_cli(framework: str = "pt"):
     """The real CLI of a framework, with training replaced by a recorder of what it was asked to do."""
-    from test_cli_fuzz import fake_results
-
     if framework == "pt":
         from pt_mlm.options import PTOptions as Options
     else:

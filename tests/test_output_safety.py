@@ -157,14 +157,16 @@ def test_a_second_run_on_the_same_folder_refuses_naming_the_first(tiny_roberta, 
     assert (out / "all_results.json").is_file() and not (out / ".lock").exists()
 
 
-def test_a_stale_lock_from_a_killed_run_is_taken_over(tiny_roberta, eli5_jsonl, tmp_path):
+def test_a_lock_file_no_live_run_holds_never_refuses(tiny_roberta, eli5_jsonl, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / ".lock").write_text(f"{dead.pid}\n")
-    result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
-    assert result.exit_code == 0, result.output
+    for name, pid in (("killed", dead.pid), ("init", 1)):  # a killed run's lock; one naming a live PID
+        out = tmp_path / name
+        out.mkdir()
+        (out / ".lock").write_text(f"{pid}\n")
+        result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
+        assert result.exit_code == 0, result.output
+        assert (out / "all_results.json").is_file() and not (out / ".lock").exists()
 
 
 def test_a_validation_file_inside_the_output_folder_is_named_not_lost(tiny_roberta, eli5_jsonl, tmp_path):

@@ -95,18 +95,6 @@ def test_one_option_given_twice_with_other_values_is_refused():
     assert later.exit_code == 0 and asked[1][0].train.seed == 5
 
 
-def test_a_lock_naming_a_live_process_says_how_to_tell_and_what_to_remove(tiny_roberta, eli5_jsonl, tmp_path):
-    from pt_helpers import pt_train_command
-
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / ".lock").write_text("1\n")  # alive, but init: no run of ours
-    refused = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir"))
-    assert refused.exit_code == 2, refused.output
-    assert "another run (PID 1)" in last_line(refused) and "`ps -p 1` tells" in last_line(refused)
-    assert f"remove {str(out / '.lock')!r}" in last_line(refused)
-
-
 def test_evaluate_checks_its_output_file_before_the_work(finished_run, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")

@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from mlm_toolkit.config import choices_of
+from mlm_toolkit.config import choices_of, flag_of
 from mlm_toolkit.errors import MLMError, UsageError
 from mlm_toolkit.cli.flags import (
     Option,
@@ -359,7 +359,8 @@ def make_cli(
         files merge in the order given, a later one's keys over an earlier one's."""
         for path in paths:
             try:
-                ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, classes)}
+                keys = ctx.meta.setdefault("config_keys", {})
+                ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, classes, keys)}
             except MLMError as error:
                 message = str(error).removeprefix("--config: ")
                 raise click.BadParameter(message, param_hint="--config") from None
@@ -385,6 +386,9 @@ def make_cli(
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
         values = apply_trainer_flags(apply_aliases(ctx, values, classes), fields)
+        for name, key in ctx.meta.get("config_keys", {}).items():  # a wrong value names its config key
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP:
+                values.setdefault("_spelled", {}).setdefault(flag_of(name), key)
         with named_as_given(values):
             run = RunConfig(
                 build(DataConfig, values),

@@ -232,8 +232,9 @@ def _names(classes: Iterable[type]) -> dict[str, str]:
     return names
 
 
-def read_config_file(path: str, classes: Iterable[type]) -> dict[str, Any]:
-    """A config file's settings by field name, in the form click's `default_map` takes."""
+def read_config_file(path: str, classes: Iterable[type], keys: dict | None = None) -> dict[str, Any]:
+    """A config file's settings by field name, in the form click's `default_map` takes; `keys` gets
+    each field's key as the file spells it, for errors."""
     import yaml
 
     file = Path(path).expanduser()
@@ -259,6 +260,8 @@ def read_config_file(path: str, classes: Iterable[type]) -> dict[str, Any]:
         if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line
             value = ",".join(map(str, value))
         settings[name] = typed(value, hints.get(name), f"{path!r}: {key}")
+        if keys is not None:
+            keys[name] = f"{key} in {path}"
     return settings
 
 

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from filelock import FileLock, Timeout
+
 from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.errors import RunError, UsageError
 
@@ -68,9 +70,10 @@ def recover_interrupted_overwrite(out: Path) -> None:
 
     out = out.expanduser()
     out = out.resolve() if out.is_symlink() else out
+    if _locked(out):
+        return  # the overwrite is still running; its lock refuses this run
     for aside, pid in _aside_copies(out):
-        if _alive(pid):
-            continue  # that overwrite is still running; its lock in `out` refuses this run
+        (aside / LOCK).unlink(missing_ok=True)  # the previous run as it was
         if out.is_dir() and ((out / RESULTS).is_file() or complete_checkpoints(out)):
             shutil.rmtree(aside)
             log.warning(
@@ -167,46 +170,36 @@ def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
             )
 
 
-def _alive(pid: int) -> bool:
+def busy(out: Path) -> UsageError:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, another user's
-        return True
-    return True
-
-
-def _running_pid(lock: Path) -> int | None:
-    """The PID holding `lock`, if that process is alive (a lock left by a killed run is stale)."""
-    try:
-        pid = int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if _alive(pid) else None
-
-
-def busy(out: Path, pid: int) -> UsageError:
+        holder = f" (PID {int((out / LOCK).read_text())})"
+    except (OSError, ValueError):
+        holder = ""
     return UsageError(
-        f"another run (PID {pid}) is writing to {str(out)!r}; wait for it or choose another folder (if no "
-        f"pt-mlm or tf-mlm run has that PID, `ps -p {pid}` tells, remove {str(out / LOCK)!r})",
+        f"another run{holder} is writing to {str(out)!r}; wait for it to end or choose another folder",
         "--output-dir",
     )
 
 
-def _take_lock(out: Path) -> Path:
-    lock = out / LOCK
+def _take_lock(out: Path) -> FileLock:
+    """`out`'s lock, held until released or this process ends (a killed run leaves no stale lock)."""
+    lock = FileLock(out / LOCK, timeout=0)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        pid = _running_pid(lock)
-        if pid is not None and pid != os.getpid():
-            raise busy(out, pid) from None
-        lock.unlink(missing_ok=True)  # stale: its run is gone
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        lock.acquire()
+    except Timeout:
+        raise busy(out) from None
+    (out / LOCK).write_text(f"{os.getpid()}\n")  # for the message another run prints
     return lock
+
+
+def _locked(out: Path) -> bool:
+    """Whether a live run holds `out`'s lock."""
+    try:
+        if (out / LOCK).is_file():
+            _take_lock(out).release()
+    except UsageError:
+        return True
+    return False
 
 
 @contextlib.contextmanager
@@ -229,8 +222,8 @@ def claimed_output_dir(
     if not is_main:
         yield out
         return
-    if out.is_dir() and (pid := _running_pid(out / LOCK)) is not None and pid != os.getpid():
-        raise busy(out, pid)
+    if out.is_dir() and _locked(out):
+        raise busy(out)
     aside, created = None, not out.exists()
     real = out.resolve() if out.is_symlink() else out  # a link stays a link: the folder it names is replaced
     if out.is_dir() and any(out.iterdir()) and run.train.overwrite_output_dir and not run.train.resume:
@@ -257,8 +250,8 @@ def claimed_output_dir(
     finally:
         if aside:
             shutil.rmtree(aside, ignore_errors=True)
-        if lock.is_file() and _running_pid(lock) == os.getpid():
-            lock.unlink()
+        (out / LOCK).unlink(missing_ok=True)
+        lock.release()
         if created and out.is_dir() and not any(out.iterdir()):  # a run that failed before writing
             out.rmdir()
 
