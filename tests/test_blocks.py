@@ -238,6 +238,14 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request)
     ]
     assert several, "some masked words have several pieces"
     assert 0.7 < (inputs[masked] == tokenizer.mask_token_id).mean() < 0.9  # 80% become the mask token
+    if fixture == "tiny_bert":  # WordPiece: the masks of transformers' own collator, draw for draw
+        from transformers import DataCollatorForWholeWordMask
+
+        theirs = DataCollatorForWholeWordMask(tokenizer, mlm_probability=0.15, return_tensors="np", seed=0)
+        theirs.generator = np.random.default_rng(0)
+        masked_by_them = theirs([{"input_ids": row} for row in ids])
+        np.testing.assert_array_equal(masked_by_them["input_ids"], inputs)
+        np.testing.assert_array_equal(masked_by_them["labels"], labels)
 
 
 def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, caplog):

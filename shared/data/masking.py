@@ -2,12 +2,15 @@
 
 Three ways a block of token ids becomes inputs and labels, the same in both frameworks:
 - the guide's `DataCollatorForLanguageModeling` (15% of tokens, 80% `<mask>`, 10% a random token, 10% kept);
-- `--whole-word-masking`: the same proportions, but a chosen word is masked with all its sub-tokens;
+- `--whole-word-masking`: transformers' `DataCollatorForWholeWordMask`, a chosen word masked with all its
+  sub-tokens, for RoBERTa's leading-space pieces too;
 - `--line-by-line`: examples padded to the block size; the attention mask is taken from the ids before
   masking, and padding is never masked, so it never counts in the loss.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -73,32 +76,40 @@ def word_starts(tokenizer) -> np.ndarray:
 
 
 class WholeWordMasking:
-    """The guide's proportions applied to words: each word is chosen with `mlm_probability`, and a chosen
-    word's tokens all get labels; of those, 80% become `<mask>`, 10% a random token, 10% stay."""
+    """transformers' `DataCollatorForWholeWordMask` (run_mlm_wwm.py's): a word's pieces are masked together,
+    words drawn until 15% of the block's tokens are chosen, then 80% `<mask>`, 10% random, 10% kept. It
+    reads BERT's WordPiece (`##` continues a word) as it is; a tokenizer that marks a word's first piece
+    instead (byte-level BPE `Ġ`, SentencePiece `▁`) is shown its continuing pieces as `##piece` and its
+    special tokens as `[CLS]`, the spellings the collator reads."""
 
     def __init__(self, tokenizer, mlm_probability: float) -> None:
-        self.starts, self.probability = word_starts(tokenizer), mlm_probability
-        self.special = np.zeros(len(tokenizer), dtype=bool)
-        self.special[tokenizer.all_special_ids] = True
-        self.mask_id, self.vocabulary = tokenizer.mask_token_id, len(tokenizer)
+        from transformers import DataCollatorForWholeWordMask
+
+        starts = word_starts(tokenizer)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        if not any(token.startswith("##") for token in tokens):
+            special = set(tokenizer.all_special_ids)
+            tokens = [
+                "[CLS]" if i in special else token if starts[i] else "##" + token
+                for i, token in enumerate(tokens)
+            ]
+        self.tokens = np.array(tokens, dtype=object)
+        with warnings.catch_warnings():  # deprecated for transformers 5, which has no TensorFlow: pinned < 5.
+            # Its successor, DataCollatorForLanguageModeling(whole_word_mask=True), drops the 10% random
+            # and 10% kept tokens, and needs character offsets that blocks no longer have.
+            warnings.simplefilter("ignore", FutureWarning)
+            self.collator = DataCollatorForWholeWordMask(
+                _KnownLength(tokenizer), mlm_probability=mlm_probability, return_tensors="np"
+            )
+        self.collator.seed = 0  # its shuffles draw from the generator given with each call
 
     def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(ids, dtype=np.int64)
-        special = self.special[ids]
-        after_special = np.roll(special, 1, axis=1)
-        after_special[:, 0] = True  # a block starts a word, even one cut off by the block before
-        begins = ~special & (self.starts[ids] | after_special)
-        word = np.cumsum(begins, axis=1) + np.arange(len(ids))[:, None] * (ids.shape[1] + 1)
-        chosen = np.zeros(word.size + len(ids), dtype=bool)
-        chosen[word[begins & (rng.random(ids.shape) < self.probability)]] = True
-        masked = chosen[word] & ~special
-        labels = np.where(masked, ids, IGNORED)
-        inputs = ids.copy()
-        replaced = masked & (rng.random(ids.shape) < 0.8)
-        inputs[replaced] = self.mask_id
-        randomised = masked & ~replaced & (rng.random(ids.shape) < 0.5)
-        inputs[randomised] = rng.integers(self.vocabulary, size=int(randomised.sum()))
-        return inputs, labels
+        ids = np.array(ids, dtype=np.int64)
+        self.collator.generator = rng
+        with warnings.catch_warnings():  # "only suitable for BertTokenizer-like": the pieces are spelled so
+            warnings.simplefilter("ignore", UserWarning)
+            chosen = np.array([self.collator._whole_word_mask(list(self.tokens[row])) for row in ids])
+        return self.collator.numpy_mask_tokens(ids, chosen)
 
 
 class BlockMasker:
