@@ -33,9 +33,12 @@ from pathlib import Path
 
 import click
 
+from benchmarks.data_worker import STREAMED_BLOCKS
+from benchmarks.run import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "benchmarks" / "scratch"
-RECIPES = ("ours", "guide", "stream", "train")  # the jobs, in the order a report lists them
+RECIPES = ("ours", "guide", "stream", "train", "long")  # the jobs, in the order a report lists them
 # Reading a process's proportional set size walks its page tables: about 3 ms for a 1 GB process, so
 # sampling three processes every 50 ms took a fifth of a core from the jobs, and most from those with two
 # workers on two cores (which then looked slower than they are).
@@ -63,6 +66,21 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
                 json.dumps({"q_id": f"q{n}", "title": rng.choice(sentences), "answers": {"text": answers}})
             )
             f.write("\n")
+    partial.replace(path)
+    return path
+
+
+def write_long_row_corpus(path: Path, megabytes: int) -> Path:
+    """A hostile corpus: 19 short rows and one whose single answer is `megabytes` MB of text."""
+    if path.is_file():
+        return path
+    short = write_corpus(SCRATCH / "eli5-19.jsonl", 19).read_text()
+    sentence = "the cat sees a dog because it is happy, then the dog reads a book again. "
+    text = (sentence * (megabytes * 10**6 // len(sentence) + 1))[: megabytes * 10**6]
+    partial = path.with_suffix(".partial")
+    partial.write_text(
+        short + json.dumps({"q_id": "long", "title": "long", "answers": {"text": [text]}}) + "\n"
+    )
     partial.replace(path)
     return path
 
@@ -146,7 +164,14 @@ def jobs(rows: int, workers: list[int], corpus: Path, train_steps: int) -> list[
     for count in workers:
         listed.append({**base, "name": f"ours, {count} worker(s)", "recipe": "ours", "workers": count})
         listed.append({**base, "name": f"guide, {count} worker(s)", "recipe": "guide", "workers": count})
-    listed.append({**base, "name": "ours --streaming", "recipe": "stream", "workers": 1})
+    listed.append(  # the stream is read for a fixed number of blocks: its time does not grow with the corpus
+        {
+            **base,
+            "name": f"ours --streaming, first {STREAMED_BLOCKS:,} blocks",
+            "recipe": "stream",
+            "workers": 1,
+        }
+    )
     if train_steps:
         listed.append({**base, "name": "pt-mlm train", "recipe": "train", "workers": 1, "steps": train_steps})
     return listed
@@ -155,6 +180,8 @@ def jobs(rows: int, workers: list[int], corpus: Path, train_steps: int) -> list[
 def write_report(out: Path, report: dict) -> None:
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     machine, rows = report["machine"], report["results"]
+    long = [r for r in rows if r["recipe"] == "long"]  # one corpus, not a size: a line of its own
+    rows = [r for r in rows if r["recipe"] != "long"]
     lines = [
         f"# Data preparation: {machine['cpu']} ({machine['cores']} cores), {machine['date']}",
         "",
@@ -206,6 +233,13 @@ def write_report(out: Path, report: dict) -> None:
                 f"| {row['rows']:,} | {row['peak_rss_mib']:,.0f} / {row['peak_anon_mib']:,.0f} "
                 f"| {row['training_peak_rss_mib']:,.0f} / {row['training_peak_anon_mib']:,.0f} |"
             )
+    for row in long:
+        lines += [
+            "",
+            f"Hostile input: {row['long_row_mb']} MB in one row (and 19 short rows), prepared by `ours`: "
+            f"{row['seconds']:,.1f} s, peak resident {row['peak_rss_mib']:,.0f} MiB, anonymous "
+            f"{row['peak_anon_mib']:,.0f} MiB, {row['blocks']:,} blocks.",
+        ]
     lines += ["", "![peak memory and preparation time](data.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     plot(out / "data.png", rows)
@@ -252,6 +286,12 @@ def plot(path: Path, rows: list[dict]) -> None:
 @click.option(
     "--merge", is_flag=True, help="Add to the report in --out, replacing its rows of the jobs run again."
 )
+@click.option(
+    "--long-row-mb",
+    default=50,
+    show_default=True,
+    help="Also prepare a corpus with one row this large (0: none).",
+)
 @click.option("--smoke", is_flag=True, help="2,000 rows, one worker, two steps: checks the harness.")
 def main(
     rows: str,
@@ -261,6 +301,7 @@ def main(
     overwrite: bool,
     only: str | None,
     merge: bool,
+    long_row_mb: int,
     smoke: bool,
 ) -> None:
     """Time and measure data preparation at several corpus sizes, ours against the guide's recipe."""
@@ -272,7 +313,7 @@ def main(
             "comma-separated whole numbers, e.g. 10000,100000", param_hint="--rows/--workers"
         ) from error
     if smoke:
-        sizes, counts, train_steps = [2000], [1], 2
+        sizes, counts, train_steps, long_row_mb = [2000], [1], 2, min(long_row_mb, 2)
     folder = Path(out or ROOT / "benchmarks" / "results" / f"{dt.date.today()}-data")
     if (folder / "results.json").exists() and not (overwrite or merge):
         raise click.UsageError(f"{folder} holds a report already; pass --overwrite, --merge or another --out")
@@ -294,7 +335,13 @@ def main(
                 f"({results[-1]['peak_anon_mib']:,.0f} anonymous)",
                 err=True,
             )
+    if long_row_mb and "long" in recipes:
+        corpus = write_long_row_corpus(SCRATCH / f"long-row-{long_row_mb}mb.jsonl", long_row_mb)
+        job = {"rows": 20, "corpus": str(corpus), "name": f"ours, one {long_row_mb} MB row", "recipe": "long"}
+        click.echo(f"{job['name']} ...", err=True)
+        results.append(run_job({**job, "workers": 1, "long_row_mb": long_row_mb}, SCRATCH / "work"))
     machine = {
+        **provenance(),
         "date": str(dt.date.today()),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),

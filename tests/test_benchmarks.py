@@ -118,7 +118,7 @@ def test_a_gpu_report_gives_mfu_against_the_bf16_peak(tmp_path):
 def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_path):
     import os
 
-    from benchmarks.data import tree_memory, write_corpus, write_report
+    from benchmarks.data import tree_memory, write_corpus, write_long_row_corpus, write_report
     from mlm_toolkit.config import DataConfig
     from mlm_toolkit.data.sources import load_splits
 
@@ -141,9 +141,22 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
         {**row, "name": "guide, 1 worker(s)", "recipe": "guide", "tokens_per_s": 3200.0, "cache_mib": 2.0},
     ]
     rows[0]["cache_mib"] = 1.0
+    long = {
+        **row,
+        "rows": 20,
+        "name": "ours, one 2 MB row",
+        "recipe": "long",
+        "long_row_mb": 2,
+        "cache_mib": 1,
+    }
+    rows.append({**long, "tokens_per_s": 1.0})
     write_report(tmp_path, {"machine": {"cpu": "x", "cores": 2, "date": "d", "python": "3"}, "results": rows})
     table = (tmp_path / "results.md").read_text()
     assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
+    assert "Hostile input: 2 MB in one row" in table and "| 20 |" not in table
+    hostile = write_long_row_corpus(tmp_path / "long.jsonl", 2)
+    splits = load_splits(DataConfig(dataset=str(hostile), max_samples=None, test_size=0.05), seed=0)
+    assert max(len(text) for split in (splits.train, splits.held_out) for text in split["text"]) >= 2 * 10**6
     assert (tmp_path / "data.png").stat().st_size > 1000
 
 

@@ -260,3 +260,21 @@ def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, cap
     assert full.eval_blocks > 10 == capped.eval_blocks
     assert capped.summary()["eval_blocks_available"] == full.eval_blocks
     assert f"evaluating the first 10 of {full.eval_blocks} held-out blocks" in caplog.text
+
+
+@pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_bert"])
+def test_a_text_longer_than_a_piece_gives_the_ids_of_the_whole_text(fixture, request, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.data import blocks
+    from tiny_models import tiny_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    long, short = " ".join(tiny_corpus(300)), "the cat sees a dog."
+    whole = tokenizer([long, short], verbose=False)["input_ids"]
+    monkeypatch.setattr(blocks, "PIECE_CHARS", 500)  # about 40 pieces, each cut before a space
+    assert len(list(blocks.pieces(long))) > 30 and "".join(blocks.pieces(long)) == long
+    pieced = blocks.token_ids([long, short], tokenizer)
+    assert [list(ids) for ids in pieced] == whole
+    truncated = blocks.token_ids([long], tokenizer, max_length=32)
+    assert truncated == tokenizer([long], truncation=True, max_length=32, verbose=False)["input_ids"]

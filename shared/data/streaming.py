@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.data.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples
+from mlm_toolkit.data.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples, token_ids
 from mlm_toolkit.config import DataConfig
 from mlm_toolkit.data.sources import (
     VALIDATION,
@@ -61,8 +61,7 @@ class StreamPosition:
 def _token_lists(texts: list[str], tokenizer, config: DataConfig):
     import pyarrow as pa
 
-    truncate = {"truncation": True, "max_length": config.block_size} if config.line_by_line else {}
-    ids = tokenizer(texts, verbose=False, **truncate)["input_ids"]
+    ids = token_ids(texts, tokenizer, config.block_size if config.line_by_line else None)
     return pa.array(ids, type=pa.list_(pa.int32()))
 
 
