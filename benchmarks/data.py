@@ -122,7 +122,7 @@ def run_job(job: dict, work: Path) -> dict:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",  # workers are the only parallelism, in both recipes
         "USE_TF": "0",  # no job needs TensorFlow; transformers would import it with its collators
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),  # the caller's kept
     }
     started = time.perf_counter()
     child = subprocess.Popen(
