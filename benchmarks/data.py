@@ -281,7 +281,9 @@ def plot(path: Path, rows: list[dict]) -> None:
 @click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
 @click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
 @click.option(
-    "--only", default=None, help="Run only these jobs: comma-separated among ours, guide, stream, train."
+    "--only",
+    default=None,
+    help="Run only these jobs: comma-separated among ours, guide, stream, train, long.",
 )
 @click.option(
     "--merge", is_flag=True, help="Add to the report in --out, replacing its rows of the jobs run again."
@@ -321,7 +323,7 @@ def main(
         raise click.UsageError(f"{folder} holds no report to merge into", None)
     recipes = set(only.split(",")) if only else set(RECIPES)
     if not recipes <= set(RECIPES):
-        raise click.BadParameter("comma-separated among ours, guide, stream, train", param_hint="--only")
+        raise click.BadParameter("comma-separated among " + ", ".join(RECIPES), param_hint="--only")
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     for size in sizes:
