@@ -147,17 +147,22 @@ def test_pt_mlm_matches_the_trainer_step_for_step(no_dropout_roberta, eli5_jsonl
         torch.testing.assert_close(weight, reference_state[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_each_micro_batch_of_a_window_draws_its_own_dropout():
-    """The seed of a micro-batch's dropout is a pure function of its place (resume redraws the same), and
-    differs between the micro-batches of one accumulation window and between processes."""
+def test_each_micro_batch_of_a_window_draws_its_own_dropout(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
+    """The loop seeds each micro-batch's dropout from its place (epoch, batch, process): a pure function,
+    so a resumed run redraws the same, different for each micro-batch of a window and each process."""
+    import pt_mlm.training
     from mlm_toolkit.data.masking import micro_batch_seed
 
-    window = [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
-    assert len(set(window)) == 4
-    assert window == [micro_batch_seed(42, 0, batch, 0) for batch in range(4)]
-    assert micro_batch_seed(42, 0, 0, 1) != window[0] and micro_batch_seed(42, 1, 0, 0) != window[0]
-    masks = []
-    for seed in window[:2]:
-        torch.manual_seed(seed)
-        masks.append(torch.nn.functional.dropout(torch.ones(1000), 0.1))
-    assert not torch.equal(*masks)
+    seeds = []
+
+    class Recording(pt_mlm.training.MaskedTokenLoss):
+        def forward(self, *args, **kwargs):
+            if self.training:  # the seed the dropout of this forward draws from
+                seeds.append(torch.initial_seed())
+            return super().forward(*args, **kwargs)
+
+    monkeypatch.setattr(pt_mlm.training, "MaskedTokenLoss", Recording)
+    pt_mlm_run(tiny_roberta, eli5_jsonl, tmp_path / "out", max_steps=3)  # dropout on: 3 steps x 2
+    assert seeds == [micro_batch_seed(42, 0, batch, 0) for batch in range(3 * ACCUMULATION)]
+    assert len(set(seeds)) == len(seeds)
+    assert micro_batch_seed(42, 0, 0, 1) != seeds[0] and micro_batch_seed(42, 1, 0, 0) != seeds[0]
