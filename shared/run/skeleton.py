@@ -229,10 +229,9 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         check_push_possible(run.hub)
     if run.train.resume and (finished := completed_results(check_output_dir(run.train))):
         check_finished_run(finished.config, run, backend.options, run.train.output_dir)
+        steps = finished.optimizer_steps
         log.warning(
-            "%s holds a complete run (%d optimizer steps); nothing to resume",
-            run.train.output_dir,
-            finished.optimizer_steps,
+            "%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir, steps
         )
         return finished  # a finished run is never rewritten
     # Every process checks the folder before the main one creates and locks it.
@@ -240,31 +239,19 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         backend.barrier()  # the main process has created the folder
         completed = False
         try:
-            prepare = prepare_stream if run.data.streaming else prepare_data
-            data = prepare(run.data, tokenizer, run.train.seed)
+            data = (prepare_stream if run.data.streaming else prepare_data)(
+                run.data, tokenizer, run.train.seed
+            )
             # The repository is made now, so a missing permission stops the run before it trains.
             backend.pushes = Pushes(run.hub) if run.hub.push_to_hub and backend.is_main else None
             fresh = backend.load(resolved, tokenizer, data)
             report_fresh_weights(fresh, resolved.name)
-            plan = backend.plan
             identity = run_identity(
                 run, resolved.name, backend.model_config, data, backend.num_processes, backend.options
             )
             losses = backend.resume(out, identity)
-            log.info(
-                "derived: %s train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
-                "global batch %d, %d tokens/step, precision %s, device %s, %s",
-                "streamed" if run.data.streaming else len(data.train_blocks),
-                data.eval_blocks,
-                plan.steps_per_epoch,
-                plan.total_steps,
-                plan.global_batch,
-                plan.global_batch * run.data.block_size,
-                backend.options.mixed_precision,
-                backend.device,
-                ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
-            )
-            recorder = Recorder(losses, list(hooks or []), backend.track, plan)
+            log_derived(run, data, backend)
+            recorder = Recorder(losses, list(hooks or []), backend.track, backend.plan)
             if backend.is_main:  # set up: the run describes itself, and --config repeats it
                 write_run_config(out, run.flat(backend.options), run.config_format)
 
@@ -276,41 +263,66 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             steps_done = backend.fit(recorder, out)
 
             # ---- report (the last evaluation ran at the end of the fit) and save
-            results = Results.of_run(
-                losses,
-                framework=backend.framework,
-                config={**run.to_dict(), backend.short: asdict(backend.options)},
-                data=data.summary(),
-                model=resolved.name,
-                mask_token=tokenizer.mask_token,
-                fresh_weights=fresh,
-                optimizer_steps=steps_done,
-                steps_per_epoch=plan.steps_per_epoch,
-                global_batch=plan.global_batch,
-                precision=backend.options.mixed_precision,
-                device=backend.device,
-                num_processes=backend.num_processes,
-                train_tokens=recorder.train_tokens,
-                train_seconds=recorder.train_seconds,
-                data_wait_seconds=recorder.data_wait_seconds,
-            )
+            results = results_of(run, backend, recorder, data, resolved.name, tokenizer, fresh, steps_done)
             backend.barrier()
-            if backend.is_main:  # each stage says what it does: a big model's save takes a while
-                log.info("saving the model and tokenizer to %s", out)
-                save_model_atomically(out, backend.save, backend.saved_bytes)
-                log.info("writing the model card, loss curve and metrics (all_results.json)")
-                write_run_report(out, results, backend.short, resolved.location)
-                log.info(
-                    "after training: eval loss %.4f, perplexity %.2f; saved to %s",
-                    results.after.eval_loss,
-                    results.after.perplexity,
-                    out,
-                )
-                if backend.pushes is not None:
-                    log.info("pushing %s to the Hub repository %s", out, run.hub.hub_model_id)
-                    message = f"{backend.short}-mlm: perplexity {results.after.perplexity:.2f}"
-                    backend.pushes.push_folder(out, message)
+            if backend.is_main:
+                save_and_publish(out, results, backend, run, resolved.location)
             completed = True
             return results
         finally:
             backend.finish(out, completed)
+
+
+def results_of(run, backend, recorder, data, model, tokenizer, fresh, steps_done) -> Results:
+    return Results.of_run(
+        recorder.losses,
+        framework=backend.framework,
+        config={**run.to_dict(), backend.short: asdict(backend.options)},
+        data=data.summary(),
+        model=model,
+        mask_token=tokenizer.mask_token,
+        fresh_weights=fresh,
+        optimizer_steps=steps_done,
+        steps_per_epoch=backend.plan.steps_per_epoch,
+        global_batch=backend.plan.global_batch,
+        precision=backend.options.mixed_precision,
+        device=backend.device,
+        num_processes=backend.num_processes,
+        train_tokens=recorder.train_tokens,
+        train_seconds=recorder.train_seconds,
+        data_wait_seconds=recorder.data_wait_seconds,
+    )
+
+
+def log_derived(run: RunConfig, data: MLMData, backend: Backend) -> None:
+    """The line that says what the settings came to: blocks, steps, batch, precision, device."""
+    plan = backend.plan
+    log.info(
+        "derived: %s train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
+        "global batch %d, %d tokens/step, precision %s, device %s, %s",
+        "streamed" if run.data.streaming else len(data.train_blocks),
+        data.eval_blocks,
+        plan.steps_per_epoch,
+        plan.total_steps,
+        plan.global_batch,
+        plan.global_batch * run.data.block_size,
+        backend.options.mixed_precision,
+        backend.device,
+        ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
+    )
+
+
+def save_and_publish(out: Path, results: Results, backend: Backend, run: RunConfig, base: str | None) -> None:
+    """The final model, then the report (all_results.json last: the run is complete), then the Hub; each
+    stage says what it does, as a big model's save takes a while."""
+    log.info("saving the model and tokenizer to %s", out)
+    save_model_atomically(out, backend.save, backend.saved_bytes)
+    log.info("writing the model card, loss curve and metrics (all_results.json)")
+    write_run_report(out, results, backend.short, base)
+    after = results.after
+    log.info(
+        "after training: eval loss %.4f, perplexity %.2f; saved to %s", after.eval_loss, after.perplexity, out
+    )
+    if backend.pushes is not None:
+        log.info("pushing %s to the Hub repository %s", out, run.hub.hub_model_id)
+        backend.pushes.push_folder(out, f"{backend.short}-mlm: perplexity {after.perplexity:.2f}")
