@@ -36,7 +36,7 @@ class Progress:
     epoch: int = 0
     batches_done_in_epoch: int = 0  # per process, multiples of the accumulation steps
     loss_log: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)  # the run's identity (mlm_toolkit.run.identity.run_identity)
+    identity: dict = field(default_factory=dict)  # what makes it this run (mlm_toolkit.run.identity)
 
 
 def save_model_folders(accelerator, tokenizer) -> None:
@@ -116,14 +116,14 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator, path: Path, settings: dict, max_steps: int | None) -> Progress:
+def load_checkpoint(accelerator, path: Path, identity: dict, max_steps: int | None) -> Progress:
     """Restore model, optimizer, scheduler and RNG from `path`; refuse one made by another run, or one
     already at --max-steps."""
     state_file = path / STATE
     if not state_file.is_file():
         raise UsageError(f"{str(path)!r} is not a complete pt-mlm checkpoint (no {STATE})", "--resume")
     progress = Progress(**json.loads(state_file.read_text()))
-    check_same_run(progress.settings, settings, f"checkpoint {path.name}")
+    check_same_run(progress.identity, identity, f"checkpoint {path.name}")
     check_steps_left(max_steps, progress.global_step, f"checkpoint {path.name}")
     accelerator.load_state(str(path))
     return progress

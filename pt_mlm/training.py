@@ -204,7 +204,7 @@ class TorchBackend:
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
-        self.out, self.progress = out, Progress(settings=identity)
+        self.out, self.progress = out, Progress(identity=identity)
         if self.run.train.report_to:
             try:
                 self.accelerator.init_trackers("pt-mlm", config=tracked_config(identity, self.plan))
