@@ -155,6 +155,7 @@ def run_job(job: dict, work: Path) -> dict:
         "peak_rss_mib": peaks[0] / 2**20,
         "peak_anon_mib": peaks[1] / 2**20,
         "cache_mib": folder_bytes(caches) / 2**20,
+        "commit": provenance()["commit"],  # a row merged into a later report keeps its own
     }
 
 
@@ -181,9 +182,17 @@ def write_report(out: Path, report: dict) -> None:
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     machine, rows = report["machine"], report["results"]
     long = [r for r in rows if r["recipe"] == "long"]  # one corpus, not a size: a line of its own
+
+    def named(row: dict) -> str:  # a row carried over from an earlier commit says which
+        commit = row.get("commit")
+        return row["name"] + (f" (at {commit[:8]})" if commit and commit != machine.get("commit") else "")
+
     rows = [r for r in rows if r["recipe"] != "long"]
     lines = [
         f"# Data preparation: {machine['cpu']} ({machine['cores']} cores), {machine['date']}",
+        "",
+        f"Measured at commit {(machine.get('commit') or 'unknown')[:8]}"
+        f"{'' if machine.get('tree_clean', True) else ' with uncommitted changes'}.",
         "",
         "ELI5-shaped jsonl corpora (about 1.5 kB a row) made from the built-in corpus, the built-in "
         "encoder's BERT tokenizer, block size 128, 20% held out; each job in a fresh process with empty "
@@ -212,7 +221,7 @@ def write_report(out: Path, report: dict) -> None:
             f"{row['tokens_per_s'] / guide['tokens_per_s']:.2f}x" if guide and row["recipe"] == "ours" else ""
         )
         lines.append(
-            f"| {row['rows']:,} | {row['name']} | {row['seconds']:,.1f} | {row['tokens_per_s']:,.0f} "
+            f"| {row['rows']:,} | {named(row)} | {row['seconds']:,.1f} | {row['tokens_per_s']:,.0f} "
             f"| {ratio} "
             f"| {row['peak_rss_mib']:,.0f} | {row['peak_anon_mib']:,.0f} | {row['cache_mib']:,.0f} "
             f"| {row['blocks']:,} |"
@@ -236,7 +245,8 @@ def write_report(out: Path, report: dict) -> None:
     for row in long:
         lines += [
             "",
-            f"Hostile input: {row['long_row_mb']} MB in one row (and 19 short rows), prepared by `ours`: "
+            f"Hostile input: {row['long_row_mb']} MB in one row (and 19 short rows), "
+            f"prepared by {named(row)}: "
             f"{row['seconds']:,.1f} s, peak resident {row['peak_rss_mib']:,.0f} MiB, anonymous "
             f"{row['peak_anon_mib']:,.0f} MiB, {row['blocks']:,} blocks.",
         ]

@@ -149,11 +149,13 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
         "long_row_mb": 2,
         "cache_mib": 1,
     }
+    long["commit"] = "0123456789abcdef"  # measured at an earlier commit, merged into this report
     rows.append({**long, "tokens_per_s": 1.0})
     write_report(tmp_path, {"machine": {"cpu": "x", "cores": 2, "date": "d", "python": "3"}, "results": rows})
     table = (tmp_path / "results.md").read_text()
     assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
     assert "Hostile input: 2 MB in one row" in table and "| 20 |" not in table
+    assert "ours, one 2 MB row (at 01234567)" in table and "ours, 1 worker(s) (at" not in table
     hostile = write_long_row_corpus(tmp_path / "long.jsonl", 2)
     splits = load_splits(DataConfig(dataset=str(hostile), max_samples=None, test_size=0.05), seed=0)
     assert max(len(text) for split in (splits.train, splits.held_out) for text in split["text"]) >= 2 * 10**6
