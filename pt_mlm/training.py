@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -112,6 +113,18 @@ class UnreadSteps:
         self.pending, self.rates = [], []
         self.restart()
         return losses
+
+
+@dataclass
+class Loop:
+    """What one fit carries from step to step: where the run stands, and where its figures go."""
+
+    out: Path
+    progress: Progress
+    recorder: Recorder
+    unread: UnreadSteps
+    bar: tqdm
+    waiting: WaitClock = dataclasses.field(default_factory=WaitClock)
 
 
 class TorchBackend:
@@ -204,7 +217,7 @@ class TorchBackend:
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
-        self.out, self.progress = out, Progress(identity=identity)
+        self.progress = Progress(identity=identity)  # where fit() starts: here, or the checkpoint's place
         if self.run.train.report_to:
             try:
                 self.accelerator.init_trackers("pt-mlm", config=tracked_config(identity, self.plan))
@@ -246,27 +259,27 @@ class TorchBackend:
     # ---- fit
     def fit(self, recorder: Recorder, out: Path) -> int:
         plan, progress = self.plan, self.progress
-        self.recorder, self.unread, self.waiting = recorder, UnreadSteps(self, recorder), WaitClock()
         # A live bar on a terminal; in a log (not a terminal) a line every --log-every steps instead.
-        self.bar = tqdm(
+        bar = tqdm(
             total=plan.total_steps,
             initial=progress.global_step,
             desc="train",
             mininterval=1.0,
             disable=None if self.accelerator.is_local_main_process else True,
         )
-        recorder.log_every = self.options.log_every if self.bar.disable else 0
+        loop = Loop(out, progress, recorder, UnreadSteps(self, recorder), bar)
+        recorder.log_every = self.options.log_every if bar.disable else 0
         self.net.train()
         try:
             with logging_redirect_tqdm():  # log lines print above the bar, not glued onto it
                 for epoch in range(progress.epoch, plan.num_epochs):
                     if progress.global_step >= plan.total_steps:
                         break
-                    self.train_epoch(epoch)
+                    self.train_epoch(loop, epoch)
                     # ---- end of epoch: evaluate, checkpoint
-                    self.show(self.unread.read(progress.global_step))  # before the evaluation: not training
+                    self.show(loop, loop.unread.read(progress.global_step))  # before evaluating: not training
                     streaming = self.source.streaming
-                    self.evaluation("end" if streaming else plan.epoch_at(progress.global_step))
+                    self.evaluation(loop, "end" if streaming else plan.epoch_at(progress.global_step))
                     if not self.source.streaming and (
                         progress.global_step < plan.total_steps
                         or progress.batches_done_in_epoch >= plan.batches_per_epoch
@@ -276,32 +289,32 @@ class TorchBackend:
                         progress.epoch, progress.batches_done_in_epoch = epoch + 1, 0
                     run_end = progress.global_step >= plan.total_steps
                     if self.run.train.checkpoints_at(progress.global_step, epoch_end=True, run_end=run_end):
-                        self.checkpoint()
+                        self.checkpoint(loop)
         except KeyboardInterrupt:
-            self.bar.close()
-            raise self.interrupted() from None
+            bar.close()
+            raise self.interrupted(loop) from None
         finally:
-            self.bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
-        recorder.data_wait_seconds = self.waiting.seconds
+            bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
+        recorder.data_wait_seconds = loop.waiting.seconds
         if recorder.train_seconds > 0:
             log.info(
                 "trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches "
                 "(--loader-workers)",
                 recorder.tokens_per_second,
-                100 * self.waiting.seconds / recorder.train_seconds,
+                100 * loop.waiting.seconds / recorder.train_seconds,
             )
         return progress.global_step
 
-    def train_epoch(self, epoch: int) -> None:
+    def train_epoch(self, loop: Loop, epoch: int) -> None:
         """Optimizer steps until the epoch's batches or --max-steps run out."""
-        progress, accelerator, train_cfg = self.progress, self.accelerator, self.run.train
+        progress, accelerator, train_cfg = loop.progress, self.accelerator, self.run.train
         start = progress.batches_done_in_epoch if epoch == progress.epoch else 0
         self.source.set_position(epoch, start * self.num_processes)
         progress.epoch, progress.batches_done_in_epoch = epoch, start
         tokens_per_batch = train_cfg.per_device_batch_size * self.run.data.block_size * self.num_processes
         micro_losses: list[torch.Tensor] = []
-        self.unread.restart()
-        for batch in self.waiting.iterate(self.loader):
+        loop.unread.restart()
+        for batch in loop.waiting.iterate(self.loader):
             # Dropout draws are a function of the micro-batch's place in the run, so every micro-batch of
             # an accumulation window draws its own, and a resumed run the same.
             torch.manual_seed(
@@ -312,24 +325,24 @@ class TorchBackend:
             loss, grad_norm = self.micro_step(batch)
             micro_losses.append(loss)
             progress.batches_done_in_epoch += 1
-            self.recorder.train_tokens += tokens_per_batch
+            loop.recorder.train_tokens += tokens_per_batch
             if not accelerator.sync_gradients:
                 continue
             # ---- one optimizer step done: log, evaluate, checkpoint, stop at --max-steps
             progress.global_step += 1
-            self.unread.add(torch.stack(micro_losses).mean(), grad_norm)
+            loop.unread.add(torch.stack(micro_losses).mean(), grad_norm)
             micro_losses = []
-            self.bar.update(1)
+            loop.bar.update(1)
             step = progress.global_step
             # The first step is read at once: it times the start-up (time to first step).
             if step == 1 or step % self.options.log_every == 0:
-                self.show(self.unread.read(step))
+                self.show(loop, loop.unread.read(step))
             if step >= self.plan.total_steps:
                 return  # the end of the epoch (evaluation, checkpoint) covers this step
             if train_cfg.eval_steps and step % train_cfg.eval_steps == 0:
-                self.evaluation(f"step {step}")
+                self.evaluation(loop, f"step {step}")
             if train_cfg.checkpoints_at(step, epoch_end=False, run_end=False):
-                self.checkpoint()
+                self.checkpoint(loop)
 
     def micro_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Forward and backward of one micro-batch; at the end of an accumulation window, clip and step.
@@ -350,48 +363,50 @@ class TorchBackend:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), grad_norm
 
-    def evaluation(self, when: str) -> None:
+    def evaluation(self, loop: Loop, when: str) -> None:
         """Evaluate now, unless these weights were just evaluated (--eval-steps at an epoch's end)."""
-        self.unread.read(self.progress.global_step)
-        evals = self.recorder.losses.evals
-        if not evals or evals[-1]["step"] != self.progress.global_step:
-            self.recorder.evaluation(self.progress.global_step, self.evaluate(), when)
-        self.unread.restart()  # evaluating is not training time
+        step = loop.progress.global_step
+        loop.unread.read(step)
+        evals = loop.recorder.losses.evals
+        if not evals or evals[-1]["step"] != step:
+            loop.recorder.evaluation(step, self.evaluate(), when)
+        loop.unread.restart()  # evaluating is not training time
 
-    def interrupted(self) -> RunError:
+    def interrupted(self, loop: Loop) -> RunError:
         """Ctrl-C: a checkpoint of the last whole optimizer step, and how to go on from it."""
-        progress = self.progress
+        progress = loop.progress
         if progress.global_step == 0:
             return RunError("interrupted before the first optimizer step; nothing to resume from")
         progress.batches_done_in_epoch -= (
             progress.batches_done_in_epoch % self.options.gradient_accumulation_steps
         )
-        saved = self.checkpoint()
+        saved = self.checkpoint(loop)
         return RunError(
             f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto"
         )
 
-    def show(self, losses: list[float]) -> None:
+    def show(self, loop: Loop, losses: list[float]) -> None:
         """The latest step's figures on the live bar (in a log, the recorder prints them)."""
         if losses:
-            speed = f"{self.recorder.tokens_per_second:,.0f}"
-            grad_norm = self.recorder.losses.grad_norms[-1]
-            self.bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{grad_norm:.2f}", tok_s=speed)
+            speed = f"{loop.recorder.tokens_per_second:,.0f}"
+            grad_norm = loop.recorder.losses.grad_norms[-1]
+            loop.bar.set_postfix(loss=f"{losses[-1]:.3f}", grad_norm=f"{grad_norm:.2f}", tok_s=speed)
 
-    def checkpoint(self) -> Path:
-        self.unread.read(self.progress.global_step)
-        self.progress.loss_log = self.recorder.losses.to_dict()
+    def checkpoint(self, loop: Loop) -> Path:
+        progress = loop.progress
+        loop.unread.read(progress.global_step)
+        progress.loss_log = loop.recorder.losses.to_dict()
         saved = save_checkpoint(
             self.accelerator,
-            self.out,
-            self.progress,
+            loop.out,
+            progress,
             self.options.save_total_limit,
             self.weight_bytes,
             process_state=self.source.state(),
         )
         if self.pushes is not None:  # --hub-strategy every_save: this save's model, in the background
-            self.pushes.push_save(self.out, self.save_for_hub, f"pt-mlm: step {self.progress.global_step}")
-        self.unread.restart()  # saving is not training time
+            self.pushes.push_save(loop.out, self.save_for_hub, f"pt-mlm: step {progress.global_step}")
+        loop.unread.restart()  # saving is not training time
         return saved
 
     # ---- save
