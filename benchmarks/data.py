@@ -245,8 +245,7 @@ def write_report(out: Path, report: dict) -> None:
     for row in long:
         lines += [
             "",
-            f"Hostile input: {row['long_row_mb']} MB in one row (and 19 short rows), "
-            f"prepared by {named(row)}: "
+            f"Hostile input, {named(row)}: {row['long_row_mb']} MB in one row and 19 short rows, prepared in "
             f"{row['seconds']:,.1f} s, peak resident {row['peak_rss_mib']:,.0f} MiB, anonymous "
             f"{row['peak_anon_mib']:,.0f} MiB, {row['blocks']:,} blocks.",
         ]

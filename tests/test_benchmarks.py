@@ -154,7 +154,9 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
     write_report(tmp_path, {"machine": {"cpu": "x", "cores": 2, "date": "d", "python": "3"}, "results": rows})
     table = (tmp_path / "results.md").read_text()
     assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
-    assert "Hostile input: 2 MB in one row" in table and "| 20 |" not in table
+    assert (
+        "Hostile input, ours, one 2 MB row (at 01234567): 2 MB in one row" in table and "| 20 |" not in table
+    )
     assert "ours, one 2 MB row (at 01234567)" in table and "ours, 1 worker(s) (at" not in table
     hostile = write_long_row_corpus(tmp_path / "long.jsonl", 2)
     splits = load_splits(DataConfig(dataset=str(hostile), max_samples=None, test_size=0.05), seed=0)
