@@ -207,6 +207,11 @@ def write_report(out: Path, report: dict) -> None:
         f"seeds {', '.join(map(str, report['seeds']))}. One evaluator (PyTorch, frozen masks of "
         f"{report['eval_blocks']} eval blocks) scores every final model. Device: {report['device']}.",
         "",
+        f"Measured at commit {(report.get('commit') or 'unknown')[:8]}"
+        f"{'' if report.get('tree_clean', True) else ' with uncommitted changes'}; "
+        + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items())
+        + ".",
+        "",
         "| recipe | "
         + " | ".join(f"seed {seed}" for seed in report["seeds"])
         + " | mean | vs Trainer, per seed | "
@@ -318,10 +323,15 @@ def main() -> None:
     )
     for row in rows.values():
         row["perplexity_mean"] = statistics.mean(perplexity(loss) for loss in row["eval_losses"])
+    from benchmarks.run import provenance
+    from benchmarks.worker import versions
+
     out.mkdir(parents=True, exist_ok=True)
     write_report(
         out,
         {
+            **provenance(),  # the commit, a clean tree or not, the CPU
+            "versions": versions(),
             "date": date,
             "steps": args.steps,
             "seeds": seeds,
