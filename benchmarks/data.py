@@ -7,10 +7,10 @@
 Corpora are ELI5-shaped jsonl files (`title`, `answers.text` lists) written from the built-in corpus's
 answers, about 1.5 kB a row as in the 152 MB, 100,000-row file of issue 15. For each size, in its own process
 with empty caches, each job is timed and its peak memory sampled (the whole process tree, workers included):
-- `ours`: `mlm_toolkit.data.blocks.prepare_data` (datasets map in N workers, blocks in a memory-mapped file);
+- `ours`: `mlm_toolkit.blocks.prepare_data` (datasets map in N workers, blocks in a memory-mapped file);
 - `guide`: the guide's recipe (`train_test_split`, `flatten`, `map(preprocess)` and `map(group_texts)`, both
   with `num_proc` N), on the same file and tokenizer;
-- `ours --streaming`: `mlm_toolkit.data.streaming.prepare_stream` and the first 20,000 blocks of the stream;
+- `ours --streaming`: `mlm_toolkit.streaming.prepare_stream` and the first 20,000 blocks of the stream;
 - `pt-mlm train`: the whole CLI run on the built-in encoder, preparation included, for --max-steps steps.
 Peak memory is given twice, as proportional set sizes (a page shared by forked workers counted once): all
 resident pages, memory-mapped file pages included (the kernel's to drop), and anonymous ones (what the
@@ -49,7 +49,7 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
     """An ELI5-shaped jsonl of `rows` rows made of the built-in corpus's answers."""
     import random
 
-    from mlm_toolkit.data.corpus import builtin_eli5_rows
+    from mlm_toolkit.sources import builtin_eli5_rows
 
     if path.is_file():
         return path

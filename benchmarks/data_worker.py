@@ -20,13 +20,13 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.run.models import resolve_model
+    from mlm_toolkit.sources import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
 
 
 def ours(job: dict) -> int:
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
 
     workers = job["workers"] if job["workers"] > 1 else None
@@ -67,7 +67,7 @@ def guide(job: dict) -> int:
 
 def stream(job: dict) -> int:
     from mlm_toolkit.config import DataConfig
-    from mlm_toolkit.data.streaming import BlockStream, prepare_stream
+    from mlm_toolkit.streaming import BlockStream, prepare_stream
 
     tok = tokenizer()
     config = DataConfig(dataset=job["corpus"], max_samples=None, max_eval_samples=1000, streaming=True)
@@ -82,7 +82,7 @@ def stream(job: dict) -> int:
 
 class TrainingPeak:
     """This process's peak memory from the evaluation before training on: training, not preparing
-    (`mlm_toolkit.run.skeleton.RunHooks`). Resident is the kernel's own high-water mark (VmHWM,
+    (`mlm_toolkit.run.RunHooks`). Resident is the kernel's own high-water mark (VmHWM,
     reset when training starts: exact, and free to read); anonymous is sampled every quarter second."""
 
     def __init__(self) -> None:

@@ -53,8 +53,8 @@ def write_start(folder: Path) -> Path:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.report.export import add_weights_for_other_framework
-    from mlm_toolkit.run.models import resolve_model
+    from mlm_toolkit.report import add_weights_for_other_framework
+    from mlm_toolkit.sources import resolve_model
 
     source = resolve_model(BUILTIN_MODEL).location
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def train_one(
             TrainingArguments,
         )
 
-        from mlm_toolkit.data.blocks import prepare_data
+        from mlm_toolkit.blocks import prepare_data
 
         tokenizer = AutoTokenizer.from_pretrained(start)
         data = prepare_data(run.data, tokenizer, seed)
@@ -138,8 +138,8 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from pt_mlm.heads import MaskedTokenLoss
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
+    from pt_mlm.training import MaskedTokenLoss
 
     data = prepare_data(
         run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed
@@ -194,7 +194,7 @@ def child(
 
 
 def write_report(out: Path, report: dict) -> None:
-    from mlm_toolkit.run.metrics import perplexity
+    from mlm_toolkit.report import perplexity
 
     rows = report["rows"]
     lines = [
@@ -255,7 +255,7 @@ def plot(path: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mlm_toolkit.run.metrics import perplexity
+    from mlm_toolkit.report import perplexity
 
     names = list(report["rows"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -315,8 +315,8 @@ def main() -> None:
             print(f"seed {seed} {recipe}: eval loss {loss:.4f}", flush=True)
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data.blocks import prepare_data
-    from mlm_toolkit.run.metrics import perplexity
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.report import perplexity
 
     data = prepare_data(
         run_config(corpus, start, start, 1, seeds[0]).data, AutoTokenizer.from_pretrained(start), seeds[0]

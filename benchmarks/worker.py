@@ -39,7 +39,7 @@ def shared_data(workload: Workload, model: str):
     """Tokenizer and the same blocks and frozen eval masks the toolkit uses, for the reference recipes."""
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     return tokenizer, prepare_data(run_config(workload, model, Path(".")).data, tokenizer, seed=42)
@@ -62,10 +62,10 @@ def tf_peak_memory() -> float | None:
 
 
 def step_timer():
-    """A `mlm_toolkit.run.skeleton.RunHooks` recording what the product loop reports: each step's share of
+    """A `mlm_toolkit.run.RunHooks` recording what the product loop reports: each step's share of
     the measured time, and when the first step's loss was read (time to first step). The loop is timed by
     itself; the benchmark only listens."""
-    from mlm_toolkit.run.skeleton import RunHooks
+    from mlm_toolkit.run import RunHooks
 
     class StepTimer(RunHooks):
         def __init__(self) -> None:
@@ -121,7 +121,7 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
         TrainingArguments,
     )
 
-    from pt_mlm.heads import MaskedTokenLoss
+    from pt_mlm.training import MaskedTokenLoss
 
     tokenizer, data = shared_data(workload, model)
     seconds, first = [], []
@@ -196,7 +196,7 @@ def frozen_eval_torch(net, eval_inputs: dict) -> float:
 
 def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     """The guide's TensorFlow recipe: AdamWeightDecay, compile() with no loss, fit(), no XLA, fp32."""
-    from tf_mlm.environment import prepared
+    from tf_mlm import prepared
 
     with prepared():  # the Keras 2 environment before TensorFlow and transformers load
         from tf_mlm.training import make_evaluator

@@ -43,7 +43,7 @@ def build_model_folder(size: str, folder: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.run.models import resolve_model
+    from mlm_toolkit.sources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
     torch.manual_seed(0)

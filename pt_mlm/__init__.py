@@ -1,24 +1,113 @@
-"""PyTorch masked-LM fine-tuning with Accelerate: `pt-mlm train`, `pt_mlm.train`, `pt_mlm.MaskFiller`.
+"""PyTorch masked-LM fine-tuning with Accelerate: the `pt-mlm` CLI, `pt_mlm.train`, `pt_mlm.MaskFiller`.
 
-Importing the package loads no framework, so the CLI answers `--help` at once; torch comes with the first
-use of `train`, `evaluate` or `MaskFiller`.
+Importing the package loads no framework, so `--help` answers at once; torch comes with the first use
+of `train`, `evaluate` or `MaskFiller`, which set the environment transformers reads first.
 """
 
+from __future__ import annotations
+
 import importlib
+import os
+from dataclasses import dataclass
 from importlib.metadata import version
+from typing import ClassVar, Literal
 
-from pt_mlm.options import PTOptions
+from mlm_toolkit.cli import make_cli
+from mlm_toolkit.config import (
+    FrameworkOptions,
+    UsageError,
+    check_numbers,
+    check_positive,
+    option,
+    precision_option,
+)
 
-__all__ = ["MaskFiller", "PTOptions", "evaluate", "train", "__version__"]
+
+def prepare() -> None:
+    # transformers' collators import TensorFlow whenever it is installed: its threads and memory are of no
+    # use to this path.
+    os.environ.setdefault("USE_TF", "0")
+    if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
+        os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
+
+
+@dataclass
+class PTOptions(FrameworkOptions):
+    """Settings only the PyTorch path has."""
+
+    # Options that change what the model learns: part of the run's identity, checked on --resume.
+    identity_fields: ClassVar[tuple[str, ...]] = ("gradient_accumulation_steps", "mixed_precision")
+
+    # None: left to Accelerate (`accelerate launch`, ACCELERATE_* variables, the config), else 1 / "no".
+    gradient_accumulation_steps: int | None = option(
+        None, "Micro-batches averaged before each optimizer step (default: Accelerate's setting, else 1)."
+    )
+    save_total_limit: int | None = option(None, "Keep only the newest N checkpoints.")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = precision_option(
+        "Autocast precision (bf16 works on CPU; fp16 needs a GPU; default: Accelerate's setting, "
+        "e.g. accelerate launch --mixed_precision, else no).",
+        fp16="fp16",
+        bf16="bf16",
+        default=None,
+    )
+    fused_adamw: bool = option(
+        True,
+        "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).",
+        switch=True,
+    )
+    attention: Literal["sdpa", "eager"] = option(
+        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls."
+    )
+    torch_compile: bool = option(
+        False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True
+    )
+    tf_weights: bool = option(
+        False,
+        "Also write Keras weights (tf_model.h5, converted in a TensorFlow process at the end), so "
+        "TensorFlow and its pipeline load the folder; the PyTorch weights are then pytorch_model.bin.",
+        switch=True,
+    )
+    loader_workers: int | None = option(
+        None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
+    )
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        check_positive(self, "log_every")
+        check_positive(self, "gradient_accumulation_steps", "save_total_limit", allow_none=True)
+        import torch  # here, not at the top: the CLI builds these options before it imports any framework
+
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise UsageError(
+                "fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision"
+            )
+        if self.loader_workers is None:
+            # Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they
+            # would take cores from the step itself.
+            self.loader_workers = 2 if torch.cuda.is_available() else 0
+        if self.loader_workers < 0:
+            raise UsageError(f"must be 0 or more, got {self.loader_workers}", "--loader-workers")
+
+
+__all__ = ["MaskFiller", "PTOptions", "evaluate", "main", "train", "__version__"]
 __version__ = version("mlm-toolkit")
+API = {"train": "training", "evaluate": "training", "MaskFiller": "infer"}  # name -> its module
 
 
 def __getattr__(name: str):
     """`train`, `evaluate` and `MaskFiller`, from the module that defines each, on first use."""
-    if name not in ("train", "evaluate", "MaskFiller"):
+    if name not in API:
         raise AttributeError(f"module 'pt_mlm' has no attribute {name!r}")
-    from pt_mlm.environment import prepare
-
     prepare()  # before transformers is first imported
-    module = {"train": "training", "evaluate": "evaluation", "MaskFiller": "infer"}[name]
-    return getattr(importlib.import_module(f"pt_mlm.{module}"), name)
+    return getattr(importlib.import_module(f"pt_mlm.{API[name]}"), name)
+
+
+main = make_cli(
+    "pt-mlm",
+    "Fine-tune masked language models with PyTorch and Hugging Face Accelerate.",
+    PTOptions,
+    train=lambda run, options: __getattr__("train")(run, options),
+    filler=lambda model: __getattr__("MaskFiller")(model),
+    evaluate=lambda config: __getattr__("evaluate")(config),
+    version=__version__,
+)

@@ -1,5 +1,5 @@
 """`python -m pt_mlm`, which is what `accelerate launch -m pt_mlm train ...` runs."""
 
-from pt_mlm.cli import main
+from pt_mlm import main
 
 main()

@@ -14,9 +14,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.run.identity import check_same_run, check_steps_left
-from mlm_toolkit.run.outputs import (
+from mlm_toolkit.config import RunError, UsageError
+from mlm_toolkit.outputs import (
     checkpoint_dir,
     commit_dir,
     prune_checkpoints,
@@ -24,6 +23,7 @@ from mlm_toolkit.run.outputs import (
     staging_dir,
     write_manifest,
 )
+from mlm_toolkit.run import check_same_run, check_steps_left
 
 STATE = "progress.json"  # not the Trainer's trainer_state.json: another schema
 
@@ -36,7 +36,7 @@ class Progress:
     epoch: int = 0
     batches_done_in_epoch: int = 0  # per process, multiples of the accumulation steps
     loss_log: dict = field(default_factory=dict)
-    identity: dict = field(default_factory=dict)  # what makes it this run (mlm_toolkit.run.identity)
+    identity: dict = field(default_factory=dict)  # what makes it this run (mlm_toolkit.run)
 
 
 def save_model_folders(accelerator, tokenizer) -> None:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from mlm_toolkit.data.masking import WholeWordMasking, mask_seed, masking_collator
-from mlm_toolkit.data.streaming import BlockStream, StreamPosition
+from mlm_toolkit.blocks import WholeWordMasking, mask_seed, masking_collator
+
+if TYPE_CHECKING:
+    from mlm_toolkit.streaming import BlockStream
 
 
 class BlockDataset(Dataset):
-    """Train blocks, read from their cache file (`mlm_toolkit.data.blocks.Blocks`); an item is asked for
+    """Train blocks, read from their cache file (`mlm_toolkit.blocks.Blocks`); an item is asked for
     as (block index, mask seed of that block)."""
 
     def __init__(self, blocks) -> None:
@@ -176,6 +179,8 @@ class StreamSource:
         return self.stream.position.to_dict()
 
     def restore(self, state: dict | None) -> None:
+        from mlm_toolkit.streaming import StreamPosition
+
         self.stream.position = StreamPosition.from_dict(state)
 
     def on_device(self, device: torch.device) -> "OnDevice":
@@ -201,6 +206,8 @@ def train_source(data, tokenizer, run, options, accelerator) -> MapSource | Stre
     batch_size, seed = run.train.per_device_batch_size, run.train.seed
     if not config.streaming:
         return MapSource(data.train_blocks, masking, batch_size, seed, options.loader_workers)
+    from mlm_toolkit.streaming import BlockStream
+
     index, processes = accelerator.process_index, accelerator.num_processes
     stream = BlockStream(lambda: data.open_train(index, processes), tokenizer, config)
     return StreamSource(stream, masking, batch_size, seed)

@@ -18,7 +18,7 @@ Runbook (the same command everywhere; Accelerate decides the processes):
     # continue a stopped run from its newest complete checkpoint
     pt-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.skeleton.train`;
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`;
 this module is what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in plain sight.
 """
 
@@ -31,16 +31,26 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
+from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
-from pt_mlm.evaluation import mean_masked_loss
+import mlm_toolkit.run
+from mlm_toolkit.blocks import micro_batch_seed
+from mlm_toolkit.config import RunConfig, RunError
+from mlm_toolkit.outputs import find_resume_checkpoint
+from mlm_toolkit.report import EvalScore, LossLog, Results, TokenWeightedMean, add_weights_for_other_framework
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
+from mlm_toolkit.sources import load_weights
+from pt_mlm import PTOptions
 from pt_mlm.checkpoint import (
     Progress,
     load_checkpoint,
@@ -48,27 +58,70 @@ from pt_mlm.checkpoint import (
     save_checkpoint,
     save_model_folders,
 )
-from pt_mlm.heads import MaskedTokenLoss
 from pt_mlm.loaders import WaitClock, eval_loader, train_source
-from pt_mlm.options import PTOptions
-from mlm_toolkit.run import skeleton
-from mlm_toolkit.config import RunConfig
-from mlm_toolkit.errors import RunError
-from mlm_toolkit.report.export import add_weights_for_other_framework
-from mlm_toolkit.data.masking import micro_batch_seed
-from mlm_toolkit.run.metrics import EvalScore, LossLog
-from mlm_toolkit.run.models import load_weights
-from mlm_toolkit.run.outputs import find_resume_checkpoint
-from mlm_toolkit.run.results import Results
-from mlm_toolkit.run.skeleton import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.report.trackers import tensorboard_without_tensorflow, tracker_failed
+
+if TYPE_CHECKING:
+    from mlm_toolkit.config import EvalConfig
+    from mlm_toolkit.evaluation import Evaluation
+
+
+def _head_of(model: nn.Module) -> nn.Module | None:
+    """The module mapping hidden states (..., H) to vocabulary logits (..., V), when it is one module."""
+    for name in ("lm_head", "cls"):  # RoBERTa/XLM-R/CamemBERT ... and BERT families
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    return None
+
+
+class MaskedTokenLoss(nn.Module):
+    """Wraps a `...ForMaskedLM` and returns the cross-entropy of every masked token.
+
+    forward -> (token_losses (N,), block_index (N,)): train takes the mean, evaluation sums per block.
+    The wrapper is what Accelerate prepares, so DDP sees the forward pass it needs for gradient sync.
+    """
+
+    def __init__(self, model: nn.Module, sparse: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        # Looked up, not stored: a second reference would register the head's weights twice.
+        self.sparse = sparse and _head_of(model) is not None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        masked_positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        with_correct: bool = False,
+        **_: torch.Tensor,
+    ):
+        # Grouped blocks are always full (group_texts drops the remainder), so they come without an
+        # attention mask, which lets SDPA take its fastest kernel; padded examples (--line-by-line) bring
+        # theirs. `masked_positions` (flat indices of the labelled tokens) comes from the data loader, so
+        # nothing here waits for the device.
+        if masked_positions is None:
+            masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.sparse:
+            hidden = self.model.base_model(**inputs).last_hidden_state
+            logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
+        else:
+            logits = self.model(**inputs).logits.flatten(0, 1).index_select(0, masked_positions)
+        targets = labels.flatten().index_select(0, masked_positions)
+        token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        rows = torch.div(masked_positions, labels.shape[1], rounding_mode="floor")
+        if with_correct:  # evaluation: whether the most likely token is the right one
+            return token_losses, rows, logits.argmax(-1) == targets
+        return token_losses, rows
+
 
 log = logging.getLogger("pt_mlm")
 
 
 def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks] | None = None) -> Results:
     """Fine-tune with PyTorch and Accelerate; evaluate before and after; save model, tokenizer, report."""
-    return skeleton.train(run, TorchBackend(options or PTOptions()), hooks)
+    return mlm_toolkit.run.train(run, TorchBackend(options or PTOptions()), hooks)
 
 
 def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -128,7 +181,7 @@ class Loop:
 
 
 class TorchBackend:
-    """What PyTorch does in `mlm_toolkit.run.skeleton.train`: Accelerate, the sparse-head loss, AdamW,
+    """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW,
     the loop."""
 
     framework, short = "pytorch", "pt"
@@ -143,6 +196,8 @@ class TorchBackend:
         # may ask for another precision. The process group itself (PartialState) is kept.
         AcceleratorState._reset_state()
         if "tensorboard" in run.train.report_to:
+            from mlm_toolkit.trackers import tensorboard_without_tensorflow
+
             tensorboard_without_tensorflow()
         self.accelerator = Accelerator(
             # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
@@ -222,6 +277,8 @@ class TorchBackend:
             try:
                 self.accelerator.init_trackers("pt-mlm", config=tracked_config(identity, self.plan))
             except Exception as error:  # each tracker library fails its own way
+                from mlm_toolkit.trackers import tracker_failed
+
                 raise tracker_failed(error) from error
         if self.run.train.resume:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
@@ -413,7 +470,7 @@ class TorchBackend:
     def save_for_hub(self, folder: Path) -> None:
         """The model and tokenizer as the Trainer saves them (`model.safetensors`). With --tf-weights the
         weights go to `pytorch_model.bin` instead: transformers 4.x would load a `model.safetensors` into
-        TensorFlow before `tf_model.h5`, and cannot (mlm_toolkit.report.export)."""
+        TensorFlow before `tf_model.h5`, and cannot (mlm_toolkit.report)."""
         model = self.accelerator.unwrap_model(self.net).model
         model.save_pretrained(folder, safe_serialization=not self.options.tf_weights)
         self.tokenizer.save_pretrained(folder)
@@ -425,3 +482,40 @@ class TorchBackend:
 
     def finish(self, out: Path, completed: bool) -> None:
         self.accelerator.end_training()
+
+
+@torch.no_grad()
+def mean_masked_loss(net: torch.nn.Module, batches, accelerator: Accelerator) -> EvalScore:
+    """Token-weighted mean cross-entropy and accuracy over every masked token of the frozen eval set."""
+    training = net.training
+    net.eval()
+    mean = TokenWeightedMean()
+    for batch in batches:
+        token_losses, rows, correct = net(**batch, with_correct=True)
+        # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
+        per_block = torch.zeros(3, len(batch["labels"]), device=token_losses.device)
+        for n, values in enumerate((token_losses, torch.ones_like(token_losses), correct.float())):
+            per_block[n].index_add_(0, rows, values)
+        sums, counts, right = accelerator.gather_for_metrics(per_block.T.contiguous()).sum(0).tolist()
+        mean.add(sums / max(counts, 1), int(counts), int(right))
+    net.train(training)
+    return mean.score
+
+
+def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
+    """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
+    AcceleratorState._reset_state()  # a Python caller may have trained in this process
+    accelerator = Accelerator(cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ)
+    model = load_weights(
+        lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()),
+        resolved.name,
+    )
+    net, batches = accelerator.prepare(MaskedTokenLoss(model), eval_loader(data.eval_inputs, batch_size))
+    return mean_masked_loss(net, batches, accelerator)
+
+
+def evaluate(config: EvalConfig) -> Evaluation:
+    """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
+    from mlm_toolkit.evaluation import evaluate
+
+    return evaluate(config, "pytorch", score)

@@ -1,11 +1,11 @@
-"""Typed configuration shared by both CLIs and the Python API.
+"""Typed configuration shared by both CLIs and the Python API, and the two kinds of failure.
 
-Each concern (data, model, training, hub) is one dataclass; its defaults are the Hugging Face masked
-language modeling guide's recipe. Every field's metadata carries its help text, and the click options
-of `tf-mlm` and `pt-mlm` are generated from these fields (`mlm_toolkit.cli.commands`), so a flag is
-defined once.
-Validation lives in `__post_init__` and its errors name the CLI flag (`--block-size`), which is also
-what a Python user sees when building the config by hand.
+Each concern (data, model, training, hub) is one dataclass whose defaults are the Hugging Face guide's
+recipe; each field's metadata carries its help text, from which the click options are generated
+(`mlm_toolkit.cli`), so a flag is defined once. `__post_init__` validates, and its errors name the flag.
+
+`UsageError` is bad input (a flag, a field, a file): exit 2. `RunError` is a run that could not finish for
+a reason outside the arguments (no network for a push, a full disk): exit 1.
 """
 
 from __future__ import annotations
@@ -17,7 +17,32 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlm_toolkit.errors import UsageError, WrongType
+
+class MLMError(Exception):
+    """Base class of the toolkit's user-facing errors."""
+
+    exit_code = 1
+
+
+class UsageError(MLMError, ValueError):
+    """The input is wrong; the message names the flag or field to fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, flag: str | None = None):
+        self.flag, self.detail = flag, message
+        super().__init__(f"{flag}: {message}" if flag else message)
+
+
+class WrongType(UsageError, TypeError):
+    """A value of the wrong type, from Python: a `TypeError` to the caller, exit 2 on the command line."""
+
+
+class RunError(MLMError, RuntimeError):
+    """The input is fine but the run cannot go on (network, disk, a missing checkpoint)."""
+
+    exit_code = 1
+
 
 # Hub ids of the documented recipe. Offline they fail fast and name the built-ins below.
 RECIPE_MODEL = "distilbert/distilroberta-base"
@@ -421,3 +446,26 @@ class RunConfig:
         """Every setting (and the framework's `options`) by field name: the keys of a --config file."""
         parts = [self.data, self.model, self.train, self.hub] + ([options] if options is not None else [])
         return {f.name: getattr(part, f.name) for part in parts for f in dataclasses.fields(part)}
+
+
+@dataclass
+class EvalSettings:
+    """How `evaluate` measures: the seed of the split and masks, and the batch."""
+
+    seed: int = option(42, "Seed of the held-out split and its masks (the training run's --seed).")
+    eval_batch_size: int = option(32, "Blocks per evaluation batch.", hf=("per_device_eval_batch_size",))
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        check_positive(self, "eval_batch_size")
+        if self.seed < 0:
+            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
+
+
+@dataclass
+class EvalConfig:
+    """Everything `evaluate` needs: the model, the data settings, and how to measure."""
+
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    settings: EvalSettings = field(default_factory=EvalSettings)

@@ -35,7 +35,7 @@ def checkpoint_files(out: Path) -> dict[str, str]:
 
 
 def run_cli(*args: str):
-    from pt_mlm.cli import main
+    from pt_mlm import main
 
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from pt_helpers import TINY_ARGS, digest, run_child, run_cli
-from tiny_models import BROKEN_MODELS, broken_copy
 from test_pt_train import trained  # noqa: F401  (a module fixture: one trained tiny RoBERTa)
+from tiny_models import BROKEN_MODELS, broken_copy
 
 
 @pytest.mark.parametrize("how, says", BROKEN_MODELS)
@@ -57,7 +56,7 @@ def test_many_masks_fill_and_masks_too_far_apart_are_refused(trained):  # noqa: 
 def test_fill_mask_reads_texts_from_a_file_or_standard_input(trained, tmp_path):  # noqa: F811
     from click.testing import CliRunner
 
-    from pt_mlm.cli import main
+    from pt_mlm import main
 
     out, _ = trained
     lines = ["the cat sees <mask> ball.", "", "a dog <mask> the moon"]

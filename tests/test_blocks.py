@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 
-from mlm_toolkit.data.blocks import cached_blocks, group_into_blocks, prepare_data
-from mlm_toolkit.data.masking import mask_once, masking_collator
-from mlm_toolkit.config import DataConfig
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
+from mlm_toolkit.config import DataConfig, UsageError
 
 
 def test_exact_blocks_and_remainder_dropped():
@@ -48,7 +46,7 @@ def text_dataset(texts):
 def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data.sources import digest
+    from mlm_toolkit.sources import digest
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     config = DataConfig(dataset="x", block_size=16, cache_dir=str(tmp_path))
@@ -72,7 +70,7 @@ def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
 def test_blocks_across_record_batches_read_back_in_any_order(tmp_path):
     """Blocks written from token lists that do not align with blocks, in several record batches: every row
     read back, in a shuffled order and as one head, is the row of the corpus concatenated."""
-    from mlm_toolkit.data.blocks import Blocks, write_blocks
+    from mlm_toolkit.blocks import Blocks, write_blocks
 
     tokens = np.random.default_rng(0).integers(0, 50_000, 1_000_000, dtype=np.int32)
     lists = [pa_list(tokens[i : i + 100_003]) for i in range(0, len(tokens), 100_003)]
@@ -179,9 +177,8 @@ def test_frozen_eval_masks_are_the_guides_collator_with_the_seed(tiny_roberta):
 
 
 def test_line_by_line_pads_each_row_and_padding_never_counts(tiny_roberta, tmp_path):
-    from transformers import AutoTokenizer
-
     from tiny_models import tiny_corpus
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     lines = tmp_path / "lines.txt"
@@ -206,10 +203,10 @@ def test_line_by_line_pads_each_row_and_padding_never_counts(tiny_roberta, tmp_p
 
 @pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_bert"])
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request):
+    from tiny_models import tiny_corpus
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data.masking import WholeWordMasking, word_starts
-    from tiny_models import tiny_corpus
+    from mlm_toolkit.blocks import WholeWordMasking, word_starts
 
     tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
     # Words the tiny vocabularies split into pieces ("teachers", "redder") beside whole ones.
@@ -264,10 +261,10 @@ def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, cap
 
 @pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_bert"])
 def test_a_text_longer_than_a_piece_gives_the_ids_of_the_whole_text(fixture, request, monkeypatch):
+    from tiny_models import tiny_corpus
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.data import blocks
-    from tiny_models import tiny_corpus
+    from mlm_toolkit import blocks
 
     tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
     long, short = " ".join(tiny_corpus(300)), "the cat sees a dog."

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlm_toolkit.cli.commands import make_cli
+from mlm_toolkit.cli import make_cli
 
 EXTREMES = [
     "nan",
@@ -63,8 +63,7 @@ NUMERIC_FLAGS["tf"] = [
 
 
 def fake_results():
-    from mlm_toolkit.run.metrics import LossLog
-    from mlm_toolkit.run.results import Results
+    from mlm_toolkit.report import LossLog, Results
 
     losses = LossLog()
     losses.log_eval(0, 0.0)
@@ -89,9 +88,9 @@ def fake_results():
 
 def cli(path: str):
     if path == "pt":
-        from pt_mlm.options import PTOptions as Options
+        from pt_mlm import PTOptions as Options
     else:
-        from tf_mlm.options import TFOptions as Options
+        from tf_mlm import TFOptions as Options
     return make_cli(
         f"{path}-mlm",
         "fuzz",
@@ -144,7 +143,7 @@ def test_the_clis_answer_without_importing_a_framework():
     import sys
 
     code = (
-        "import sys, pt_mlm.cli, tf_mlm.cli; "
+        "import sys, pt_mlm, tf_mlm; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'transformers', 'keras') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -162,10 +161,10 @@ def test_a_users_own_shared_and_benchmarks_modules_do_not_collide(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("OWNER = 'the user'\n")
     code = (
-        "import shared, benchmarks, pt_mlm.cli, tf_mlm.cli, mlm_toolkit.run.skeleton\n"
+        "import shared, benchmarks, pt_mlm, tf_mlm, mlm_toolkit.run\n"
         "assert shared.OWNER == benchmarks.OWNER == 'the user'\n"
         "assert all(m.split('.')[0] != 'shared' or m == 'shared' for m in __import__('sys').modules)\n"
-        "pt_mlm.cli.main(['--version'])\n"
+        "pt_mlm.main(['--version'])\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -191,7 +190,7 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     def failing_train(run, options):
         raise error
 
-    from pt_mlm.options import PTOptions
+    from pt_mlm import PTOptions
 
     main = make_cli("pt-mlm", "guard", PTOptions, train=failing_train, filler=lambda model: None, version="0")
     result = CliRunner().invoke(main, ["train", "--output-dir", str(tmp_path / "out")])
@@ -224,8 +223,8 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     ],
 )
 def test_a_malformed_tf_config_is_one_line(tf_config, says):
-    from mlm_toolkit.errors import UsageError
-    from tf_mlm.options import check_tf_config
+    from mlm_toolkit.config import UsageError
+    from tf_mlm import check_tf_config
 
     with pytest.raises(UsageError) as error:
         check_tf_config(tf_config)
@@ -233,7 +232,7 @@ def test_a_malformed_tf_config_is_one_line(tf_config, says):
 
 
 def test_a_wellformed_tf_config_passes():
-    from tf_mlm.options import check_tf_config
+    from tf_mlm import check_tf_config
 
     check_tf_config(
         '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, '

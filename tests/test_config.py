@@ -2,9 +2,8 @@
 
 import pytest
 
-from pt_mlm.options import PTOptions
-from mlm_toolkit.config import DataConfig, HubConfig, RunConfig, TrainConfig
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.config import DataConfig, HubConfig, RunConfig, TrainConfig, UsageError
+from pt_mlm import PTOptions
 
 
 @pytest.mark.parametrize(
@@ -43,7 +42,7 @@ def test_defaults_are_the_guides_recipe():
         0.01,
         42,
     )
-    from mlm_toolkit.data.sources import DEFAULT_COLUMNS
+    from mlm_toolkit.sources import DEFAULT_COLUMNS
 
     assert run.model.model == "distilbert/distilroberta-base" and run.data.dataset == "eli5_category"
     # No --text-column: the guide's answers.text where the data has it, else run_mlm.py's "text".
@@ -59,7 +58,7 @@ def test_zero_max_samples_means_all_rows():
 def test_perplexity_overflow_is_inf_not_a_crash():
     import math
 
-    from mlm_toolkit.run.metrics import TokenWeightedMean, perplexity
+    from mlm_toolkit.report import TokenWeightedMean, perplexity
 
     assert perplexity(1000.0) == math.inf and perplexity(0.0) == 1.0
     mean = TokenWeightedMean()
@@ -71,7 +70,7 @@ def test_perplexity_overflow_is_inf_not_a_crash():
 def test_cli_help_shows_defaults_and_version():
     from click.testing import CliRunner
 
-    from pt_mlm.cli import main
+    from pt_mlm import main
 
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     for fragment in (
@@ -100,7 +99,7 @@ def test_python_callers_get_the_clis_choice_lists(build, flag):
 
 
 def test_framework_options_check_their_choices_from_the_same_lists():
-    from tf_mlm.options import TFOptions
+    from tf_mlm import TFOptions
 
     for build, flag in (
         (lambda: PTOptions(mixed_precision="fp8"), "--mixed-precision"),
@@ -129,8 +128,8 @@ def test_each_cli_offers_only_the_flags_its_path_honours():
     """Keras keeps one backup and does not accumulate: tf-mlm has neither flag; pt-mlm has both."""
     from click.testing import CliRunner
 
-    from pt_mlm.cli import main as pt_main
-    from tf_mlm.cli import main as tf_main
+    from pt_mlm import main as pt_main
+    from tf_mlm import main as tf_main
 
     pt_help = CliRunner().invoke(pt_main, ["train", "--help"]).output
     tf_help = CliRunner().invoke(tf_main, ["train", "--help"]).output
@@ -144,7 +143,7 @@ def test_each_cli_offers_only_the_flags_its_path_honours():
 
 
 def test_warmup_ratio_and_the_checkpoint_policy():
-    from mlm_toolkit.run.skeleton import StepPlan
+    from mlm_toolkit.run import StepPlan
 
     plan = StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1))
     assert plan.warmup_steps == 10, "rounded up, as the Trainer's get_warmup_steps"

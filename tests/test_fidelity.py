@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from pt_helpers import load_state
 
 STEPS, BATCH, ACCUMULATION, LR = 20, 4, 2, 1e-3
@@ -57,9 +56,9 @@ def pt_mlm_batches(
     """The first `count` micro-batches pt-mlm trains on, drawn by its own loader."""
     from transformers import AutoTokenizer
 
-    from pt_mlm.loaders import SeededMasking, train_loader
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
+    from pt_mlm.loaders import SeededMasking, train_loader
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=str(data), block_size=32), tokenizer, seed=42)
@@ -151,7 +150,7 @@ def test_each_micro_batch_of_a_window_draws_its_own_dropout(tiny_roberta, eli5_j
     """The loop seeds each micro-batch's dropout from its place (epoch, batch, process): a pure function,
     so a resumed run redraws the same, different for each micro-batch of a window and each process."""
     import pt_mlm.training
-    from mlm_toolkit.data.masking import micro_batch_seed
+    from mlm_toolkit.blocks import micro_batch_seed
 
     seeds = []
 

@@ -9,18 +9,18 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-
-from mlm_toolkit.cli.commands import make_cli
 from pt_helpers import run_cli
 from test_cli_fuzz import fake_results  # at import: a module with @given tests, never inside one
+
+from mlm_toolkit.cli import make_cli
 
 
 def recording_cli(framework: str = "pt"):
     """The real CLI of a framework, with training replaced by a recorder of what it was asked to do."""
     if framework == "pt":
-        from pt_mlm.options import PTOptions as Options
+        from pt_mlm import PTOptions as Options
     else:
-        from tf_mlm.options import TFOptions as Options
+        from tf_mlm import TFOptions as Options
     asked = []
 
     def train(run, options):
@@ -224,9 +224,9 @@ def test_a_tracker_that_is_not_installed_names_the_package():
 
 
 def test_a_json_config_is_written_back_as_json_and_reads_as_it_was(tmp_path):
+    from mlm_toolkit.cli import config_format, read_config_file, write_run_config
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from mlm_toolkit.cli.flags import config_format, read_config_file, write_run_config
-    from pt_mlm.options import PTOptions
+    from pt_mlm import PTOptions
 
     run = RunConfig(
         DataConfig(dataset="d", line_by_line=True),

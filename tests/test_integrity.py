@@ -7,18 +7,18 @@ import json
 import shutil
 
 import pytest
-
 from pt_helpers import (
     TINY_ARGS,
     checkpoint_files,
+    digest,
     load_with_plain_transformers,
     pt_train_command,
-    digest,
     run_child,
     run_cli,
     train_tiny,
 )
-from mlm_toolkit.run.outputs import checkpoint_damage
+
+from mlm_toolkit.outputs import checkpoint_damage
 
 pytestmark = pytest.mark.slow
 

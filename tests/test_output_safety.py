@@ -10,8 +10,7 @@ import sys
 import time
 
 import pytest
-
-from pt_helpers import newest_step, pt_train_command, digest, run_child, run_cli, train_tiny
+from pt_helpers import digest, newest_step, pt_train_command, run_child, run_cli, train_tiny
 from test_reliability import start_pt
 
 pytestmark = pytest.mark.slow

@@ -2,25 +2,25 @@
 
 import json
 import os
-from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from pt_helpers import (
+    load_state,
     load_with_plain_transformers,
     newest_step,
     pt_train_command,
-    load_state,
     run_child,
     run_cli,
     train_tiny,
 )
+
 from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_masked_token_accuracy_is_the_argmax_over_the_frozen_masks(trained, eli5
     recomputed here with plain transformers on the run's own frozen held-out masks."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
 
     out, results = trained
     data = prepare_data(
@@ -424,7 +424,7 @@ def test_speed_flags_train_to_the_same_losses(
         monkeypatch.setattr(inductor, "fallback_random", True)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-    caplog.set_level("INFO", logger="mlm")  # the run's own log (mlm_toolkit.run.skeleton)
+    caplog.set_level("INFO", logger="mlm")  # the run's own log (mlm_toolkit.run)
     plain = plain_six_steps
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", "--max-steps", "6", *flags)
     defaults = plain["config"]["pt"]
@@ -449,8 +449,8 @@ def test_speed_flags_train_to_the_same_losses(
 def test_sparse_head_loss_equals_the_models_own_loss(tiny_bert):
     from transformers import AutoModelForMaskedLM
 
-    from pt_mlm.heads import MaskedTokenLoss
     from pt_mlm.loaders import with_masked_positions
+    from pt_mlm.training import MaskedTokenLoss
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
     ids = torch.randint(5, model.config.vocab_size, (4, 16))
@@ -474,8 +474,8 @@ def test_padded_examples_lose_exactly_what_the_model_loses_with_their_attention_
     of the batch changes nothing."""
     from transformers import AutoModelForMaskedLM
 
-    from pt_mlm.heads import MaskedTokenLoss
     from pt_mlm.loaders import with_masked_positions
+    from pt_mlm.training import MaskedTokenLoss
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
     lengths = torch.tensor([16, 9, 5, 12])
@@ -536,7 +536,7 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
 ):
     import huggingface_hub
 
-    import mlm_toolkit.report.publish as publish
+    import mlm_toolkit.report as publish
 
     hub = FakeHub()
     monkeypatch.setattr(huggingface_hub, "HfApi", hub.Api)
@@ -570,7 +570,7 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
 
 
 def test_save_total_limit_keeps_the_newest_checkpoints(tiny_roberta, eli5_jsonl, tmp_path):
-    from mlm_toolkit.run.outputs import complete_checkpoints
+    from mlm_toolkit.outputs import complete_checkpoints
 
     train_tiny(
         tiny_roberta,

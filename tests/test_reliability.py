@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pt_helpers import TINY_ARGS, newest_step, pt_train_command, run_cli, train_tiny
-from mlm_toolkit.run.outputs import checkpoint_damage, complete_checkpoints
+
+from mlm_toolkit.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,7 +232,7 @@ def odd_models(tmp_path_factory, tiny_roberta):
 def test_bad_input_catalog(tmp_path, tiny_roberta, eli5_jsonl, odd_models):
     from click.testing import CliRunner
 
-    from pt_mlm.cli import main
+    from pt_mlm import main
 
     failures = []
     for name, args, code, message in catalog(tmp_path, tiny_roberta, eli5_jsonl, *odd_models):

@@ -12,7 +12,6 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from pt_helpers import run_cli, train_tiny
 from test_flags import recording_cli
 

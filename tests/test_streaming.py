@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
-
-from mlm_toolkit.data import streaming
-from mlm_toolkit.data.blocks import prepare_data
-from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data.streaming import BlockStream, prepare_stream
 from pt_helpers import pt_train_command, run_cli, train_tiny
+
+from mlm_toolkit import streaming
+from mlm_toolkit.blocks import prepare_data
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.streaming import BlockStream, prepare_stream
 
 
 @pytest.fixture()
@@ -104,7 +104,6 @@ def test_a_streamed_run_resumed_ends_as_an_uninterrupted_one(tiny_roberta, corpu
     to 20, the losses, evaluations and weights are those of a run straight to 20; the rows are pulled 7 at a
     time, so the checkpoint lands inside a pull, with tokens carried."""
     import torch
-
     from pt_helpers import load_state
 
     monkeypatch.setattr(streaming, "ROWS_PER_PULL", 7)

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from test_fidelity import no_dropout_roberta, pt_mlm_batches, pt_mlm_run  # noqa: F401  (a fixture)
 from test_tf_train import HERE, child_env
 

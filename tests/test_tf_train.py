@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tiny_models import BROKEN_MODELS, TINY_ARGS, train_command
 
 pytestmark = pytest.mark.tf
@@ -83,7 +82,7 @@ def test_a_log_shows_progress_every_log_every_steps_and_the_epoch_cut_short(trai
 
 
 def test_tensorflows_start_up_noise_does_not_reach_the_user(trained):
-    from tf_mlm.environment import NATIVE_NOISE
+    from tf_mlm import NATIVE_NOISE
 
     out, _, train_output = trained
     filled = tf_mlm("fill-mask", out, "the cat <mask> the ball.")  # devices first listed as it predicts
@@ -172,7 +171,7 @@ def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(
 
 def read_tensorboard(folder: Path) -> dict[str, dict[int, float]]:
     """Every scalar of the one TensorBoard run below `folder`, by tag and step."""
-    from mlm_toolkit.report.trackers import tensorboard_without_tensorflow
+    from mlm_toolkit.trackers import tensorboard_without_tensorflow
 
     tensorboard_without_tensorflow()  # this pytest process is PyTorch's
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

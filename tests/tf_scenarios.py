@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from tf_mlm.environment import prepare
+from tf_mlm import prepare
 
 prepare()  # this script's modules import tf_mlm.training: the Keras 2, TF-only environment first  # noqa: E402
 
@@ -58,7 +58,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.data.blocks import prepare_data
+    from mlm_toolkit.blocks import prepare_data
     from tf_mlm.training import TFOptions, make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -79,7 +79,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
     # represent exactly (2,048 and 256) must still pick the right logits.
     from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
-    from mlm_toolkit.run.models import resolve_model
+    from mlm_toolkit.sources import resolve_model
 
     big = resolve_model(BUILTIN_MODEL).location
     big_tokenizer = AutoTokenizer.from_pretrained(big)
@@ -144,7 +144,7 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     except RuntimeError:
         crashed = True
     backup_left = (out / "backup").is_dir() and any((out / "backup").iterdir())
-    from mlm_toolkit.errors import UsageError
+    from mlm_toolkit.config import UsageError
 
     refused = {}  # a resume that would be another run is refused, naming the setting
     for name, changed in (
@@ -178,9 +178,9 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
 def bad_inputs(model: str, data: str, work: Path) -> dict:
     """Exit code and message of each bad invocation of `tf-mlm train`."""
     from click.testing import CliRunner
-
-    from tf_mlm.cli import main
     from tiny_models import not_utf8
+
+    from tf_mlm import main
 
     existing = work / "existing"
     existing.mkdir()
@@ -268,7 +268,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     import huggingface_hub
     import transformers.keras_callbacks as keras_callbacks
 
-    import mlm_toolkit.report.publish as publish
+    import mlm_toolkit.report as publish
     from mlm_toolkit.config import HubConfig
     from tf_mlm.training import TFOptions, train
 
@@ -347,7 +347,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     from transformers import TFAutoModelForMaskedLM, create_optimizer
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.run.skeleton import StepPlan
+    from mlm_toolkit.run import StepPlan
     from tf_mlm.training import TFOptions, compile_trainee
 
     if os.environ.get("TORCH_ADAM_EPSILON"):
@@ -427,7 +427,7 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.data.streaming import BlockStream, prepare_stream
+    from mlm_toolkit.streaming import BlockStream, prepare_stream
     from tf_mlm.training import TFOptions, train
 
     class DieAfterStep10(keras.callbacks.Callback):

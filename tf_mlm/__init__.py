@@ -1,27 +1,182 @@
-"""Keras-first TensorFlow masked-LM fine-tuning: `tf-mlm train`, `tf_mlm.train`, `tf_mlm.MaskFiller`.
+"""Keras-first TensorFlow masked-LM fine-tuning: the `tf-mlm` CLI, `tf_mlm.train`, `tf_mlm.MaskFiller`.
 
 Importing the package loads no framework and sets nothing. The first use of `train`, `evaluate` or
 `MaskFiller` sets the Keras 2 environment (tf-keras) and imports TensorFlow: use them, not the modules
 behind them, which expect that environment.
 """
 
+from __future__ import annotations
+
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
 from importlib.metadata import version
+from typing import ClassVar, Iterator, Literal
 
-from tf_mlm.options import TFOptions
+from mlm_toolkit.cli import make_cli
+from mlm_toolkit.config import (
+    FrameworkOptions,
+    UsageError,
+    check_numbers,
+    check_positive,
+    option,
+    precision_option,
+)
 
-__all__ = ["MaskFiller", "TFOptions", "evaluate", "train", "__version__"]
+# What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
+# TF_CPP_MIN_LOG_LEVEL: absl's pre-initialisation notice, oneDNN and CPU-feature notes, and the failed
+# CUDA probes. None of it is the user's concern; anything else printed meanwhile is passed on.
+NATIVE_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+    "Unable to register cu",
+    "cuda_executor.cc",
+)
+
+
+def prepare() -> None:
+    # transformers' TF models use the Keras 2 API (tf-keras); make tf.keras agree, and keep torch out of
+    # this process (it only fights TensorFlow for threads and memory here).
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("USE_TORCH", "0")
+    if os.environ.get("USE_TF", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
+        os.environ["USE_TF"] = "AUTO"  # this path needs TensorFlow, whatever the environment said
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Run the block with the process's stderr (file descriptor 2, where C++ writes) captured, then pass on
+    every line that is not known start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write(
+                "".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE))
+            )
+
+
+@contextlib.contextmanager
+def prepared() -> Iterator[None]:
+    """The environment set, and TensorFlow's start-up noise held back, around the first import."""
+    prepare()
+    with native_noise_filtered():
+        yield
+        # TensorFlow probes for CUDA when its devices are first listed, not on import: list them here, in the
+        # filter, so that a machine without a GPU does not print its failed probe later (fill-mask did).
+        tensorflow = sys.modules.get("tensorflow")
+        if tensorflow is not None:
+            tensorflow.config.list_physical_devices()
+
+
+@dataclass
+class TFOptions(FrameworkOptions):
+    """Settings only the Keras path has."""
+
+    # Options that change what the model learns: part of the run's identity, checked on --resume.
+    identity_fields: ClassVar[tuple[str, ...]] = ("mixed_precision",)
+
+    mixed_precision: Literal["no", "mixed_float16", "mixed_bfloat16"] = precision_option(
+        "Keras mixed-precision policy, set before the model is built.", "mixed_float16", "mixed_bfloat16"
+    )
+    jit_compile: bool = option(
+        False, "Compile the train step with XLA (static shapes: full blocks, whole batches).", switch=True
+    )
+    strategy: Literal["auto", "default", "mirrored", "multi-worker"] = option(
+        "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible)."
+    )
+    worker_timeout: int = option(
+        300, "With --strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up."
+    )
+
+    def __post_init__(self) -> None:
+        check_numbers(self)
+        check_positive(self, "log_every", "worker_timeout")
+        if self.strategy == "multi-worker" and self.jit_compile:
+            # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
+            raise UsageError(
+                "cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile"
+            )
+
+
+def check_tf_config(text: str | None) -> None:
+    """TF_CONFIG must name a cluster of host:port workers and this worker's place in it; TensorFlow itself
+    reports a malformed one with a traceback, or waits forever for a worker that cannot exist."""
+    import json
+
+    if not text:
+        raise UsageError("multi-worker needs TF_CONFIG describing the cluster and this worker", "TF_CONFIG")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"is not valid JSON ({error})", "TF_CONFIG") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UsageError(
+            'needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG"
+        )
+    for role, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses:
+            raise UsageError(f'cluster "{role}" must be a non-empty list of host:port addresses', "TF_CONFIG")
+        for address in addresses:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise UsageError(f'cluster "{role}" address {address!r} is not host:port', "TF_CONFIG")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise UsageError(f'needs a "task" whose "type" is one of {sorted(cluster)}', "TF_CONFIG")
+    index, members = task.get("index"), cluster[task["type"]]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(members):
+        raise UsageError(
+            f'task index {index!r} is not a position in cluster "{task["type"]}" (0 to {len(members) - 1})',
+            "TF_CONFIG",
+        )
+
+
+__all__ = ["MaskFiller", "TFOptions", "evaluate", "main", "train", "__version__"]
 __version__ = version("mlm-toolkit")
+API = {"train": "training", "evaluate": "training", "MaskFiller": "infer"}  # name -> its module
 
 
 def __getattr__(name: str):
     """`train`, `evaluate` and `MaskFiller`, imported on first use in the environment TensorFlow needs."""
-    from tf_mlm.environment import prepared
-
-    if name not in ("train", "evaluate", "MaskFiller"):
+    if name not in API:
         raise AttributeError(f"module 'tf_mlm' has no attribute {name!r}")
     with prepared():  # TF_USE_LEGACY_KERAS and the rest before TensorFlow is first imported
-        return getattr(importlib.import_module(f"tf_mlm.{MODULES[name]}"), name)
+        return getattr(importlib.import_module(f"tf_mlm.{API[name]}"), name)
 
 
-MODULES = {"train": "training", "evaluate": "evaluation", "MaskFiller": "infer"}
+def train_from_cli(run, options):
+    # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which fail to import unless
+    # torch is visible; only a pushing run pays for that (the Keras path hides torch otherwise). Nothing
+    # has imported transformers yet in this process, so this is the one place to say it.
+    if run.hub.push_to_hub:
+        os.environ.setdefault("USE_TORCH", "AUTO")
+    return __getattr__("train")(run, options)
+
+
+main = make_cli(
+    "tf-mlm",
+    "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
+    TFOptions,
+    train=train_from_cli,
+    filler=lambda model: __getattr__("MaskFiller")(model),
+    evaluate=lambda config: __getattr__("evaluate")(config),
+    version=__version__,
+)

@@ -1,5 +1,5 @@
 """`python -m tf_mlm`, which is what `python -m tf_mlm train ...` runs."""
 
-from tf_mlm.cli import main
+from tf_mlm import main
 
 main()

@@ -47,7 +47,7 @@ def load_masked_lm(resolved, **kwargs):
     with a damaged file reported as one line. The shim above is installed here, where it is needed."""
     from transformers import TFAutoModelForMaskedLM
 
-    from mlm_toolkit.run.models import load_weights
+    from mlm_toolkit.sources import load_weights
 
     patch_safetensors_loading()
     folder = Path(resolved.location)

@@ -1,6 +1,6 @@
 """Masked-LM loss with the vocabulary projection on masked positions only, the Keras way.
 
-As in `pt_mlm.heads`: only ~15% of positions carry a label, but the stock model projects all of them
+As in `pt_mlm.training`: only ~15% of positions carry a label, but the stock model projects all of them
 onto the vocabulary, often half the compute. Here the encoder runs on every token and the head only
 on the masked ones. Without XLA the masked rows are gathered exactly (`tf.boolean_mask`); XLA needs
 static shapes, so there a fixed number of rows is gathered, masked positions first, sized with a wide

@@ -14,8 +14,8 @@ from collections import OrderedDict
 import numpy as np
 import tensorflow as tf
 
-from mlm_toolkit.data.masking import BlockMasker, mask_seed, masking_collator
-from mlm_toolkit.data.streaming import BlockStream
+from mlm_toolkit.blocks import BlockMasker, mask_seed, masking_collator
+from mlm_toolkit.streaming import BlockStream
 
 
 def keras_masking(tokenizer, data_cfg, seed: int):

@@ -18,7 +18,7 @@ Runbook:
     # continue an interrupted fit from its last backup
     tf-mlm train ... --resume auto
 
-The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.skeleton.train`;
+The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`;
 this module is what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
 """
 
@@ -33,25 +33,29 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 from transformers import create_optimizer
-from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
+from transformers.modeling_tf_utils import keras
 from transformers.optimization_tf import WarmUp
 
-from mlm_toolkit.run import skeleton
-from mlm_toolkit.config import RunConfig
-from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.report.export import add_weights_for_other_framework
-from mlm_toolkit.run.identity import check_same_run, check_steps_left
-from mlm_toolkit.run.metrics import LossLog
-from mlm_toolkit.run.outputs import checkpoint_damage
-from mlm_toolkit.report.card import hub_base_model
-from mlm_toolkit.run.results import Results
-from mlm_toolkit.run.skeleton import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.report.trackers import Trackers
-from mlm_toolkit.data.streaming import BlockStream, StreamPosition
+import mlm_toolkit.run
+from mlm_toolkit.config import RunConfig, RunError, UsageError
+from mlm_toolkit.outputs import checkpoint_damage
+from mlm_toolkit.report import (
+    EvalScore,
+    LossLog,
+    Results,
+    TokenWeightedMean,
+    add_weights_for_other_framework,
+    hub_base_model,
+)
+from mlm_toolkit.run import Recorder, RunHooks, StepPlan, check_same_run, check_steps_left, tracked_config
+from mlm_toolkit.streaming import BlockStream, StreamPosition
+from mlm_toolkit.trackers import Trackers
+from tf_mlm import TFOptions, check_tf_config, native_noise_filtered
 from tf_mlm.callbacks import (
     BACKUP,
     IDENTITY,
@@ -64,11 +68,12 @@ from tf_mlm.callbacks import (
     epoch_pushes,
 )
 from tf_mlm.compat import load_masked_lm
-from tf_mlm.environment import native_noise_filtered
-from tf_mlm.evaluation import make_evaluator
-from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows
+from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
 from tf_mlm.inputs import keras_masking, stream_batches
-from tf_mlm.options import TFOptions, check_tf_config
+
+if TYPE_CHECKING:
+    from mlm_toolkit.config import EvalConfig
+    from mlm_toolkit.evaluation import Evaluation
 
 log = logging.getLogger("tf_mlm")
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
@@ -81,7 +86,7 @@ def train(
     hooks: list[RunHooks] | None = None,
 ) -> Results:
     """Fine-tune with compile() and fit(); `callbacks`: extra Keras callbacks (tests interrupt a fit so)."""
-    return skeleton.train(run, KerasBackend(options or TFOptions(), callbacks), hooks)
+    return mlm_toolkit.run.train(run, KerasBackend(options or TFOptions(), callbacks), hooks)
 
 
 def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strategy:
@@ -173,7 +178,7 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -
 
 
 class KerasBackend:
-    """What Keras does in `mlm_toolkit.run.skeleton.train`: a tf.distribute strategy, compile() and fit()."""
+    """What Keras does in `mlm_toolkit.run.train`: a tf.distribute strategy, compile() and fit()."""
 
     framework, short = "tensorflow", "tf"
     is_main = True  # every worker of a multi-worker run writes its own --output-dir
@@ -355,3 +360,34 @@ class KerasBackend:
         if completed:  # the run is complete: nothing left to resume
             shutil.rmtree(out / BACKUP, ignore_errors=True)
             shutil.rmtree(out / PREVIOUS, ignore_errors=True)
+
+
+def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
+    """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
+    in float32 whatever the precision policy. The graph is traced once per run, not per call."""
+    batch_sums = tf.function(
+        lambda ids, labels, mask: masked_token_loss_sum(model, ids, labels, False, attention_mask=mask),
+        reduce_retracing=True,
+    )
+
+    def evaluate() -> EvalScore:
+        mean = TokenWeightedMean()
+        for start in range(0, len(eval_inputs["input_ids"]), batch_size):
+            batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
+            total, count, right = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+            mean.add(float(total) / max(float(count), 1.0), int(count), int(right))
+        return mean.score
+
+    return evaluate
+
+
+def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
+    """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
+    return make_evaluator(load_masked_lm(resolved), data.eval_inputs, batch_size)()
+
+
+def evaluate(config: EvalConfig) -> Evaluation:
+    """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
+    from mlm_toolkit.evaluation import evaluate
+
+    return evaluate(config, "tensorflow", score)

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.data.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples, token_ids
-from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data.sources import (
+from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, mask_once, pad_examples, token_ids
+from mlm_toolkit.config import DataConfig, RunError, UsageError
+from mlm_toolkit.sources import (
     VALIDATION,
     column_names,
     has_validation_split,
@@ -32,8 +32,6 @@ from mlm_toolkit.data.sources import (
     resolve_text_column,
     texts_of,
 )
-from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.data.masking import mask_once
 
 log = logging.getLogger(__name__)
 

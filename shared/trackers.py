@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlm_toolkit.errors import RunError
+from mlm_toolkit.config import RunError
 
 
 class TensorBoard:

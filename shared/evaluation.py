@@ -11,38 +11,14 @@ import errno
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mlm_toolkit.config import DataConfig, ModelConfig, check_numbers, check_positive, option
-from mlm_toolkit.errors import UsageError
-from mlm_toolkit.run.metrics import EvalScore, perplexity
+from mlm_toolkit.config import EvalConfig, UsageError
+from mlm_toolkit.report import EvalScore, perplexity
 
 log = logging.getLogger("mlm")
-
-
-@dataclass
-class EvalSettings:
-    """How `evaluate` measures: the seed of the split and masks, and the batch."""
-
-    seed: int = option(42, "Seed of the held-out split and its masks (the training run's --seed).")
-    eval_batch_size: int = option(32, "Blocks per evaluation batch.", hf=("per_device_eval_batch_size",))
-
-    def __post_init__(self) -> None:
-        check_numbers(self)
-        check_positive(self, "eval_batch_size")
-        if self.seed < 0:
-            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
-
-
-@dataclass
-class EvalConfig:
-    """Everything `evaluate` needs: the model, the data settings, and how to measure."""
-
-    model: ModelConfig
-    data: DataConfig = field(default_factory=DataConfig)
-    settings: EvalSettings = field(default_factory=EvalSettings)
 
 
 @dataclass
@@ -64,17 +40,13 @@ class Evaluation:
 
 def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> Evaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
-    from mlm_toolkit.data.blocks import prepare_data
-    from mlm_toolkit.run.models import load_checked, resolve_model
-    from mlm_toolkit.data.streaming import prepare_stream
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.sources import load_checked, resolve_model
 
     resolved = resolve_model(config.model.model)
     _, tokenizer = load_checked(resolved, config.data.block_size)
     seed = config.settings.seed
-    if config.data.streaming:
-        data = prepare_stream(config.data, tokenizer, seed)
-    else:
-        data = prepare_data(config.data, tokenizer, seed, train=False)
+    data = prepare_data(config.data, tokenizer, seed, train=False)
     loss, accuracy = score(resolved, tokenizer, data, config.settings.eval_batch_size)
     summary = data.summary()
     result = Evaluation(
@@ -116,7 +88,7 @@ def check_writable_file(path: Path, overwrite: bool) -> None:
 
 
 def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
-    from mlm_toolkit.report.card import write_json
+    from mlm_toolkit.report import write_json
 
     if path.exists() and not overwrite:
         raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
@@ -125,6 +97,6 @@ def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
 
 
 def evaluation_json(result: Evaluation) -> str:
-    from mlm_toolkit.report.card import _jsonable
+    from mlm_toolkit.report import _jsonable
 
     return json.dumps(_jsonable(result.to_dict()), indent=2)

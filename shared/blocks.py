@@ -1,11 +1,10 @@
-"""Tokenize texts, group them into fixed blocks (the guide's `group_texts`), cache them on disk, and
-mask the held-out blocks once.
+"""Texts to blocks, and blocks to masked inputs: the guide's `group_texts` and its collator.
 
-Tokenizing is `datasets.Dataset.map(batched=True)` in `--preprocessing-num-workers` processes; grouping
-reads the token lists in Arrow batches and writes the blocks to an Arrow file in the cache, which both
-frameworks read from disk (`Blocks`): a corpus larger than memory costs disk, not RAM. The held-out
-blocks are masked once with a fixed seed: the same checkpoint always gets the same perplexity, and
-TensorFlow and PyTorch numbers are measured on identical inputs.
+Tokenizing is `datasets.Dataset.map(batched=True)` in `--preprocessing-num-workers` processes; the blocks
+go to an Arrow file in the cache that both frameworks read through a memory map, so a large corpus costs
+disk, not RAM. Masking is the guide's `DataCollatorForLanguageModeling` (or `DataCollatorForWholeWordMask`),
+seeded per block; the held-out blocks are masked once with a fixed seed, so a checkpoint always gets the
+same perplexity, in either framework.
 """
 
 from __future__ import annotations
@@ -16,17 +15,151 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.config import DataConfig
-from mlm_toolkit.data.sources import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
-from mlm_toolkit.errors import UsageError
-from mlm_toolkit.data.masking import mask_once
-from mlm_toolkit.run.outputs import write_text_atomically
+from mlm_toolkit.config import DataConfig, UsageError
+from mlm_toolkit.outputs import write_text_atomically
+from mlm_toolkit.sources import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
+
+IGNORED = -100  # the label of a position the loss skips
+
+
+def mask_seed(seed: int, epoch: int, position: int) -> int:
+    """The seed of the mask of the block at `position` of epoch `epoch`'s order (or of a stream's pass)."""
+    return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
+
+
+def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -> int:
+    """The seed of the dropout draws of one micro-batch of one process."""
+    return (mask_seed(seed, epoch, batch_in_epoch) * 65_537 + process) % (2**63)
+
+
+class _KnownLength:
+    """A tokenizer whose `len()` is computed once.
+
+    The guide's collator draws random replacement words from `range(len(tokenizer))` on every call, and
+    a fast tokenizer rebuilds its vocabulary to answer `len()`: about 6 ms for 30k words, 90% of the time
+    it takes to mask a batch. Everything else is the tokenizer's own.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer, self._length = tokenizer, len(tokenizer)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+def masking_collator(tokenizer, mlm_probability: float, **kwargs):
+    """The guide's `DataCollatorForLanguageModeling`, without the per-call vocabulary rebuild."""
+    from transformers import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(_KnownLength(tokenizer), mlm_probability=mlm_probability, **kwargs)
+
+
+def word_starts(tokenizer) -> np.ndarray:
+    """For each token id, whether the token begins a word: BERT's WordPiece marks the pieces that continue a
+    word with `##`, byte-level BPE (RoBERTa, GPT-2) and SentencePiece mark the pieces that begin one with a
+    leading space (`Ġ`, `▁`). Special tokens count as starts (they are never masked anyway)."""
+    vocab = tokenizer.get_vocab()
+    counts = {marker: sum(token.startswith(marker) for token in vocab) for marker in ("##", "Ġ", "▁")}
+    marker = max(counts, key=counts.get)
+    if counts[marker] < 0.05 * len(vocab):
+        raise UsageError(
+            "cannot tell where words begin in this tokenizer's vocabulary (neither WordPiece '##' pieces "
+            "nor a leading-space marker 'Ġ'/'▁'); train without it",
+            "--whole-word-masking",
+        )
+    starts = np.ones(len(tokenizer), dtype=bool)
+    for token, index in vocab.items():
+        if index < len(starts):
+            starts[index] = not token.startswith("##") if marker == "##" else token.startswith(marker)
+    starts[tokenizer.all_special_ids] = True
+    return starts
+
+
+class WholeWordMasking:
+    """transformers' `DataCollatorForWholeWordMask` (run_mlm_wwm.py's): a word's pieces are masked together,
+    words drawn until 15% of the block's tokens are chosen, then 80% `<mask>`, 10% random, 10% kept. It
+    reads BERT's WordPiece (`##` continues a word) as it is; a tokenizer that marks a word's first piece
+    instead (byte-level BPE `Ġ`, SentencePiece `▁`) is shown its continuing pieces as `##piece` and its
+    special tokens as `[CLS]`, the spellings the collator reads."""
+
+    def __init__(self, tokenizer, mlm_probability: float) -> None:
+        from transformers import DataCollatorForWholeWordMask
+
+        starts = word_starts(tokenizer)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        if not any(token.startswith("##") for token in tokens):
+            special = set(tokenizer.all_special_ids)
+            tokens = [
+                "[CLS]" if i in special else token if starts[i] else "##" + token
+                for i, token in enumerate(tokens)
+            ]
+        self.tokens = np.array(tokens, dtype=object)
+        with warnings.catch_warnings():  # deprecated for transformers 5, which has no TensorFlow: pinned < 5.
+            # Its successor, DataCollatorForLanguageModeling(whole_word_mask=True), drops the 10% random
+            # and 10% kept tokens, and needs character offsets that blocks no longer have.
+            warnings.simplefilter("ignore", FutureWarning)
+            self.collator = DataCollatorForWholeWordMask(
+                _KnownLength(tokenizer), mlm_probability=mlm_probability, return_tensors="np"
+            )
+        self.collator.seed = 0  # its shuffles draw from the generator given with each call
+
+    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array(ids, dtype=np.int64)
+        self.collator.generator = rng
+        with warnings.catch_warnings():  # "only suitable for BertTokenizer-like": the pieces are spelled so
+            warnings.simplefilter("ignore", UserWarning)
+            chosen = np.array([self.collator._whole_word_mask(list(self.tokens[row])) for row in ids])
+        return self.collator.numpy_mask_tokens(ids, chosen)
+
+
+class BlockMasker:
+    """Blocks (n, block size) -> {"input_ids", "labels"} (and "attention_mask" for padded examples), NumPy,
+    drawing from `rng` (a NumPy generator): for the frozen eval masks and the Keras input pipeline."""
+
+    def __init__(
+        self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False
+    ) -> None:
+        self.collator = masking_collator(tokenizer, mlm_probability, return_tensors="np")
+        self.whole_words = WholeWordMasking(tokenizer, mlm_probability) if whole_word else None
+        self.pad_id = tokenizer.pad_token_id if padded else None
+
+    def __call__(self, blocks: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        blocks = np.asarray(blocks)
+        batch: dict[str, np.ndarray] = {}
+        if self.pad_id is not None:
+            batch["attention_mask"] = (blocks != self.pad_id).astype(np.int32)
+        if self.whole_words is not None:
+            inputs, labels = self.whole_words(blocks, rng)
+        else:
+            self.collator.generator = rng
+            masked = self.collator([{"input_ids": row} for row in blocks])
+            inputs, labels = masked["input_ids"], masked["labels"]
+        batch.update(input_ids=inputs.astype(np.int32), labels=labels.astype(np.int32))
+        return batch
+
+
+def mask_once(
+    blocks: np.ndarray,
+    tokenizer,
+    mlm_probability: float,
+    seed: int,
+    whole_word: bool = False,
+    padded: bool = False,
+) -> dict[str, np.ndarray]:
+    """Mask blocks once with a fixed seed: the frozen evaluation inputs every evaluation, both frameworks
+    and `*-mlm evaluate` read."""
+    return BlockMasker(tokenizer, mlm_probability, whole_word, padded)(blocks, np.random.default_rng(seed))
+
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +458,12 @@ def texts_summary(splits: Splits) -> dict[str, object]:
 
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
     """Texts -> train blocks on disk and masked held-out blocks; a clear error when either is empty.
-    `train=False` (evaluation only) reads and tokenizes the held-out rows alone."""
+    `train=False` (evaluation only) reads and tokenizes the held-out rows alone. With --streaming, the
+    held-out blocks now and the train blocks as the rows stream in (`mlm_toolkit.streaming`)."""
+    if config.streaming:
+        from mlm_toolkit.streaming import prepare_stream
+
+        return prepare_stream(config, tokenizer, seed)
     splits = load_splits(config, seed)
     held_out_digest = digest(splits.held_out)
     train_digest = digest(splits.train) if train else ""

@@ -20,8 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
-from mlm_toolkit.config import RunConfig, TrainConfig
-from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.config import RunConfig, RunError, TrainConfig, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def recover_interrupted_overwrite(out: Path) -> None:
     """An --overwrite-output-dir run that was killed left the previous run beside `out`: finish that
     replacement when the new run saved something it can resume from (a checkpoint, its final results),
     else put the previous run back. Either way, one line says which."""
-    from mlm_toolkit.run.results import RESULTS
+    from mlm_toolkit.report import RESULTS
 
     out = out.expanduser()
     out = out.resolve() if out.is_symlink() else out
@@ -138,7 +137,7 @@ def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[
     """(flag, folder) of everything a run reads and must never write over: model, data, caches."""
     from huggingface_hub import constants
 
-    from mlm_toolkit.data.blocks import cache_root
+    from mlm_toolkit.blocks import cache_root
 
     sources = [
         ("--cache-dir", cache_root(run.data)),

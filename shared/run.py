@@ -1,15 +1,17 @@
-"""One training run, the same for both frameworks: setup, evaluate before, fit, evaluate after, save,
-report, push. A framework supplies a `Backend` with what differs (model and optimizer, the fit, the
-evaluation, checkpoints, saving); `train` below is the run a reader sees once.
+"""One training run, the same for both frameworks; a framework supplies a `Backend` with what differs.
 
     setup     resolve the model, check the Hub, claim --output-dir, data, model, step plan, resume
     fit       the backend's loop (PyTorch) or fit() (Keras), reporting each step to a `Recorder`
     evaluate  before training and after each epoch, on the frozen held-out masks
     save      final model into staging, then the report (all_results.json last), then the Hub
+
+A run's identity (model, data fingerprint, the settings that change what it learns) is recorded with each
+checkpoint; `--resume` continues the same run or refuses, naming the setting that differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import math
@@ -17,23 +19,131 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from mlm_toolkit.data.blocks import MLMData, prepare_data
-from mlm_toolkit.data.streaming import prepare_stream
-from mlm_toolkit.config import RunConfig, TrainConfig
-from mlm_toolkit.errors import UsageError, WrongType
-from mlm_toolkit.cli.flags import write_run_config
-from mlm_toolkit.run.identity import check_finished_run, run_identity
-from mlm_toolkit.run.metrics import EvalScore, LossLog
-from mlm_toolkit.run.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
-from mlm_toolkit.run.outputs import (
+from mlm_toolkit.blocks import MLMData, prepare_data
+from mlm_toolkit.cli import write_run_config
+from mlm_toolkit.config import RunConfig, TrainConfig, UsageError, WrongType, flag_of
+from mlm_toolkit.outputs import (
     check_output_dir,
     claimed_output_dir,
     recover_interrupted_overwrite,
     save_model_atomically,
 )
-from mlm_toolkit.report.publish import Pushes, check_push_possible
-from mlm_toolkit.report.card import write_run_report
-from mlm_toolkit.run.results import Results, completed_results
+from mlm_toolkit.report import (
+    EvalScore,
+    LossLog,
+    Pushes,
+    Results,
+    check_push_possible,
+    completed_results,
+    write_run_report,
+)
+from mlm_toolkit.sources import ResolvedModel, load_checked, report_fresh_weights, resolve_model
+
+# Settings that decide what the model learns or how it is measured, by their config field (and so their
+# flag); a change of the data itself is caught by the fingerprint of the texts.
+DATA_FIELDS = (
+    "dataset_config",
+    "train_split",
+    "max_samples",
+    "test_size",
+    "max_eval_samples",
+    "block_size",
+    "line_by_line",
+    "mlm_probability",
+    "whole_word_masking",
+    "streaming",
+)
+TRAIN_FIELDS = (
+    "seed",
+    "per_device_batch_size",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler",
+    "warmup_steps",
+    "warmup_ratio",
+    "max_grad_norm",
+)
+
+
+def model_shape(config) -> str:
+    """What a checkpoint's tensors depend on: family, vocabulary, width and depth of the model."""
+    return (
+        f"{config.model_type}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
+        f"{config.num_hidden_layers} layers"
+    )
+
+
+def run_identity(
+    run: RunConfig, model_name: str, model_config, data, num_processes: int, options: Any = None
+) -> dict[str, Any]:
+    """The settings a resumed run must share (`data`: the run's `MLMData` or `StreamData`); `options` adds
+    the framework's `identity_fields`."""
+    identity: dict[str, Any] = {
+        "model": model_name,
+        "model_shape": model_shape(model_config),
+        "num_processes": num_processes,
+        "text_column": data.text_column,
+    }
+    identity.update({name: getattr(run.data, name) for name in DATA_FIELDS})
+    identity.update({name: getattr(run.train, name) for name in TRAIN_FIELDS})
+    identity.update({name: getattr(options, name) for name in getattr(options, "identity_fields", ())})
+    # Last, so that a setting that changes the data (the seed's split, --max-samples) is named itself.
+    identity["dataset"] = data.fingerprint
+    return identity
+
+
+def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> None:
+    """Refuse to resume `where` (a checkpoint or backup) when any setting defining the run differs."""
+    for key, value in now.items():
+        if key not in saved or saved[key] == value:
+            continue
+        if key == "dataset":
+            raise UsageError(
+                f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
+                "resume with the same data or start a new --output-dir",
+                "--dataset",
+            )
+        flag = {"num_processes": "--resume", "model_shape": "--model"}.get(key) or flag_of(key)
+        raise UsageError(
+            f"{where} was made with {flag} {saved[key]}, this run has {value}; "
+            "resume with the same settings or start a new --output-dir",
+            flag,
+        )
+
+
+def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, where: str) -> None:
+    """Refuse `--resume` on a finished run (`saved`: its all_results.json config) with settings that differ:
+    its figures are not this run's. More --max-steps is not a resume of a finished run either: say how."""
+    now = {**run.to_dict(), "options": dataclasses.asdict(options) if options is not None else {}}
+    saved = {**saved, "options": saved.get("pt") or saved.get("tf") or {}}
+    fields = [("data", n) for n in (*DATA_FIELDS, "dataset", "text_column")] + [("model", "model")]
+    fields += [("train", n) for n in (*TRAIN_FIELDS, "max_steps", "num_epochs")]
+    fields += [("options", n) for n in getattr(options, "identity_fields", ())]
+    for part, name in fields:
+        before, after = saved.get(part, {}).get(name), now[part].get(name)
+        if name not in saved.get(part, {}) or after is None or before == after:
+            continue
+        if name in ("max_steps", "num_epochs"):
+            raise UsageError(
+                f"{where} is a finished run ({flag_of(name)} {before}); it is not trained further: start a "
+                f"new run from its model, --model {run.train.output_dir} with another --output-dir",
+                flag_of(name),
+            )
+        raise UsageError(
+            f"{where} is a finished run made with {flag_of(name)} {before}, this run has {after}; "
+            "start a new --output-dir, or --overwrite-output-dir to replace it",
+            flag_of(name),
+        )
+
+
+def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
+    """Refuse a --max-steps below the steps done. Equal is allowed: a run stopped after its last step
+    (its final save failed) finishes with no step more."""
+    if max_steps is not None and max_steps < steps_done:
+        raise UsageError(
+            f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps"
+        )
+
 
 log = logging.getLogger("mlm")
 
@@ -239,9 +349,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         backend.barrier()  # the main process has created the folder
         completed = False
         try:
-            data = (prepare_stream if run.data.streaming else prepare_data)(
-                run.data, tokenizer, run.train.seed
-            )
+            data = prepare_data(run.data, tokenizer, run.train.seed)
             # The repository is made now, so a missing permission stops the run before it trains.
             backend.pushes = Pushes(run.hub) if run.hub.push_to_hub and backend.is_main else None
             fresh = backend.load(resolved, tokenizer, data)
