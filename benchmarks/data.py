@@ -59,12 +59,8 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
     partial = path.with_suffix(".partial")
     with partial.open("w") as f:
         for n in range(rows):
-            answers = [
-                " ".join(rng.choices(sentences, k=rng.randint(4, 9))) for _ in range(rng.randint(2, 5))
-            ]
-            f.write(
-                json.dumps({"q_id": f"q{n}", "title": rng.choice(sentences), "answers": {"text": answers}})
-            )
+            answers = [" ".join(rng.choices(sentences, k=rng.randint(4, 9))) for _ in range(rng.randint(2, 5))]
+            f.write(json.dumps({"q_id": f"q{n}", "title": rng.choice(sentences), "answers": {"text": answers}}))
             f.write("\n")
     partial.replace(path)
     return path
@@ -78,9 +74,7 @@ def write_long_row_corpus(path: Path, megabytes: int) -> Path:
     sentence = "the cat sees a dog because it is happy, then the dog reads a book again. "
     text = (sentence * (megabytes * 10**6 // len(sentence) + 1))[: megabytes * 10**6]
     partial = path.with_suffix(".partial")
-    partial.write_text(
-        short + json.dumps({"q_id": "long", "title": "long", "answers": {"text": [text]}}) + "\n"
-    )
+    partial.write_text(short + json.dumps({"q_id": "long", "title": "long", "answers": {"text": [text]}}) + "\n")
     partial.replace(path)
     return path
 
@@ -166,12 +160,7 @@ def jobs(rows: int, workers: list[int], corpus: Path, train_steps: int) -> list[
         listed.append({**base, "name": f"ours, {count} worker(s)", "recipe": "ours", "workers": count})
         listed.append({**base, "name": f"guide, {count} worker(s)", "recipe": "guide", "workers": count})
     listed.append(  # the stream is read for a fixed number of blocks: its time does not grow with the corpus
-        {
-            **base,
-            "name": f"ours --streaming, first {STREAMED_BLOCKS:,} blocks",
-            "recipe": "stream",
-            "workers": 1,
-        }
+        {**base, "name": f"ours --streaming, first {STREAMED_BLOCKS:,} blocks", "recipe": "stream", "workers": 1}
     )
     if train_steps:
         listed.append({**base, "name": "pt-mlm train", "recipe": "train", "workers": 1, "steps": train_steps})
@@ -204,8 +193,7 @@ def write_report(out: Path, report: dict) -> None:
         "time), and the anonymous ones, what the processes hold themselves; sampled every "
         f"{SAMPLE_SECONDS:g} s.",
         "",
-        "| rows | job | seconds | tokens/s | vs guide | peak resident MiB | peak anonymous MiB | cache MiB "
-        "| blocks |",
+        "| rows | job | seconds | tokens/s | vs guide | peak resident MiB | peak anonymous MiB | cache MiB | blocks |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -217,9 +205,7 @@ def write_report(out: Path, report: dict) -> None:
             ),
             None,
         )
-        ratio = (
-            f"{row['tokens_per_s'] / guide['tokens_per_s']:.2f}x" if guide and row["recipe"] == "ours" else ""
-        )
+        ratio = f"{row['tokens_per_s'] / guide['tokens_per_s']:.2f}x" if guide and row["recipe"] == "ours" else ""
         lines.append(
             f"| {row['rows']:,} | {named(row)} | {row['seconds']:,.1f} | {row['tokens_per_s']:,.0f} "
             f"| {ratio} "
@@ -290,18 +276,11 @@ def plot(path: Path, rows: list[dict]) -> None:
 @click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
 @click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
 @click.option(
-    "--only",
-    default=None,
-    help="Run only these jobs: comma-separated among ours, guide, stream, train, long.",
+    "--only", default=None, help="Run only these jobs: comma-separated among ours, guide, stream, train, long."
 )
+@click.option("--merge", is_flag=True, help="Add to the report in --out, replacing its rows of the jobs run again.")
 @click.option(
-    "--merge", is_flag=True, help="Add to the report in --out, replacing its rows of the jobs run again."
-)
-@click.option(
-    "--long-row-mb",
-    default=50,
-    show_default=True,
-    help="Also prepare a corpus with one row this large (0: none).",
+    "--long-row-mb", default=50, show_default=True, help="Also prepare a corpus with one row this large (0: none)."
 )
 @click.option("--smoke", is_flag=True, help="2,000 rows, one worker, two steps: checks the harness.")
 def main(

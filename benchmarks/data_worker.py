@@ -134,9 +134,7 @@ def train(job: dict) -> int:
 if __name__ == "__main__":
     job = json.loads(sys.argv[1])
     started = time.perf_counter()
-    blocks = {"ours": ours, "long": ours, "guide": guide, "stream": stream, "train": train}[job["recipe"]](
-        job
-    )
+    blocks = {"ours": ours, "long": ours, "guide": guide, "stream": stream, "train": train}[job["recipe"]](job)
     seconds = time.perf_counter() - started
     result = {"seconds": seconds, "blocks": blocks, "tokens_per_s": blocks * BLOCK_SIZE / seconds}
     result.update({key: value for key, value in job.items() if key.startswith("training_peak")})

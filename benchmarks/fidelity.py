@@ -28,19 +28,13 @@ import sys
 from pathlib import Path
 
 RECIPES = ("Trainer (guide)", "pt-mlm", "tf-mlm")
-LEARNING_RATE, BATCH, BLOCK = (
-    1e-4,
-    8,
-    128,
-)  # a fresh head learns little at the guide's 2e-5 in a few hundred steps
+LEARNING_RATE, BATCH, BLOCK = (1e-4, 8, 128)  # a fresh head learns little at the guide's 2e-5 in a few hundred steps
 
 
 def write_corpus(path: Path) -> Path:
     from pydoc_data.topics import topics
 
-    paragraphs = [
-        p.strip() for text in topics.values() for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8
-    ]
+    paragraphs = [p.strip() for text in topics.values() for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8]
     with path.open("w") as f:
         for paragraph in paragraphs:
             f.write(json.dumps({"text": " ".join(paragraph.split())}) + "\n")
@@ -83,9 +77,7 @@ def run_config(corpus: Path, start: Path, out: Path, steps: int, seed: int, max_
     )
 
 
-def train_one(
-    recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float
-) -> None:
+def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
     """Train one recipe in this process and leave its final PyTorch weights in `out`."""
     run = run_config(corpus, start, out, steps, seed, max_grad_norm)
     if recipe == "pt-mlm":
@@ -141,25 +133,18 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     from mlm_toolkit.blocks import prepare_data
     from pt_mlm.training import MaskedTokenLoss
 
-    data = prepare_data(
-        run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed
-    )
+    data = prepare_data(run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed)
     net = MaskedTokenLoss(AutoModelForMaskedLM.from_pretrained(folder), sparse=False).eval()
     total = count = 0.0
     with torch.no_grad():
         for first in range(0, len(data.eval_inputs["input_ids"]), 32):
-            batch = {
-                k: torch.from_numpy(v[first : first + 32].astype("int64"))
-                for k, v in data.eval_inputs.items()
-            }
+            batch = {k: torch.from_numpy(v[first : first + 32].astype("int64")) for k, v in data.eval_inputs.items()}
             losses, _ = net(**batch)
             total, count = total + losses.sum().item(), count + len(losses)
     return total / count
 
 
-def child(
-    recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float
-) -> None:
+def child(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: int, max_grad_norm: float) -> None:
     # Each recipe in its own process: TensorFlow and PyTorch never share one; hide the other framework.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("USE_TF" if recipe == "tf-mlm" else "USE_TORCH", None)
@@ -198,8 +183,7 @@ def write_report(out: Path, report: dict) -> None:
 
     rows = report["rows"]
     lines = [
-        f"# Training fidelity: eval perplexity after {report['steps']} steps from the same start, "
-        f"{report['date']}",
+        f"# Training fidelity: eval perplexity after {report['steps']} steps from the same start, {report['date']}",
         "",
         f"Corpus: {report['corpus']}. Start: {report['start']}. Global batch {BATCH} blocks of {BLOCK} "
         f"tokens, learning rate {LEARNING_RATE}, weight decay 0.01, linear decay, gradient clipping "
@@ -212,9 +196,7 @@ def write_report(out: Path, report: dict) -> None:
         + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items())
         + ".",
         "",
-        "| recipe | "
-        + " | ".join(f"seed {seed}" for seed in report["seeds"])
-        + " | mean | vs Trainer, per seed | "
+        "| recipe | " + " | ".join(f"seed {seed}" for seed in report["seeds"]) + " | mean | vs Trainer, per seed | "
         "vs Trainer, mean of seeds |",
         "|---|" + "---|" * len(report["seeds"]) + "---|---|---|",
     ]
@@ -223,9 +205,7 @@ def write_report(out: Path, report: dict) -> None:
         per_seed = " | ".join(f"{perplexity(loss):.2f}" for loss in row["eval_losses"])
         ratios = [
             perplexity(loss) / perplexity(ref) - 1
-            for loss, ref in zip(
-                row["eval_losses"], reference_losses or [], strict=False
-            )  # no reference: none
+            for loss, ref in zip(row["eval_losses"], reference_losses or [], strict=False)  # no reference: none
         ]
         row["ratio_per_seed"] = ratios
         row["ratio_mean"] = statistics.mean(ratios) if ratios else None
@@ -274,9 +254,7 @@ def plot(path: Path, report: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated")
     parser.add_argument(

@@ -110,13 +110,9 @@ def measured_at(machine: dict) -> str:
     """The provenance line: commit, whether the tree was clean, the CPU and its flags, the base compared."""
     clean = {True: " (clean tree)", False: " (with uncommitted changes)"}.get(machine.get("tree_clean"), "")
     flags = ", ".join(machine.get("cpu_flags") or []) or "no flags read"
-    line = (
-        f"Measured at commit {machine.get('commit') or 'unknown'}{clean}; CPU {machine.get('cpu')} ({flags})"
-    )
+    line = f"Measured at commit {machine.get('commit') or 'unknown'}{clean}; CPU {machine.get('cpu')} ({flags})"
     if machine.get("base_commit"):
-        line += (
-            f"; against base commit {machine['base_commit']}, rows `@ {machine['base_commit']}`, interleaved"
-        )
+        line += f"; against base commit {machine['base_commit']}, rows `@ {machine['base_commit']}`, interleaved"
     return line + "."
 
 

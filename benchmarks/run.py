@@ -75,23 +75,12 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
             "flags": {"fused_adamw": False},
             **fp32,
         },
-        {
-            "name": "pt-mlm fp32 compile",
-            "path": "pt-mlm",
-            "precision": "no",
-            "flags": {"torch_compile": True},
-            **fp32,
-        },
+        {"name": "pt-mlm fp32 compile", "path": "pt-mlm", "precision": "no", "flags": {"torch_compile": True}, **fp32},
     ]
     if bf16:
         rows += [
             {"name": "Trainer (guide) bf16", "path": "trainer", "precision": "bf16"},
-            {
-                "name": "pt-mlm bf16",
-                "path": "pt-mlm",
-                "precision": "bf16",
-                "reference": "Trainer (guide) bf16",
-            },
+            {"name": "pt-mlm bf16", "path": "pt-mlm", "precision": "bf16", "reference": "Trainer (guide) bf16"},
         ]
     if gpu:
         rows += [
@@ -103,12 +92,7 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
                 "reference": "Trainer (guide) bf16",
             },
             {"name": "Trainer (guide) fp16", "path": "trainer", "precision": "fp16"},
-            {
-                "name": "pt-mlm fp16",
-                "path": "pt-mlm",
-                "precision": "fp16",
-                "reference": "Trainer (guide) fp16",
-            },
+            {"name": "pt-mlm fp16", "path": "pt-mlm", "precision": "fp16", "reference": "Trainer (guide) fp16"},
         ]
     keras = {"reference": "Keras (guide) fp32"}
     rows += [
@@ -121,18 +105,10 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
             "flags": {"sparse_head": False},
             **keras,
         },
-        {
-            "name": "tf-mlm fp32 XLA",
-            "path": "tf-mlm",
-            "precision": "no",
-            "flags": {"jit_compile": True},
-            **keras,
-        },
+        {"name": "tf-mlm fp32 XLA", "path": "tf-mlm", "precision": "no", "flags": {"jit_compile": True}, **keras},
     ]
     if bf16:
-        rows.append(
-            {"name": "tf-mlm mixed_bfloat16", "path": "tf-mlm", "precision": "mixed_bfloat16", **keras}
-        )
+        rows.append({"name": "tf-mlm mixed_bfloat16", "path": "tf-mlm", "precision": "mixed_bfloat16", **keras})
     if gpu:
         rows += [
             {
@@ -163,9 +139,7 @@ def gpu_name() -> str | None:
     """The first NVIDIA GPU's name, or None (asked of nvidia-smi, so no framework is imported here)."""
     if not shutil.which("nvidia-smi"):
         return None
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-    )
+    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
     lines = done.stdout.strip().splitlines() if done.returncode == 0 else []
     return lines[0] if lines else None
 
@@ -182,18 +156,11 @@ def provenance() -> dict:
         commit, dirty = None, None
     try:
         info = Path("/proc/cpuinfo").read_text()
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")
-        )
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
         flags = sorted({f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f in info.split()})
     except (OSError, StopIteration):
         cpu, flags = platform.processor() or None, []
-    return {
-        "commit": commit,
-        "tree_clean": None if dirty is None else not dirty,
-        "cpu": cpu,
-        "cpu_flags": flags,
-    }
+    return {"commit": commit, "tree_clean": None if dirty is None else not dirty, "cpu": cpu, "cpu_flags": flags}
 
 
 def checkout(rev: str, scratch: Path) -> tuple[Path, str]:
@@ -216,9 +183,7 @@ def checkout(rev: str, scratch: Path) -> tuple[Path, str]:
     return folder, commit
 
 
-def run_one(
-    spec: dict, workload: Workload, model: Path, scratch: Path, device: str, tree: Path = ROOT
-) -> dict:
+def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: str, tree: Path = ROOT) -> dict:
     """One process of `spec`, with the code of `tree` (this checkout, or a base commit's)."""
     scratch.mkdir(parents=True, exist_ok=True)
     out_file = scratch / f"{abs(hash((spec['name'], time.time())))}.json"
@@ -291,9 +256,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
 @click.option("--block-size", default=128, show_default=True)
 @click.option("--warmup", default=3, show_default=True, help="Steps not counted (compilation, caches).")
 @click.option("--steps", default=10, show_default=True, help="Warm steps measured per run.")
-@click.option(
-    "--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported."
-)
+@click.option("--repeats", default=3, show_default=True, help="Processes per configuration; the median is reported.")
 @click.option(
     "--only",
     default="",
@@ -311,12 +274,8 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
     is_flag=True,
     help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).",
 )
-@click.option(
-    "--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures."
-)
-@click.option(
-    "--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE)."
-)
+@click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
+@click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
 @click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
 def main(
     device,
@@ -384,9 +343,7 @@ def main(
         "kind": device,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "bf16": "gpu"
-        if device == "gpu"
-        else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
+        "bf16": "gpu" if device == "gpu" else ("native" if cpu_has_bf16() else ("emulated" if bf16 else "none")),
         "versions": next(iter(raw.values()))[0]["versions"] if raw else {},
         **provenance(),
         "base_commit": base_commit,

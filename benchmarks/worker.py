@@ -89,18 +89,12 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
         # of the warm-up makes the measured window start on a read.
         flags = {"log_every": workload.warmup_steps, **spec.get("flags", {})}
         options = pt_mlm.PTOptions(mixed_precision=spec["precision"], **flags)
-        results, peak = (
-            pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]),
-            torch_peak_memory(),
-        )
+        results, peak = (pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]), torch_peak_memory())
     else:
         import tf_mlm
 
         options = tf_mlm.TFOptions(mixed_precision=spec["precision"], **spec.get("flags", {}))
-        results, peak = (
-            tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]),
-            tf_peak_memory(),
-        )
+        results, peak = (tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]), tf_peak_memory())
     return {
         "step_seconds": timer.seconds,
         "first_step_time": timer.first_step_time,
@@ -186,8 +180,7 @@ def frozen_eval_torch(net, eval_inputs: dict) -> float:
     with torch.no_grad():
         for start in range(0, len(eval_inputs["input_ids"]), 32):
             batch = {
-                k: torch.from_numpy(v[start : start + 32].astype("int64")).to(device)
-                for k, v in eval_inputs.items()
+                k: torch.from_numpy(v[start : start + 32].astype("int64")).to(device) for k, v in eval_inputs.items()
             }
             losses, _ = net(**batch)
             total, count = total + losses.sum().item(), count + len(losses)

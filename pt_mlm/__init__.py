@@ -13,14 +13,7 @@ from importlib.metadata import version
 from typing import ClassVar, Literal
 
 from mlm_toolkit.cli import make_cli
-from mlm_toolkit.config import (
-    FrameworkOptions,
-    UsageError,
-    check_numbers,
-    check_positive,
-    option,
-    precision_option,
-)
+from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, check_positive, option, precision_option
 
 
 def prepare() -> None:
@@ -51,16 +44,12 @@ class PTOptions(FrameworkOptions):
         default=None,
     )
     fused_adamw: bool = option(
-        True,
-        "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).",
-        switch=True,
+        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
     )
     attention: Literal["sdpa", "eager"] = option(
         "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls."
     )
-    torch_compile: bool = option(
-        False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True
-    )
+    torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     tf_weights: bool = option(
         False,
         "Also write Keras weights (tf_model.h5, converted in a TensorFlow process at the end), so "
@@ -78,9 +67,7 @@ class PTOptions(FrameworkOptions):
         import torch  # here, not at the top: the CLI builds these options before it imports any framework
 
         if self.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise UsageError(
-                "fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision"
-            )
+            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
         if self.loader_workers is None:
             # Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they
             # would take cores from the step itself.

@@ -54,14 +54,10 @@ def save_model_folders(accelerator, tokenizer) -> None:
         from safetensors.torch import load_file
 
         model = accelerator.unwrap_model(models.pop(0)).model  # loaded here, not by Accelerate
-        missing, unexpected = model.load_state_dict(
-            load_file(Path(folder) / "model.safetensors"), strict=False
-        )
+        missing, unexpected = model.load_state_dict(load_file(Path(folder) / "model.safetensors"), strict=False)
         model.tie_weights()  # the decoder shares the embeddings, stored once
         if unexpected or set(missing) - set(getattr(model, "_tied_weights_keys", None) or ()):
-            raise RunError(
-                f"checkpoint {folder} holds other weights than this model's: {(unexpected or missing)[:3]}"
-            )
+            raise RunError(f"checkpoint {folder} holds other weights than this model's: {(unexpected or missing)[:3]}")
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
@@ -84,12 +80,7 @@ def read_process_state(checkpoint: Path, process: int) -> dict | None:
 
 
 def save_checkpoint(
-    accelerator,
-    out: Path,
-    progress: Progress,
-    keep: int | None,
-    weight_bytes: int,
-    process_state: dict | None = None,
+    accelerator, out: Path, progress: Progress, keep: int | None, weight_bytes: int, process_state: dict | None = None
 ) -> Path:
     """`process_state`: what this process must find again on resume (each process's stream position)."""
     final = checkpoint_dir(out, progress.global_step)

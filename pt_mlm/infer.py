@@ -32,9 +32,7 @@ class MaskFiller(MaskFillerBase):
         self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         ids = torch.from_numpy(input_ids).to(self.device)
-        logits = self.model(
-            input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)
-        ).logits
+        logits = self.model(input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)).logits
         mask_logits = logits[ids == self.tokenizer.mask_token_id].float()  # (masks, vocab), row-major order
         probs = mask_logits.softmax(dim=-1)
         if candidates is not None:

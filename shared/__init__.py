@@ -1,10 +1,8 @@
 """The framework-neutral core of pt-mlm and tf-mlm, installed as `mlm_toolkit`.
 
-config.py   the typed configs both CLIs and the Python API build (one dataclass per concern)
-data/       the data pipeline: `blocks.prepare_data` reads rows (`sources`), tokenizes and groups them
-            into blocks on disk, and masks the held-out blocks once (`masking`); `streaming` for streams
-run/        one training run: `skeleton.train` (setup, evaluate, fit, save) around a framework's
-            backend, the output folder and checkpoints, resume identity, results, model resolution
-report/     what a run leaves for people: model card and loss curve, trackers, Hub pushes, exports
-cli/        the click commands both CLIs share, the Hugging Face flag spellings and --config files
+config     the typed configs (one dataclass per concern) and errors    cli        the shared click commands
+sources    where the model and the rows come from                      blocks     texts -> blocks -> masks
+streaming  the same blocks from a stream                               run        `train`: the run itself
+outputs    the output folder and checkpoints                           report     results, card, pushes
+trackers, evaluation, fill_mask: --report-to, `evaluate`, and the half of `MaskFiller` both frameworks share
 """

@@ -100,8 +100,7 @@ class WholeWordMasking:
         if not any(token.startswith("##") for token in tokens):
             special = set(tokenizer.all_special_ids)
             tokens = [
-                "[CLS]" if i in special else token if starts[i] else "##" + token
-                for i, token in enumerate(tokens)
+                "[CLS]" if i in special else token if starts[i] else "##" + token for i, token in enumerate(tokens)
             ]
         self.tokens = np.array(tokens, dtype=object)
         with warnings.catch_warnings():  # deprecated for transformers 5, which has no TensorFlow: pinned < 5.
@@ -126,9 +125,7 @@ class BlockMasker:
     """Blocks (n, block size) -> {"input_ids", "labels"} (and "attention_mask" for padded examples), NumPy,
     drawing from `rng` (a NumPy generator): for the frozen eval masks and the Keras input pipeline."""
 
-    def __init__(
-        self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False
-    ) -> None:
+    def __init__(self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False) -> None:
         self.collator = masking_collator(tokenizer, mlm_probability, return_tensors="np")
         self.whole_words = WholeWordMasking(tokenizer, mlm_probability) if whole_word else None
         self.pad_id = tokenizer.pad_token_id if padded else None
@@ -149,12 +146,7 @@ class BlockMasker:
 
 
 def mask_once(
-    blocks: np.ndarray,
-    tokenizer,
-    mlm_probability: float,
-    seed: int,
-    whole_word: bool = False,
-    padded: bool = False,
+    blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int, whole_word: bool = False, padded: bool = False
 ) -> dict[str, np.ndarray]:
     """Mask blocks once with a fixed seed: the frozen evaluation inputs every evaluation, both frameworks
     and `*-mlm evaluate` read."""
@@ -168,9 +160,7 @@ PIECE_CHARS = 1 << 16  # a longer text is tokenized in pieces (`token_ids`)
 EVAL_BLOCKS_CAP = 10_000  # --max-eval-samples' default: evaluating more costs time and tells little more
 
 
-def group_into_blocks(
-    token_lists: list[list[int]] | list[np.ndarray], block_size: int
-) -> tuple[np.ndarray, int]:
+def group_into_blocks(token_lists: list[list[int]] | list[np.ndarray], block_size: int) -> tuple[np.ndarray, int]:
     """Concatenate token lists and cut them into `block_size` blocks, dropping the final remainder.
 
     The guide's `group_texts` does `sum(examples[k], [])`, quadratic in the number of rows; one
@@ -343,10 +333,7 @@ def tokenized(texts, tokenizer, config: DataConfig):
             batched=True,
             input_columns=["text"],
             remove_columns=["text"],
-            fn_kwargs={
-                "tokenizer": tokenizer,
-                "max_length": config.block_size if config.line_by_line else None,
-            },
+            fn_kwargs={"tokenizer": tokenizer, "max_length": config.block_size if config.line_by_line else None},
             features=datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))}),
             num_proc=config.preprocessing_num_workers,
             desc="tokenizing",
@@ -424,11 +411,7 @@ def eval_block_count(available: int, config: DataConfig) -> int:
     """How many held-out blocks are evaluated: --max-eval-samples, or all up to EVAL_BLOCKS_CAP."""
     cap = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or available
     if available > cap:
-        log.info(
-            "evaluating the first %d of %d held-out blocks (--max-eval-samples; 0 evaluates all)",
-            cap,
-            available,
-        )
+        log.info("evaluating the first %d of %d held-out blocks (--max-eval-samples; 0 evaluates all)", cap, available)
     return min(available, cap)
 
 

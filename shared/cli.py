@@ -30,15 +30,11 @@ RUN_CONFIG = "run_config"
 SECRET = ("hub_token",)  # never written to disk
 
 
-def dashed(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def spellings(name: str, aliases: Iterable[str] = ()) -> list[str]:
     """Every flag of a field: ours first, then its underscore spelling and each alias in both spellings."""
     names = [flag_of(name), "--" + name]
     for alias in aliases:
-        names += ["--" + alias, dashed(alias)]
+        names += ["--" + alias, flag_of(alias)]
     return list(dict.fromkeys(names))
 
 
@@ -123,15 +119,9 @@ def accepted_options(fields: Iterable[str] = ()) -> list[click.Option]:
     added = [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
     for name, kind in TRAINER_FLAGS.items():
         if name not in fields:
-            flag = isinstance(kind, str) and name in (
-                "disable_tqdm",
-                "pad_to_max_length",
-                "load_best_model_at_end",
-            )
+            flag = name in ("disable_tqdm", "pad_to_max_length", "load_best_model_at_end")  # switches
             type_ = None if flag else kind if isinstance(kind, click.Choice) else str
-            added.append(
-                click.Option(spellings(name), hidden=True, default=None, is_flag=flag or None, type=type_)
-            )
+            added.append(click.Option(spellings(name), hidden=True, default=None, is_flag=flag or None, type=type_))
     return added
 
 
@@ -143,14 +133,14 @@ def apply_trainer_flags(values: dict[str, Any], fields: Iterable[str]) -> dict[s
         if value in (None, False):
             continue
         if isinstance(kind, str):
-            raise UsageError(f"is not taken here: {kind}", dashed(name))
+            raise UsageError(f"is not taken here: {kind}", flag_of(name))
         if name == "save_strategy":  # --save_steps N is --checkpointing-steps N already
             if value != "steps" or values.get("checkpointing_steps") == "epoch":
                 values["checkpointing_steps"] = {"no": "none", "epoch": "epoch", "steps": 500}[value]
         elif value == "no":
-            raise UsageError("no: a run always evaluates, before training and after each epoch", dashed(name))
+            raise UsageError("no: a run always evaluates, before training and after each epoch", flag_of(name))
         elif value == "steps" and not values.get("eval_steps"):
-            raise UsageError("steps needs --eval-steps N (--eval_steps N)", dashed(name))
+            raise UsageError("steps needs --eval-steps N (--eval_steps N)", flag_of(name))
     return values
 
 
@@ -173,7 +163,7 @@ def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[
                 values.pop(alias, None)
             ours = ctx.get_parameter_source(f.name) == click.core.ParameterSource.COMMANDLINE
             if len(given) + ours > 1:
-                names = [flag_of(f.name)] * ours + [dashed(alias) for alias, _ in given]
+                names = [flag_of(f.name)] * ours + [flag_of(alias) for alias, _ in given]
                 raise UsageError(f"give one of {' and '.join(names)}, not both", names[0])
             if given:
                 values[f.name] = given[0][1]
@@ -303,15 +293,12 @@ def write_run_config(folder: Path, settings: dict[str, Any], fmt: str) -> Path:
 
 T = TypeVar("T")
 
-_SCALARS = {int: int, float: float, str: str, bool: bool}
 
-
-def _click_type(annotation: Any) -> tuple[Any, bool]:
-    """(click type, optional) for a field annotation such as `int | None`."""
+def _click_type(annotation: Any) -> Any:
+    """The click type of a field annotation such as `int | None`."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = len(args) == 1
-    base = args[0] if optional else annotation
-    return _SCALARS.get(base, str), optional
+    base = args[0] if len(args) == 1 else annotation
+    return base if base in (int, float, str, bool) else str
 
 
 def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -324,16 +311,12 @@ def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callab
                 meta = dict(f.metadata)
                 help_text = meta.pop("help", "")
                 choices = choices_of(hints[f.name])
-                click_type, _ = _click_type(hints[f.name])
-                if choices:
-                    click_type = click.Choice(choices)
+                click_type = click.Choice(choices) if choices else _click_type(hints[f.name])
                 kwargs: dict[str, Any] = {"default": f.default, "show_default": True, "help": help_text}
                 decls = spellings(f.name, meta.pop("hf", ()))
                 for other in ("hf_scaled", "hf_flags"):  # other forms: hidden options of their own
                     meta.pop(other, None)
-                if meta.pop(
-                    "switch", False
-                ):  # --jit-compile/--no-jit-compile, --jit_compile/--no_jit_compile
+                if meta.pop("switch", False):  # --jit-compile/--no-jit-compile, --jit_compile/--no_jit_compile
                     decls = [f"{decl}/--no{decl[1] if '_' in decl else '-'}{decl[2:]}" for decl in decls]
                 elif meta.pop("is_flag", False):
                     kwargs.update(is_flag=True, show_default=False)
@@ -353,10 +336,8 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the toolkit's errors into one clean line and the right exit code, never a traceback.
-
-    Usage errors exit 2 (click's convention for bad usage), failed runs exit 1.
-    """
+    """The toolkit's errors as one line and an exit code (2 bad usage, as click's, 1 a failed run), never a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -374,10 +355,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"Error: {describe_os_error(error)} (details: {write_crash_log()})", err=True)
             sys.exit(1)
         except Exception as error:  # nobody foresaw this one: one line, and the traceback in a file
-            click.echo(
-                f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})",
-                err=True,
-            )
+            click.echo(f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})", err=True)
             sys.exit(1)
 
     return wrapper
@@ -404,9 +382,7 @@ def write_crash_log() -> str:
     import time
     import traceback
 
-    path = (
-        Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    )
+    path = Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     path.write_text(traceback.format_exc())
     return str(path)
 
@@ -428,17 +404,7 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
     )
     # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
-    for noisy in (
-        "httpx",
-        "urllib3",
-        "matplotlib",
-        "datasets",
-        "filelock",
-        "absl",
-        "tensorflow",
-        "h5py",
-        "accelerate",
-    ):
+    for noisy in "httpx urllib3 matplotlib datasets filelock absl tensorflow h5py accelerate".split():
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else quiet)
     if not is_main_process():  # transformers and datasets log through handlers of their own
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -467,25 +433,13 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     @click.command("fill-mask")
     @click.argument("model")
     @click.argument("texts", metavar="[TEXT]...", nargs=-1)
-    @click.option(
-        "--file",
-        "text_file",
-        type=click.File("r"),
-        default=None,
-        help="Read texts from this file, one per line ('-' reads standard input).",
-    )
+    @click.option("--file", "text_file", type=click.File("r"), help="Texts, one per line ('-' reads standard input).")
     @click.option("--top-k", default=5, show_default=True, type=int, help="Predictions per mask.")
     @click.option(
-        "--target",
-        "targets",
-        multiple=True,
-        help="Rank only this word (the pipeline's targets); repeat it for several.",
+        "--target", "targets", multiple=True, help="Rank only this word (the pipeline's targets); repeatable."
     )
     @click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help='Print one JSON array, an object per TEXT: {"text": ..., "masks": [[prediction, ...], ...]}.',
+        "--json", "as_json", is_flag=True, help='One JSON array: {"text": ..., "masks": [[...], ...]} per TEXT.'
     )
     @reports_errors
     def fill_mask(model: str, texts: tuple[str, ...], text_file, top_k: int, targets, as_json: bool) -> None:
@@ -564,12 +518,8 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
             try:
                 saved = read_config_file(str(source), train_classes)
             except MLMError as error:
-                raise click.BadParameter(
-                    str(error).removeprefix("--config: "), param_hint="--config"
-                ) from None
-            values.update(
-                {k: v for k, v in saved.items() if k in measured and k not in given and v is not None}
-            )
+                raise click.BadParameter(str(error).removeprefix("--config: "), param_hint="--config") from None
+            values.update({k: v for k, v in saved.items() if k in measured and k not in given and v is not None})
             if not config_file:
                 click.echo(f"evaluating on the run's own data settings ({source})", err=True)
         values = apply_aliases(ctx, values, [DataConfig, EvalSettings])
@@ -611,9 +561,7 @@ def make_cli(
     from mlm_toolkit.report import completed_results
     from mlm_toolkit.run import check_finished_run
 
-    @click.group(
-        help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
-    )
+    @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
     @click.version_option(version, prog_name=prog)
     def main() -> None:
         pass
@@ -676,13 +624,7 @@ def make_cli(
             return
         print_summary(train_fn(run, options), run.train.output_dir)
 
-    train_command.params.extend(
-        [
-            *alias_options(DataConfig),
-            *alias_options(options_cls),
-            *accepted_options(fields),
-        ]
-    )
+    train_command.params.extend([*alias_options(DataConfig), *alias_options(options_cls), *accepted_options(fields)])
     main.add_command(fill_mask_command(load_filler))
     if evaluate is not None:
         main.add_command(evaluate_command(evaluate_fn, classes))

@@ -194,9 +194,7 @@ class DataConfig:
         None, "Evaluate on the first N held-out blocks (default: all, up to 10,000; 0 means all)."
     )
     block_size: int = option(
-        128,
-        "Tokens per training block (group_texts); with --line-by-line, per example.",
-        hf=("max_seq_length",),
+        128, "Tokens per training block (group_texts); with --line-by-line, per example.", hf=("max_seq_length",)
     )
     line_by_line: bool = option(
         False,
@@ -241,9 +239,7 @@ class DataConfig:
         if not 0.0 < self.test_size < 1.0:
             raise UsageError(f"must lie strictly between 0 and 1, got {self.test_size}", "--test-size")
         if not 0.0 < self.mlm_probability < 1.0:
-            raise UsageError(
-                f"must lie strictly between 0 and 1, got {self.mlm_probability}", "--mlm-probability"
-            )
+            raise UsageError(f"must lie strictly between 0 and 1, got {self.mlm_probability}", "--mlm-probability")
 
 
 @dataclass
@@ -285,8 +281,7 @@ class TrainConfig:
     warmup_ratio: float = option(0.0, "Warm up over this share of the optimizer steps (as the Trainer).")
     max_grad_norm: float = option(
         1.0,
-        "Clip the global gradient norm to this before each optimizer step (the Trainer's default); "
-        "0 turns it off.",
+        "Clip the global gradient norm to this before each optimizer step (the Trainer's default); 0 turns it off.",
     )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
         "linear",
@@ -300,9 +295,7 @@ class TrainConfig:
         "'none' (no checkpoints: the run cannot be resumed).",
         hf=("save_steps",),
     )
-    eval_steps: int | None = option(
-        None, "Also evaluate every N optimizer steps (always at each epoch's end)."
-    )
+    eval_steps: int | None = option(None, "Also evaluate every N optimizer steps (always at each epoch's end).")
     resume: str | None = option(
         None,
         "Continue from a checkpoint: 'auto' (newest complete one in --output-dir) or a path.",
@@ -314,9 +307,7 @@ class TrainConfig:
         "(every one installed) or none.",
     )
     eval_batch_size: int | None = option(
-        None,
-        "Blocks per evaluation batch (default: 2 x --per-device-batch-size).",
-        hf=("per_device_eval_batch_size",),
+        None, "Blocks per evaluation batch (default: 2 x --per-device-batch-size).", hf=("per_device_eval_batch_size",)
     )
 
     def __post_init__(self) -> None:
@@ -334,9 +325,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise UsageError(
-                f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm"
-            )
+            raise UsageError(f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm")
         if self.warmup_steps < 0:
             raise UsageError(f"must be >= 0, got {self.warmup_steps}", "--warmup-steps")
         if not self.output_dir:
@@ -395,9 +384,7 @@ class HubConfig:
 
     push_to_hub: bool = option(False, "Upload the output folder to the Hub when training ends.", is_flag=True)
     hub_model_id: str | None = option(None, "Repository id to push to, e.g. you/distilroberta-eli5.")
-    hub_private: bool = option(
-        False, "Create the Hub repository as private.", is_flag=True, hf=("hub_private_repo",)
-    )
+    hub_private: bool = option(False, "Create the Hub repository as private.", is_flag=True, hf=("hub_private_repo",))
 
     hub_token: str | None = option(
         None, "Hub token (default: HF_TOKEN, or the one `hf auth login` saved); never written to disk."
@@ -425,16 +412,9 @@ class RunConfig:
     config_format: Literal["yaml", "json"] = "yaml"  # of run_config, as the --config file was
 
     def __post_init__(self) -> None:
-        for name, kind in (
-            ("data", DataConfig),
-            ("model", ModelConfig),
-            ("train", TrainConfig),
-            ("hub", HubConfig),
-        ):
+        for name, kind in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), ("hub", HubConfig)):
             if not isinstance(getattr(self, name), kind):
-                raise WrongType(
-                    f"RunConfig({name}=...) must be a {kind.__name__}, got {getattr(self, name)!r}"
-                )
+                raise WrongType(f"RunConfig({name}=...) must be a {kind.__name__}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting by concern; the Hub token is never written anywhere."""

@@ -62,11 +62,7 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]
         config={"data": asdict(config.data), "settings": asdict(config.settings)},
     )
     log.info(
-        "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f",
-        config.model.model,
-        loss,
-        result.perplexity,
-        accuracy,
+        "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f", config.model.model, loss, result.perplexity, accuracy
     )
     return result
 

@@ -74,9 +74,7 @@ class MaskFillerBase:
             raise UsageError(f"none of {targets!r} is in the model's vocabulary", "targets")
         return np.array(sorted(set(ids)))
 
-    def __call__(
-        self, texts: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None
-    ) -> list:
+    def __call__(self, texts: str | Sequence[str], top_k: int = 5, targets: str | Sequence[str] | None = None) -> list:
         """`targets`, as the fill-mask pipeline's: rank only these words (top_k at most their number)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int):
             raise WrongType(f"must be an int, got {top_k!r}", "top_k")
@@ -101,10 +99,7 @@ class MaskFillerBase:
         results: list[list[list[Prediction]]] = [[] for _ in batch]
         for n, (row, col) in enumerate(zip(rows, cols, strict=True)):
             results[row].append(
-                [
-                    self._prediction(ids[row], col, int(t), float(p))
-                    for p, t in zip(probs[n], tokens[n], strict=True)
-                ]
+                [self._prediction(ids[row], col, int(t), float(p)) for p, t in zip(probs[n], tokens[n], strict=True)]
             )
         shaped = [per_text[0] if len(per_text) == 1 else per_text for per_text in results]
         return shaped[0] if single else shaped
@@ -135,9 +130,7 @@ class MaskFillerBase:
     def _prediction(self, ids: np.ndarray, position: int, token: int, score: float) -> Prediction:
         filled = ids.copy()
         filled[position] = token
-        keep = (
-            filled != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else slice(None)
-        )
+        keep = filled != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else slice(None)
         return {
             "score": score,
             "token": token,
@@ -152,9 +145,7 @@ def _per_mask(predictions: list) -> list[list[Prediction]]:
 
 def predictions_as_json(results: list[tuple[str, list]]) -> str:
     """One JSON array for any number of texts: [{"text": ..., "masks": [[prediction, ...] per mask]}]."""
-    return json.dumps(
-        [{"text": text, "masks": _per_mask(predictions)} for text, predictions in results], indent=2
-    )
+    return json.dumps([{"text": text, "masks": _per_mask(predictions)} for text, predictions in results], indent=2)
 
 
 def format_predictions(text: str, predictions: list) -> str:

@@ -76,11 +76,8 @@ def recover_interrupted_overwrite(out: Path) -> None:
         if out.is_dir() and ((out / RESULTS).is_file() or complete_checkpoints(out)):
             shutil.rmtree(aside)
             log.warning(
-                "%s: the overwrite by PID %d was stopped after it saved a checkpoint; finished it by "
-                "removing the previous run it had moved to %s",
-                out,
-                pid,
-                aside.name,
+                f"{out}: the overwrite by PID {pid} was stopped after it saved a checkpoint; finished it by "
+                f"removing the previous run it had moved to {aside.name}"
             )
             continue
         if out.is_dir():
@@ -93,11 +90,8 @@ def recover_interrupted_overwrite(out: Path) -> None:
             shutil.rmtree(out)
         os.replace(aside, out)
         log.warning(
-            "%s: restored the previous run, which the overwrite by PID %d (stopped before it saved "
-            "anything) had moved to %s",
-            out,
-            pid,
-            aside.name,
+            f"{out}: restored the previous run, which the overwrite by PID {pid} (stopped before it saved "
+            f"anything) had moved to {aside.name}"
         )
 
 
@@ -110,14 +104,9 @@ RUN_FILES = {
     *("README.md", "all_results.json", "train_results.json", "eval_results.json", "loss_curve.png"),
     *("run_config.yaml", "run_config.json", "config.json", "generation_config.json"),
     *("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tf_model.h5"),
-    *(
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "chat_template.jinja",
-    ),
-    *("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"),
+    *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"),
+    *("chat_template.jinja", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model"),
+    *("sentencepiece.bpe.model",),
     *("runs", "backup", "backup-previous", "hub", "model", LOCK),
 }
 
@@ -139,10 +128,7 @@ def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[
 
     from mlm_toolkit.blocks import cache_root
 
-    sources = [
-        ("--cache-dir", cache_root(run.data)),
-        ("the Hugging Face cache", Path(constants.HF_HUB_CACHE)),
-    ]
+    sources = [("--cache-dir", cache_root(run.data)), ("the Hugging Face cache", Path(constants.HF_HUB_CACHE))]
     for flag, name in (("--model", model_location), ("--dataset", run.data.dataset)):
         if name and Path(name).expanduser().exists():
             sources.append((flag, Path(name).expanduser()))
@@ -175,8 +161,7 @@ def busy(out: Path) -> UsageError:
     except (OSError, ValueError):
         holder = ""
     return UsageError(
-        f"another run{holder} is writing to {str(out)!r}; wait for it to end or choose another folder",
-        "--output-dir",
+        f"another run{holder} is writing to {str(out)!r}; wait for it to end or choose another folder", "--output-dir"
     )
 
 
@@ -203,10 +188,7 @@ def _locked(out: Path) -> bool:
 
 @contextlib.contextmanager
 def claimed_output_dir(
-    run: RunConfig,
-    model_location: str | None,
-    is_main: bool = True,
-    barrier: Callable[[], None] = lambda: None,
+    run: RunConfig, model_location: str | None, is_main: bool = True, barrier: Callable[[], None] = lambda: None
 ) -> Iterator[Path]:
     """The run's --output-dir, checked, created, locked against a second run, and released at the end.
 

@@ -75,42 +75,26 @@ class LossLog:
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
-    grad_norms: list[float] = field(
-        default_factory=list
-    )  # global norm before clipping, as the Trainer logs it
+    grad_norms: list[float] = field(default_factory=list)  # global norm before clipping, as the Trainer logs it
 
-    def log_step(
-        self, step: int, loss: float, seconds: float = float("nan"), grad_norm: float = float("nan")
-    ) -> None:
+    def log_step(self, step: int, loss: float, seconds: float = float("nan"), grad_norm: float = float("nan")) -> None:
         self.steps.append(int(step))
         self.losses.append(float(loss))
         self.step_seconds.append(float(seconds))
         self.grad_norms.append(float(grad_norm))
 
     def log_eval(self, step: int, eval_loss: float, accuracy: float = math.nan) -> dict[str, float]:
-        record = {
-            "step": int(step),
-            "eval_loss": float(eval_loss),
-            "perplexity": perplexity(eval_loss),
-            "accuracy": float(accuracy),
-        }
+        record = {"step": int(step), "eval_loss": float(eval_loss), "accuracy": float(accuracy)}
+        record["perplexity"] = perplexity(eval_loss)
         self.evals.append(record)
         return record
 
     def to_dict(self) -> dict[str, list]:
-        return {
-            "steps": self.steps,
-            "losses": self.losses,
-            "evals": self.evals,
-            "step_seconds": self.step_seconds,
-            "grad_norms": self.grad_norms,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, list]) -> "LossLog":
-        return cls(
-            *(list(d.get(key, [])) for key in ("steps", "losses", "evals", "step_seconds", "grad_norms"))
-        )
+        return cls(**{f.name: list(d.get(f.name, [])) for f in dataclasses.fields(cls)})
 
 
 RESULTS = "all_results.json"
@@ -206,9 +190,7 @@ class Results:
         saved = json.loads(path.read_text())
         names = {f.name for f in dataclasses.fields(cls)}  # the Trainer's flat keys are derived, not read
         evaluations = {
-            key: Evaluation(
-                *(float(saved[key].get(f, "nan")) for f in ("eval_loss", "perplexity", "accuracy"))
-            )
+            key: Evaluation(*(float(saved[key].get(f, "nan")) for f in ("eval_loss", "perplexity", "accuracy")))
             for key in ("before", "after")
         }  # an overflowed perplexity is stored as "inf"
         return cls(**{**{k: v for k, v in saved.items() if k in names}, **evaluations})
@@ -245,9 +227,7 @@ def plot_loss_curve(path: Path, losses: LossLog, title: str) -> None:
     if losses.steps:
         ax.plot(losses.steps, losses.losses, label="train loss", linewidth=1)
     if losses.evals:
-        ax.plot(
-            [e["step"] for e in losses.evals], [e["eval_loss"] for e in losses.evals], "o-", label="eval loss"
-        )
+        ax.plot([e["step"] for e in losses.evals], [e["eval_loss"] for e in losses.evals], "o-", label="eval loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("MLM cross-entropy")
     ax.set_title(title)
@@ -259,18 +239,14 @@ def plot_loss_curve(path: Path, losses: LossLog, title: str) -> None:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def hub_base_model(name: str) -> str | None:
     """The Hub id a model card names as base model: none for a local folder, the built-in's origin."""
     from mlm_toolkit.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
 
-    if name == BUILTIN_MODEL:
-        return BUILTIN_MODEL_ORIGIN
-    return None if Path(name).expanduser().exists() else name
+    return BUILTIN_MODEL_ORIGIN if name == BUILTIN_MODEL else None if Path(name).expanduser().exists() else name
 
 
 def base_model_card(name: str, location: str | None):
@@ -296,12 +272,7 @@ def framework_versions(framework: str) -> dict[str, str]:
 
     packages = ["mlm-toolkit", "transformers", "torch" if framework == "pytorch" else "tensorflow"]
     found = {}
-    for package in [
-        *packages,
-        "accelerate" if framework == "pytorch" else "tf-keras",
-        "datasets",
-        "tokenizers",
-    ]:
+    for package in [*packages, "accelerate" if framework == "pytorch" else "tf-keras", "datasets", "tokenizers"]:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -356,9 +327,7 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
         f"| {title} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
         for title, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"), ("accuracy", "accuracy"))
     )
-    versions = "\n".join(
-        f"- {package} {number}" for package, number in framework_versions(results.framework).items()
-    )
+    versions = "\n".join(f"- {package} {number}" for package, number in framework_versions(results.framework).items())
     where = repo or train["output_dir"]
     body = f"""
 # {repo or name}
@@ -410,9 +379,7 @@ def write_run_report(out: Path, results: Results, framework: str, base_location:
     """README.md (model card), loss_curve.png, train_results.json and eval_results.json (as the Trainer's
     `save_metrics` writes them), then all_results.json (which marks the run complete)."""
     write_text_atomically(out / "README.md", model_card(results, framework, base_location))
-    plot_loss_curve(
-        out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}"
-    )
+    plot_loss_curve(out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}")
     figures = results.to_dict()
     for split, keys in TRAINER_SPLITS.items():
         write_json(out / f"{split}_results.json", {key: figures[key] for key in keys})
@@ -421,16 +388,7 @@ def write_run_report(out: Path, results: Results, framework: str, base_location:
 
 # Checkpoints, logs and the Keras callback's clone of the repository (hub/) stay local; the Hub gets
 # the model, tokenizer, card, metrics and curve.
-NOT_PUSHED = [
-    "checkpoint-*",
-    "runs/*",
-    ".tmp-*",
-    "backup/*",
-    "backup-previous/*",
-    "hub/*",
-    "hub-push/*",
-    ".lock",
-]
+NOT_PUSHED = ["checkpoint-*", "runs/*", ".tmp-*", "backup/*", "backup-previous/*", "hub/*", "hub-push/*", ".lock"]
 
 
 def check_push_possible(hub: HubConfig) -> None:
@@ -441,9 +399,7 @@ def check_push_possible(hub: HubConfig) -> None:
     if reason:
         raise RunError(f"--push-to-hub: {reason}; train without --push-to-hub and upload the folder later")
     if not (hub.hub_token or get_token()):
-        raise RunError(
-            "--push-to-hub: no Hugging Face token; pass --hub-token, run `hf auth login` or set HF_TOKEN"
-        )
+        raise RunError("--push-to-hub: no Hugging Face token; pass --hub-token, run `hf auth login` or set HF_TOKEN")
 
 
 class Pushes:
@@ -480,10 +436,7 @@ class Pushes:
         self.wait()
         shutil.rmtree(folder / self.STAGING, ignore_errors=True)
         commit = self.api.upload_folder(
-            repo_id=self.hub.hub_model_id,
-            folder_path=str(folder),
-            commit_message=message,
-            ignore_patterns=NOT_PUSHED,
+            repo_id=self.hub.hub_model_id, folder_path=str(folder), commit_message=message, ignore_patterns=NOT_PUSHED
         )
         return str(getattr(commit, "commit_url", commit))
 
@@ -514,14 +467,8 @@ def add_weights_for_other_framework(folder: Path, have: str) -> bool:
     when the other framework cannot be imported here."""
     # "AUTO" for both: a "1" for one framework switches the other off in transformers. No GPU: the
     # conversion is small, and the training process may hold the GPU's memory.
-    env = {
-        **os.environ,
-        "USE_TF": "AUTO",
-        "USE_TORCH": "AUTO",
-        "CUDA_VISIBLE_DEVICES": "",
-        "TF_USE_LEGACY_KERAS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
+    env = {**os.environ, "USE_TF": "AUTO", "USE_TORCH": "AUTO", "CUDA_VISIBLE_DEVICES": ""}
+    env.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     code = _TO_TF if have == "pt" else _TO_PT
     weights, other = (TF_WEIGHTS, "TensorFlow") if have == "pt" else (PT_WEIGHTS, "PyTorch")
     log.info("converting the weights to %s (%s) in a %s process", weights, other, other)

@@ -140,9 +140,7 @@ def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None
     """Refuse a --max-steps below the steps done. Equal is allowed: a run stopped after its last step
     (its final save failed) finishes with no step more."""
     if max_steps is not None and max_steps < steps_done:
-        raise UsageError(
-            f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps"
-        )
+        raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
 
 
 log = logging.getLogger("mlm")
@@ -171,14 +169,15 @@ class StepPlan:
             batches_per_epoch = train.max_steps * accumulation
         steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
         total_steps = train.max_steps or math.ceil(train.num_epochs * steps_per_epoch)
+        epochs, warmup = math.ceil(total_steps / steps_per_epoch), math.ceil(train.warmup_ratio * total_steps)
         return cls(
             batches_per_epoch,
             accumulation,
             global_batch,
             steps_per_epoch,
             total_steps,
-            math.ceil(total_steps / steps_per_epoch),
-            train.warmup_steps or math.ceil(train.warmup_ratio * total_steps),
+            epochs,
+            train.warmup_steps or warmup,
         )
 
     def epoch_at(self, step: int) -> str:
@@ -220,14 +219,7 @@ class Recorder:
     steps_timed: int = 0
     data_wait_seconds: float | None = None
 
-    def steps(
-        self,
-        first_step: int,
-        losses: list[float],
-        grad_norms: list[float],
-        learning_rates: list[float],
-        seconds: float,
-    ) -> None:
+    def steps(self, first_step: int, losses: list, grad_norms: list, learning_rates: list, seconds: float) -> None:
         """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read at once)."""
         self.train_seconds += seconds
         figures = zip(losses, grad_norms, learning_rates, strict=True)
@@ -244,31 +236,18 @@ class Recorder:
     def progress_line(self, step: int, loss: float, grad_norm: float) -> None:
         total = self.plan.total_steps
         eta = (total - step) * self.train_seconds / self.steps_timed
+        speed, eta = f"{self.tokens_per_second:,.0f}", datetime.timedelta(seconds=round(eta))
         log.info(
-            "step %d/%d (%s): loss %.4f, grad norm %.2f, %s tokens/s, ETA %s",
-            step,
-            total,
-            self.plan.epoch_at(step),
-            loss,
-            grad_norm,
-            f"{self.tokens_per_second:,.0f}",
-            datetime.timedelta(seconds=round(eta)),
+            f"step {step}/{total} ({self.plan.epoch_at(step)}): loss {loss:.4f}, grad norm {grad_norm:.2f}, "
+            f"{speed} tokens/s, ETA {eta}"
         )
 
     def evaluation(self, step: int, score: EvalScore, when: str) -> dict[str, float]:
         record = self.losses.log_eval(step, score.loss, score.accuracy)
-        figures = {
-            "eval/loss": score.loss,
-            "eval/perplexity": record["perplexity"],
-            "eval/accuracy": score.accuracy,
-        }
+        figures = {"eval/loss": score.loss, "eval/perplexity": record["perplexity"], "eval/accuracy": score.accuracy}
         self.track(figures, step)
         log.info(
-            "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f",
-            when,
-            score.loss,
-            record["perplexity"],
-            score.accuracy,
+            f"{when}: eval loss {score.loss:.4f}, perplexity {record['perplexity']:.2f}, accuracy {score.accuracy:.4f}"
         )
         for hook in self.hooks:
             hook.on_evaluate(step, score.loss)
@@ -340,9 +319,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
     if run.train.resume and (finished := completed_results(check_output_dir(run.train))):
         check_finished_run(finished.config, run, backend.options, run.train.output_dir)
         steps = finished.optimizer_steps
-        log.warning(
-            "%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir, steps
-        )
+        log.warning("%s holds a complete run (%d optimizer steps); nothing to resume", run.train.output_dir, steps)
         return finished  # a finished run is never rewritten
     # Every process checks the folder before the main one creates and locks it.
     with claimed_output_dir(run, resolved.location, backend.is_main, backend.barrier) as out:
@@ -404,19 +381,13 @@ def results_of(run, backend, recorder, data, model, tokenizer, fresh, steps_done
 
 def log_derived(run: RunConfig, data: MLMData, backend: Backend) -> None:
     """The line that says what the settings came to: blocks, steps, batch, precision, device."""
-    plan = backend.plan
+    plan, blocks = backend.plan, "streamed" if run.data.streaming else len(data.train_blocks)
+    own = ", ".join(f"{name} {value}" for name, value in backend.settings().items())
     log.info(
-        "derived: %s train blocks, %d eval blocks, %d steps/epoch, %d optimizer steps, "
-        "global batch %d, %d tokens/step, precision %s, device %s, %s",
-        "streamed" if run.data.streaming else len(data.train_blocks),
-        data.eval_blocks,
-        plan.steps_per_epoch,
-        plan.total_steps,
-        plan.global_batch,
-        plan.global_batch * run.data.block_size,
-        backend.options.mixed_precision,
-        backend.device,
-        ", ".join(f"{name} {value}" for name, value in backend.settings().items()),
+        f"derived: {blocks} train blocks, {data.eval_blocks} eval blocks, {plan.steps_per_epoch} steps/epoch, "
+        f"{plan.total_steps} optimizer steps, global batch {plan.global_batch}, "
+        f"{plan.global_batch * run.data.block_size} tokens/step, precision {backend.options.mixed_precision}, "
+        f"device {backend.device}, {own}"
     )
 
 
@@ -428,9 +399,7 @@ def save_and_publish(out: Path, results: Results, backend: Backend, run: RunConf
     log.info("writing the model card, loss curve and metrics (all_results.json)")
     write_run_report(out, results, backend.short, base)
     after = results.after
-    log.info(
-        "after training: eval loss %.4f, perplexity %.2f; saved to %s", after.eval_loss, after.perplexity, out
-    )
+    log.info("after training: eval loss %.4f, perplexity %.2f; saved to %s", after.eval_loss, after.perplexity, out)
     if backend.pushes is not None:
         log.info("pushing %s to the Hub repository %s", out, run.hub.hub_model_id)
         backend.pushes.push_folder(out, f"{backend.short}-mlm: perplexity {after.perplexity:.2f}")

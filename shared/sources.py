@@ -68,11 +68,7 @@ def offline_message(kind: str, name: str, reason: str) -> str:
     """One line naming the local alternatives, for a Hub id that cannot be fetched."""
     builtin = BUILTIN_MODEL if kind == "model" else BUILTIN_DATASET
     flag = "--model" if kind == "model" else "--dataset"
-    local = (
-        "a folder saved with save_pretrained"
-        if kind == "model"
-        else "a local jsonl/json/csv/parquet/txt file"
-    )
+    local = "a folder saved with save_pretrained" if kind == "model" else "a local jsonl/json/csv/parquet/txt file"
     return f"{flag}: {name!r} is a Hub id but {reason}; use {flag} {builtin} (offline built-in) or {local}"
 
 
@@ -111,9 +107,7 @@ def resolve_model(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UsageError(
-                f"folder {name!r} has no config.json; save the model with save_pretrained", "--model"
-            )
+            raise UsageError(f"folder {name!r} has no config.json; save the model with save_pretrained", "--model")
         return ResolvedModel(name, str(path), True)
     if path.exists() or name.startswith((".", "/", "~", "builtin:")):
         raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
@@ -140,8 +134,7 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
         ) from error
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         raise UsageError(
-            f"{resolved.name!r} is a {config.model_type!r} model, "
-            "which has no masked-LM head in transformers",
+            f"{resolved.name!r} is a {config.model_type!r} model, which has no masked-LM head in transformers",
             "--model",
         )
     folder = Path(resolved.location)
@@ -152,13 +145,9 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
     except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
-        raise UsageError(
-            f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model"
-        ) from error
+        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model") from error
     if tokenizer.mask_token is None:
-        raise UsageError(
-            f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model"
-        )
+        raise UsageError(f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model")
     if len(tokenizer) > config.vocab_size:
         raise UsageError(
             f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
@@ -167,9 +156,7 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
         )
     limit = max_block_size(config, tokenizer)
     if block_size > limit:
-        raise UsageError(
-            f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size"
-        )
+        raise UsageError(f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size")
     return config, tokenizer
 
 
@@ -218,9 +205,7 @@ def report_fresh_weights(missing: list[str], name: str) -> None:
     """Say plainly which weights start from scratch (the built-in encoder has no MLM head)."""
     if missing:
         shown = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
-        log.warning(
-            "%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown
-        )
+        log.warning("%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown)
 
 
 log = logging.getLogger(__name__)
@@ -252,16 +237,13 @@ def _looks_like_path(name: str) -> bool:
 
 def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
     """(datasets builder, files) for a local file or a folder of files of one format."""
-    files = (
-        sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
-    )
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
     if not files:
         raise UsageError(f"folder {str(path)!r} holds no {'/'.join(LOCAL_FORMATS)} files", flag)
     formats = {LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
     if None in formats:
         raise UsageError(
-            f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}",
-            flag,
+            f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}", flag
         )
     if len(formats) > 1:
         raise UsageError(f"folder {str(path)!r} mixes formats {sorted(formats)}", flag)
@@ -389,9 +371,7 @@ def open_split(config: DataConfig, split: str, limit: int | None = None):
             builder, data_files=files, split="train", streaming=streaming, flag="--dataset", what=repr(name)
         )
     elif _looks_like_path(name) or name.startswith("builtin:"):
-        raise UsageError(
-            f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset"
-        )
+        raise UsageError(f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset")
     else:
         dataset = _hub_split(name, config.dataset_config, split, streaming)
     if limit:
@@ -474,8 +454,7 @@ def resolve_text_column(config: DataConfig, columns: list[str]) -> str:
     if config.text_column:
         if config.text_column not in columns:
             raise UsageError(
-                f"column {config.text_column!r} not found; the dataset has {', '.join(columns)}",
-                "--text-column",
+                f"column {config.text_column!r} not found; the dataset has {', '.join(columns)}", "--text-column"
             )
         return config.text_column
     for name in DEFAULT_COLUMNS:
@@ -584,9 +563,7 @@ def _held_out_source(config: DataConfig):
 
 def _require_rows(texts, needed: int, where: str, flag: str, purpose: str) -> None:
     if len(texts) < needed:
-        raise UsageError(
-            f"{where} has {len(texts)} usable rows; at least {needed} are needed {purpose}", flag
-        )
+        raise UsageError(f"{where} has {len(texts)} usable rows; at least {needed} are needed {purpose}", flag)
 
 
 def load_rows(config: DataConfig):

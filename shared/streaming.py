@@ -76,11 +76,7 @@ class BlockStream:
     the stream stands after the block last given out."""
 
     def __init__(
-        self,
-        open_texts: Callable[[], Any],
-        tokenizer,
-        config: DataConfig,
-        position: StreamPosition | None = None,
+        self, open_texts: Callable[[], Any], tokenizer, config: DataConfig, position: StreamPosition | None = None
     ) -> None:
         self.open_texts, self.tokenizer, self.config = open_texts, tokenizer, config
         self.position = position or StreamPosition()
@@ -156,10 +152,7 @@ def prepare_stream(config: DataConfig, tokenizer, seed: int) -> StreamData:
     count = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or EVAL_BLOCKS_CAP
     validation, held_out_from = None, ""
     if config.validation_file:
-        validation, held_out_from = (
-            open_validation_file(config),
-            f"--validation-file {config.validation_file}",
-        )
+        validation, held_out_from = (open_validation_file(config), f"--validation-file {config.validation_file}")
     elif has_validation_split(config):
         validation, held_out_from = (
             open_split(config, VALIDATION),

@@ -17,14 +17,7 @@ from importlib.metadata import version
 from typing import ClassVar, Iterator, Literal
 
 from mlm_toolkit.cli import make_cli
-from mlm_toolkit.config import (
-    FrameworkOptions,
-    UsageError,
-    check_numbers,
-    check_positive,
-    option,
-    precision_option,
-)
+from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, check_positive, option, precision_option
 
 # What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
 # TF_CPP_MIN_LOG_LEVEL: absl's pre-initialisation notice, oneDNN and CPU-feature notes, and the failed
@@ -67,9 +60,7 @@ def native_noise_filtered() -> Iterator[None]:
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write(
-                "".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE))
-            )
+            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE)))
 
 
 @contextlib.contextmanager
@@ -101,6 +92,12 @@ class TFOptions(FrameworkOptions):
     strategy: Literal["auto", "default", "mirrored", "multi-worker"] = option(
         "auto", "tf.distribute strategy (auto: mirrored when several GPUs are visible)."
     )
+    pt_weights: bool = option(
+        True,
+        "Also write PyTorch weights (pytorch_model.bin, converted in a PyTorch process at the end), so PyTorch "
+        "and its pipeline load the folder.",
+        switch=True,
+    )
     worker_timeout: int = option(
         300, "With --strategy multi-worker: seconds to wait for every worker of TF_CONFIG before giving up."
     )
@@ -110,9 +107,7 @@ class TFOptions(FrameworkOptions):
         check_positive(self, "log_every", "worker_timeout")
         if self.strategy == "multi-worker" and self.jit_compile:
             # Seen with TF 2.21: the collective gather of the embeddings' sparse gradients fails under XLA.
-            raise UsageError(
-                "cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile"
-            )
+            raise UsageError("cannot be combined with --strategy multi-worker; drop --jit-compile", "--jit-compile")
 
 
 def check_tf_config(text: str | None) -> None:
@@ -129,9 +124,7 @@ def check_tf_config(text: str | None) -> None:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise UsageError(
-            'needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG"
-        )
+        raise UsageError('needs a "cluster" object, e.g. {"worker": ["host1:12345", "host2:12345"]}', "TF_CONFIG")
     for role, addresses in cluster.items():
         if not isinstance(addresses, list) or not addresses:
             raise UsageError(f'cluster "{role}" must be a non-empty list of host:port addresses', "TF_CONFIG")

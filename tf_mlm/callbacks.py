@@ -14,13 +14,7 @@ from pathlib import Path
 
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 
-from mlm_toolkit.outputs import (
-    MANIFEST,
-    require_free_space,
-    snapshot_dir,
-    write_manifest,
-    write_text_atomically,
-)
+from mlm_toolkit.outputs import MANIFEST, require_free_space, snapshot_dir, write_manifest, write_text_atomically
 from mlm_toolkit.report import LossLog
 from mlm_toolkit.run import Recorder, StepPlan
 
@@ -97,13 +91,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
     step backed up is saved too (`stream_position(steps)`)."""
 
     def __init__(
-        self,
-        folder: Path,
-        losses: LossLog,
-        identity: dict,
-        save_freq,
-        weight_bytes: int,
-        stream_position=None,
+        self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int, stream_position=None
     ) -> None:
         # Kept after fit: removed only once the final model and report are written, so a failed final
         # save can be resumed.

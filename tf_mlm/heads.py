@@ -29,13 +29,7 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
 
 
 def masked_token_loss_sum(
-    model,
-    input_ids,
-    labels,
-    training: bool,
-    rows: int | None = None,
-    sparse: bool = True,
-    attention_mask=None,
+    model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True, attention_mask=None
 ):
     """(sum of cross-entropy over masked tokens, their count, how many of them the most likely token gets
     right), in float32 whatever the policy. Grouped blocks come without `attention_mask` (they are full);
@@ -58,9 +52,7 @@ def masked_token_loss_sum(
             hidden, labels = tf.gather(hidden, order), tf.gather(labels, order)
         logits = head(hidden[tf.newaxis], training=training)[0]  # the head expects (batch, length, hidden)
         weights = tf.cast(labels != -100, tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.maximum(labels, 0), tf.cast(logits, tf.float32)
-    )
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(logits, tf.float32))
     right = tf.cast(tf.argmax(logits, axis=-1, output_type=labels.dtype) == labels, tf.float32)
     return tf.reduce_sum(losses * weights), tf.reduce_sum(weights), tf.reduce_sum(right * weights)
 

@@ -24,9 +24,7 @@ def keras_masking(tokenizer, data_cfg, seed: int):
     `BlockMasker`, with a generator of its own from the run's seed."""
     if not (data_cfg.whole_word_masking or data_cfg.line_by_line):
         return masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
-    masker = BlockMasker(
-        tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line
-    )
+    masker = BlockMasker(tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line)
     rng = np.random.default_rng(seed)
     return lambda examples: masker(np.stack([np.asarray(e["input_ids"]) for e in examples]), rng)
 
@@ -38,9 +36,7 @@ def stream_batches(stream: BlockStream, tokenizer, data_cfg, batch_size: int, se
     """(masked batches of `stream` as a `tf.data.Dataset`, `position_after(n)`: where the stream stood after
     the n-th batch of the run, for the last `KEPT_POSITIONS` batches read). `batches_done`: those a
     resumed run has already trained on."""
-    masker = BlockMasker(
-        tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line
-    )
+    masker = BlockMasker(tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line)
     positions: OrderedDict[int, dict] = OrderedDict({batches_done: stream.position.to_dict()})
 
     def batches():

@@ -169,9 +169,7 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
         rows = masked_rows(run.train.per_device_batch_size * run.data.block_size, run.data.mlm_probability)
-    trainee = MaskedLMTrainer(
-        model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows
-    )
+    trainee = MaskedLMTrainer(model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows)
     optimizer = make_optimizer(run.train, plan.total_steps, plan.warmup_steps)
     trainee.compile(optimizer=optimizer, jit_compile=options.jit_compile)
     return trainee
@@ -214,8 +212,7 @@ class KerasBackend:
             batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
             if batches == 0:
                 raise UsageError(
-                    f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train "
-                    "blocks",
+                    f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
                     "--per-device-batch-size",
                 )
         self.plan = StepPlan.make(batches, 1, global_batch, run.train)
@@ -226,9 +223,7 @@ class KerasBackend:
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
             self.trainee = compile_trainee(model, run, options, self.plan)
-            self.trainee(
-                tf.zeros((1, run.data.block_size), tf.int32)
-            )  # built before fit, as BackupAndRestore needs
+            self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
         self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
@@ -249,9 +244,7 @@ class KerasBackend:
 
     def resume(self, out: Path, identity: dict) -> LossLog:
         # The trackers get the same tags and steps as pt-mlm's (train/loss, eval/loss, ...), step 0 included.
-        self.trackers = Trackers(
-            self.run.train.report_to, out / "runs", "tf-mlm", tracked_config(identity, self.plan)
-        )
+        self.trackers = Trackers(self.run.train.report_to, out / "runs", "tf-mlm", tracked_config(identity, self.plan))
         resume = self.run.train.resume
         self.backup, self.identity = (
             out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(),
@@ -352,7 +345,8 @@ class KerasBackend:
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        add_weights_for_other_framework(folder, have="tf")
+        if self.options.pt_weights:
+            add_weights_for_other_framework(folder, have="tf")
 
     def finish(self, out: Path, completed: bool) -> None:
         keras.mixed_precision.set_global_policy("float32")
