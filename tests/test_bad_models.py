@@ -12,9 +12,7 @@ from tiny_models import BROKEN_MODELS, broken_copy
 
 
 @pytest.mark.parametrize("how, says", BROKEN_MODELS)
-def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(
-    tiny_roberta, eli5_jsonl, tmp_path, how, says
-):
+def test_an_unusable_model_folder_is_one_line_for_train_and_fill_mask(tiny_roberta, eli5_jsonl, tmp_path, how, says):
     folder = broken_copy(tiny_roberta, tmp_path, how)
     before = digest(folder)
     for run in (run_child, run_cli):  # train as a user's shell runs it; fill-mask in this process
@@ -62,9 +60,7 @@ def test_fill_mask_reads_texts_from_a_file_or_standard_input(trained, tmp_path):
     lines = ["the cat sees <mask> ball.", "", "a dog <mask> the moon"]
     (tmp_path / "texts.txt").write_text("\n".join(lines) + "\n")
     from_file = run_cli("fill-mask", out, "--file", tmp_path / "texts.txt", "--json")
-    from_stdin = CliRunner().invoke(
-        main, ["fill-mask", str(out), "--file", "-", "--json"], input="\n".join(lines)
-    )
+    from_stdin = CliRunner().invoke(main, ["fill-mask", str(out), "--file", "-", "--json"], input="\n".join(lines))
     for result in (from_file, from_stdin):
         assert result.exit_code == 0, result.output
         assert [item["text"] for item in json.loads(result.output)] == [lines[0], lines[2]]

@@ -128,35 +128,19 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
     assert 1000 < corpus.stat().st_size / 300 < 2500, "about 1.5 kB a row"
     resident, anonymous = tree_memory(os.getpid())
     assert resident >= anonymous > 10 * 2**20, "this process's own memory, counted"
-    row = {
-        "rows": 300,
-        "workers": 1,
-        "seconds": 2.0,
-        "blocks": 100,
-        "peak_rss_mib": 700.0,
-        "peak_anon_mib": 500.0,
-    }
+    row = {"rows": 300, "workers": 1, "seconds": 2.0, "blocks": 100, "peak_rss_mib": 700.0, "peak_anon_mib": 500.0}
     rows = [
         {**row, "name": "ours, 1 worker(s)", "recipe": "ours", "tokens_per_s": 6400.0},
         {**row, "name": "guide, 1 worker(s)", "recipe": "guide", "tokens_per_s": 3200.0, "cache_mib": 2.0},
     ]
     rows[0]["cache_mib"] = 1.0
-    long = {
-        **row,
-        "rows": 20,
-        "name": "ours, one 2 MB row",
-        "recipe": "long",
-        "long_row_mb": 2,
-        "cache_mib": 1,
-    }
+    long = {**row, "rows": 20, "name": "ours, one 2 MB row", "recipe": "long", "long_row_mb": 2, "cache_mib": 1}
     long["commit"] = "0123456789abcdef"  # measured at an earlier commit, merged into this report
     rows.append({**long, "tokens_per_s": 1.0})
     write_report(tmp_path, {"machine": {"cpu": "x", "cores": 2, "date": "d", "python": "3"}, "results": rows})
     table = (tmp_path / "results.md").read_text()
     assert "| 300 | ours, 1 worker(s) | 2.0 | 6,400 | 2.00x | 700 | 500 | 1 | 100 |" in table
-    assert (
-        "Hostile input, ours, one 2 MB row (at 01234567): 2 MB in one row" in table and "| 20 |" not in table
-    )
+    assert "Hostile input, ours, one 2 MB row (at 01234567): 2 MB in one row" in table and "| 20 |" not in table
     assert "ours, one 2 MB row (at 01234567)" in table and "ours, 1 worker(s) (at" not in table
     hostile = write_long_row_corpus(tmp_path / "long.jsonl", 2)
     splits = load_splits(DataConfig(dataset=str(hostile), max_samples=None, test_size=0.05), seed=0)

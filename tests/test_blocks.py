@@ -136,9 +136,7 @@ def test_the_faster_collator_masks_exactly_as_the_guides(tiny_roberta, tensors):
     tokenizer.add_tokens(["<extra>"])  # an added token: len() differs from the base vocabulary size
     blocks = np.random.default_rng(0).integers(5, len(tokenizer), (16, 32))
     examples = [{"input_ids": row} for row in blocks]
-    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7, return_tensors=tensors)(
-        examples
-    )
+    guide = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7, return_tensors=tensors)(examples)
     ours = masking_collator(tokenizer, 0.15, seed=7, return_tensors=tensors)(examples)
     for key in ("input_ids", "labels"):
         np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(guide[key]))
@@ -230,9 +228,7 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request)
         for word in np.unique(words[row][masked[row]]):
             members = (words[row] == word) & ~special[row]
             assert masked[row][members].all(), tokenizer.convert_ids_to_tokens(ids[row][members].tolist())
-    several = [
-        w for r in range(len(ids)) for w in np.unique(words[r][masked[r]]) if (words[r] == w).sum() > 1
-    ]
+    several = [w for r in range(len(ids)) for w in np.unique(words[r][masked[r]]) if (words[r] == w).sum() > 1]
     assert several, "some masked words have several pieces"
     assert 0.7 < (inputs[masked] == tokenizer.mask_token_id).mean() < 0.9  # 80% become the mask token
     if fixture == "tiny_bert":  # WordPiece: the masks of transformers' own collator, draw for draw
@@ -251,9 +247,7 @@ def test_max_eval_samples_caps_the_held_out_blocks(tiny_roberta, eli5_jsonl, cap
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     full = prepare_data(DataConfig(dataset=str(eli5_jsonl), block_size=32), tokenizer, seed=42)
     caplog.set_level("INFO")
-    capped = prepare_data(
-        DataConfig(dataset=str(eli5_jsonl), block_size=32, max_eval_samples=10), tokenizer, 42
-    )
+    capped = prepare_data(DataConfig(dataset=str(eli5_jsonl), block_size=32, max_eval_samples=10), tokenizer, 42)
     assert full.eval_blocks > 10 == capped.eval_blocks
     assert capped.summary()["eval_blocks_available"] == full.eval_blocks
     assert f"evaluating the first 10 of {full.eval_blocks} held-out blocks" in caplog.text

@@ -14,20 +14,7 @@ from hypothesis import strategies as st
 
 from mlm_toolkit.cli import make_cli
 
-EXTREMES = [
-    "nan",
-    "inf",
-    "-inf",
-    "-1",
-    "0",
-    "1e308",
-    "-1e308",
-    "1e-320",
-    "99999999999999999999",
-    "0.5",
-    "1",
-    "3",
-]
+EXTREMES = ["nan", "inf", "-inf", "-1", "0", "1e308", "-1e308", "1e-320", "99999999999999999999", "0.5", "1", "3"]
 NUMERIC_FLAGS = {
     "pt": [
         "--max-samples",
@@ -53,7 +40,7 @@ NUMERIC_FLAGS = {
         "--validation_split_percentage",
         "--log-every",
         "--loader-workers",
-    ],
+    ]
 }
 NUMERIC_FLAGS["tf"] = [
     f
@@ -120,14 +107,7 @@ def test_extreme_numbers_never_end_in_a_traceback(path, data, tmp_path):
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 @pytest.mark.parametrize(
     "flag",
-    [
-        "--learning-rate",
-        "--weight-decay",
-        "--num-epochs",
-        "--test-size",
-        "--mlm-probability",
-        "--max-grad-norm",
-    ],
+    ["--learning-rate", "--weight-decay", "--num-epochs", "--test-size", "--mlm-probability", "--max-grad-norm"],
 )
 def test_non_finite_floats_are_refused_naming_the_flag(flag, value, tmp_path):
     result = CliRunner().invoke(cli("pt"), ["train", "--output-dir", str(tmp_path), flag, value])
@@ -166,9 +146,7 @@ def test_a_users_own_shared_and_benchmarks_modules_do_not_collide(tmp_path):
         "assert all(m.split('.')[0] != 'shared' or m == 'shared' for m in __import__('sys').modules)\n"
         "pt_mlm.main(['--version'])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("pt-mlm, version ")
 
@@ -208,10 +186,7 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
         ('{"cluster": {"worker": ["a:1"]}, "task": ', "is not valid JSON"),
         ('{"task": {"type": "worker", "index": 0}}', 'needs a "cluster" object'),
         ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
-        (
-            '{"cluster": {"worker": ["host-without-port"]}, "task": {"type": "worker", "index": 0}}',
-            "is not host:port",
-        ),
+        ('{"cluster": {"worker": ["host-without-port"]}, "task": {"type": "worker", "index": 0}}', "is not host:port"),
         (
             '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}',
             'needs a "task" whose "type"',
@@ -235,6 +210,5 @@ def test_a_wellformed_tf_config_passes():
     from tf_mlm import check_tf_config
 
     check_tf_config(
-        '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, '
-        '"task": {"type": "worker", "index": 1}}'
+        '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}'
     )

@@ -73,14 +73,7 @@ def test_cli_help_shows_defaults_and_version():
     from pt_mlm import main
 
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
-    for fragment in (
-        "--block-size",
-        "[default: 128]",
-        "--mixed-precision",
-        "--resume",
-        "--push-to-hub",
-        "2e-05",
-    ):
+    for fragment in ("--block-size", "[default: 128]", "--mixed-precision", "--resume", "--push-to-hub", "2e-05"):
         assert fragment in help_text, fragment
     assert "pt-mlm, version" in CliRunner().invoke(main, ["--version"]).output
 
@@ -136,10 +129,7 @@ def test_each_cli_offers_only_the_flags_its_path_honours():
     for flag in ("--gradient-accumulation-steps", "--save-total-limit"):
         assert flag in pt_help and flag not in tf_help, flag
     refused = CliRunner().invoke(tf_main, ["train", "--gradient-accumulation-steps", "2"])
-    assert (
-        refused.exit_code == 2
-        and "tf-mlm does not accumulate: raise --per-device-batch-size" in refused.output
-    )
+    assert refused.exit_code == 2 and "tf-mlm does not accumulate: raise --per-device-batch-size" in refused.output
 
 
 def test_warmup_ratio_and_the_checkpoint_policy():
@@ -147,9 +137,7 @@ def test_warmup_ratio_and_the_checkpoint_policy():
 
     plan = StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1))
     assert plan.warmup_steps == 10, "rounded up, as the Trainer's get_warmup_steps"
-    assert (
-        StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1, warmup_steps=3)).warmup_steps == 3
-    )
+    assert StepPlan.make(95, 1, 8, TrainConfig(max_steps=95, warmup_ratio=0.1, warmup_steps=3)).warmup_steps == 3
     every = TrainConfig(checkpointing_steps="25")
     assert every.checkpointing_steps == 25 and every.checkpoint_every == 25
     assert [every.checkpoints_at(s, epoch_end=False, run_end=s == 60) for s in (25, 30, 50, 60)] == [

@@ -71,10 +71,7 @@ def test_empty_and_non_string_rows_are_skipped_and_counted(tmp_path):
     [
         (lambda d: d / "missing.jsonl", "--dataset: no such file"),
         (lambda d: (d / "empty.jsonl").touch() or d / "empty.jsonl", "--dataset: file .* is empty"),
-        (
-            lambda d: (d / "data.xml").write_text("<a/>") and d / "data.xml",
-            "--dataset: unknown format '.xml'",
-        ),
+        (lambda d: (d / "data.xml").write_text("<a/>") and d / "data.xml", "--dataset: unknown format '.xml'"),
         (lambda d: d / "empty_folder", "--dataset: folder .* holds no"),
     ],
 )
@@ -85,9 +82,7 @@ def test_bad_dataset_paths_name_the_flag(tmp_path, make, match):
 
 
 def test_missing_text_column_lists_the_columns(eli5_jsonl):
-    with pytest.raises(
-        UsageError, match=r"--text-column: column 'body' not found; the dataset has .*answers\.text"
-    ):
+    with pytest.raises(UsageError, match=r"--text-column: column 'body' not found; the dataset has .*answers\.text"):
         load_splits(DataConfig(dataset=str(eli5_jsonl), text_column="body"), seed=0)
 
 
@@ -97,8 +92,7 @@ def test_hub_dataset_offline_fails_fast_naming_the_builtin():
     started = time.perf_counter()
     with pytest.raises(
         RunError,
-        match=f"--dataset: 'eli5_category' is a Hub id but HF_HUB_OFFLINE is set; "
-        f"use --dataset {BUILTIN_DATASET}",
+        match=f"--dataset: 'eli5_category' is a Hub id but HF_HUB_OFFLINE is set; use --dataset {BUILTIN_DATASET}",
     ):
         load_rows(DataConfig(dataset="eli5_category"))
     assert time.perf_counter() - started < 10  # no waiting on retries
@@ -140,10 +134,7 @@ def test_a_datasets_own_validation_split_and_config_are_used(tmp_path):
     write_jsonl(plain / "train.jsonl", [f"train text {i}" for i in range(10)])
     write_jsonl(plain / "validation.jsonl", [f"validation text {i}" for i in range(3)])
     splits = load_splits(DataConfig(dataset=str(plain)), seed=0)
-    assert texts(splits) == (
-        [f"train text {i}" for i in range(10)],
-        [f"validation text {i}" for i in range(3)],
-    )
+    assert texts(splits) == ([f"train text {i}" for i in range(10)], [f"validation text {i}" for i in range(3)])
     assert "validation split" in splits.held_out_from
 
     repo = tmp_path / "repo"

@@ -35,11 +35,7 @@ def pt_mlm_run(model: Path, data: Path, out: Path, accumulation: int = ACCUMULAT
     from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     settings = dict(
-        output_dir=str(out),
-        learning_rate=LR,
-        per_device_batch_size=BATCH,
-        max_steps=STEPS,
-        eval_batch_size=32,
+        output_dir=str(out), learning_rate=LR, per_device_batch_size=BATCH, max_steps=STEPS, eval_batch_size=32
     )
     run = RunConfig(
         DataConfig(dataset=str(data), block_size=32),
@@ -50,9 +46,7 @@ def pt_mlm_run(model: Path, data: Path, out: Path, accumulation: int = ACCUMULAT
     return pt_mlm.train(run, options).to_dict()
 
 
-def pt_mlm_batches(
-    model: Path, data: Path, count: int, batch_size: int = BATCH
-) -> list[dict[str, torch.Tensor]]:
+def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH) -> list[dict[str, torch.Tensor]]:
     """The first `count` micro-batches pt-mlm trains on, drawn by its own loader."""
     from transformers import AutoTokenizer
 

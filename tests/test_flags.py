@@ -27,9 +27,7 @@ def recording_cli(framework: str = "pt"):
         asked.append((run, options))
         return fake_results()
 
-    return make_cli(
-        f"{framework}-mlm", "test", Options, train=train, filler=lambda model: None, version="0"
-    ), asked
+    return make_cli(f"{framework}-mlm", "test", Options, train=train, filler=lambda model: None, version="0"), asked
 
 
 def invoke(args, framework="pt"):
@@ -88,12 +86,7 @@ def test_hugging_face_spellings_set_our_fields(tmp_path):
     data, train = run.data, run.train
     assert (run.model.model, data.dataset, data.dataset_config, data.block_size) == ("m", "d", "c", 64)
     assert data.test_size == pytest.approx(0.05) and data.line_by_line
-    assert (train.per_device_batch_size, train.eval_batch_size, train.num_epochs, train.max_steps) == (
-        4,
-        16,
-        2,
-        30,
-    )
+    assert (train.per_device_batch_size, train.eval_batch_size, train.num_epochs, train.max_steps) == (4, 16, 2, 30)
     assert (train.lr_scheduler, train.warmup_steps, train.resume, train.checkpointing_steps) == (
         "cosine",
         3,
@@ -121,12 +114,7 @@ def test_help_shows_our_names_and_lists_the_aliases_once():
     shown = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
     options, _, aliases = shown.partition("Hugging Face spellings")
     assert "--per-device-batch-size INTEGER" in options and "--model TEXT" in options
-    for hf in (
-        "--model_name_or_path",
-        "--per_device_train_batch_size",
-        "--fp16",
-        "--validation_split_percentage",
-    ):
+    for hf in ("--model_name_or_path", "--per_device_train_batch_size", "--fp16", "--validation_split_percentage"):
         assert hf not in options and aliases.count(hf) == 1, hf
     assert "--per_device_batch_size" not in shown  # our underscore spellings work without being listed
 
@@ -196,16 +184,12 @@ def test_a_run_mlm_command_line_runs_unchanged_and_its_run_config_repeats_it(tin
     )
     assert result.exit_code == 0, result.output
     first = json.loads((tmp_path / "test-mlm" / "all_results.json").read_text())
-    assert first["data"]["text_column"] == "text" and first["data"]["held_out"].startswith(
-        "--validation-file"
-    )
+    assert first["data"]["text_column"] == "text" and first["data"]["held_out"].startswith("--validation-file")
     assert first["after"]["eval_loss"] < first["before"]["eval_loss"]
     written = yaml.safe_load((tmp_path / "test-mlm" / "run_config.yaml").read_text())
     assert written["per_device_batch_size"] == 8 and written["line_by_line"] and written["max_steps"] == 6
 
-    again = run_cli(
-        "train", "--config", tmp_path / "test-mlm" / "run_config.yaml", "--output-dir", tmp_path / "again"
-    )
+    again = run_cli("train", "--config", tmp_path / "test-mlm" / "run_config.yaml", "--output-dir", tmp_path / "again")
     assert again.exit_code == 0, again.output
     second = json.loads((tmp_path / "again" / "all_results.json").read_text())
     assert second["loss_log"]["losses"] == first["loss_log"]["losses"], "the same run, step for step"
@@ -246,9 +230,7 @@ def test_trainer_flags_map_to_ours_or_say_what_to_use():
     result, (run, _) = invoke(["--eval_strategy", "epoch", "--save_strategy", "no"])
     assert result.exit_code == 0, result.output
     assert run.train.checkpointing_steps == "none"
-    result, (run, _) = invoke(
-        ["--evaluation_strategy", "steps", "--eval_steps", "7", "--save_strategy", "steps"]
-    )
+    result, (run, _) = invoke(["--evaluation_strategy", "steps", "--eval_steps", "7", "--save_strategy", "steps"])
     assert result.exit_code == 0 and run.train.eval_steps == 7 and run.train.checkpointing_steps == 500
     result, (run, _) = invoke(["--save_strategy", "steps", "--save_steps", "20"])
     assert run.train.checkpointing_steps == 20
@@ -261,10 +243,7 @@ def test_trainer_flags_map_to_ours_or_say_what_to_use():
         (["--disable_tqdm"], "--disable-tqdm: is not taken here"),
         (["--tokenizer_name", "t"], "--tokenizer-name: is not taken here: the tokenizer is --model's own"),
         (["--pad_to_max_length"], "--pad-to-max-length: is not taken here"),
-        (
-            ["--load_best_model_at_end", "--metric_for_best_model", "loss"],
-            "is not taken here: the final model",
-        ),
+        (["--load_best_model_at_end", "--metric_for_best_model", "loss"], "is not taken here: the final model"),
     ]:
         result, asked = invoke(args)
         assert result.exit_code == 2 and says in result.output.strip().splitlines()[-1], (args, result.output)

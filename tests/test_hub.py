@@ -42,9 +42,7 @@ def server():
 
 
 def check(**env: str) -> tuple[str, float]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and k != "HF_HUB_OFFLINE"
-    }
+    clean = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and k != "HF_HUB_OFFLINE"}
     done = subprocess.run(
         [sys.executable, "-c", CHECK], env={**clean, **env}, capture_output=True, text=True, timeout=60
     )

@@ -86,13 +86,7 @@ def test_resume_refuses_other_data_under_the_same_name(stopped_run, tiny_roberta
     lines = data.read_text().splitlines()
     changed = tmp_path / data.name
     changed.write_text("\n".join([lines[0].replace("the cat", "the lion")] + lines[1:]) + "\n")
-    result = run_cli(
-        *pt_train_command(tiny_roberta, changed, edited),
-        "--max-steps",
-        "8",
-        "--resume",
-        "auto",
-    )
+    result = run_cli(*pt_train_command(tiny_roberta, changed, edited), "--max-steps", "8", "--resume", "auto")
     assert result.exit_code == 2
     assert (
         result.output.strip()
@@ -122,9 +116,7 @@ def test_a_finished_run_is_never_rewritten(tiny_roberta, eli5_jsonl, tmp_path):
         ("3", 0, "holds a complete run (3 optimizer steps); nothing to resume"),
         ("6", 2, "Error: --max-steps: "),  # and how to train further (test_settings.py)
     ):
-        result = run_cli(
-            *pt_train_command(tiny_roberta, eli5_jsonl, out), "--max-steps", steps, "--resume", "auto"
-        )
+        result = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, out), "--max-steps", steps, "--resume", "auto")
         assert result.exit_code == code and says in result.output, result.output
     assert digest(out) == before
 
@@ -134,11 +126,7 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
 
     out = tmp_path / "out"
     result = run_cli(
-        *pt_train_command(tiny_roberta, eli5_jsonl, out),
-        "--num-epochs",
-        "1.5",
-        "--report-to",
-        "tensorboard",
+        *pt_train_command(tiny_roberta, eli5_jsonl, out), "--num-epochs", "1.5", "--report-to", "tensorboard"
     )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "all_results.json").read_text())
@@ -147,20 +135,15 @@ def test_figures_agree_in_results_card_console_and_tensorboard(tiny_roberta, eli
     per_epoch = -(-results["data"]["train_blocks"] // 8)
     assert results["epochs_trained"] == round(results["optimizer_steps"] / per_epoch, 2) < 2
     assert (
-        f"| epochs trained / optimizer steps | {results['epochs_trained']:g} / {results['optimizer_steps']} |"
-        in card
+        f"| epochs trained / optimizer steps | {results['epochs_trained']:g} / {results['optimizer_steps']} |" in card
     )
     assert f"| perplexity | {before['perplexity']:.3f} | {after['perplexity']:.3f} |" in card
-    assert (
-        f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in result.output
-    )
+    assert f"perplexity after:  {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in result.output
     assert f"{results['train_tokens_per_second']:,.0f} train tokens/s" in result.output
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
     events.Reload()
     eval_losses = {e.step: e.value for e in events.Scalars("eval/loss")}
-    assert eval_losses == pytest.approx(
-        {e["step"]: e["eval_loss"] for e in results["loss_log"]["evals"]}, rel=1e-6
-    )
+    assert eval_losses == pytest.approx({e["step"]: e["eval_loss"] for e in results["loss_log"]["evals"]}, rel=1e-6)
     train_losses = [e.value for e in events.Scalars("train/loss")]
     assert train_losses == pytest.approx(results["loss_log"]["losses"], rel=1e-6)
     assert len(events.Scalars("train/grad_norm")) == results["optimizer_steps"]
@@ -180,15 +163,7 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint(stopped_run, tiny_roberta
     else:
         (newest / "optimizer.bin").unlink()
     results = train_tiny(
-        tiny_roberta,
-        stopped_run[1],
-        out,
-        "--max-steps",
-        "6",
-        "--checkpointing-steps",
-        "2",
-        "--resume",
-        "auto",
+        tiny_roberta, stopped_run[1], out, "--max-steps", "6", "--checkpointing-steps", "2", "--resume", "auto"
     )
     assert results["optimizer_steps"] == 6
     assert results["loss_log"]["steps"] == list(range(1, 7)), "steps 3 and 4 are retrained, once each"
@@ -202,35 +177,18 @@ def test_resume_with_every_checkpoint_damaged_says_which_files(stopped_run, tiny
     before = checkpoint_files(out)
     for step in ("checkpoint-2", "checkpoint-4"):
         (out / step / "optimizer.bin").unlink()
-    result = run_child(
-        *pt_train_command(tiny_roberta, stopped_run[1], out),
-        "--max-steps",
-        "6",
-        "--resume",
-        "auto",
-    )
+    result = run_child(*pt_train_command(tiny_roberta, stopped_run[1], out), "--max-steps", "6", "--resume", "auto")
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = result.error_line
-    assert (
-        line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2
-    ), line
-    assert set(checkpoint_files(out)) == set(before) - {
-        "checkpoint-2/optimizer.bin",
-        "checkpoint-4/optimizer.bin",
-    }
+    assert line.startswith("Error: --resume: no checkpoint in") and line.count("optimizer.bin is missing") == 2, line
+    assert set(checkpoint_files(out)) == set(before) - {"checkpoint-2/optimizer.bin", "checkpoint-4/optimizer.bin"}
 
 
 def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_run, tiny_bert, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(stopped_run[0], out)
     before = digest(out)
-    result = run_child(
-        *pt_train_command(tiny_bert, stopped_run[1], out),
-        "--max-steps",
-        "6",
-        "--resume",
-        "auto",
-    )
+    result = run_child(*pt_train_command(tiny_bert, stopped_run[1], out), "--max-steps", "6", "--resume", "auto")
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = result.error_line
     assert line.startswith("Error: --model:") and "roberta" in line and "bert" in line, line

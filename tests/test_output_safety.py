@@ -17,12 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def train_args(model, data, out, *extra):
-    return [
-        *pt_train_command(model, data, out),
-        "--max-steps",
-        "2",
-        *extra,
-    ]
+    return [*pt_train_command(model, data, out), "--max-steps", "2", *extra]
 
 
 def test_the_model_folder_as_output_is_refused_and_kept(tiny_roberta, eli5_jsonl, tmp_path):
@@ -37,9 +32,7 @@ def test_the_model_folder_as_output_is_refused_and_kept(tiny_roberta, eli5_jsonl
     assert digest(model) == before
 
 
-def test_the_dataset_folder_and_the_cache_are_refused_as_output(
-    tiny_roberta, eli5_jsonl, tmp_path, monkeypatch
-):
+def test_the_dataset_folder_and_the_cache_are_refused_as_output(tiny_roberta, eli5_jsonl, tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(eli5_jsonl, data / "eli5.jsonl")
@@ -54,9 +47,7 @@ def test_an_overwrite_that_fails_early_puts_the_previous_run_back(tiny_roberta, 
     out = tmp_path / "out"
     train_tiny(tiny_roberta, eli5_jsonl, out, "--max-steps", "2")
     before = digest(out)
-    result = run_cli(
-        *train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir", "--text-column", "nope")
-    )
+    result = run_cli(*train_args(tiny_roberta, eli5_jsonl, out, "--overwrite-output-dir", "--text-column", "nope"))
     assert result.exit_code == 2 and "--text-column" in result.output
     assert digest(out) == before
     assert not list(tmp_path.glob(".out.replaced-*"))
@@ -105,9 +96,7 @@ def holds(out, run) -> bool:
 
 def start_overwrite_and_kill(model, data, out, ready) -> None:
     """An --overwrite-output-dir run of `out`, killed with SIGKILL as soon as `ready()` holds."""
-    run = start_pt(
-        out, model, data, "--overwrite-output-dir", "--num-epochs", "50", "--checkpointing-steps", "2"
-    )
+    run = start_pt(out, model, data, "--overwrite-output-dir", "--num-epochs", "50", "--checkpointing-steps", "2")
     deadline = time.time() + 120
     while not ready(run) and time.time() < deadline and run.poll() is None:
         time.sleep(0.02)

@@ -86,9 +86,7 @@ def test_masked_token_accuracy_is_the_argmax_over_the_frozen_masks(trained, eli5
     from mlm_toolkit.blocks import prepare_data
 
     out, results = trained
-    data = prepare_data(
-        DataConfig(dataset=str(eli5_jsonl), block_size=32), AutoTokenizer.from_pretrained(out), 42
-    )
+    data = prepare_data(DataConfig(dataset=str(eli5_jsonl), block_size=32), AutoTokenizer.from_pretrained(out), 42)
     model = AutoModelForMaskedLM.from_pretrained(out).eval()
     with torch.no_grad():
         logits = model(input_ids=torch.from_numpy(data.eval_inputs["input_ids"]).long()).logits
@@ -128,13 +126,8 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
     final = out / f"checkpoint-{results['optimizer_steps']}"
     state = {key.removeprefix("model."): value for key, value in load_state(final).items()}
     missing, unexpected = in_memory.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {
-        "lm_head.decoder.weight",
-        "lm_head.decoder.bias",
-    }  # tied, saved once
-    inputs = fill.tokenizer(
-        ["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True
-    )
+    assert not unexpected and set(missing) <= {"lm_head.decoder.weight", "lm_head.decoder.bias"}  # tied, saved once
+    inputs = fill.tokenizer(["the cat sees <mask> ball.", "a dog <mask> the moon"], return_tensors="pt", padding=True)
     with torch.no_grad():
         torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
 
@@ -174,9 +167,7 @@ def test_fill_mask_cli_prints_a_table_and_json(trained):
     assert table.exit_code == 0 and "rank" in table.output and len(table.output.strip().splitlines()) == 5
     as_json = run_cli("fill-mask", out, "the cat sees <mask> ball.", "--top-k", "2", "--json")
     assert len(json.loads(as_json.output)[0]["masks"][0]) == 2
-    targeted = run_cli(
-        "fill-mask", out, "the cat sees <mask>.", "--target", "Ġthe", "--target", "Ġhappy", "--json"
-    )
+    targeted = run_cli("fill-mask", out, "the cat sees <mask>.", "--target", "Ġthe", "--target", "Ġhappy", "--json")
     assert {p["token_str"] for p in json.loads(targeted.output)[0]["masks"][0]} == {"the", "happy"}
     wrong = run_cli("fill-mask", out, "the cat sees <mask>.", "--top-k", "0")
     assert wrong.exit_code == 2 and "--top-k: must be at least 1" in wrong.output
@@ -244,9 +235,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tiny_roberta, eli5_jsonl, 
 
 
 def test_bf16_trains_on_cpu(tiny_roberta, eli5_jsonl, tmp_path):
-    results = train_tiny(
-        tiny_roberta, eli5_jsonl, tmp_path / "bf16", "--mixed-precision", "bf16", "--num-epochs", "1"
-    )
+    results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "bf16", "--mixed-precision", "bf16", "--num-epochs", "1")
     assert results["precision"] == "bf16"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
 
@@ -323,9 +312,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta
 
     resumed = train_tiny(tiny_roberta, eli5_jsonl, parts, *args, "--resume", "auto")
     assert resumed["optimizer_steps"] == whole["optimizer_steps"]
-    np.testing.assert_allclose(
-        resumed["loss_log"]["losses"], whole["loss_log"]["losses"], rtol=1e-4, atol=1e-5
-    )
+    np.testing.assert_allclose(resumed["loss_log"]["losses"], whole["loss_log"]["losses"], rtol=1e-4, atol=1e-5)
     a, b = load_state(tmp_path / "whole"), load_state(parts)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -373,9 +360,7 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
     found = {r.metric_type: r for r in card.data.eval_results}
     assert found["perplexity"].metric_value == pytest.approx(results["after"]["perplexity"])
     assert found["loss"].metric_value == pytest.approx(results["after"]["eval_loss"])
-    assert (
-        found["perplexity"].task_type == "fill-mask" and found["perplexity"].dataset_name == BUILTIN_DATASET
-    )
+    assert found["perplexity"].task_type == "fill-mask" and found["perplexity"].dataset_name == BUILTIN_DATASET
     assert "transformers " in card.text and "torch " in card.text, "framework versions"
     # The Trainer's flat keys beside ours, for scripts written for run_mlm.py's all_results.json.
     assert (
@@ -383,9 +368,7 @@ def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
         and results["perplexity"] == results["after"]["perplexity"]
     )
     assert results["train_loss"] == pytest.approx(np.mean(results["loss_log"]["losses"]))
-    assert (
-        results["epoch"] == results["epochs_trained"] and results["train_runtime"] == results["train_seconds"]
-    )
+    assert results["epoch"] == results["epochs_trained"] and results["train_runtime"] == results["train_seconds"]
     assert results["train_samples_per_second"] == pytest.approx(6 * 8 / results["train_seconds"])
     # and split as the Trainer's save_metrics writes them
     train_file = json.loads((tmp_path / "builtin" / "train_results.json").read_text())
@@ -428,14 +411,10 @@ def test_speed_flags_train_to_the_same_losses(
     plain = plain_six_steps
     other = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "other", "--max-steps", "6", *flags)
     defaults = plain["config"]["pt"]
-    assert (
-        defaults["sparse_head"] and defaults["fused_adamw"] and defaults["attention"] == "sdpa"
-    )  # the fast path
+    assert defaults["sparse_head"] and defaults["fused_adamw"] and defaults["attention"] == "sdpa"  # the fast path
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
-    assert (
-        other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]
-    )  # every step, read late
+    assert other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]  # every step, read late
     if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
         assert "attention eager" in caplog.text and "attention sdpa" not in caplog.text
     if "--loader-workers" in flags:
@@ -515,9 +494,7 @@ class FakeHub:
             def create_repo(self, repo_id, private, exist_ok):
                 hub.repos.append((repo_id, private, exist_ok))
 
-            def upload_folder(
-                self, repo_id, folder_path, commit_message, ignore_patterns=None, run_as_future=False
-            ):
+            def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns=None, run_as_future=False):
                 files = sorted(p.name for p in Path(folder_path).iterdir())
                 hub.uploads.append((commit_message, files, ignore_patterns))
 
@@ -544,14 +521,7 @@ def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
     monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
     args = ["--max-steps", "4", "--checkpointing-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny"]
     train_tiny(
-        tiny_roberta,
-        eli5_jsonl,
-        tmp_path / "out",
-        *args,
-        "--hub-token",
-        "hf_given",
-        "--hub-strategy",
-        strategy,
+        tiny_roberta, eli5_jsonl, tmp_path / "out", *args, "--hub-token", "hf_given", "--hub-strategy", strategy
     )
     assert hub.repos == [("me/tiny", False, True)] and set(hub.tokens) == {"hf_given"}
     messages = [message for message, _, _ in hub.uploads]
@@ -592,11 +562,5 @@ def test_checkpointing_none_leaves_no_checkpoint_and_nothing_to_resume(tiny_robe
     assert results["optimizer_steps"] == 4 and (out / "model.safetensors").is_file()
     assert not list(out.glob("checkpoint-*"))
     (out / "all_results.json").unlink()
-    refused = run_cli(
-        *pt_train_command(tiny_roberta, eli5_jsonl, out),
-        "--max-steps",
-        "6",
-        "--resume",
-        "auto",
-    )
+    refused = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, out), "--max-steps", "6", "--resume", "auto")
     assert refused.exit_code == 2 and "--resume: no complete checkpoint" in refused.output

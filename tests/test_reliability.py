@@ -18,13 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "pt_mlm",
-        *pt_train_command(str(model), str(data), str(out)),
-        *extra,
-    ]
+    command = [sys.executable, "-m", "pt_mlm", *pt_train_command(str(model), str(data), str(out)), *extra]
     # A shell without job control starts background jobs with SIGINT ignored, and Python then never
     # raises KeyboardInterrupt; the child gets the default disposition so Ctrl-C reaches it wherever
     # the suite runs.
@@ -62,10 +56,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
 @pytest.mark.parametrize(
     "fault, says",
     [
-        (
-            "final-model-disk-full",
-            "No space left on device while writing {out}/.tmp-model/model.safetensors; ",
-        ),
+        ("final-model-disk-full", "No space left on device while writing {out}/.tmp-model/model.safetensors; "),
         ("report-read-only", "Read-only file system while writing {out}/all_results.json"),
         ("no-room-after-first", "--output-dir: checkpoint checkpoint-4 needs about"),
         (
@@ -78,9 +69,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jso
         ),
     ],
 )
-def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(
-    tiny_roberta, eli5_jsonl, tmp_path, fault, says
-):
+def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(tiny_roberta, eli5_jsonl, tmp_path, fault, says):
     out = tmp_path / "out"
     args = [
         "--model",
@@ -106,9 +95,7 @@ def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(
     assert line.startswith("Error: " + says.format(out=out)), line
     assert not (out / "all_results.json").exists()
     kept = complete_checkpoints(out)
-    assert kept and all(checkpoint_damage(path) is None for path in kept), (
-        "every checkpoint as it was written"
-    )
+    assert kept and all(checkpoint_damage(path) is None for path in kept), "every checkpoint as it was written"
     if "checkpoint" in fault:
         assert [path.name for path in kept] == ["checkpoint-2"]
     resumed = train_tiny(tiny_roberta, eli5_jsonl, out, *args[6:], "--resume", "auto")
@@ -118,9 +105,7 @@ def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(
 def test_unwritable_output_dir_fails_before_training(tiny_roberta, eli5_jsonl, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_cli(
-        "train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", blocker / "out"
-    )
+    result = run_cli("train", "--model", tiny_roberta, "--dataset", eli5_jsonl, "--output-dir", blocker / "out")
     assert result.exit_code == 1 and "--output-dir: cannot write to" in result.output
 
 
@@ -134,19 +119,9 @@ def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, no
     m, d = ("--model", str(tiny_roberta)), ("--dataset", str(eli5_jsonl))
     train = lambda *args: ["train", "--output-dir", str(tmp_path / "out"), "--block-size", "32", *args]  # noqa: E731
     return [
-        (
-            "missing dataset file",
-            train(*m, "--dataset", str(tmp_path / "nope.jsonl")),
-            2,
-            "--dataset: no such file",
-        ),
+        ("missing dataset file", train(*m, "--dataset", str(tmp_path / "nope.jsonl")), 2, "--dataset: no such file"),
         ("empty dataset file", train(*m, "--dataset", str(tmp_path / "empty.jsonl")), 2, "--dataset: file"),
-        (
-            "unknown format",
-            train(*m, "--dataset", str(tmp_path / "data.xml")),
-            2,
-            "--dataset: unknown format",
-        ),
+        ("unknown format", train(*m, "--dataset", str(tmp_path / "data.xml")), 2, "--dataset: unknown format"),
         (
             "text column absent",
             train(*m, *d, "--text-column", "body"),
@@ -165,48 +140,23 @@ def catalog(tmp_path: Path, tiny_roberta: Path, eli5_jsonl: Path, gpt2: Path, no
             2,
             "less than one block",
         ),
-        (
-            "block size beyond positions",
-            train(*m, *d, "--block-size", "4096"),
-            2,
-            "--block-size: 4096 is more than",
-        ),
-        (
-            "mlm probability outside (0, 1)",
-            train(*m, *d, "--mlm-probability", "1.5"),
-            2,
-            "--mlm-probability:",
-        ),
+        ("block size beyond positions", train(*m, *d, "--block-size", "4096"), 2, "--block-size: 4096 is more than"),
+        ("mlm probability outside (0, 1)", train(*m, *d, "--mlm-probability", "1.5"), 2, "--mlm-probability:"),
         ("zero batch size", train(*m, *d, "--per-device-batch-size", "0"), 2, "--per-device-batch-size:"),
         ("negative epochs", train(*m, *d, "--num-epochs", "-1"), 2, "--num-epochs:"),
         ("zero steps", train(*m, *d, "--max-steps", "0"), 2, "--max-steps:"),
         ("not a masked LM", train("--model", str(gpt2), *d), 2, "has no masked-LM head"),
         ("tokenizer without mask", train("--model", str(nomask), *d), 2, "has no mask token"),
-        (
-            "fp16 on a CPU",
-            train(*m, *d, "--mixed-precision", "fp16"),
-            2,
-            "--mixed-precision: fp16 needs a CUDA GPU",
-        ),
+        ("fp16 on a CPU", train(*m, *d, "--mixed-precision", "fp16"), 2, "--mixed-precision: fp16 needs a CUDA GPU"),
         ("zero log interval", train(*m, *d, "--log-every", "0"), 2, "--log-every: must be a positive number"),
-        (
-            "negative loader workers",
-            train(*m, *d, "--loader-workers", "-1"),
-            2,
-            "--loader-workers: must be 0 or more",
-        ),
+        ("negative loader workers", train(*m, *d, "--loader-workers", "-1"), 2, "--loader-workers: must be 0 or more"),
         (
             "Hub id offline",
             train("--model", "distilbert/distilroberta-base", *d),
             1,
             "--model: 'distilbert/distilroberta-base' is a Hub id",
         ),
-        (
-            "resume without checkpoint",
-            train(*m, *d, "--resume", "auto"),
-            2,
-            "--resume: no complete checkpoint",
-        ),
+        ("resume without checkpoint", train(*m, *d, "--resume", "auto"), 2, "--resume: no complete checkpoint"),
         ("existing output dir", ["train", *m, *d, "--output-dir", str(existing)], 2, "--output-dir:"),
         ("push without repo id", train(*m, *d, "--push-to-hub"), 2, "--hub-model-id: is required"),
         ("push offline", train(*m, *d, "--push-to-hub", "--hub-model-id", "me/x"), 1, "--push-to-hub:"),
@@ -238,12 +188,7 @@ def test_bad_input_catalog(tmp_path, tiny_roberta, eli5_jsonl, odd_models):
     for name, args, code, message in catalog(tmp_path, tiny_roberta, eli5_jsonl, *odd_models):
         result = CliRunner().invoke(main, args)
         lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
-        ok = (
-            result.exit_code == code
-            and len(lines) == 1
-            and message in lines[0]
-            and "Traceback" not in result.output
-        )
+        ok = result.exit_code == code and len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
         if not ok:
             failures.append((name, result.exit_code, result.output[-500:], repr(result.exception)))
     assert not failures, failures

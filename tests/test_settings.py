@@ -27,9 +27,7 @@ def last_line(result) -> str:
     return result.output.strip().splitlines()[-1]
 
 
-def test_a_finished_run_resumed_with_other_settings_names_what_differs(
-    finished_run, tiny_roberta, eli5_jsonl
-):
+def test_a_finished_run_resumed_with_other_settings_names_what_differs(finished_run, tiny_roberta, eli5_jsonl):
     from pt_helpers import pt_train_command
 
     command = pt_train_command(tiny_roberta, eli5_jsonl, finished_run, "--max-steps", "2", "--resume", "auto")
@@ -53,18 +51,14 @@ def test_resume_with_another_precision_is_refused(finished_run, tiny_roberta, el
     before = checkpoint_files(unfinished)
     command = pt_train_command(tiny_roberta, eli5_jsonl, unfinished, "--max-steps", "2", "--resume", "auto")
     refused = run_cli(*command, "--mixed-precision", "bf16")
-    assert refused.exit_code == 2 and last_line(refused).startswith("Error: --mixed-precision:"), (
-        refused.output
-    )
+    assert refused.exit_code == 2 and last_line(refused).startswith("Error: --mixed-precision:"), refused.output
     assert "made with --mixed-precision no, this run has bf16" in last_line(refused)
     assert checkpoint_files(unfinished) == before
 
 
 def test_the_training_file_as_validation_file_is_said(tiny_roberta, eli5_jsonl, tmp_path, caplog):
     caplog.set_level("WARNING")
-    train_tiny(
-        tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "1", "--validation-file", eli5_jsonl
-    )
+    train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--max-steps", "1", "--validation-file", eli5_jsonl)
     assert "--validation-file is the training file" in caplog.text
 
 
@@ -139,9 +133,7 @@ def test_mask_filler_refuses_wrong_types(finished_run):
 
 
 # Keys of a config file with values of every kind, right and wrong, and flags under two spellings.
-VALUES = st.one_of(
-    st.integers(-5, 10**6), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=8)
-)
+VALUES = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True), st.booleans(), st.none(), st.text(max_size=8))
 KEYS = st.sampled_from(
     [
         "max_steps",
@@ -174,9 +166,7 @@ TWICE = st.sampled_from(
     config=st.dictionaries(KEYS, VALUES, max_size=4),
     twice=st.none() | st.tuples(TWICE, st.integers(1, 9), st.integers(1, 9)),
 )
-def test_config_values_and_repeated_flags_end_in_exit_0_or_2_naming_the_key(
-    framework, config, twice, tmp_path
-):
+def test_config_values_and_repeated_flags_end_in_exit_0_or_2_naming_the_key(framework, config, twice, tmp_path):
     path = Path(tmp_path) / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     args = ["train", "--config", str(path)]
@@ -201,9 +191,7 @@ def test_a_file_that_is_not_utf8_or_not_json_is_one_line_naming_where(tiny_rober
 
     bad = run_cli(*pt_train_command(tiny_roberta, not_utf8(eli5_jsonl, tmp_path), tmp_path / "a"))
     assert bad.exit_code == 2 and "Traceback" not in bad.output
-    assert last_line(bad).startswith("Error: --dataset: ") and "is not UTF-8 text: line 3, byte" in last_line(
-        bad
-    )
+    assert last_line(bad).startswith("Error: --dataset: ") and "is not UTF-8 text: line 3, byte" in last_line(bad)
     lines = eli5_jsonl.read_text().splitlines()
     lines[4] = lines[4][:-3]
     broken = tmp_path / "broken.jsonl"

@@ -35,9 +35,7 @@ def corpus(tmp_path):
 
 
 def config(corpus, **changes) -> DataConfig:
-    fields = dict(
-        dataset=str(corpus / "train.jsonl"), validation_file=str(corpus / "val.jsonl"), block_size=32
-    )
+    fields = dict(dataset=str(corpus / "train.jsonl"), validation_file=str(corpus / "val.jsonl"), block_size=32)
     return DataConfig(**{**fields, **changes})
 
 
@@ -55,9 +53,7 @@ def test_a_stream_gives_the_blocks_of_map_mode(corpus, tokenizer, monkeypatch, l
     monkeypatch.setattr(streaming, "ROWS_PER_PULL", 7)  # many pulls: the carry crosses their boundaries
     mapped = prepare_data(config(corpus, line_by_line=line_by_line), tokenizer, seed=0)
     streamed = prepare_stream(config(corpus, line_by_line=line_by_line, streaming=True), tokenizer, seed=0)
-    stream = BlockStream(
-        lambda: streamed.open_train(0, 1), tokenizer, config(corpus, line_by_line=line_by_line)
-    )
+    stream = BlockStream(lambda: streamed.open_train(0, 1), tokenizer, config(corpus, line_by_line=line_by_line))
     first = np.asarray(take(stream, len(mapped.train_blocks)))
     np.testing.assert_array_equal(first, np.asarray(mapped.train_blocks))
     # The frozen held-out inputs are the same too: the validation file's blocks, masked once.
@@ -76,10 +72,7 @@ def test_a_stream_resumes_at_the_exact_block_across_pulls_and_passes(corpus, tok
         take(first, stop)
         saved = json.loads(json.dumps(first.position.to_dict()))  # as a checkpoint stores it
         again = BlockStream(
-            lambda: data.open_train(0, 1),
-            tokenizer,
-            config(corpus),
-            streaming.StreamPosition.from_dict(saved),
+            lambda: data.open_train(0, 1), tokenizer, config(corpus), streaming.StreamPosition.from_dict(saved)
         )
         rest = take(again, len(reference) - stop)
         np.testing.assert_array_equal(np.asarray(rest), np.asarray(reference[stop:]), err_msg=f"stop {stop}")
@@ -92,10 +85,7 @@ def test_each_process_streams_its_own_rows(corpus, tokenizer):
 
 
 def test_streaming_without_max_steps_names_the_flag(tiny_roberta, corpus, tmp_path):
-    result = run_cli(
-        *pt_train_command(tiny_roberta, corpus / "train.jsonl", tmp_path / "out"),
-        "--streaming",
-    )
+    result = run_cli(*pt_train_command(tiny_roberta, corpus / "train.jsonl", tmp_path / "out"), "--streaming")
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("Error: --max-steps:")
 
 
@@ -114,9 +104,7 @@ def test_a_streamed_run_resumed_ends_as_an_uninterrupted_one(tiny_roberta, corpu
     (tmp_path / "resumed" / "all_results.json").unlink()
     saved = json.loads((tmp_path / "resumed" / "checkpoint-12" / "stream-0.json").read_text())
     assert saved["source_state"] is not None and saved["carry"], "inside a pull, with tokens carried"
-    resumed = train_tiny(
-        tiny_roberta, data, tmp_path / "resumed", *common, "--max-steps", "20", "--resume", "auto"
-    )
+    resumed = train_tiny(tiny_roberta, data, tmp_path / "resumed", *common, "--max-steps", "20", "--resume", "auto")
     straight = train_tiny(tiny_roberta, data, tmp_path / "straight", *common, "--max-steps", "20")
     assert resumed["loss_log"]["steps"] == list(range(1, 21))
     assert resumed["loss_log"]["losses"] == straight["loss_log"]["losses"]

@@ -88,9 +88,7 @@ def test_tf_mlm_matches_pt_mlm_with_clipping(no_dropout_roberta, eli5_jsonl, tmp
         pt_logits = model(input_ids=torch.from_numpy(probe_of(batches))).logits.numpy()
     assert max(ours["loss_log"]["grad_norms"]) > 1.0, "clipping must have acted"
 
-    keras_eps, keras_logits = tf_same_batches(
-        no_dropout_roberta, batches, tmp_path / "keras-eps", max_grad_norm=1.0
-    )
+    keras_eps, keras_logits = tf_same_batches(no_dropout_roberta, batches, tmp_path / "keras-eps", max_grad_norm=1.0)
     np.testing.assert_allclose(keras_eps["ours"], ours["loss_log"]["losses"], rtol=1e-5)
 
     torch_eps, torch_logits = tf_same_batches(

@@ -14,6 +14,7 @@ from tiny_models import BROKEN_MODELS, TINY_ARGS, train_command
 
 pytestmark = pytest.mark.tf
 HERE = Path(__file__).parent
+TF_ONLY = "--no-pt-weights"  # no conversion to PyTorch (a PyTorch process each): the `trained` run tests it
 
 
 def child_env() -> dict:
@@ -35,11 +36,7 @@ def scenario(name: str, model: Path, data: Path, work: Path, **env: str) -> dict
 
 def tf_mlm(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tf_mlm", *map(str, args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(), capture_output=True, text=True, timeout=600
     )
 
 
@@ -47,12 +44,7 @@ def tf_mlm(*args) -> subprocess.CompletedProcess:
 def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("tf-run") / "out"
     done = tf_mlm(  # the second epoch cut short: the progress it prints is tested too
-        *train_command(tiny_roberta, eli5_jsonl, out),
-        "--num-epochs",
-        "1.5",
-        "--log-every",
-        "4",
-        "--jit-compile",
+        *train_command(tiny_roberta, eli5_jsonl, out), "--num-epochs", "1.5", "--log-every", "4", "--jit-compile"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "all_results.json").read_text()), done.stdout + done.stderr
@@ -127,9 +119,7 @@ def test_tf_and_pytorch_give_the_same_top_k(trained):
     assert tf_top == [p["token"] for p in fill(texts[0], top_k=3, targets=targets)]
 
 
-def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(
-    trained, tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(trained, tiny_roberta, eli5_jsonl, tmp_path):
     from pt_helpers import train_tiny
 
     _, tf_results, _ = trained
@@ -137,21 +127,14 @@ def test_tf_and_pytorch_paths_measure_the_same_perplexity_before_training(
     assert tf_results["before"]["eval_loss"] == pytest.approx(pt_results["before"]["eval_loss"], rel=1e-4)
 
 
-def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_train(
-    tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_train(tiny_roberta, eli5_jsonl, tmp_path):
     """--line-by-line --whole-word-masking in Keras: the same frozen masks and attention masks as PyTorch
     (the same perplexity before training), and the loss falls."""
     from pt_helpers import train_tiny
 
     flags = ["--line-by-line", "--whole-word-masking"]
     out = tmp_path / "tf"
-    done = tf_mlm(
-        *train_command(tiny_roberta, eli5_jsonl, out),
-        "--num-epochs",
-        "3",
-        *flags,
-    )
+    done = tf_mlm(*train_command(tiny_roberta, eli5_jsonl, out, TF_ONLY), "--num-epochs", "3", *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     tf_results = json.loads((out / "all_results.json").read_text())
     pt_results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "pt", "--max-steps", "1", *flags)
@@ -160,9 +143,7 @@ def test_padded_whole_word_examples_measure_the_same_in_both_frameworks_and_trai
     assert tf_results["data"]["eval_blocks"] == pt_results["data"]["eval_blocks"] == 40
 
 
-def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(
-    tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_a_streamed_keras_fit_backs_up_the_exact_stream_position_and_resumes(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("streamed_fit_resumed", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["saved"] == seen["fresh"], "the backup of step 8 holds the stream after 8 batches of 8"
     assert seen["saved"]["given"] == 64 and seen["resumed_with_block_65"]
@@ -192,8 +173,7 @@ def read_mlflow(uri: str, experiment: str) -> dict[str, dict[int, float]]:
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     return {
-        key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-        for key in run.data.metrics
+        key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in run.data.metrics
     }
 
 
@@ -206,13 +186,7 @@ def test_both_paths_report_the_same_tags_at_the_same_steps_to_tensorboard_and_ml
     env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"}
     flags = ["--max-steps", "6", "--eval-steps", "3", "--report-to", "tensorboard,mlflow"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tf_mlm",
-            *train_command(tiny_roberta, eli5_jsonl, tmp_path / "tf"),
-            *flags,
-        ],
+        [sys.executable, "-m", "tf_mlm", *train_command(tiny_roberta, eli5_jsonl, tmp_path / "tf", TF_ONLY), *flags],
         env={**child_env(), **env},
         capture_output=True,
         text=True,
@@ -228,9 +202,7 @@ def test_both_paths_report_the_same_tags_at_the_same_steps_to_tensorboard_and_ml
             assert tags <= set(logged), (name, sorted(logged))
             assert sorted(logged["eval/loss"]) == [0, 3, 6], "before training, every 3 steps and at the end"
             assert sorted(logged["train/loss"]) == sorted(logged["train/learning_rate"]) == list(range(1, 7))
-            assert [logged["train/loss"][s] for s in range(1, 7)] == pytest.approx(
-                figures["loss_log"]["losses"]
-            )
+            assert [logged["train/loss"][s] for s in range(1, 7)] == pytest.approx(figures["loss_log"]["losses"])
             evals = {e["step"]: e["eval_loss"] for e in figures["loss_log"]["evals"]}
             assert logged["eval/loss"] == pytest.approx(evals)
     # The same schedule in both: the learning rate after each step, as the Trainer logs it.
@@ -309,17 +281,13 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
 
 
 def backup_files(folder: Path) -> dict:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refused(
     tiny_roberta, tiny_bert, eli5_jsonl, tmp_path
 ):
-    assert (
-        scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
-    )
+    assert scenario("stopped_fit", tiny_roberta, eli5_jsonl, tmp_path)["stopped"] == "simulated crash at epoch 2"
     out = tmp_path / "stopped"
     backup, previous = out / "backup", out / "backup-previous"
     before, kept = backup_files(backup), backup_files(previous)
@@ -328,6 +296,7 @@ def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refuse
     assert json.loads(kept["loss_log.json"])["steps"] == list(range(1, 21)), "the backup before, as it was"
     resume = [
         "train",
+        TF_ONLY,
         "--dataset",
         eli5_jsonl,
         "--output-dir",
@@ -344,9 +313,7 @@ def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refuse
     other = tf_mlm(*resume, "--model", tiny_bert)
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
     line = other.stderr.strip().splitlines()[-1]
-    assert line.startswith("Error: --model: the Keras backup in") and "roberta" in line and "bert" in line, (
-        line
-    )
+    assert line.startswith("Error: --model: the Keras backup in") and "roberta" in line and "bert" in line, line
 
     # Both damaged: one line naming each damage, and nothing touched.
     both = tmp_path / "both"
@@ -372,15 +339,9 @@ def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refuse
     assert not backup.exists() and not previous.exists(), "a finished run keeps no backups"
 
 
-def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(
-    tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
-    args = [
-        *train_command(tiny_roberta, eli5_jsonl, out),
-        "--num-epochs",
-        "2",
-    ]
+    args = [*train_command(tiny_roberta, eli5_jsonl, out, TF_ONLY), "--num-epochs", "2"]
     failed = subprocess.run(
         [sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
         env=child_env(),
@@ -390,9 +351,7 @@ def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run
     )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
     line = failed.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), (
-        line
-    )
+    assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), line
     backup = backup_files(out / "backup")
     assert "manifest.json" in backup and not (out / "all_results.json").exists()
     done = tf_mlm(*args, "--resume", "auto")
@@ -412,13 +371,7 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     import time
 
     out = tmp_path / "killed"
-    args = [
-        *train_command(tiny_roberta, eli5_jsonl, out),
-        "--num-epochs",
-        "4",
-        "--checkpointing-steps",
-        "10",
-    ]
+    args = [*train_command(tiny_roberta, eli5_jsonl, out, TF_ONLY), "--num-epochs", "4", "--checkpointing-steps", "10"]
     process = subprocess.Popen(
         [sys.executable, "-m", "tf_mlm", *map(str, args)],
         env=child_env(),
@@ -474,9 +427,7 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
     )
 
 
-def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(
-    tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny_roberta, eli5_jsonl, tmp_path):
     args = [
         *train_command(tiny_roberta, eli5_jsonl, tmp_path / "out"),
         "--strategy",
@@ -507,35 +458,35 @@ def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(
 
 PLAIN_TRANSFORMERS = """
 import json, sys
-framework, folder = sys.argv[1], sys.argv[2]
+framework, folders = sys.argv[1], sys.argv[2:]
 from transformers import pipeline
 if framework == "tf":
     from transformers import TFAutoModelForMaskedLM as Auto
 else:
     from transformers import AutoModelForMaskedLM as Auto
-Auto.from_pretrained(folder)
 # transformers 4.57 passes its default dtype="auto" to TF models, which reject it (any TF model, not
 # only ours): a TF pipeline needs dtype=None there.
 dtype = {"dtype": None} if framework == "tf" else {}
-fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
-top = [[p["token"] for p in fill(text, top_k=3)]
-       for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")]
+top = []
+for folder in folders:
+    Auto.from_pretrained(folder)
+    fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
+    top.append([[p["token"] for p in fill(text, top_k=3)]
+                for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")])
 ours = ("mlm_toolkit", "shared", "pt_mlm", "tf_mlm", "benchmarks")
 project = sorted(m for m in sys.modules if m.split(".")[0] in ours)
 print("RESULT " + json.dumps({"top": top, "project": project}))
 """
 
 
-def load_with_plain_transformers(folder: Path, framework: str, work: Path) -> dict:
+def load_with_plain_transformers(folders: list[Path], framework: str, work: Path) -> dict:
     """A fresh process that never imports this project, in a user's default environment (both frameworks
     visible: transformers 4.x cannot import its pipelines with torch hidden)."""
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")
+        k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")
     }
     done = subprocess.run(
-        [sys.executable, "-c", PLAIN_TRANSFORMERS, framework, str(folder)],
+        [sys.executable, "-c", PLAIN_TRANSFORMERS, framework, *map(str, folders)],
         cwd=work,
         env=env,
         capture_output=True,
@@ -547,19 +498,16 @@ def load_with_plain_transformers(folder: Path, framework: str, work: Path) -> di
 
 
 @pytest.mark.slow
-def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(
-    trained, tiny_roberta, eli5_jsonl, tmp_path
-):
+def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(trained, tiny_roberta, eli5_jsonl, tmp_path):
     from pt_helpers import train_tiny
 
     pt_out = tmp_path / "pt"
     train_tiny(tiny_roberta, eli5_jsonl, pt_out, "--max-steps", "30", "--tf-weights")
-    for folder in (trained[0], pt_out):
-        seen = {
-            framework: load_with_plain_transformers(folder, framework, tmp_path) for framework in ("tf", "pt")
-        }
-        assert seen["tf"]["project"] == seen["pt"]["project"] == []
-        assert seen["tf"]["top"] == seen["pt"]["top"], folder  # the same weights in both files
+    folders = [trained[0], pt_out]  # tf-mlm's and pt-mlm's
+    seen = {framework: load_with_plain_transformers(folders, framework, tmp_path) for framework in ("tf", "pt")}
+    assert seen["tf"]["project"] == seen["pt"]["project"] == []
+    for n, folder in enumerate(folders):
+        assert seen["tf"]["top"][n] == seen["pt"]["top"][n], folder  # the same weights in both files
 
 
 def free_ports(count: int) -> list[int]:
@@ -577,9 +525,7 @@ def free_ports(count: int) -> list[int]:
 @pytest.mark.slow
 def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jsonl, tmp_path):
     one = tf_mlm(
-        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "single"),
-        "--num-epochs",
-        "2",
+        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "single", TF_ONLY), "--num-epochs", "2"
     )  # one worker, 8 blocks per step
     assert one.returncode == 0, one.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "all_results.json").read_text())
@@ -588,14 +534,13 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
     for index in range(2):
         env = {
             **child_env(),
-            "TF_CONFIG": json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
         }
         args = [
             "train",
             "--strategy",
             "multi-worker",
+            TF_ONLY,
             "--model",
             tiny_roberta,
             "--dataset",

@@ -39,6 +39,13 @@ def tiny_run(model: str, data: str, out: Path, **train) -> RunConfig:
     )
 
 
+def tf_options(**settings):
+    """TensorFlow weights only: the conversion to PyTorch is tested on the CLI runs (tests/test_tf_train.py)."""
+    from tf_mlm import TFOptions
+
+    return TFOptions(pt_weights=False, **settings)
+
+
 def crash_at_epoch_2():
     """A Keras callback raising as the second epoch begins: a fit stopped with a backup behind it."""
     from transformers.modeling_tf_utils import keras
@@ -59,7 +66,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers.modeling_tf_utils import keras
 
     from mlm_toolkit.blocks import prepare_data
-    from tf_mlm.training import TFOptions, make_evaluator, train
+    from tf_mlm.training import make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=data, **TINY), tokenizer, seed=42)
@@ -100,15 +107,15 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         internal[policy] = float(np.mean(net.test_on_batch(big_batch)))
     keras.mixed_precision.set_global_policy("float32")
     mixed = train(
-        tiny_run(model, data, work / "bf16", num_epochs=1), TFOptions(mixed_precision="mixed_bfloat16")
+        tiny_run(model, data, work / "bf16", num_epochs=1), tf_options(mixed_precision="mixed_bfloat16")
     ).to_dict()
     # The sparse head (default; exact rows without XLA, fixed rows with it) trains like the dense model.
     heads = {
         name: train(tiny_run(model, data, work / name, max_steps=6), options).loss_log["losses"]
         for name, options in (
-            ("sparse", TFOptions()),
-            ("dense", TFOptions(sparse_head=False)),
-            ("sparse_xla", TFOptions(jit_compile=True)),
+            ("sparse", tf_options()),
+            ("dense", tf_options(sparse_head=False)),
+            ("sparse_xla", tf_options(jit_compile=True)),
         )
     }
     from tf_mlm.heads import masked_rows, masked_token_loss_sum
@@ -116,9 +123,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     net = TFAutoModelForMaskedLM.from_pretrained(model)
     ids, labels = data_.eval_inputs["input_ids"][:8], data_.eval_inputs["labels"][:8]
     exact = masked_token_loss_sum(net, ids, labels, training=False)
-    fixed = tf.function(masked_token_loss_sum, jit_compile=True)(
-        net, ids, labels, False, masked_rows(ids.size, 0.15)
-    )
+    fixed = tf.function(masked_token_loss_sum, jit_compile=True)(net, ids, labels, False, masked_rows(ids.size, 0.15))
     rows = {"exact": [float(exact[0]), float(exact[1])], "fixed_xla": [float(fixed[0]), float(fixed[1])]}
     return {
         "xla": losses,
@@ -134,12 +139,12 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
 
 def interrupted_fit(model: str, data: str, work: Path) -> dict:
     """An exception from a callback at epoch 2 stops fit; --resume auto finishes the run."""
-    from tf_mlm.training import TFOptions, train
+    from tf_mlm.training import train
 
-    whole = train(tiny_run(model, data, work / "whole", num_epochs=3), TFOptions()).to_dict()
+    whole = train(tiny_run(model, data, work / "whole", num_epochs=3), tf_options()).to_dict()
     out = work / "crashed"
     try:
-        train(tiny_run(model, data, out, num_epochs=3), TFOptions(), callbacks=[crash_at_epoch_2()])
+        train(tiny_run(model, data, out, num_epochs=3), tf_options(), callbacks=[crash_at_epoch_2()])
         crashed = False
     except RuntimeError:
         crashed = True
@@ -156,12 +161,12 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
             config = tiny_run(model, data, out, num_epochs=3, resume="auto")
             for key, value in changed.items():
                 setattr(config.data if key == "block_size" else config.train, key, value)
-            train(config, TFOptions())
+            train(config, tf_options())
             refused[name] = "not refused"
         except UsageError as error:
             refused[name] = str(error)
-    resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
-    finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), TFOptions()).to_dict()
+    resumed = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), tf_options()).to_dict()
+    finished = train(tiny_run(model, data, out, num_epochs=3, resume="auto"), tf_options()).to_dict()
     return {
         "crashed": crashed,
         "backup_left": backup_left,
@@ -190,8 +195,7 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
         "existing_output": base + ["--output-dir", str(existing)],
         "precision": base + ["--output-dir", str(work / "b"), "--mixed-precision", "fp16"],
         "resume_without_backup": base + ["--output-dir", str(work / "c"), "--resume", "auto"],
-        "xla_multi_worker": base
-        + ["--output-dir", str(work / "e"), "--strategy", "multi-worker", "--jit-compile"],
+        "xla_multi_worker": base + ["--output-dir", str(work / "e"), "--strategy", "multi-worker", "--jit-compile"],
         "block_size": [
             "train",
             "--model",
@@ -253,11 +257,11 @@ def schedules(model: str, data: str, work: Path) -> dict:
 def stopped_fit(model: str, data: str, work: Path) -> dict:
     """A fit backed up every 20 steps and stopped by an exception at epoch 2 (step 53), leaving its Keras
     backup of step 40 in WORK/stopped/backup and the one of step 20 in backup-previous."""
-    from tf_mlm.training import TFOptions, train
+    from tf_mlm.training import train
 
     run = tiny_run(model, data, work / "stopped", num_epochs=3, checkpointing_steps=20)
     try:
-        train(run, TFOptions(), callbacks=[crash_at_epoch_2()])
+        train(run, tf_options(), callbacks=[crash_at_epoch_2()])
     except RuntimeError as error:
         return {"stopped": str(error)}
     return {"stopped": None}
@@ -293,23 +297,17 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
         def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
             from huggingface_hub.utils import filter_repo_objects  # what the real upload_folder filters with
 
-            files = [
-                p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()
-            ]
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
             calls["uploaded"] = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
             calls["upload_message"] = commit_message
 
-    keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type(
-        "Repo", (), {"repo_id": repo_id}
-    )()
+    keras_callbacks.create_repo = lambda repo_id, exist_ok, token=None: type("Repo", (), {"repo_id": repo_id})()
     keras_callbacks.Repository = FakeRepository
     huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
     publish.hub_offline_reason = lambda: None
     run = tiny_run(model, data, work / "out", num_epochs=2)
     strategy = os.environ.get("HUB_STRATEGY", "every_save")
-    run.hub = HubConfig(
-        push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy
-    )
+    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy)
     train(run, TFOptions())
     hub = work / "out" / "hub"  # the callback's clone
     card = hub / "README.md"
@@ -391,9 +389,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     reference = TFAutoModelForMaskedLM.from_pretrained(model)
     # The guide's Keras code, with the schedule and decay exclusions of transformers' TF examples
     # (create_optimizer), which are the Trainer's; no clipping, as the guide.
-    optimizer, _ = create_optimizer(
-        init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01
-    )
+    optimizer, _ = create_optimizer(init_lr=lr, num_train_steps=steps, num_warmup_steps=0, weight_decay_rate=0.01)
     reference.compile(optimizer=optimizer, run_eagerly=True)  # eager, so each step's own loss can be read
     reference_losses, compute_loss = [], reference.hf_compute_loss
 
@@ -412,9 +408,7 @@ def same_batches(model: str, batches_file: str, work: Path) -> dict:
     moved = max(
         float(np.max(np.abs(a.numpy() - b.numpy())))
         for a, b in zip(
-            ours.trainable_variables,
-            TFAutoModelForMaskedLM.from_pretrained(model).trainable_variables,
-            strict=True,
+            ours.trainable_variables, TFAutoModelForMaskedLM.from_pretrained(model).trainable_variables, strict=True
         )
     )
     return {**result, "reference": reference_losses, "weight_diff": weight_diff, "moved": moved}
@@ -428,7 +422,7 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     from transformers.modeling_tf_utils import keras
 
     from mlm_toolkit.streaming import BlockStream, prepare_stream
-    from tf_mlm.training import TFOptions, train
+    from tf_mlm.training import train
 
     class DieAfterStep10(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -442,7 +436,7 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     first = run(16)
     first.data.streaming, first.data.max_eval_samples = True, 20
     try:
-        train(first, TFOptions(), callbacks=[DieAfterStep10()])
+        train(first, tf_options(), callbacks=[DieAfterStep10()])
     except RuntimeError as error:
         assert "simulated crash" in str(error)
     saved = json.loads((out / "backup" / "stream.json").read_text())
@@ -466,7 +460,7 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     BlockStream.__iter__ = recording
     again = run(16, "auto")
     again.data.streaming, again.data.max_eval_samples = True, 20
-    results = train(again, TFOptions())
+    results = train(again, tf_options())
     return {
         "saved": saved,
         "fresh": position_after_8,

@@ -29,16 +29,7 @@ def train_command(model, dataset, out, *more) -> list[str]:
 # A few hundred sentences with repeated structure: enough for a tokenizer and for loss to fall.
 _SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the teacher", "a child", "the farmer", "our team"]
 _VERBS = ["sees", "likes", "finds", "helps", "follows", "calls", "draws", "reads"]
-_OBJECTS = [
-    "the ball",
-    "a book",
-    "the river",
-    "a red car",
-    "the old house",
-    "a green tree",
-    "the moon",
-    "a song",
-]
+_OBJECTS = ["the ball", "a book", "the river", "a red car", "the old house", "a green tree", "the moon", "a song"]
 
 
 def tiny_corpus(n: int = 600) -> list[str]:
@@ -65,16 +56,11 @@ def build_tiny_roberta(folder: Path, max_positions: int = 128) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        tiny_corpus(),
-        vocab_size=300,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        tiny_corpus(), vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     )
     bpe.save_model(str(folder))
     tokenizer = RobertaTokenizerFast(
-        vocab_file=str(folder / "vocab.json"),
-        merges_file=str(folder / "merges.txt"),
-        model_max_length=max_positions,
+        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), model_max_length=max_positions
     )
     config = RobertaConfig(
         vocab_size=len(tokenizer),
@@ -134,11 +120,7 @@ def write_eli5_jsonl(path: Path, rows: int = 200) -> Path:
                         "q_id": f"q{i}",
                         "title": f"question {i}",
                         "category": "toy",
-                        "answers": {
-                            "a_id": [f"a{i}0", f"a{i}1"],
-                            "text": corpus[2 * i : 2 * i + 2],
-                            "score": [1, 1],
-                        },
+                        "answers": {"a_id": [f"a{i}0", f"a{i}1"], "text": corpus[2 * i : 2 * i + 2], "score": [1, 1]},
                     }
                 )
                 + "\n"
@@ -166,13 +148,7 @@ def broken_copy(tiny_roberta: Path, tmp_path: Path, how: str) -> Path:
         config["vocab_size"] = 100
         (folder / "config.json").write_text(json.dumps(config))
     elif how == "missing tokenizer":
-        for name in (
-            "tokenizer.json",
-            "vocab.json",
-            "merges.txt",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-        ):
+        for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
             (folder / name).unlink(missing_ok=True)
     return folder
 
