@@ -6,22 +6,24 @@ of `train`, `evaluate` or `MaskFiller`, which set the environment transformers r
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import os
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import ClassVar, Literal
+from typing import ClassVar, Iterator, Literal
 
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli import lazy_api, make_cli
 from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, check_positive, option, precision_option
 
 
-def prepare() -> None:
-    # transformers' collators import TensorFlow whenever it is installed: its threads and memory are of no
-    # use to this path.
+@contextlib.contextmanager
+def prepared() -> Iterator[None]:
+    """The environment transformers reads when first imported: torch on, and TensorFlow, which its collators
+    import whenever it is installed, off (its threads and memory are of no use to this path)."""
     os.environ.setdefault("USE_TF", "0")
     if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
         os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
+    yield
 
 
 @dataclass
@@ -78,23 +80,8 @@ class PTOptions(FrameworkOptions):
 
 __all__ = ["MaskFiller", "PTOptions", "evaluate", "main", "train", "__version__"]
 __version__ = version("mlm-toolkit")
-API = {"train": "training", "evaluate": "training", "MaskFiller": "infer"}  # name -> its module
+__getattr__ = lazy_api(__name__, {"train": "training", "evaluate": "training", "MaskFiller": "infer"}, prepared)
 
 
-def __getattr__(name: str):
-    """`train`, `evaluate` and `MaskFiller`, from the module that defines each, on first use."""
-    if name not in API:
-        raise AttributeError(f"module 'pt_mlm' has no attribute {name!r}")
-    prepare()  # before transformers is first imported
-    return getattr(importlib.import_module(f"pt_mlm.{API[name]}"), name)
-
-
-main = make_cli(
-    "pt-mlm",
-    "Fine-tune masked language models with PyTorch and Hugging Face Accelerate.",
-    PTOptions,
-    train=lambda run, options: __getattr__("train")(run, options),
-    filler=lambda model: __getattr__("MaskFiller")(model),
-    evaluate=lambda config: __getattr__("evaluate")(config),
-    version=__version__,
-)
+SUMMARY = "Fine-tune masked language models with PyTorch and Hugging Face Accelerate."
+main = make_cli("pt-mlm", SUMMARY, PTOptions, __getattr__, version=__version__)

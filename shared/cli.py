@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import json
 import math
 import os
@@ -543,19 +544,37 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
     return evaluate
 
 
+def lazy_api(package: str, modules: dict[str, str], environment: Callable[[], Any]) -> Callable[[str], Any]:
+    """A package's `__getattr__` (PEP 562): its `train`, `evaluate` and `MaskFiller` from the module that
+    defines each (`modules`), imported on first use within `environment()`, which sets what the framework
+    reads when first imported. So importing the package, or `--help`, loads no framework."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in modules:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        with environment():
+            return getattr(importlib.import_module(f"{package}.{modules[name]}"), name)
+
+    return __getattr__
+
+
 def make_cli(
     prog: str,
     summary: str,
     options_cls: type,
-    train: Callable[..., Any],
-    filler: Callable[[str], Any],
+    api: Callable[[str], Any] | None = None,
+    train: Callable[..., Any] | None = None,
+    filler: Callable[[str], Any] | None = None,
     evaluate: Callable[[Any], Any] | None = None,
     version: str | None = None,
 ) -> click.Group:
     """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options), `evaluate`
-    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `train(run, options)`,
-    `filler(model)` and `evaluate(config)` import their framework when called, so `--help` loads none."""
-    train_fn, load_filler, evaluate_fn = train, filler, evaluate
+    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `api(name)` gives the package's
+    `train`, `evaluate` or `MaskFiller`, importing the framework then, so `--help` loads none; `train`,
+    `filler` and `evaluate` replace one of them."""
+    train_fn = train or (lambda run, options: api("train")(run, options))
+    load_filler = filler or (lambda model: api("MaskFiller")(model))
+    evaluate_fn = evaluate or (api and (lambda config: api("evaluate")(config)))
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
     from mlm_toolkit.report import completed_results
@@ -626,6 +645,6 @@ def make_cli(
 
     train_command.params.extend([*alias_options(DataConfig), *alias_options(options_cls), *accepted_options(fields)])
     main.add_command(fill_mask_command(load_filler))
-    if evaluate is not None:
+    if evaluate_fn is not None:
         main.add_command(evaluate_command(evaluate_fn, classes))
     return main

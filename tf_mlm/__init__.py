@@ -8,7 +8,6 @@ behind them, which expect that environment.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import ClassVar, Iterator, Literal
 
-from mlm_toolkit.cli import make_cli
+from mlm_toolkit.cli import lazy_api, make_cli
 from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, check_positive, option, precision_option
 
 # What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
@@ -144,15 +143,7 @@ def check_tf_config(text: str | None) -> None:
 
 __all__ = ["MaskFiller", "TFOptions", "evaluate", "main", "train", "__version__"]
 __version__ = version("mlm-toolkit")
-API = {"train": "training", "evaluate": "training", "MaskFiller": "infer"}  # name -> its module
-
-
-def __getattr__(name: str):
-    """`train`, `evaluate` and `MaskFiller`, imported on first use in the environment TensorFlow needs."""
-    if name not in API:
-        raise AttributeError(f"module 'tf_mlm' has no attribute {name!r}")
-    with prepared():  # TF_USE_LEGACY_KERAS and the rest before TensorFlow is first imported
-        return getattr(importlib.import_module(f"tf_mlm.{API[name]}"), name)
+__getattr__ = lazy_api(__name__, {"train": "training", "evaluate": "training", "MaskFiller": "infer"}, prepared)
 
 
 def train_from_cli(run, options):
@@ -164,12 +155,5 @@ def train_from_cli(run, options):
     return __getattr__("train")(run, options)
 
 
-main = make_cli(
-    "tf-mlm",
-    "Fine-tune masked language models with Keras (TensorFlow): compile() and fit().",
-    TFOptions,
-    train=train_from_cli,
-    filler=lambda model: __getattr__("MaskFiller")(model),
-    evaluate=lambda config: __getattr__("evaluate")(config),
-    version=__version__,
-)
+SUMMARY = "Fine-tune masked language models with Keras (TensorFlow): compile() and fit()."
+main = make_cli("tf-mlm", SUMMARY, TFOptions, __getattr__, train=train_from_cli, version=__version__)
