@@ -24,6 +24,7 @@ this module is what PyTorch does differently: `TorchBackend`, whose `fit` is the
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import math
@@ -116,6 +117,20 @@ class MaskedTokenLoss(nn.Module):
 def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks] | None = None) -> Results:
     """Fine-tune with PyTorch and Accelerate; evaluate before and after; save model, tokenizer, report."""
     return mlm_toolkit.run.train(run, TorchBackend(options or PTOptions()), hooks)
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for the next step rather than hand it back to the kernel.
+
+    By default every block over 32 MiB (the tied embedding's gradient: 47 MB for a 30k vocabulary) is
+    unmapped when freed, and the heap's top trimmed, so each step touches its largest tensors in fresh pages:
+    about 60,000 page faults a step on a small model, 15-20% of a CPU step in a virtual machine. Kept, a step
+    reuses the memory of the one before; the peak stays what a step needs. Not glibc (macOS, musl): no-op.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(-4, 0)  # M_MMAP_MAX: large blocks from the heap, never mmap
+        mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the heap's free top back
 
 
 def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -314,6 +329,8 @@ class TorchBackend:
             disable=None if self.accelerator.is_local_main_process else True,
         )
         loop = Loop(out, progress, recorder, UnreadSteps(self, recorder), bar)
+        if self.accelerator.device.type == "cpu":
+            keep_freed_memory()
         recorder.log_every = self.options.log_every if bar.disable else 0
         self.net.train()
         try:
