@@ -358,13 +358,19 @@ class KerasBackend:
 
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
-    in float32 whatever the precision policy. The graph is traced once per run, not per call."""
-    batch_sums = tf.function(
-        lambda ids, labels, mask: masked_token_loss_sum(model, ids, labels, False, attention_mask=mask),
-        reduce_retracing=True,
-    )
+    in float32 whatever the precision policy. The first call runs eagerly: tracing and optimising the graph
+    takes longer (about 6 s for a small model on a CPU) than one pass gains from it, and the first call is the
+    evaluation before training, which the first step waits for. Later calls share one traced graph."""
+
+    def eager(ids, labels, mask):
+        return masked_token_loss_sum(model, ids, labels, False, attention_mask=mask)
+
+    traced = tf.function(eager, reduce_retracing=True)
+    calls = 0
 
     def evaluate() -> EvalScore:
+        nonlocal calls
+        batch_sums, calls = traced if calls else eager, calls + 1
         mean = TokenWeightedMean()
         for start in range(0, len(eval_inputs["input_ids"]), batch_size):
             batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
