@@ -172,6 +172,9 @@ def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -
     trainee = MaskedLMTrainer(model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows)
     optimizer = make_optimizer(run.train, plan.total_steps, plan.warmup_steps)
     trainee.compile(optimizer=optimizer, jit_compile=options.jit_compile)
+    # Adam's slots now, not in the first step: a tf.function that creates variables is traced twice (2-3 s).
+    # The private method is how tf-keras' own weight loading builds a legacy optimizer's slots.
+    optimizer._create_all_weights(model.trainable_variables)
     return trainee
 
 
