@@ -225,6 +225,8 @@ def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     exact, fixed = seen["rows"]["exact"], seen["rows"]["fixed_xla"]
     assert fixed[1] == exact[1] > 0  # every masked token is in the fixed rows
     assert fixed[0] == pytest.approx(exact[0], rel=1e-5)
+    # Traced without autograph, but a model branching on a tensor falls back to it and gives the same loss.
+    assert seen["rows"]["tensor_branch"] == pytest.approx(exact, rel=1e-5)
 
 
 def test_every_lr_scheduler_gives_the_rates_of_transformers_get_scheduler(tiny_roberta, eli5_jsonl, tmp_path):

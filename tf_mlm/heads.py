@@ -28,12 +28,26 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
     return min(batch_tokens, math.ceil(2 * mlm_probability * batch_tokens) + 64)
 
 
-def masked_token_loss_sum(
+def masked_token_loss_sum(*args, **kwargs):
+    """(sum of cross-entropy over masked tokens, their count, how many of them the most likely token gets
+    right), in float32 whatever the policy; the arguments are `loss_sum`'s.
+
+    In a graph it is traced without autograph: converting a model's Python into graph code took about 3 s of
+    a small BERT's first step, and BERT, RoBERTa and most families branch on Python values only. A family
+    that branches on tensors (DeBERTa, Longformer) is refused at once, and then traced with autograph."""
+    if tf.executing_eagerly():
+        return loss_sum(*args, **kwargs)
+    try:
+        return tf.autograph.experimental.do_not_convert(loss_sum)(*args, **kwargs)
+    except tf.errors.OperatorNotAllowedInGraphError:
+        return loss_sum(*args, **kwargs)
+
+
+def loss_sum(
     model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True, attention_mask=None
 ):
-    """(sum of cross-entropy over masked tokens, their count, how many of them the most likely token gets
-    right), in float32 whatever the policy. Grouped blocks come without `attention_mask` (they are full);
-    padded examples (--line-by-line) with one."""
+    """`masked_token_loss_sum`. Grouped blocks come without `attention_mask` (they are full); padded
+    examples (--line-by-line) with one."""
     parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "training": training}
