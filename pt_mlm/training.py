@@ -484,6 +484,7 @@ class TorchBackend:
 
 
 @torch.no_grad()
+@torch.no_grad()  # nothing to differentiate: no graph, no saved activations (about twice as fast on a CPU)
 def mean_masked_loss(net: torch.nn.Module, batches, accelerator: Accelerator) -> EvalScore:
     """Token-weighted mean cross-entropy and accuracy over every masked token of the frozen eval set."""
     training = net.training
