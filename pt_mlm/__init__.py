@@ -1,7 +1,6 @@
 """PyTorch masked-LM fine-tuning with Accelerate: the `pt-mlm` CLI, `pt_mlm.train`, `pt_mlm.MaskFiller`.
 
-Importing the package loads no framework, so `--help` answers at once; torch comes with the first use
-of `train`, `evaluate` or `MaskFiller`, which set the environment transformers reads first.
+Importing the package loads no framework: torch comes with the first use of `train`, `evaluate` or `MaskFiller`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, chec
 
 @contextlib.contextmanager
 def prepared() -> Iterator[None]:
-    """The environment transformers reads when first imported: torch on, and TensorFlow, which its collators
-    import whenever it is installed, off (its threads and memory are of no use to this path)."""
+    """What transformers reads when first imported: torch on, TensorFlow off (its collators would import it)."""
     os.environ.setdefault("USE_TF", "0")
     if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
         os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
@@ -74,8 +72,7 @@ class PTOptions(FrameworkOptions):
             # Masking processes: on a GPU they mask the next batches while the step runs; on a CPU they
             # would take cores from the step itself.
             self.loader_workers = 2 if torch.cuda.is_available() else 0
-        if self.loader_workers < 0:
-            raise UsageError(f"must be 0 or more, got {self.loader_workers}", "--loader-workers")
+        check_positive(self, "loader_workers", or_zero=True)
 
 
 __all__ = ["MaskFiller", "PTOptions", "evaluate", "main", "train", "__version__"]

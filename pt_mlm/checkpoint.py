@@ -1,10 +1,7 @@
 """Accelerate checkpoints that are either complete or invisible, and load as models.
 
-`accelerator.save_state` writes optimizer, scheduler and RNG states into a staging folder, and the model as
-`save_pretrained` writes it, with config and tokenizer: `checkpoint-N/` loads with `from_pretrained`, the
-fill-mask pipeline and `evaluate`, as a Trainer checkpoint does. `progress.json` adds where the run stood
-(step, epoch, batch) and its loss log. Only when every process has finished writing does the main process
-rename the folder into place, so a kill at any moment leaves the previous checkpoint loadable.
+`checkpoint-N/` holds Accelerate's state, the model as `save_pretrained` writes it (so it loads as a Trainer
+checkpoint does) and `progress.json`; it is renamed into place once every process has written its part.
 """
 
 from __future__ import annotations
@@ -40,9 +37,8 @@ class Progress:
 
 
 def save_model_folders(accelerator, tokenizer) -> None:
-    """Have `save_state` write the model as `save_pretrained` does (config, `model.safetensors`, tokenizer)
-    and `load_state` read it back, instead of the training wrapper's state dict, whose keys carry the
-    wrapper's prefix and which nothing else loads (Accelerate's model-state hooks)."""
+    """Have `save_state` write the model as `save_pretrained` does, and `load_state` read it back, instead of
+    the training wrapper's state dict, which nothing else loads (Accelerate's model-state hooks)."""
 
     def save(models: list, weights: list, folder: str) -> None:
         if accelerator.is_main_process:
@@ -64,8 +60,7 @@ def save_model_folders(accelerator, tokenizer) -> None:
 
 
 def tied_weights_notice(record: logging.LogRecord) -> bool:
-    """False for accelerate's "Removed shared tensor" notice: a tied decoder (RoBERTa's, BERT's) is
-    stored once in safetensors and tied again on load, as the reload tests show: nothing to check."""
+    """False for accelerate's "Removed shared tensor": a tied decoder is stored once and tied again on load."""
     return "Removed shared tensor" not in record.getMessage()
 
 
@@ -108,8 +103,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(accelerator, path: Path, identity: dict, max_steps: int | None) -> Progress:
-    """Restore model, optimizer, scheduler and RNG from `path`; refuse one made by another run, or one
-    already at --max-steps."""
+    """Restore model, optimizer, scheduler and RNG from `path`; refuse another run's or one at --max-steps."""
     state_file = path / STATE
     if not state_file.is_file():
         raise UsageError(f"{str(path)!r} is not a complete pt-mlm checkpoint (no {STATE})", "--resume")

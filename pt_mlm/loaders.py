@@ -1,8 +1,5 @@
-"""PyTorch data loading where every random choice is a function of (seed, epoch, position).
-
-The order of blocks in an epoch and the mask of each block never depend on what ran before or on how
-blocks are grouped into batches, so a run resumed at batch K sees exactly the batches and masks an
-uninterrupted run sees, and 2 x 4 accumulated blocks (or 2 processes x 4) are masked as 8 are.
+"""PyTorch data loading where every random choice is a function of (seed, epoch, position), so a run resumed
+at batch K sees the batches and masks an uninterrupted run sees, and 2 x 4 accumulated blocks are masked as 8.
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ if TYPE_CHECKING:
 
 
 class BlockDataset(Dataset):
-    """Train blocks, read from their cache file (`mlm_toolkit.blocks.Blocks`); an item is asked for
-    as (block index, mask seed of that block)."""
+    """Train blocks from their cache file, each asked for as (block index, mask seed of that block)."""
 
     def __init__(self, blocks) -> None:
         self.blocks = blocks
@@ -60,12 +56,8 @@ class EpochBatches(Sampler):
 
 
 def with_masked_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the flat indices of the labelled positions, found here on the host; padded examples are cut to
-    the longest of the batch (the padding beyond it carries no label and no attention).
-
-    Found on a GPU (`labels != -100` then indexing) they would make the host wait for the device on
-    every step, since the number of masked tokens decides the shape of what follows.
-    """
+    """Add the flat indices of the labelled positions, found on the host (on a GPU, the host would wait for
+    them every step); padded examples are cut to the longest of the batch."""
     if "attention_mask" in batch:
         width = int(batch["attention_mask"].sum(1).max())
         batch = {key: value[:, :width] for key, value in batch.items()}
@@ -73,8 +65,7 @@ def with_masked_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 class SeededMasking:
-    """The guide's `DataCollatorForLanguageModeling` (or whole-word masking), reseeded for each block from
-    its mask seed; padded examples (--line-by-line) get their attention mask from the ids before masking."""
+    """The guide's `DataCollatorForLanguageModeling` (or whole-word masking), reseeded for each block."""
 
     def __init__(self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False):
         self.collator = masking_collator(tokenizer, mlm_probability)
@@ -98,11 +89,8 @@ class SeededMasking:
 
 
 def train_loader(blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int = 0):
-    """(DataLoader, its EpochBatches) for training; the sampler is kept to set the epoch and start.
-
-    The sampler runs in this process and every block carries its own mask seed, so the batches and
-    masks are the same whatever the number of workers.
-    """
+    """(DataLoader, its EpochBatches): the sampler runs in this process and each block carries its mask seed,
+    so batches and masks are the same whatever the number of workers."""
     if workers:
         # The tokenizer was used (in parallel) before the fork; its workers only mask, single-threaded.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -155,8 +143,7 @@ class StreamedBlocks(IterableDataset):
 
 
 class StreamSource:
-    """--streaming: this process's shard of the stream, read in this process (its position is exact: no
-    worker reads ahead), and moved to the device by the loop."""
+    """--streaming: this process's shard of the stream, read in this process (no worker reads ahead)."""
 
     streaming = True
 
@@ -214,7 +201,7 @@ def train_source(data, tokenizer, run, options, accelerator) -> MapSource | Stre
 
 
 class WaitClock:
-    """Seconds the training loop spent waiting for its next batch: how much the data loading starves it."""
+    """Seconds the training loop spent waiting for its next batch."""
 
     def __init__(self) -> None:
         self.seconds = 0.0

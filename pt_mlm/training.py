@@ -74,10 +74,8 @@ def _head_of(model: nn.Module) -> nn.Module | None:
 class MaskedTokenLoss(nn.Module):
     """A `...ForMaskedLM` returning the cross-entropy of each masked token: (token_losses, block_index).
 
-    Only ~15% of positions carry a label, yet the stock forward projects all of them onto the vocabulary
-    (for DistilRoBERTa about half its compute): projecting the masked ones alone gives the identical loss.
-    Families whose head is not one module take the dense path. Accelerate prepares this wrapper, so DDP
-    sees the forward pass it syncs gradients for."""
+    Only ~15% of positions carry a label, yet the stock forward projects all of them onto the vocabulary (for
+    DistilRoBERTa about half its compute); projecting the masked ones alone gives the identical loss."""
 
     def __init__(self, model: nn.Module, sparse: bool = True) -> None:
         super().__init__()
@@ -94,10 +92,8 @@ class MaskedTokenLoss(nn.Module):
         with_correct: bool = False,
         **_: torch.Tensor,
     ):
-        # Grouped blocks are always full (group_texts drops the remainder), so they come without an
-        # attention mask, which lets SDPA take its fastest kernel; padded examples (--line-by-line) bring
-        # theirs. `masked_positions` (flat indices of the labelled tokens) comes from the data loader, so
-        # nothing here waits for the device.
+        # Full blocks come without an attention mask (SDPA's fastest kernel), padded examples with theirs;
+        # `masked_positions` comes from the data loader, so nothing here waits for the device.
         if masked_positions is None:
             masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -120,13 +116,9 @@ def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks
 
 
 def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for the next step rather than hand it back to the kernel.
-
-    By default every block over 32 MiB (the tied embedding's gradient: 47 MB for a 30k vocabulary) is
-    unmapped when freed, and the heap's top trimmed, so each step touches its largest tensors in fresh pages:
-    about 60,000 page faults a step on a small model, 15-20% of a CPU step in a virtual machine. Kept, a step
-    reuses the memory of the one before; the peak stays what a step needs. Not glibc (macOS, musl): no-op.
-    """
+    """Let glibc keep freed memory for the next step rather than hand it back to the kernel: by default each
+    step touches its largest tensors (the tied embedding's gradient) in fresh pages, and page faults cost
+    15-20% of a CPU step in a virtual machine. Not glibc (macOS, musl): no-op."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(-4, 0)  # M_MMAP_MAX: large blocks from the heap, never mmap
@@ -144,9 +136,8 @@ def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class UnreadSteps:
-    """Step losses and grad norms kept on the device until read back together: reading one waits for the
-    GPU to finish everything queued, so reading every step would stop the host from queueing the next.
-    The learning rate of each step is a host number, kept beside them."""
+    """Step losses and grad norms kept on the device until read back together (reading one waits for the GPU
+    to finish what is queued), with each step's learning rate."""
 
     def __init__(self, backend: "TorchBackend", recorder: Recorder) -> None:
         self.accelerator, self.scheduler, self.recorder = backend.accelerator, backend.scheduler, recorder
@@ -190,8 +181,7 @@ class Loop:
 
 
 class TorchBackend:
-    """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW,
-    the loop."""
+    """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
 
     framework, short = "pytorch", "pt"
 
@@ -343,7 +333,7 @@ class TorchBackend:
                     self.show(loop, loop.unread.read(progress.global_step))  # before evaluating: not training
                     streaming = self.source.streaming
                     self.evaluation(loop, "end" if streaming else plan.epoch_at(progress.global_step))
-                    if not self.source.streaming and (
+                    if not streaming and (
                         progress.global_step < plan.total_steps
                         or progress.batches_done_in_epoch >= plan.batches_per_epoch
                     ):
@@ -409,9 +399,8 @@ class TorchBackend:
         Returns the micro-batch's loss and, at a window's end, the gradient norm before clipping."""
         accelerator, grad_norm = self.accelerator, None
         with accelerator.accumulate(self.net):
-            # Each micro-batch's mean over its masked tokens, averaged over the window by backward():
-            # micro-batches weigh the same whatever their masked-token counts, as in the Trainer
-            # (BERT/RoBERTa take no num_items_in_batch: it divides by the accumulation steps).
+            # Each micro-batch's mean over its masked tokens, averaged over the window by backward(), as the
+            # Trainer does for BERT/RoBERTa (they take no num_items_in_batch).
             loss = self.net(**batch)[0].mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients:  # with clipping off the factor is 1, and the norm still logged
@@ -467,9 +456,8 @@ class TorchBackend:
 
     # ---- save
     def save_for_hub(self, folder: Path) -> None:
-        """The model and tokenizer as the Trainer saves them (`model.safetensors`). With --tf-weights the
-        weights go to `pytorch_model.bin` instead: transformers 4.x would load a `model.safetensors` into
-        TensorFlow before `tf_model.h5`, and cannot (mlm_toolkit.report)."""
+        """The model and tokenizer as the Trainer saves them; with --tf-weights as `pytorch_model.bin`, as
+        transformers 4.x would load a `model.safetensors` into TensorFlow before `tf_model.h5`, and fail."""
         model = self.accelerator.unwrap_model(self.net).model
         model.save_pretrained(folder, safe_serialization=not self.options.tf_weights)
         self.tokenizer.save_pretrained(folder)
@@ -483,7 +471,6 @@ class TorchBackend:
         self.accelerator.end_training()
 
 
-@torch.no_grad()
 @torch.no_grad()  # nothing to differentiate: no graph, no saved activations (about twice as fast on a CPU)
 def mean_masked_loss(net: torch.nn.Module, batches, accelerator: Accelerator) -> EvalScore:
     """Token-weighted mean cross-entropy and accuracy over every masked token of the frozen eval set."""

@@ -1,10 +1,8 @@
 """Texts to blocks, and blocks to masked inputs: the guide's `group_texts` and its collator.
 
-Tokenizing is `datasets.Dataset.map(batched=True)` in `--preprocessing-num-workers` processes; the blocks
-go to an Arrow file in the cache that both frameworks read through a memory map, so a large corpus costs
-disk, not RAM. Masking is the guide's `DataCollatorForLanguageModeling` (or `DataCollatorForWholeWordMask`),
-seeded per block; the held-out blocks are masked once with a fixed seed, so a checkpoint always gets the
-same perplexity, in either framework.
+The blocks go to an Arrow file in the cache that both frameworks read through a memory map, so a large corpus
+costs disk, not RAM. The held-out blocks are masked once with a fixed seed: a checkpoint always gets the same
+perplexity, in either framework.
 """
 
 from __future__ import annotations
@@ -40,12 +38,8 @@ def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -
 
 
 class _KnownLength:
-    """A tokenizer whose `len()` is computed once.
-
-    The guide's collator draws random replacement words from `range(len(tokenizer))` on every call, and
-    a fast tokenizer rebuilds its vocabulary to answer `len()`: about 6 ms for 30k words, 90% of the time
-    it takes to mask a batch. Everything else is the tokenizer's own.
-    """
+    """A tokenizer whose `len()` is computed once: the guide's collator asks on every call, and a fast tokenizer
+    rebuilds its vocabulary to answer (most of the time it takes to mask a batch)."""
 
     def __init__(self, tokenizer) -> None:
         self._tokenizer, self._length = tokenizer, len(tokenizer)
@@ -65,9 +59,8 @@ def masking_collator(tokenizer, mlm_probability: float, **kwargs):
 
 
 def word_starts(tokenizer) -> np.ndarray:
-    """For each token id, whether the token begins a word: BERT's WordPiece marks the pieces that continue a
-    word with `##`, byte-level BPE (RoBERTa, GPT-2) and SentencePiece mark the pieces that begin one with a
-    leading space (`Ġ`, `▁`). Special tokens count as starts (they are never masked anyway)."""
+    """For each token id, whether it begins a word: WordPiece marks continuing pieces (`##`), byte-level BPE
+    and SentencePiece mark starting ones (`Ġ`, `▁`). Special tokens count as starts."""
     vocab = tokenizer.get_vocab()
     counts = {marker: sum(token.startswith(marker) for token in vocab) for marker in ("##", "Ġ", "▁")}
     marker = max(counts, key=counts.get)
@@ -86,11 +79,8 @@ def word_starts(tokenizer) -> np.ndarray:
 
 
 class WholeWordMasking:
-    """transformers' `DataCollatorForWholeWordMask` (run_mlm_wwm.py's): a word's pieces are masked together,
-    words drawn until 15% of the block's tokens are chosen, then 80% `<mask>`, 10% random, 10% kept. It
-    reads BERT's WordPiece (`##` continues a word) as it is; a tokenizer that marks a word's first piece
-    instead (byte-level BPE `Ġ`, SentencePiece `▁`) is shown its continuing pieces as `##piece` and its
-    special tokens as `[CLS]`, the spellings the collator reads."""
+    """transformers' `DataCollatorForWholeWordMask` (run_mlm_wwm.py's). It reads WordPiece spellings, so other
+    tokenizers' continuing pieces are shown to it as `##piece` and their special tokens as `[CLS]`."""
 
     def __init__(self, tokenizer, mlm_probability: float) -> None:
         from transformers import DataCollatorForWholeWordMask
@@ -122,8 +112,7 @@ class WholeWordMasking:
 
 
 class BlockMasker:
-    """Blocks (n, block size) -> {"input_ids", "labels"} (and "attention_mask" for padded examples), NumPy,
-    drawing from `rng` (a NumPy generator): for the frozen eval masks and the Keras input pipeline."""
+    """Blocks -> NumPy {"input_ids", "labels"(, "attention_mask")}, for the eval masks and the Keras pipeline."""
 
     def __init__(self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False) -> None:
         self.collator = masking_collator(tokenizer, mlm_probability, return_tensors="np")
@@ -148,8 +137,7 @@ class BlockMasker:
 def mask_once(
     blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int, whole_word: bool = False, padded: bool = False
 ) -> dict[str, np.ndarray]:
-    """Mask blocks once with a fixed seed: the frozen evaluation inputs every evaluation, both frameworks
-    and `*-mlm evaluate` read."""
+    """Mask blocks once with a fixed seed: the frozen inputs of every evaluation, in both frameworks."""
     return BlockMasker(tokenizer, mlm_probability, whole_word, padded)(blocks, np.random.default_rng(seed))
 
 
@@ -161,19 +149,14 @@ EVAL_BLOCKS_CAP = 10_000  # --max-eval-samples' default: evaluating more costs t
 
 
 def group_into_blocks(token_lists: list[list[int]] | list[np.ndarray], block_size: int) -> tuple[np.ndarray, int]:
-    """Concatenate token lists and cut them into `block_size` blocks, dropping the final remainder.
-
-    The guide's `group_texts` does `sum(examples[k], [])`, quadratic in the number of rows; one
-    `np.concatenate` is linear. Returns the (blocks, block_size) int32 array and the tokens dropped.
-    """
+    """The guide's `group_texts` in linear time (its `sum(lists, [])` is quadratic): (int32 blocks, dropped)."""
     grouper = Grouper(block_size)
     blocks = grouper.add(np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists] or [[]]))
     return blocks, grouper.dropped
 
 
 class Grouper:
-    """`group_texts` over a stream of tokens: concatenate, cut into blocks; a remainder waits for the next
-    tokens and is dropped at the end, so the blocks are those of the whole corpus concatenated."""
+    """`group_texts` over a stream of tokens: a remainder waits for the next tokens (dropped at the end)."""
 
     def __init__(self, block_size: int, carry: Iterable[int] = ()) -> None:
         self.block_size, self.carry = block_size, np.asarray(list(carry), dtype=np.int32)
@@ -199,9 +182,8 @@ def pad_examples(token_lists, block_size: int, pad_id: int) -> np.ndarray:
 
 
 class Blocks:
-    """Blocks of token ids in an Arrow file, memory-mapped: `len()`, `blocks[i]` (a NumPy row), `head(n)` and
-    `dataset` (a `datasets.Dataset` over the same file, for Keras' `prepare_tf_dataset` and the reference
-    recipes). Each record batch of the file is a NumPy view of the map: nothing is read until used."""
+    """Blocks of token ids in a memory-mapped Arrow file: `len()`, `blocks[i]`, `head(n)` (NumPy views of the
+    map) and `dataset` (a `datasets.Dataset` over the same file, for Keras and the reference recipes)."""
 
     def __init__(self, path: Path) -> None:
         import pyarrow as pa
@@ -259,8 +241,7 @@ class Blocks:
 
 
 def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | None) -> int:
-    """Group (or, with `pad_id`, pad) each Arrow batch of token lists as it comes and append the blocks to
-    an Arrow file, renamed into place when complete; returns the tokens dropped at the end."""
+    """Group (or, with `pad_id`, pad) Arrow batches of token lists into an Arrow file; returns the tokens dropped."""
     import pyarrow as pa
 
     schema = pa.schema([("input_ids", pa.list_(pa.int32(), block_size))])
@@ -287,8 +268,7 @@ def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | N
 
 
 def pieces(text: str) -> Iterator[str]:
-    """`text` in pieces of at most PIECE_CHARS, each cut before a space: the space begins the next word, as
-    the tokenizers' pre-tokenizers split, so the pieces' tokens are the text's."""
+    """`text` in pieces of at most PIECE_CHARS, each cut before a space (where pre-tokenizers split words)."""
     start = 0
     while len(text) - start > PIECE_CHARS:
         cut = text.rfind(" ", start + 1, start + PIECE_CHARS)
@@ -299,9 +279,8 @@ def pieces(text: str) -> Iterator[str]:
 
 
 def token_ids(texts: list[str], tokenizer, max_length: int | None = None) -> list:
-    """Each text's token ids, special tokens included (as the guide tokenizes). A text longer than
-    PIECE_CHARS is tokenized a piece at a time: a fast tokenizer's encoding of one text costs about 200 bytes
-    a token (a 50 MB row took 8.8 GB). With `max_length` (--line-by-line) the ids are truncated."""
+    """Each text's token ids, special tokens included, truncated to `max_length` if given. A longer text than
+    PIECE_CHARS is tokenized in pieces: an encoding costs about 200 bytes a token (a 50 MB row took 8.8 GB)."""
     if max_length:  # only the text's start counts
         short = [text[:PIECE_CHARS] for text in texts]
         return tokenizer(short, truncation=True, max_length=max_length, verbose=False)["input_ids"]
@@ -377,8 +356,7 @@ class MLMData:
 
     train_blocks: Blocks | None  # None when only evaluating
     eval_inputs: dict[str, np.ndarray]
-    texts: dict[str, object]  # where the texts came from and how many: not the rows themselves, whose
-    # memory-mapped tables are let go once the blocks are written
+    texts: dict[str, object]  # where the texts came from and how many (the rows are let go)
     fingerprint: str  # of the train and held-out texts: what identifies the data of a run
     dropped_tokens: int
     from_cache: bool
@@ -440,9 +418,8 @@ def texts_summary(splits: Splits) -> dict[str, object]:
 
 
 def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
-    """Texts -> train blocks on disk and masked held-out blocks; a clear error when either is empty.
-    `train=False` (evaluation only) reads and tokenizes the held-out rows alone. With --streaming, the
-    held-out blocks now and the train blocks as the rows stream in (`mlm_toolkit.streaming`)."""
+    """Texts -> train blocks on disk and masked held-out blocks (`train=False`: these alone); with --streaming,
+    the train blocks as the rows stream in (`mlm_toolkit.streaming`)."""
     if config.streaming:
         from mlm_toolkit.streaming import prepare_stream
 

@@ -1,11 +1,8 @@
 """The click commands both CLIs share (train, evaluate, fill-mask), generated from the config dataclasses.
 
-A flag is a config field (`mlm_toolkit.config`): `options_from(DataConfig)` turns the fields into click
-options, `build(DataConfig, kwargs)` turns the values back into the validated dataclass. Each flag also
-answers to its underscore spelling and to the Hugging Face names its field declares
-(`hf=("per_device_train_batch_size",)`); `--validation_split_percentage 5` is `--test-size 0.05` and
-`--fp16`/`--bf16` are values of `--mixed-precision`. `--config FILE` (YAML or JSON) takes the same keys;
-flags on the command line win. A run writes its resolved config back as `run_config.yaml`.
+A flag is a config field (`options_from`, `build`); it also answers to its underscore spelling and to the
+Hugging Face names its field declares (`--validation_split_percentage 5` is `--test-size 0.05`). `--config FILE`
+(YAML or JSON) takes the same keys, flags given win; a run writes its settings back as `run_config.yaml`.
 """
 
 from __future__ import annotations
@@ -52,9 +49,8 @@ class Option(click.Option):
 
 
 class RefusesRepeats(click.Command):
-    """A command that refuses an option given with different values under two spellings
-    (`--learning_rate 1 --learning-rate 2e-4`), naming both, where click lets the last one win silently. One
-    spelling repeated keeps the shell's habit: the last one wins (a script appends its overrides)."""
+    """Refuses an option given different values under two spellings (`--learning_rate 1 --learning-rate 2`),
+    where click lets the last win silently; one spelling repeated keeps the shell's habit: the last wins."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         options = [p for p in self.params if isinstance(p, click.Option) and not p.multiple]
@@ -115,8 +111,7 @@ TRAINER_FLAGS: dict[str, Any] = {
 
 
 def accepted_options(fields: Iterable[str] = ()) -> list[click.Option]:
-    """run_mlm.py's switches that mean nothing here, and the Trainer flags of TRAINER_FLAGS (those `fields`
-    does not have already), hidden from --help."""
+    """run_mlm.py's no-op switches and the TRAINER_FLAGS that `fields` lacks, hidden from --help."""
     added = [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
     for name, kind in TRAINER_FLAGS.items():
         if name not in fields:
@@ -127,8 +122,7 @@ def accepted_options(fields: Iterable[str] = ()) -> list[click.Option]:
 
 
 def apply_trainer_flags(values: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    """The Trainer flags given (TRAINER_FLAGS, but `fields`) as our settings, or refused with what to use
-    instead."""
+    """The TRAINER_FLAGS given (but `fields`) as our settings, or refused with what to use instead."""
     for name, kind in TRAINER_FLAGS.items():
         value = None if name in fields else values.pop(name, None)
         if value in (None, False):
@@ -146,8 +140,7 @@ def apply_trainer_flags(values: dict[str, Any], fields: Iterable[str]) -> dict[s
 
 
 def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[type]) -> dict[str, Any]:
-    """`values` with the Hugging Face forms (`--fp16`, `--validation_split_percentage`) turned into our
-    fields; one given beside our own flag for the same field is refused, naming both."""
+    """The Hugging Face forms (`--fp16`, `--validation_split_percentage`) as our fields; refused beside ours."""
     values = {k: v for k, v in values.items() if k not in ACCEPTED}
     for cls in classes:
         for f in dataclasses.fields(cls):
@@ -174,8 +167,7 @@ def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[
 
 @contextlib.contextmanager
 def named_as_given(values: dict[str, Any]) -> Iterator[None]:
-    """A field's error names the Hugging Face flag it was given as: `--validation_split_percentage 150` is
-    refused as itself, not as the `--test-size 1.5` it became."""
+    """A field's error names the flag it was given as (`--validation_split_percentage 150`, not `--test-size`)."""
     spelled = values.pop("_spelled", {})
     try:
         yield
@@ -223,8 +215,7 @@ def _names(classes: Iterable[type]) -> dict[str, str]:
 
 
 def read_config_file(path: str, classes: Iterable[type], keys: dict | None = None) -> dict[str, Any]:
-    """A config file's settings by field name, in the form click's `default_map` takes; `keys` gets
-    each field's key as the file spells it, for errors."""
+    """A config file's settings by field name (click's `default_map`); `keys` gets each as the file spells it."""
     import yaml
 
     file = Path(path).expanduser()
@@ -256,8 +247,8 @@ def read_config_file(path: str, classes: Iterable[type], keys: dict | None = Non
 
 
 def typed(value: Any, annotation: Any, where: str) -> Any:
-    """A config file's value as its field's type, held to what the flag takes: `max_steps: 1.7` or `true`
-    is refused, as `--max-steps 1.7` is, not cut to 1; a number YAML read as text ("2e-5") is a number."""
+    """A config file's value as its field's type: `max_steps: 1.7` is refused as `--max-steps 1.7` is, and a
+    number YAML read as text ("2e-5") is a number."""
     from mlm_toolkit.config import accepts, describe
 
     if annotation is None or accepts(annotation, value):
@@ -337,8 +328,7 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The toolkit's errors as one line and an exit code (2 bad usage, as click's, 1 a failed run), never a
-    traceback."""
+    """The toolkit's errors as one line and exit 2 (bad usage, as click's) or 1 (a failed run), no traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -413,8 +403,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def print_summary(results, output_dir: str) -> None:
-    """The lines a user looks for when a run ends (`results`: a `mlm_toolkit.report.Results`),
-    printed once."""
+    """The lines a user looks for when a run ends (`results`: a `mlm_toolkit.report.Results`)."""
     if not is_main_process():
         return
     before, after, speed = results.before, results.after, results.train_tokens_per_second
@@ -545,9 +534,8 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
 
 
 def lazy_api(package: str, modules: dict[str, str], environment: Callable[[], Any]) -> Callable[[str], Any]:
-    """A package's `__getattr__` (PEP 562): its `train`, `evaluate` and `MaskFiller` from the module that
-    defines each (`modules`), imported on first use within `environment()`, which sets what the framework
-    reads when first imported. So importing the package, or `--help`, loads no framework."""
+    """A package's `__getattr__` (PEP 562): `train`, `evaluate` and `MaskFiller` imported on first use, within
+    `environment()` (what the framework reads when first imported), so `--help` loads no framework."""
 
     def __getattr__(name: str) -> Any:
         if name not in modules:
@@ -568,10 +556,8 @@ def make_cli(
     evaluate: Callable[[Any], Any] | None = None,
     version: str | None = None,
 ) -> click.Group:
-    """The `tf-mlm`/`pt-mlm` command group: `train` (shared configs + the framework's options), `evaluate`
-    and `fill-mask`. One definition, so the two CLIs cannot drift apart. `api(name)` gives the package's
-    `train`, `evaluate` or `MaskFiller`, importing the framework then, so `--help` loads none; `train`,
-    `filler` and `evaluate` replace one of them."""
+    """The `tf-mlm`/`pt-mlm` command group (train, evaluate, fill-mask), one definition for both. `api(name)` gives
+    the package's `train`, `evaluate` or `MaskFiller`; `train`, `filler` and `evaluate` replace one of them."""
     train_fn = train or (lambda run, options: api("train")(run, options))
     load_filler = filler or (lambda model: api("MaskFiller")(model))
     evaluate_fn = evaluate or (api and (lambda config: api("evaluate")(config)))
@@ -589,8 +575,7 @@ def make_cli(
     fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
 
     def with_config_file(ctx: click.Context, _param, paths: tuple[str, ...]) -> str | None:
-        """--config: its settings become the defaults of every other flag (a flag given still wins); several
-        files merge in the order given, a later one's keys over an earlier one's."""
+        """--config: its settings become every other flag's defaults; several files merge, later keys win."""
         for path in paths:
             try:
                 keys = ctx.meta.setdefault("config_keys", {})

@@ -1,11 +1,7 @@
 """Typed configuration shared by both CLIs and the Python API, and the two kinds of failure.
 
-Each concern (data, model, training, hub) is one dataclass whose defaults are the Hugging Face guide's
-recipe; each field's metadata carries its help text, from which the click options are generated
-(`mlm_toolkit.cli`), so a flag is defined once. `__post_init__` validates, and its errors name the flag.
-
-`UsageError` is bad input (a flag, a field, a file): exit 2. `RunError` is a run that could not finish for
-a reason outside the arguments (no network for a push, a full disk): exit 1.
+Each concern (data, model, training, hub) is one dataclass whose defaults are the guide's recipe; a field's
+metadata carries its flag's help (`mlm_toolkit.cli`); `__post_init__` validates, its errors naming the flag.
 """
 
 from __future__ import annotations
@@ -69,8 +65,7 @@ EPOCH_LIMIT = 1e6
 
 
 def choices_of(annotation: Any) -> tuple[str, ...] | None:
-    """The values of a `Literal[...]` field type (or `Literal[...] | None`): the one declaration click and
-    validation both read."""
+    """The values of a `Literal[...]` (or `Literal[...] | None`) field: what click and validation both read."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is not Literal and len(args) == 1:
         annotation = args[0]
@@ -95,20 +90,13 @@ def accepts(annotation: Any, value: Any) -> bool:
 
 
 def describe(annotation: Any) -> str:
-    return " or ".join(
-        "None" if a is type(None) else getattr(a, "__name__", str(a))
-        for a in (
-            typing.get_args(annotation)
-            if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-            else [annotation]
-        )
-    )
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(annotation) if union else [annotation]
+    return " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in kinds)
 
 
 def check_numbers(config: Any) -> None:
-    """Every field holds a value of its type; every number field is finite and within what the frameworks
-    can take, whatever its own rule; every `Literal[...]` field holds one of its values (the list click
-    offers)."""
+    """Every field holds a value of its type (one of its values, for a `Literal`), finite and within int32."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -129,13 +117,13 @@ def check_numbers(config: Any) -> None:
             raise UsageError(f"must be below {INT_LIMIT:,} in size, got {value}", flag_of(f.name))
 
 
-def check_positive(config: Any, *names: str, allow_none: bool = False) -> None:
+def check_positive(config: Any, *names: str, allow_none: bool = False, or_zero: bool = False) -> None:
     for name in names:
         value = getattr(config, name)
         if value is None and allow_none:
             continue
-        if value is None or value <= 0:
-            raise UsageError(f"must be a positive number, got {value}", flag_of(name))
+        if value is None or value < 0 or (value == 0 and not or_zero):
+            raise UsageError(f"must be {'0 or more' if or_zero else 'a positive number'}, got {value}", flag_of(name))
 
 
 def precision_option(help: str, fp16: str, bf16: str, default: str | None = "no") -> Any:
@@ -153,7 +141,7 @@ class FrameworkOptions:
     log_every: int = option(
         10,
         "Optimizer steps between progress lines in a log (a terminal shows a live bar); PyTorch reads the "
-        "loss back from the device only this often, so the loop never waits for a GPU between.",
+        "loss back from the device only this often.",
         hf=("logging_steps",),
     )
 
@@ -234,8 +222,7 @@ class DataConfig:
             self.max_samples = None
         check_positive(self, "max_samples", "preprocessing_num_workers", allow_none=True)
         check_positive(self, "block_size")
-        if self.max_eval_samples is not None and self.max_eval_samples < 0:
-            raise UsageError(f"must be 0 (all) or more, got {self.max_eval_samples}", "--max-eval-samples")
+        check_positive(self, "max_eval_samples", allow_none=True, or_zero=True)
         if not 0.0 < self.test_size < 1.0:
             raise UsageError(f"must lie strictly between 0 and 1, got {self.test_size}", "--test-size")
         if not 0.0 < self.mlm_probability < 1.0:
@@ -315,19 +302,14 @@ class TrainConfig:
         check_positive(self, "per_device_batch_size", "learning_rate", "num_epochs")
         if self.num_epochs > EPOCH_LIMIT:
             raise UsageError(f"must be at most {EPOCH_LIMIT:,.0f}, got {self.num_epochs}", "--num-epochs")
-        if self.seed < 0:
-            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
+        check_positive(self, "seed", "weight_decay", "warmup_steps", or_zero=True)
         check_positive(self, "max_steps", "eval_steps", "eval_batch_size", allow_none=True)
         self.report_to = trackers_of(self.report_to)
         self.checkpointing_steps = checkpoint_policy(self.checkpointing_steps)
         if not 0 <= self.warmup_ratio < 1:
             raise UsageError(f"must be at least 0 and below 1, got {self.warmup_ratio}", "--warmup-ratio")
-        if self.weight_decay < 0:
-            raise UsageError(f"must be >= 0, got {self.weight_decay}", "--weight-decay")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
             raise UsageError(f"must be 0 (off) or a positive number, got {self.max_grad_norm}", "--max-grad-norm")
-        if self.warmup_steps < 0:
-            raise UsageError(f"must be >= 0, got {self.warmup_steps}", "--warmup-steps")
         if not self.output_dir:
             raise UsageError("must name a folder", "--output-dir")
 
@@ -438,8 +420,7 @@ class EvalSettings:
     def __post_init__(self) -> None:
         check_numbers(self)
         check_positive(self, "eval_batch_size")
-        if self.seed < 0:
-            raise UsageError(f"must be 0 or more, got {self.seed}", "--seed")
+        check_positive(self, "seed", or_zero=True)
 
 
 @dataclass

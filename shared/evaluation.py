@@ -1,8 +1,5 @@
-"""`*-mlm evaluate MODEL`: the perplexity of a saved model on the held-out blocks, with the frozen masks.
-
-The held-out rows, their blocks and their masks are those a training run with the same data settings and
-seed evaluates on, so `evaluate` on a trained folder gives the run's own figure, and both frameworks give
-the same one. Each framework supplies `score(resolved, tokenizer, data) -> EvalScore` (loss, accuracy).
+"""`*-mlm evaluate MODEL`: the perplexity of a saved model on the held-out blocks, with the frozen masks a
+training run with the same data settings and seed evaluates on; each framework supplies `score`.
 """
 
 from __future__ import annotations

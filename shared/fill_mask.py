@@ -1,8 +1,4 @@
-"""Framework-neutral half of mask filling: mask spelling, tokenizing, decoding and printing.
-
-`tf_mlm.MaskFiller` and `pt_mlm.MaskFiller` only supply `_top_k`, the guide's manual top-k over the
-logits at the mask positions, in their own framework; everything else lives here once.
-"""
+"""Framework-neutral half of mask filling; `pt_mlm.MaskFiller` and `tf_mlm.MaskFiller` supply `_top_k`."""
 
 from __future__ import annotations
 
@@ -31,11 +27,8 @@ def check_strings(value: Any, argument: str) -> None:
 
 
 class MaskFillerBase:
-    """Fill `<mask>` or `[MASK]` in one text or a batch; returns what the fill-mask pipeline returns.
-
-    One text with one mask gives a list of predictions; one text with several masks gives one list
-    per mask; a list of texts gives one such result per text.
-    """
+    """Fill `<mask>` or `[MASK]` in one text or a batch; returns what the fill-mask pipeline returns (a list of
+    predictions per mask, one list per text)."""
 
     def __init__(self, tokenizer, max_length: int = 512) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
@@ -43,8 +36,8 @@ class MaskFillerBase:
     def _top_k(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, token ids), each (masks in the batch, k), in row-major mask order; with
-        `candidates`, the k most likely of those token ids only (probabilities still over the vocabulary)."""
+        """(probabilities, token ids), each (masks in the batch, k), in row-major mask order; with `candidates`,
+        the k most likely of those only."""
         raise NotImplementedError
 
     def normalise(self, text: str) -> str:
@@ -64,11 +57,8 @@ class MaskFillerBase:
                     log.warning("target %r has no token in the model's vocabulary; left out", target)
                     continue
                 token = pieces[0]
-                log.warning(
-                    "target %r is not one token; using its first, %r",
-                    target,
-                    self.tokenizer.convert_ids_to_tokens(token),
-                )
+                first = self.tokenizer.convert_ids_to_tokens(token)
+                log.warning("target %r is not one token; using its first, %r", target, first)
             ids.append(token)
         if not ids:
             raise UsageError(f"none of {targets!r} is in the model's vocabulary", "targets")
@@ -105,8 +95,7 @@ class MaskFillerBase:
         return shaped[0] if single else shaped
 
     def _fit(self, ids: list[int], n: int) -> list[int]:
-        """A text's token ids within the model's positions: a longer text keeps the window around its masks,
-        with its first and last special tokens."""
+        """A text's token ids within the model's positions: a longer one keeps the window around its masks."""
         if len(ids) <= self.max_length:
             return ids
         masks = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
@@ -118,13 +107,8 @@ class MaskFillerBase:
                 "texts",
             )
         start = min(max(1, masks[0] - (inner - (masks[-1] - masks[0] + 1)) // 2), len(ids) - 1 - inner)
-        log.warning(
-            "text %d has %d tokens, more than the model's %d positions: kept the %d around its masks",
-            n + 1,
-            len(ids),
-            self.max_length,
-            inner,
-        )
+        message = "text %d has %d tokens, more than the model's %d positions: kept the %d around its masks"
+        log.warning(message, n + 1, len(ids), self.max_length, inner)
         return [ids[0], *ids[start : start + inner], ids[-1]]
 
     def _prediction(self, ids: np.ndarray, position: int, token: int, score: float) -> Prediction:

@@ -1,8 +1,7 @@
 """The output folder's rules: never overwrite a previous run unless asked, and write atomically.
 
-Checkpoints and final models are written into a temporary sibling folder and renamed when complete,
-so a run killed mid-save leaves the previous checkpoint loadable and never a half-written model that
-looks finished: the newest `checkpoint-N` folder is the newest complete checkpoint.
+Checkpoints and final models are written into a temporary sibling folder and renamed when complete, so a run
+killed mid-save leaves the previous checkpoint loadable, never a half-written model that looks finished.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def check_output_dir(config: TrainConfig) -> Path:
-    """Refuse a non-empty --output-dir unless resuming or told to overwrite. Reads only, so every
-    process of a multi-process run can call it before any of them writes."""
+    """Refuse a non-empty --output-dir unless resuming or told to overwrite (reads only: every process calls it)."""
     out = Path(config.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"{str(out)!r} is a file, not a folder", "--output-dir")
@@ -62,9 +60,8 @@ def _aside_copies(out: Path) -> list[tuple[Path, int]]:
 
 
 def recover_interrupted_overwrite(out: Path) -> None:
-    """An --overwrite-output-dir run that was killed left the previous run beside `out`: finish that
-    replacement when the new run saved something it can resume from (a checkpoint, its final results),
-    else put the previous run back. Either way, one line says which."""
+    """A killed --overwrite-output-dir run left the previous run beside `out`: finish the replacement if the new
+    run saved a checkpoint or its results, else put the previous run back, and say which."""
     from mlm_toolkit.report import RESULTS
 
     out = out.expanduser()
@@ -97,17 +94,15 @@ def recover_interrupted_overwrite(out: Path) -> None:
 
 LOCK = ".lock"
 
-# What a run of this tool writes at the top of --output-dir: the model folder as save_pretrained writes it
-# (weights, config, tokenizer), the report, the checkpoints, the Keras backups, the trackers' logs.
-# --overwrite-output-dir replaces these and nothing else.
+# What a run writes at the top of --output-dir (model folder, report, Keras backups, trackers' logs, and the
+# checkpoints): --overwrite-output-dir replaces these and nothing else.
 RUN_FILES = {
-    *("README.md", "all_results.json", "train_results.json", "eval_results.json", "loss_curve.png"),
-    *("run_config.yaml", "run_config.json", "config.json", "generation_config.json"),
-    *("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tf_model.h5"),
-    *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"),
-    *("chat_template.jinja", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model"),
-    *("sentencepiece.bpe.model",),
-    *("runs", "backup", "backup-previous", "hub", "model", LOCK),
+    *"README.md all_results.json train_results.json eval_results.json loss_curve.png run_config.yaml".split(),
+    *"run_config.json config.json generation_config.json model.safetensors model.safetensors.index.json".split(),
+    *"pytorch_model.bin tf_model.h5 tokenizer.json tokenizer_config.json special_tokens_map.json".split(),
+    *"added_tokens.json chat_template.jinja vocab.txt vocab.json merges.txt spiece.model tokenizer.model".split(),
+    *"sentencepiece.bpe.model runs backup backup-previous hub model".split(),
+    LOCK,
 }
 
 
@@ -140,15 +135,8 @@ def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
     target = out.expanduser().resolve()
     for flag, source in sources:
         source = source.resolve()
-        where = (
-            "is"
-            if target == source
-            else "lies inside"
-            if source in target.parents
-            else "contains"
-            if target in source.parents
-            else None
-        )
+        where = "is" if target == source else "lies inside" if source in target.parents else None
+        where = where or ("contains" if target in source.parents else None)
         if where:
             raise UsageError(
                 f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder", "--output-dir"
@@ -190,12 +178,10 @@ def _locked(out: Path) -> bool:
 def claimed_output_dir(
     run: RunConfig, model_location: str | None, is_main: bool = True, barrier: Callable[[], None] = lambda: None
 ) -> Iterator[Path]:
-    """The run's --output-dir, checked, created, locked against a second run, and released at the end.
+    """The run's --output-dir, checked by every process, then created and locked by the main one (`is_main`).
 
-    With --overwrite-output-dir the previous contents are moved aside, not deleted: they are deleted only
-    once the new run has written its final model (or, if it stops early, a complete checkpoint), and put
-    back if it fails before. Every process checks, and waits at `barrier` until all have, before the main
-    process (`is_main`), the only one that writes, creates and locks it.
+    With --overwrite-output-dir the previous contents are moved aside, deleted only once the new run has
+    written its final model or a complete checkpoint, and put back if it fails before.
     """
     out = check_output_dir(run.train)
     refuse_overlap(out, protected_sources(run, model_location))
@@ -286,17 +272,15 @@ MANIFEST = "manifest.json"
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write a new file and rename it over `path`: a reader never sees half of it, and a hard link to the
-    old file (a kept previous backup) keeps the old content."""
+    """Write a new file and rename it over `path`: no reader sees half of it; a hard link keeps the old one."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write at once
     partial.write_text(text)
     os.replace(partial, path)
 
 
 def snapshot_dir(folder: Path, snapshot: Path) -> None:
-    """Make `snapshot` hold `folder`'s files as they are now, by hard links: no copy and no extra disk
-    while both hold the same files; what `folder` writes next (new files, renames) leaves `snapshot` as it
-    was. Where links cannot be made (another file system), the files are copied."""
+    """Make `snapshot` hold `folder`'s files as they are now, by hard links (copies across file systems): what
+    `folder` writes next, by new files and renames, leaves `snapshot` as it was."""
     with atomic_dir(snapshot) as partial:
         for path in sorted(folder.rglob("*")):
             target = partial / path.relative_to(folder)
@@ -311,8 +295,8 @@ def snapshot_dir(folder: Path, snapshot: Path) -> None:
 
 
 def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
-    """Size and SHA-256 of every file of a finished checkpoint (or of `paths` in it), written last: a
-    checkpoint damaged later (a truncated or edited file, a missing one) is recognised without loading it."""
+    """Size and SHA-256 of every file of a finished checkpoint (or of `paths`), written last, so a damaged one
+    is recognised without loading it."""
     paths = sorted(folder.rglob("*") if paths is None else paths)
     files = {
         p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
@@ -323,11 +307,8 @@ def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checkpoint_damage(folder: Path) -> str | None:
@@ -356,8 +337,7 @@ def checkpoint_damage(folder: Path) -> str | None:
 
 
 def find_resume_checkpoint(out: Path, resume: str) -> Path:
-    """The checkpoint `--resume` names: 'auto' is the newest complete one in --output-dir that is whole;
-    damaged ones are skipped, each with a warning saying why."""
+    """The checkpoint `--resume` names: 'auto' is the newest whole one in --output-dir (skipped ones named)."""
     if resume != "auto":
         path = Path(resume).expanduser()
         if not path.is_dir():
@@ -381,8 +361,7 @@ def find_resume_checkpoint(out: Path, resume: str) -> Path:
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse to start writing `what` (about `needed` bytes) into `folder` when the disk clearly has not
-    room: a full disk found before the write leaves nothing half-written and says how much is missing."""
+    """Refuse to start writing `what` (about `needed` bytes) into `folder` when the disk has not room for it."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -395,9 +374,8 @@ def require_free_space(folder: Path, needed: int, what: str) -> None:
 
 
 def save_model_atomically(out: Path, save: Callable[[Path], None], needed: int) -> None:
-    """Write the final model (about `needed` bytes) with `save(folder)` into staging, then move its files
-    to the top of `out`, where pipelines look. `all_results.json`, written after this, marks the run
-    complete."""
+    """Write the final model (about `needed` bytes) with `save(folder)` into staging, then move its files to
+    the top of `out`, where pipelines look."""
     require_free_space(out, needed, "the final model")
     staged = out / "model"
     with atomic_dir(staged) as partial:

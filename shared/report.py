@@ -1,9 +1,5 @@
 """What a run measured and leaves for people: results, metrics JSON, model card, loss curve, Hub pushes,
-and weights for the other framework.
-
-Perplexity is exp of the token-weighted mean eval loss (inf on overflow, not a crash). `Results` is one
-typed shape for both frameworks: `all_results.json` stores it, the card, the CLI, the benchmarks and the
-tests read it.
+and weights for the other framework. `Results` is one shape for both frameworks: `all_results.json` stores it.
 """
 
 from __future__ import annotations
@@ -34,8 +30,7 @@ def perplexity(loss: float) -> float:
 
 
 class EvalScore(NamedTuple):
-    """One evaluation: the token-weighted mean loss, and the share of masked tokens whose most likely token
-    is the right one (run_mlm.py's eval_accuracy)."""
+    """The token-weighted mean loss, and the share of masked tokens predicted right (run_mlm.py's accuracy)."""
 
     loss: float
     accuracy: float
@@ -43,11 +38,7 @@ class EvalScore(NamedTuple):
 
 @dataclass
 class TokenWeightedMean:
-    """Mean loss over masked tokens across batches of different masked-token counts.
-
-    Averaging per-batch means would over-weight batches with few masked tokens; summing
-    loss x tokens and dividing by total tokens is the mean over every masked token.
-    """
+    """The mean over every masked token of batches with different counts (a mean of batch means is not)."""
 
     total: float = 0.0
     tokens: int = 0
@@ -100,15 +91,8 @@ class LossLog:
 RESULTS = "all_results.json"
 # The Trainer's `save_metrics("train" | "eval", ...)` files: these keys of all_results.json.
 TRAINER_SPLITS = {
-    "train": (
-        "train_loss",
-        "train_runtime",
-        "train_samples",
-        "train_samples_per_second",
-        "train_steps_per_second",
-        "epoch",
-    ),
-    "eval": ("eval_loss", "perplexity", "eval_accuracy", "eval_samples", "epoch"),
+    "train": "train_loss train_runtime train_samples train_samples_per_second train_steps_per_second epoch".split(),
+    "eval": "eval_loss perplexity eval_accuracy eval_samples epoch".split(),
 }
 
 
@@ -119,8 +103,7 @@ class Evaluation:
     accuracy: float = math.nan  # of the masked tokens (argmax); nan in results written before it existed
 
     @classmethod
-    def of(cls, record: dict[str, float]) -> "Evaluation":
-        """From a loss log's evaluation record."""
+    def of(cls, record: dict[str, float]) -> "Evaluation":  # a loss log's evaluation record
         loss = record["eval_loss"]
         return cls(loss, perplexity(loss), record.get("accuracy", math.nan))
 
@@ -166,8 +149,7 @@ class Results:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Our figures, and the Trainer's flat keys beside them, so scripts written for
-        `trainer.evaluate()` and `all_results.json` of run_mlm.py read this file as they are."""
+        """Our figures and the Trainer's flat keys, so scripts written for run_mlm.py's files read this one."""
         return {**dataclasses.asdict(self), **self.trainer_keys()}
 
     def trainer_keys(self) -> dict[str, Any]:
@@ -270,9 +252,9 @@ def _hub_dataset(name: str) -> str | None:
 def framework_versions(framework: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ["mlm-toolkit", "transformers", "torch" if framework == "pytorch" else "tensorflow"]
+    own = ["torch", "accelerate"] if framework == "pytorch" else ["tensorflow", "tf-keras"]
     found = {}
-    for package in [*packages, "accelerate" if framework == "pytorch" else "tf-keras", "datasets", "tokenizers"]:
+    for package in ["mlm-toolkit", "transformers", *own, "datasets", "tokenizers"]:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -281,9 +263,8 @@ def framework_versions(framework: str) -> dict[str, str]:
 
 
 def model_card(results: Results, framework: str, base_location: str | None = None) -> str:
-    """A Hub model card (README.md): metadata the Hub indexes (base model, datasets, language, license,
-    pipeline, and the evaluation as model-index results `ModelCard.load` reads back), the recipe and the
-    figures of this run, the framework versions, and how to use it (by its Hub id once pushed)."""
+    """A Hub model card (README.md): the metadata the Hub indexes (evaluation as model-index results), the
+    recipe and figures of this run, the framework versions, and how to use it."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     cfg = results.config
@@ -376,8 +357,7 @@ fill("The Milky Way is a {results.mask_token} galaxy.")
 
 
 def write_run_report(out: Path, results: Results, framework: str, base_location: str | None = None) -> None:
-    """README.md (model card), loss_curve.png, train_results.json and eval_results.json (as the Trainer's
-    `save_metrics` writes them), then all_results.json (which marks the run complete)."""
+    """Model card, loss curve, the Trainer's {train,eval}_results.json, then all_results.json (run complete)."""
     write_text_atomically(out / "README.md", model_card(results, framework, base_location))
     plot_loss_curve(out / "loss_curve.png", LossLog.from_dict(results.loss_log), f"{framework}-mlm: {results.model}")
     figures = results.to_dict()
@@ -403,8 +383,7 @@ def check_push_possible(hub: HubConfig) -> None:
 
 
 class Pushes:
-    """The pushes of one run: with --hub-strategy every_save, each save's model in the background (a save
-    waits for the push before it, so they land in order); at the end, the whole folder, once."""
+    """A run's pushes: with every_save, each save's model in the background, in order; the folder at the end."""
 
     STAGING = "hub-push"  # inside --output-dir: the model of the latest save, as it is being uploaded
 
@@ -463,8 +442,7 @@ model.save_pretrained(sys.argv[1], safe_serialization=False)
 
 
 def add_weights_for_other_framework(folder: Path, have: str) -> bool:
-    """Write TensorFlow weights beside PyTorch ones (`have="pt"`) or the reverse; False (with a warning)
-    when the other framework cannot be imported here."""
+    """Write TensorFlow weights beside PyTorch ones (`have="pt"`) or the reverse; False when it cannot."""
     # "AUTO" for both: a "1" for one framework switches the other off in transformers. No GPU: the
     # conversion is small, and the training process may hold the GPU's memory.
     env = {**os.environ, "USE_TF": "AUTO", "USE_TORCH": "AUTO", "CUDA_VISIBLE_DEVICES": ""}

@@ -5,8 +5,7 @@
     evaluate  before training and after each epoch, on the frozen held-out masks
     save      final model into staging, then the report (all_results.json last), then the Hub
 
-A run's identity (model, data fingerprint, the settings that change what it learns) is recorded with each
-checkpoint; `--resume` continues the same run or refuses, naming the setting that differs.
+A checkpoint records the run's identity (`run_identity`); `--resume` refuses one that differs, naming the setting.
 """
 
 from __future__ import annotations
@@ -41,27 +40,13 @@ from mlm_toolkit.sources import ResolvedModel, load_checked, report_fresh_weight
 
 # Settings that decide what the model learns or how it is measured, by their config field (and so their
 # flag); a change of the data itself is caught by the fingerprint of the texts.
-DATA_FIELDS = (
-    "dataset_config",
-    "train_split",
-    "max_samples",
-    "test_size",
-    "max_eval_samples",
-    "block_size",
-    "line_by_line",
-    "mlm_probability",
-    "whole_word_masking",
-    "streaming",
+DATA_FIELDS = tuple(
+    "dataset_config train_split max_samples test_size max_eval_samples block_size line_by_line mlm_probability "
+    "whole_word_masking streaming".split()
 )
-TRAIN_FIELDS = (
-    "seed",
-    "per_device_batch_size",
-    "learning_rate",
-    "weight_decay",
-    "lr_scheduler",
-    "warmup_steps",
-    "warmup_ratio",
-    "max_grad_norm",
+TRAIN_FIELDS = tuple(
+    "seed per_device_batch_size learning_rate weight_decay lr_scheduler warmup_steps warmup_ratio "
+    "max_grad_norm".split()
 )
 
 
@@ -76,8 +61,7 @@ def model_shape(config) -> str:
 def run_identity(
     run: RunConfig, model_name: str, model_config, data, num_processes: int, options: Any = None
 ) -> dict[str, Any]:
-    """The settings a resumed run must share (`data`: the run's `MLMData` or `StreamData`); `options` adds
-    the framework's `identity_fields`."""
+    """The settings a resumed run must share, the framework's `identity_fields` of `options` included."""
     identity: dict[str, Any] = {
         "model": model_name,
         "model_shape": model_shape(model_config),
@@ -112,8 +96,8 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
 
 
 def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, where: str) -> None:
-    """Refuse `--resume` on a finished run (`saved`: its all_results.json config) with settings that differ:
-    its figures are not this run's. More --max-steps is not a resume of a finished run either: say how."""
+    """Refuse `--resume` of a finished run (`saved`: its all_results.json config) with other settings, or more
+    steps: its figures are not this run's."""
     now = {**run.to_dict(), "options": dataclasses.asdict(options) if options is not None else {}}
     saved = {**saved, "options": saved.get("pt") or saved.get("tf") or {}}
     fields = [("data", n) for n in (*DATA_FIELDS, "dataset", "text_column")] + [("model", "model")]
@@ -137,8 +121,7 @@ def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, wher
 
 
 def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
-    """Refuse a --max-steps below the steps done. Equal is allowed: a run stopped after its last step
-    (its final save failed) finishes with no step more."""
+    """Refuse a --max-steps below the steps done (equal finishes a run whose final save failed)."""
     if max_steps is not None and max_steps < steps_done:
         raise UsageError(f"{where} is at step {steps_done} already; give a larger value to train on", "--max-steps")
 
@@ -170,15 +153,8 @@ class StepPlan:
         steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
         total_steps = train.max_steps or math.ceil(train.num_epochs * steps_per_epoch)
         epochs, warmup = math.ceil(total_steps / steps_per_epoch), math.ceil(train.warmup_ratio * total_steps)
-        return cls(
-            batches_per_epoch,
-            accumulation,
-            global_batch,
-            steps_per_epoch,
-            total_steps,
-            epochs,
-            train.warmup_steps or warmup,
-        )
+        warmup = train.warmup_steps or warmup
+        return cls(batches_per_epoch, accumulation, global_batch, steps_per_epoch, total_steps, epochs, warmup)
 
     def epoch_at(self, step: int) -> str:
         """`epoch 0.31` after 4 of 13 steps, `epoch 2` at the second epoch's end."""
@@ -186,8 +162,7 @@ class StepPlan:
 
 
 def tracked_config(identity: dict[str, Any], plan: StepPlan) -> dict[str, Any]:
-    """What the trackers record of a run: its identity and step count, with no None (TensorBoard's
-    hyperparameters take none)."""
+    """What the trackers record of a run: its identity and step count, None as "none" (for TensorBoard)."""
     return {
         **{key: "none" if value is None else value for key, value in identity.items()},
         "total_steps": plan.total_steps,
@@ -206,8 +181,7 @@ class RunHooks:
 
 @dataclass
 class Recorder:
-    """Where both loops report: the loss log, the trackers, the console and the hooks, and the training
-    clock (time spent in steps, not in evaluations or checkpoints)."""
+    """Where both loops report (loss log, trackers, console, hooks), and the clock of time spent in steps."""
 
     losses: LossLog
     hooks: list[RunHooks] = field(default_factory=list)
@@ -271,36 +245,23 @@ class Backend(Protocol):
     saved_bytes: int  # about what the final model takes on disk, for the free-space check
     pushes: Pushes | None  # set by `train` when pushing: every_save pushes go through it
 
-    def start(self, run: RunConfig) -> None:
-        """Processes, devices, strategy: before anything else touches the framework."""
-
     plan: StepPlan  # set by `load`
 
-    def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]:
-        """Build model, loaders, optimizer and `plan`; return the weights the checkpoint lacked."""
-
-    def resume(self, out: Path, identity: dict[str, Any]) -> LossLog:
-        """The loss log so far: restored from --resume's checkpoint, or empty for a fresh run."""
-
-    def settings(self) -> dict[str, Any]:
-        """This framework's own derived settings (batch layout, kernels), for the log."""
-
-    def evaluate(self) -> EvalScore:
-        """Token-weighted mean loss and accuracy over the frozen eval set."""
-
-    def fit(self, recorder: Recorder, out: Path) -> int:
-        """Train to the plan's end, checkpointing and evaluating each epoch; return the steps done."""
-
-    def save(self, folder: Path) -> None:
-        """The final model and tokenizer, loadable by both frameworks."""
-
+    # Processes, devices, strategy: before anything else touches the framework.
+    def start(self, run: RunConfig) -> None: ...
+    # Model, loaders, optimizer and `plan`; returns the weights the checkpoint lacked.
+    def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]: ...
+    # The loss log so far: restored from --resume's checkpoint, or empty for a fresh run.
+    def resume(self, out: Path, identity: dict[str, Any]) -> LossLog: ...
+    def settings(self) -> dict[str, Any]: ...  # its own derived settings (batch layout, kernels), for the log
+    def evaluate(self) -> EvalScore: ...  # token-weighted mean loss and accuracy over the frozen eval set
+    # Train to the plan's end, evaluating and checkpointing as configured; returns the steps done.
+    def fit(self, recorder: Recorder, out: Path) -> int: ...
+    def save(self, folder: Path) -> None: ...  # the final model and tokenizer, loadable by both frameworks
     def barrier(self) -> None: ...
-
-    def track(self, values: dict[str, float], step: int) -> None:
-        """Scalars for the trackers (--report-to)."""
-
-    def finish(self, out: Path, completed: bool) -> None:
-        """Release what the run held; `completed`: the report is written, so resume state may go."""
+    def track(self, values: dict[str, float], step: int) -> None: ...  # scalars for --report-to
+    # Release what the run held; `completed`: the report is written, so resume state may go.
+    def finish(self, out: Path, completed: bool) -> None: ...
 
 
 def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None) -> Results:
@@ -392,8 +353,7 @@ def log_derived(run: RunConfig, data: MLMData, backend: Backend) -> None:
 
 
 def save_and_publish(out: Path, results: Results, backend: Backend, run: RunConfig, base: str | None) -> None:
-    """The final model, then the report (all_results.json last: the run is complete), then the Hub; each
-    stage says what it does, as a big model's save takes a while."""
+    """The final model, the report (all_results.json last: the run is complete), then the Hub, each announced."""
     log.info("saving the model and tokenizer to %s", out)
     save_model_atomically(out, backend.save, backend.saved_bytes)
     log.info("writing the model card, loss curve and metrics (all_results.json)")

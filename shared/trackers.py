@@ -1,10 +1,7 @@
-"""Experiment trackers for the Keras path, fed by the run's `Recorder` with the same tags and steps as the
-PyTorch path's Accelerate trackers: `train/loss`, `train/learning_rate`, `train/grad_norm` every step,
-`eval/loss` and `eval/perplexity` at every evaluation, the one before training at step 0 included.
+"""Experiment trackers for the Keras path, with the tags and steps of the PyTorch path's Accelerate trackers.
 
-Each tracker is its library's plain API (no framework needed): TensorBoard through tensorboard's own event
-writer (what `torch.utils.tensorboard` writes with), MLflow (`MLFLOW_TRACKING_URI` says where), Weights &
-Biases and Trackio (their usual environment variables say where).
+Each is its library's plain API, with no framework: TensorBoard through its own event writer, MLflow, Weights
+& Biases and Trackio (their usual environment variables say where).
 """
 
 from __future__ import annotations
@@ -81,9 +78,8 @@ KINDS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": Wandb, "trackio"
 
 
 def tensorboard_without_tensorflow() -> None:
-    """Keep tensorboard from importing TensorFlow into a PyTorch process (its threads, its memory, its
-    start-up noise): tensorboard uses its TensorFlow stub when `tensorboard.compat.notf` can be imported,
-    the module its own TensorFlow-free build adds."""
+    """Keep tensorboard from importing TensorFlow into a PyTorch process: the module its TensorFlow-free build
+    adds, `tensorboard.compat.notf`, makes it use its stub."""
     import sys
     import types
 

@@ -1,8 +1,7 @@
 """Keras-first TensorFlow masked-LM fine-tuning: the `tf-mlm` CLI, `tf_mlm.train`, `tf_mlm.MaskFiller`.
 
-Importing the package loads no framework and sets nothing. The first use of `train`, `evaluate` or
-`MaskFiller` sets the Keras 2 environment (tf-keras) and imports TensorFlow: use them, not the modules
-behind them, which expect that environment.
+Importing the package loads no framework; the first use of `train`, `evaluate` or `MaskFiller` sets the
+Keras 2 environment (tf-keras) and imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ from typing import ClassVar, Iterator, Literal
 from mlm_toolkit.cli import lazy_api, make_cli
 from mlm_toolkit.config import FrameworkOptions, UsageError, check_numbers, check_positive, option, precision_option
 
-# What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, before (or regardless of)
-# TF_CPP_MIN_LOG_LEVEL: absl's pre-initialisation notice, oneDNN and CPU-feature notes, and the failed
-# CUDA probes. None of it is the user's concern; anything else printed meanwhile is passed on.
+# What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, whatever TF_CPP_MIN_LOG_LEVEL
+# says (absl's notice before its initialisation, oneDNN and CPU notes, CUDA probes): none of the user's concern.
 NATIVE_NOISE = (
     "All log messages before absl::InitializeLog()",
     "oneDNN custom operations are on",
@@ -45,8 +43,7 @@ def prepare() -> None:
 
 @contextlib.contextmanager
 def native_noise_filtered() -> Iterator[None]:
-    """Run the block with the process's stderr (file descriptor 2, where C++ writes) captured, then pass on
-    every line that is not known start-up noise."""
+    """Run the block with file descriptor 2 (where C++ writes) captured, then pass on all but NATIVE_NOISE."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -110,8 +107,7 @@ class TFOptions(FrameworkOptions):
 
 
 def check_tf_config(text: str | None) -> None:
-    """TF_CONFIG must name a cluster of host:port workers and this worker's place in it; TensorFlow itself
-    reports a malformed one with a traceback, or waits forever for a worker that cannot exist."""
+    """TF_CONFIG names a cluster of host:port workers and this worker's place (TensorFlow would hang or crash)."""
     import json
 
     if not text:
@@ -147,9 +143,8 @@ __getattr__ = lazy_api(__name__, {"train": "training", "evaluate": "training", "
 
 
 def train_from_cli(run, options):
-    # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which fail to import unless
-    # torch is visible; only a pushing run pays for that (the Keras path hides torch otherwise). Nothing
-    # has imported transformers yet in this process, so this is the one place to say it.
+    # transformers 4.x reaches PushToHubCallback through its Trainer utilities, which need torch visible; only
+    # a pushing run pays for that, and this is before anything imports transformers.
     if run.hub.push_to_hub:
         os.environ.setdefault("USE_TORCH", "AUTO")
     return __getattr__("train")(run, options)

@@ -1,8 +1,4 @@
-"""The Keras callbacks of a tf-mlm fit: the run's monitor, the progress bar, verified backups, Hub pushes.
-
-`RunMonitor` reports each step and evaluation to the run's `Recorder` (loss log, trackers, hooks) and
-stops at --max-steps; `VerifiedBackup` is `BackupAndRestore` with what a resumed run needs beside it.
-"""
+"""The Keras callbacks of a tf-mlm fit: the run's monitor, the progress bar, verified backups, Hub pushes."""
 
 from __future__ import annotations
 
@@ -24,8 +20,7 @@ LOSS_LOG, IDENTITY, STREAM = "loss_log.json", "run_identity.json", "stream.json"
 
 
 class RunMonitor(keras.callbacks.Callback):
-    """Reports each step to the run's `Recorder`, evaluates every --eval-steps and at each epoch's end,
-    and stops at --max-steps."""
+    """Reports each step to the run's `Recorder`, evaluates as configured, and stops at --max-steps."""
 
     def __init__(
         self, recorder: Recorder, evaluate_fn, plan: StepPlan, tokens_per_step: int, eval_steps: int | None
@@ -66,8 +61,7 @@ class RunMonitor(keras.callbacks.Callback):
 
 
 class StepProgbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, showing each step's own loss (not the epoch's running mean), its total the
-    steps this epoch runs: an epoch cut short by --max-steps reads `4/4`, not `4/12`."""
+    """Keras' progress bar with each step's own loss, its total the steps this epoch runs (`4/4`, not `4/12`)."""
 
     def __init__(self, total_steps: int) -> None:
         super().__init__(count_mode="steps", stateful_metrics=["loss", "grad_norm"])
@@ -83,18 +77,14 @@ class StepProgbar(keras.callbacks.ProgbarLogger):
 
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, with the loss log and the run's identity saved beside each backup (a
-    resumed run keeps its whole curve, and is checked to be the same run), a manifest of sizes and
-    hashes written last (a damaged backup is named, not loaded), and the backup before kept beside it in
-    `backup-previous/` (hard links: Keras writes each backup into new files), so a backup damaged by a
-    kill mid-write, or later, leaves one to resume from. With --streaming, the stream's position at the
-    step backed up is saved too (`stream_position(steps)`)."""
+    """Keras' BackupAndRestore, with the loss log, the run's identity and the stream's position beside each
+    backup, a manifest written last (a damaged backup is named, not loaded), and the backup before kept as
+    `backup-previous/` (hard links: Keras writes each backup into new files) to fall back to."""
 
     def __init__(
         self, folder: Path, losses: LossLog, identity: dict, save_freq, weight_bytes: int, stream_position=None
     ) -> None:
-        # Kept after fit: removed only once the final model and report are written, so a failed final
-        # save can be resumed.
+        # Kept after fit, until the final model and report are written: a failed final save can be resumed.
         super().__init__(str(folder), save_freq=save_freq, delete_checkpoint=False)
         self.folder, self.losses, self.identity, self.weight_bytes = folder, losses, identity, weight_bytes
         self.stream_position = stream_position
@@ -116,9 +106,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
 
 
 def epoch_pushes():
-    """transformers' PushToHubCallback, pushing at each epoch's end only. The end of training is pushed
-    once, by `push_folder`, with the whole output folder (both frameworks' weights, our model card and
-    metrics); the callback's own final push would upload the same model a second time."""
+    """transformers' PushToHubCallback, pushing at each epoch's end only: `push_folder` pushes the end, once."""
     from transformers import PushToHubCallback
 
     class EpochPushes(PushToHubCallback):

@@ -1,9 +1,5 @@
-"""A shim for loading PyTorch safetensors into TensorFlow models with current safetensors.
-
-transformers 4.x iterates over the `safe_open` handle to list tensor names (`for key in
-pt_state_dict`), which safetensors >= 0.6 no longer allows ("'builtins.safe_open' object is not
-iterable", transformers issue #40028; the TF code is deprecated upstream and will not be fixed).
-Wrapping the handle with an `__iter__` over its keys restores the loading path unchanged.
+"""A shim for loading PyTorch safetensors into TensorFlow models: transformers 4.x iterates over the
+`safe_open` handle, which safetensors >= 0.6 no longer allows (transformers issue #40028, not to be fixed).
 """
 
 from __future__ import annotations
@@ -43,8 +39,7 @@ def patch_safetensors_loading() -> None:
 
 
 def load_masked_lm(resolved, **kwargs):
-    """`TFAutoModelForMaskedLM.from_pretrained` for a resolved model (whatever weights file it holds),
-    with a damaged file reported as one line. The shim above is installed here, where it is needed."""
+    """`TFAutoModelForMaskedLM.from_pretrained` for a resolved model, whatever weights file it holds."""
     from transformers import TFAutoModelForMaskedLM
 
     from mlm_toolkit.sources import load_weights

@@ -1,11 +1,7 @@
-"""Masked-LM loss with the vocabulary projection on masked positions only, the Keras way.
+"""Masked-LM loss with the vocabulary projection on masked positions only, the Keras way (as `pt_mlm`).
 
-As in `pt_mlm.training`: only ~15% of positions carry a label, but the stock model projects all of them
-onto the vocabulary, often half the compute. Here the encoder runs on every token and the head only
-on the masked ones. Without XLA the masked rows are gathered exactly (`tf.boolean_mask`); XLA needs
-static shapes, so there a fixed number of rows is gathered, masked positions first, sized with a wide
-margin (twice the expected count plus 64; the chance of more masked tokens than that is nil for any
-batch of a hundred tokens or more) and padding rows weighted 0.
+XLA needs static shapes: there a fixed number of rows is gathered, masked positions first, with a margin no
+batch exceeds (twice the expected count plus 64), and padding rows weighted 0.
 """
 
 from __future__ import annotations
@@ -29,12 +25,8 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
 
 
 def masked_token_loss_sum(*args, **kwargs):
-    """(sum of cross-entropy over masked tokens, their count, how many of them the most likely token gets
-    right), in float32 whatever the policy; the arguments are `loss_sum`'s.
-
-    In a graph it is traced without autograph: converting a model's Python into graph code took about 3 s of
-    a small BERT's first step, and BERT, RoBERTa and most families branch on Python values only. A family
-    that branches on tensors (DeBERTa, Longformer) is refused at once, and then traced with autograph."""
+    """`loss_sum`, traced without autograph (half of the first step's trace) unless the family branches on
+    tensors (DeBERTa, Longformer): those are refused at once, and traced with autograph."""
     if tf.executing_eagerly():
         return loss_sum(*args, **kwargs)
     try:
@@ -46,8 +38,7 @@ def masked_token_loss_sum(*args, **kwargs):
 def loss_sum(
     model, input_ids, labels, training: bool, rows: int | None = None, sparse: bool = True, attention_mask=None
 ):
-    """`masked_token_loss_sum`. Grouped blocks come without `attention_mask` (they are full); padded
-    examples (--line-by-line) with one."""
+    """(sum of cross-entropy over masked tokens, their count, how many are predicted right), in float32."""
     parts = encoder_and_head(model) if sparse else None
     labels = tf.reshape(labels, [-1])
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "training": training}
@@ -72,21 +63,14 @@ def loss_sum(
 
 
 def dense(gradient):
-    """A gradient as one dense tensor. An embedding lookup's gradient comes as IndexedSlices with a row per
-    use, repeats included; the global norm of those rows is not the gradient's norm, so clipping (and the
-    logged norm) would differ from PyTorch's, which sees the summed dense gradient."""
+    """A gradient as one dense tensor: the norm of an embedding's IndexedSlices (a row per use, repeats
+    included) is not the gradient's, so clipping would differ from PyTorch's."""
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 class MaskedLMTrainer(keras.Model):
-    """Trains a TF ...ForMaskedLM on the masked-token loss; compiled like the model itself, without a loss.
-
-    Its train step is the model's own (mean cross-entropy over masked tokens, gradients summed across
-    replicas, the optimizer's global-norm clipping), with two additions: the vocabulary projection on
-    masked rows only (`sparse`), and the logs carry this step's loss and gradient norm (before
-    clipping), rather than Keras' running mean. Variables and optimizer live here for BackupAndRestore;
-    the wrapped model is what gets saved.
-    """
+    """Trains a TF ...ForMaskedLM as its own train step does, compiled without a loss, plus the projection of
+    masked rows only (`sparse`) and logs of this step's loss and gradient norm, not Keras' running mean."""
 
     def __init__(self, model, sparse: bool = True, rows: int | None = None) -> None:
         super().__init__()
@@ -96,9 +80,7 @@ class MaskedLMTrainer(keras.Model):
         return self.mlm(inputs, training=training)
 
     def train_step(self, data):
-        features, labels = (
-            data if isinstance(data, tuple) else (data, data["labels"])
-        )  # prepare_tf_dataset gives (x, y)
+        features, labels = data if isinstance(data, tuple) else (data, data["labels"])  # prepare_tf_dataset: (x, y)
         input_ids = features["input_ids"] if isinstance(features, dict) else features
         attention_mask = features.get("attention_mask") if isinstance(features, dict) else None
         optimizer = self.optimizer

@@ -1,11 +1,4 @@
-"""What Keras trains on: the memory-mapped blocks through `model.prepare_tf_dataset`, or a stream.
-
-Map mode is the guide's: `prepare_tf_dataset` over the blocks' `datasets.Dataset` (memory-mapped), shuffled,
-masked by the guide's collator as batches are drawn. With --streaming the blocks of this worker's shard of
-the stream are masked block by block (each from the seed of its place in the stream, as in pt-mlm) and fed
-through `tf.data.Dataset.from_generator`; the position after each batch is kept, so a backup records where
-the batch training last consumed left the stream, whatever tf.data has read ahead.
-"""
+"""What Keras trains on: the memory-mapped blocks through `model.prepare_tf_dataset`, or a stream."""
 
 from __future__ import annotations
 
@@ -19,9 +12,8 @@ from mlm_toolkit.streaming import BlockStream
 
 
 def keras_masking(tokenizer, data_cfg, seed: int):
-    """The collate_fn of `prepare_tf_dataset`: the guide's collator, drawing from NumPy's global generator
-    (seeded by `keras.utils.set_random_seed`) as in the guide; whole words or padded examples through our
-    `BlockMasker`, with a generator of its own from the run's seed."""
+    """The collate_fn of `prepare_tf_dataset`: the guide's collator, or `BlockMasker` for whole words and
+    padded examples."""
     if not (data_cfg.whole_word_masking or data_cfg.line_by_line):
         return masking_collator(tokenizer, data_cfg.mlm_probability, return_tensors="np")
     masker = BlockMasker(tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line)
@@ -33,9 +25,8 @@ KEPT_POSITIONS = 1024  # batches tf.data may have read ahead of training, and mo
 
 
 def stream_batches(stream: BlockStream, tokenizer, data_cfg, batch_size: int, seed: int, batches_done: int):
-    """(masked batches of `stream` as a `tf.data.Dataset`, `position_after(n)`: where the stream stood after
-    the n-th batch of the run, for the last `KEPT_POSITIONS` batches read). `batches_done`: those a
-    resumed run has already trained on."""
+    """(masked batches of `stream`, `position_after(n)`: where the stream stood after the run's n-th batch,
+    whatever tf.data has read ahead); `batches_done`: those a resumed run trained on."""
     masker = BlockMasker(tokenizer, data_cfg.mlm_probability, data_cfg.whole_word_masking, data_cfg.line_by_line)
     positions: OrderedDict[int, dict] = OrderedDict({batches_done: stream.position.to_dict()})
 

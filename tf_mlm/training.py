@@ -44,14 +44,8 @@ from transformers.optimization_tf import WarmUp
 import mlm_toolkit.run
 from mlm_toolkit.config import RunConfig, RunError, UsageError
 from mlm_toolkit.outputs import checkpoint_damage
-from mlm_toolkit.report import (
-    EvalScore,
-    LossLog,
-    Results,
-    TokenWeightedMean,
-    add_weights_for_other_framework,
-    hub_base_model,
-)
+from mlm_toolkit.report import EvalScore, LossLog, Results, TokenWeightedMean, hub_base_model
+from mlm_toolkit.report import add_weights_for_other_framework as add_pytorch_weights
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan, check_same_run, check_steps_left, tracked_config
 from mlm_toolkit.streaming import BlockStream, StreamPosition
 from mlm_toolkit.trackers import Trackers
@@ -97,10 +91,9 @@ def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strateg
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     check_tf_config(os.environ.get("TF_CONFIG"))
-    # TensorFlow waits for every worker of TF_CONFIG without a limit, inside C++ holding the GIL (seen with
-    # TF 2.21: a missing worker hangs the others, deaf to SIGTERM), so no Python thread or signal handler
-    # can end the wait. faulthandler's watchdog thread needs no GIL: it exits with 1 after the timeout,
-    # its traceback going to a file; a small process says why on the console just before.
+    # TensorFlow waits for every worker of TF_CONFIG without a limit, in C++ holding the GIL (TF 2.21), so no
+    # Python thread or signal can end it; faulthandler's watchdog needs no GIL: it exits with 1 after the
+    # timeout, and a small process says why on the console just before.
     cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
     message = (
         f"Error: TF_CONFIG: not every worker of {cluster} answered within {worker_timeout} s "
@@ -144,8 +137,7 @@ def device_names(strategy: tf.distribute.Strategy) -> str:
 
 
 def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
-    """AdamWeightDecay (no decay on LayerNorm and biases, global-norm clipping) with the schedule of
-    `transformers.get_scheduler(--lr-scheduler)`, as the PyTorch path and the Trainer use it."""
+    """AdamWeightDecay (no decay on LayerNorm and biases, global-norm clipping), with the Trainer's schedules."""
     name, rate = train_cfg.lr_scheduler, train_cfg.learning_rate
     warmup = 0 if name == "constant" else warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
@@ -349,7 +341,7 @@ class KerasBackend:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         if self.options.pt_weights:
-            add_weights_for_other_framework(folder, have="tf")
+            add_pytorch_weights(folder, have="tf")
 
     def finish(self, out: Path, completed: bool) -> None:
         keras.mixed_precision.set_global_policy("float32")
@@ -360,10 +352,9 @@ class KerasBackend:
 
 
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
-    """A function giving the token-weighted mean cross-entropy over the frozen eval set, computed
-    in float32 whatever the precision policy. The first call runs eagerly: tracing and optimising the graph
-    takes longer (about 6 s for a small model on a CPU) than one pass gains from it, and the first call is the
-    evaluation before training, which the first step waits for. Later calls share one traced graph."""
+    """A function giving the token-weighted mean cross-entropy over the frozen eval set, in float32. The first
+    call (before training, which the first step waits for) runs eagerly, as tracing costs more than one pass
+    gains; later calls share one traced graph."""
 
     def eager(ids, labels, mask):
         return masked_token_loss_sum(model, ids, labels, False, attention_mask=mask)
