@@ -88,32 +88,25 @@ class SeededMasking:
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})
 
 
-def train_loader(blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int = 0):
-    """(DataLoader, its EpochBatches): the sampler runs in this process and each block carries its mask seed,
-    so batches and masks are the same whatever the number of workers."""
-    if workers:
-        # The tokenizer was used (in parallel) before the fork; its workers only mask, single-threaded.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    batches = EpochBatches(len(blocks), batch_size, seed)
-    loader = DataLoader(
-        BlockDataset(blocks),
-        batch_sampler=batches,
-        collate_fn=masking,
-        pin_memory=torch.cuda.is_available(),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-    )
-    return loader, batches
-
-
 class MapSource:
-    """Train blocks of a cache file in a seeded order per epoch; Accelerate shards the batches."""
+    """Train blocks of a cache file in a seeded order per epoch; Accelerate shards the batches. The sampler runs
+    in this process and each block carries its mask seed: batches and masks are the same whatever the workers."""
 
     streaming = False
 
-    def __init__(self, blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int) -> None:
-        self.loader, self.batches = train_loader(blocks, masking, batch_size, seed, workers)
+    def __init__(self, blocks, masking: SeededMasking, batch_size: int, seed: int, workers: int = 0) -> None:
+        if workers:  # the tokenizer ran in parallel before the fork; the workers only mask, single-threaded
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.batches = EpochBatches(len(blocks), batch_size, seed)
+        self.loader = DataLoader(
+            BlockDataset(blocks),
+            batch_sampler=self.batches,
+            collate_fn=masking,
+            pin_memory=torch.cuda.is_available(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+        )
 
     def batches_per_epoch(self, processes: int) -> int:
         return math.ceil(len(self.loader) / processes)
@@ -143,12 +136,13 @@ class StreamedBlocks(IterableDataset):
 
 
 class StreamSource:
-    """--streaming: this process's shard of the stream, read in this process (no worker reads ahead)."""
+    """--streaming: this process's shard of the stream, read in this process (no worker reads ahead), its
+    batches moved to `device` (what Accelerate does for the loaders it prepares)."""
 
     streaming = True
 
-    def __init__(self, stream: BlockStream, masking: SeededMasking, batch_size: int, seed: int) -> None:
-        self.stream = stream
+    def __init__(self, stream: BlockStream, masking: SeededMasking, batch_size: int, seed: int, device) -> None:
+        self.stream, self.device = stream, device
         self.loader = DataLoader(
             StreamedBlocks(stream, seed),
             batch_size=batch_size,
@@ -170,16 +164,6 @@ class StreamSource:
 
         self.stream.position = StreamPosition.from_dict(state)
 
-    def on_device(self, device: torch.device) -> "OnDevice":
-        return OnDevice(self.loader, device)
-
-
-class OnDevice:
-    """A loader's batches moved to `device` (what Accelerate does for the loaders it prepares)."""
-
-    def __init__(self, loader: DataLoader, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
     def __iter__(self):
         non_blocking = self.device.type == "cuda"
         for batch in self.loader:
@@ -197,7 +181,7 @@ def train_source(data, tokenizer, run, options, accelerator) -> MapSource | Stre
 
     index, processes = accelerator.process_index, accelerator.num_processes
     stream = BlockStream(lambda: data.open_train(index, processes), tokenizer, config)
-    return StreamSource(stream, masking, batch_size, seed)
+    return StreamSource(stream, masking, batch_size, seed, accelerator.device)
 
 
 class WaitClock:

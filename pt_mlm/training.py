@@ -211,10 +211,9 @@ class TorchBackend:
             project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
         )
         # From here on the options say what is used, for the log, the identity, run_config and results.
+        precision, accumulation = self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps
         self.options = dataclasses.replace(
-            self.options,
-            mixed_precision=self.accelerator.mixed_precision,
-            gradient_accumulation_steps=self.accelerator.gradient_accumulation_steps,
+            self.options, mixed_precision=precision, gradient_accumulation_steps=accumulation
         )
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
@@ -222,14 +221,9 @@ class TorchBackend:
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options, processes = self.run.train, self.options, self.num_processes
         set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
+        kwargs = {"output_loading_info": True, "attn_implementation": options.attention, **resolved.load_kwargs()}
         model, info = load_weights(
-            lambda: AutoModelForMaskedLM.from_pretrained(
-                resolved.location,
-                output_loading_info=True,
-                attn_implementation=options.attention,
-                **resolved.load_kwargs(),
-            ),
-            resolved.name,
+            lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **kwargs), resolved.name
         )
         if options.torch_compile:
             model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
@@ -237,24 +231,15 @@ class TorchBackend:
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
         self.source = train_source(data, tokenizer, self.run, options, self.accelerator)
-        self.plan = StepPlan.make(
-            self.source.batches_per_epoch(processes),  # counted after sharding: 1/N of them per process
-            options.gradient_accumulation_steps,
-            train_cfg.per_device_batch_size * processes * options.gradient_accumulation_steps,
-            train_cfg,
-        )
-        optimizer = torch.optim.AdamW(
-            no_decay_groups(model, train_cfg.weight_decay),
-            lr=train_cfg.learning_rate,
-            fused=options.fused_adamw or None,
-        )
+        accumulation = options.gradient_accumulation_steps
+        global_batch = train_cfg.per_device_batch_size * processes * accumulation
+        # Batches counted after sharding: 1/N of them per process.
+        self.plan = StepPlan.make(self.source.batches_per_epoch(processes), accumulation, global_batch, train_cfg)
+        groups, fused = no_decay_groups(model, train_cfg.weight_decay), options.fused_adamw or None
+        optimizer = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, fused=fused)
         # The prepared scheduler steps once per process per optimizer step, hence the factor.
-        scheduler = get_scheduler(
-            train_cfg.lr_scheduler,
-            optimizer,
-            num_warmup_steps=self.plan.warmup_steps * processes,
-            num_training_steps=self.plan.total_steps * processes,
-        )
+        warmup, total = self.plan.warmup_steps * processes, self.plan.total_steps * processes
+        scheduler = get_scheduler(train_cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         # A stream is sharded by rows (split_dataset_by_node), a map-style loader by Accelerate.
         loaders = [] if self.source.streaming else [self.source.loader]
         self.net, self.optimizer, self.evals, self.scheduler, *loaders = self.accelerator.prepare(
@@ -264,7 +249,7 @@ class TorchBackend:
             scheduler,
             *loaders,
         )
-        self.loader = loaders[0] if loaders else self.source.on_device(self.accelerator.device)
+        self.loader = loaders[0] if loaders else self.source
         save_model_folders(self.accelerator, tokenizer)  # every checkpoint-N/ loads as a model
         return info["missing_keys"]
 
@@ -281,9 +266,8 @@ class TorchBackend:
             checkpoint = find_resume_checkpoint(out, self.run.train.resume)
             self.progress = load_checkpoint(self.accelerator, checkpoint, identity, self.run.train.max_steps)
             self.source.restore(read_process_state(checkpoint, self.accelerator.process_index))
-            log.info(
-                "resumed from %s at step %d (epoch %d)", checkpoint, self.progress.global_step, self.progress.epoch
-            )
+            step, epoch = self.progress.global_step, self.progress.epoch
+            log.info("resumed from %s at step %d (epoch %d)", checkpoint, step, epoch)
         return LossLog.from_dict(self.progress.loss_log)
 
     def settings(self) -> dict[str, object]:
@@ -311,13 +295,8 @@ class TorchBackend:
     def fit(self, recorder: Recorder, out: Path) -> int:
         plan, progress = self.plan, self.progress
         # A live bar on a terminal; in a log (not a terminal) a line every --log-every steps instead.
-        bar = tqdm(
-            total=plan.total_steps,
-            initial=progress.global_step,
-            desc="train",
-            mininterval=1.0,
-            disable=None if self.accelerator.is_local_main_process else True,
-        )
+        shown = None if self.accelerator.is_local_main_process else True  # None: on a terminal only
+        bar = tqdm(total=plan.total_steps, initial=progress.global_step, desc="train", mininterval=1.0, disable=shown)
         loop = Loop(out, progress, recorder, UnreadSteps(self, recorder), bar)
         if self.accelerator.device.type == "cpu":
             keep_freed_memory()
@@ -350,11 +329,9 @@ class TorchBackend:
             bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
         recorder.data_wait_seconds = loop.waiting.seconds
         if recorder.train_seconds > 0:
-            log.info(
-                "trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches (--loader-workers)",
-                recorder.tokens_per_second,
-                100 * loop.waiting.seconds / recorder.train_seconds,
-            )
+            waited = 100 * loop.waiting.seconds / recorder.train_seconds
+            message = "trained %.0f tokens/s; %.1f%% of the step time went to waiting for batches (--loader-workers)"
+            log.info(message, recorder.tokens_per_second, waited)
         return progress.global_step
 
     def train_epoch(self, loop: Loop, epoch: int) -> None:
@@ -369,9 +346,8 @@ class TorchBackend:
         for batch in loop.waiting.iterate(self.loader):
             # Dropout draws are a function of the micro-batch's place in the run, so every micro-batch of
             # an accumulation window draws its own, and a resumed run the same.
-            torch.manual_seed(
-                micro_batch_seed(train_cfg.seed, epoch, progress.batches_done_in_epoch, accelerator.process_index)
-            )
+            place = (epoch, progress.batches_done_in_epoch, accelerator.process_index)
+            torch.manual_seed(micro_batch_seed(train_cfg.seed, *place))
             loss, grad_norm = self.micro_step(batch)
             micro_losses.append(loss)
             progress.batches_done_in_epoch += 1
@@ -404,9 +380,8 @@ class TorchBackend:
             loss = self.net(**batch)[0].mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients:  # with clipping off the factor is 1, and the norm still logged
-                grad_norm = accelerator.clip_grad_norm_(
-                    self.net.parameters(), self.run.train.max_grad_norm or math.inf
-                )
+                max_norm = self.run.train.max_grad_norm or math.inf
+                grad_norm = accelerator.clip_grad_norm_(self.net.parameters(), max_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -441,14 +416,8 @@ class TorchBackend:
         progress = loop.progress
         loop.unread.read(progress.global_step)
         progress.loss_log = loop.recorder.losses.to_dict()
-        saved = save_checkpoint(
-            self.accelerator,
-            loop.out,
-            progress,
-            self.options.save_total_limit,
-            self.weight_bytes,
-            process_state=self.source.state(),
-        )
+        keep, state = self.options.save_total_limit, self.source.state()
+        saved = save_checkpoint(self.accelerator, loop.out, progress, keep, self.weight_bytes, process_state=state)
         if self.pushes is not None:  # --hub-strategy every_save: this save's model, in the background
             self.pushes.push_save(loop.out, self.save_for_hub, f"pt-mlm: step {progress.global_step}")
         loop.unread.restart()  # saving is not training time

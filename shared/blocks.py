@@ -394,15 +394,8 @@ def eval_block_count(available: int, config: DataConfig) -> int:
 
 
 def frozen_eval_inputs(blocks: Blocks, tokenizer, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    count = eval_block_count(len(blocks), config)
-    return mask_once(
-        blocks.head(count),
-        tokenizer,
-        config.mlm_probability,
-        seed,
-        whole_word=config.whole_word_masking,
-        padded=config.line_by_line,
-    )
+    head = blocks.head(eval_block_count(len(blocks), config))
+    return mask_once(head, tokenizer, config.mlm_probability, seed, config.whole_word_masking, config.line_by_line)
 
 
 def texts_summary(splits: Splits) -> dict[str, object]:
@@ -431,12 +424,9 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
     made = {name: cached_blocks(texts, sha, tokenizer, config) for name, texts, sha in parts}
     for name, (blocks, _) in made.items():
         if len(blocks) == 0:
-            raise UsageError(
-                f"the {name} split has {blocks.dropped_tokens} tokens, less than one block of "
-                f"{config.block_size}; "
-                "use more rows (--max-samples) or a smaller --block-size",
-                "--dataset",
-            )
+            short = f"{blocks.dropped_tokens} tokens, less than one block of {config.block_size}"
+            advice = "use more rows (--max-samples) or a smaller --block-size"
+            raise UsageError(f"the {name} split has {short}; {advice}", "--dataset")
     train_blocks = made["train"][0] if train else None
     data = MLMData(
         train_blocks,

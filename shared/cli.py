@@ -609,21 +609,14 @@ def make_cli(
             if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP:
                 values.setdefault("_spelled", {}).setdefault(flag_of(name), key)
         with named_as_given(values):
-            run = RunConfig(
-                build(DataConfig, values),
-                build(ModelConfig, values),
-                build(TrainConfig, values),
-                build(HubConfig, values),
-                config_format=config_format(config_file),
-            )
+            parts = [build(cls, values) for cls in (DataConfig, ModelConfig, TrainConfig, HubConfig)]
+            run = RunConfig(*parts, config_format=config_format(config_file))
             options = build(options_cls, values)
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
             check_finished_run(finished.config, run, options, run.train.output_dir)
-            click.echo(
-                f"{run.train.output_dir} holds a complete run ({finished.optimizer_steps} optimizer steps); "
-                "nothing to resume. Its figures:"
-            )
+            steps = f"{finished.optimizer_steps} optimizer steps"
+            click.echo(f"{run.train.output_dir} holds a complete run ({steps}); nothing to resume. Its figures:")
             print_summary(finished, run.train.output_dir)
             return
         print_summary(train_fn(run, options), run.train.output_dir)

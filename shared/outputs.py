@@ -34,29 +34,19 @@ def check_output_dir(config: TrainConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"{str(out)!r} is a file, not a folder", "--output-dir")
     if out.is_dir() and any(out.iterdir()) and not (config.overwrite_output_dir or config.resume):
-        raise UsageError(
-            f"{str(out)!r} already holds a run; pass --overwrite-output-dir to replace it, "
-            "--resume auto to continue it, or choose another folder",
-            "--output-dir",
-        )
+        advice = "pass --overwrite-output-dir to replace it, --resume auto to continue it, or choose another folder"
+        raise UsageError(f"{str(out)!r} already holds a run; {advice}", "--output-dir")
     if out.is_dir() and config.overwrite_output_dir and not config.resume and (foreign := foreign_files(out)):
         few = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UsageError(
-            f"{str(out)!r} holds files this tool did not write ({few}); --overwrite-output-dir replaces "
-            "only a previous run's files: move them or choose another folder",
-            "--output-dir",
-        )
+        advice = "--overwrite-output-dir replaces only a previous run's files: move them or choose another folder"
+        raise UsageError(f"{str(out)!r} holds files this tool did not write ({few}); {advice}", "--output-dir")
     return out
 
 
 def _aside_copies(out: Path) -> list[tuple[Path, int]]:
     """Previous runs an overwrite moved aside (`.NAME.replaced-PID`), with the PID of that overwrite."""
-    found = []
-    for path in out.parent.glob(f".{out.name}.replaced-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if path.is_dir() and pid.isdigit():
-            found.append((path, int(pid)))
-    return found
+    found = ((path, path.name.rsplit("-", 1)[-1]) for path in out.parent.glob(f".{out.name}.replaced-*"))
+    return [(path, int(pid)) for path, pid in found if path.is_dir() and pid.isdigit()]
 
 
 def recover_interrupted_overwrite(out: Path) -> None:
@@ -138,9 +128,8 @@ def refuse_overlap(out: Path, sources: list[tuple[str, Path]]) -> None:
         where = "is" if target == source else "lies inside" if source in target.parents else None
         where = where or ("contains" if target in source.parents else None)
         if where:
-            raise UsageError(
-                f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder", "--output-dir"
-            )
+            message = f"{str(out)!r} {where} the folder of {flag} ({source}); choose another folder"
+            raise UsageError(message, "--output-dir")
 
 
 def busy(out: Path) -> UsageError:
@@ -148,9 +137,8 @@ def busy(out: Path) -> UsageError:
         holder = f" (PID {int((out / LOCK).read_text())})"
     except (OSError, ValueError):
         holder = ""
-    return UsageError(
-        f"another run{holder} is writing to {str(out)!r}; wait for it to end or choose another folder", "--output-dir"
-    )
+    message = f"another run{holder} is writing to {str(out)!r}; wait for it to end or choose another folder"
+    return UsageError(message, "--output-dir")
 
 
 def _take_lock(out: Path) -> FileLock:

@@ -114,37 +114,29 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+    name = resolved.name
     try:
         config = AutoConfig.from_pretrained(resolved.location, **resolved.load_kwargs())
     except (OSError, ValueError) as error:
-        raise UsageError(
-            f"cannot read the model config of {resolved.name!r}: {first_line(error)}", "--model"
-        ) from error
+        raise UsageError(f"cannot read the model config of {name!r}: {first_line(error)}", "--model") from error
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        raise UsageError(
-            f"{resolved.name!r} is a {config.model_type!r} model, which has no masked-LM head in transformers",
-            "--model",
-        )
+        what = f"a {config.model_type!r} model, which has no masked-LM head in transformers"
+        raise UsageError(f"{name!r} is {what}", "--model")
     folder = Path(resolved.location)
-    if folder.is_dir() and not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise UsageError(
-            f"folder {resolved.name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model"
-        )
+    if folder.is_dir() and not any((folder / weights).is_file() for weights in WEIGHT_FILES):
+        raise UsageError(f"folder {name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
     except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
-        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", "--model") from error
+        raise UsageError(f"cannot load the tokenizer of {name!r}: {first_line(error)}", "--model") from error
     if tokenizer.mask_token is None:
-        raise UsageError(f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", "--model")
+        raise UsageError(f"the tokenizer of {name!r} has no mask token, so it cannot do MLM", "--model")
     if len(tokenizer) > config.vocab_size:
-        raise UsageError(
-            f"the tokenizer of {resolved.name!r} has {len(tokenizer)} tokens, more than the "
-            f"{config.vocab_size} rows of the model's embeddings",
-            "--model",
-        )
+        rows = f"{len(tokenizer)} tokens, more than the {config.vocab_size} rows of the model's embeddings"
+        raise UsageError(f"the tokenizer of {name!r} has {rows}", "--model")
     limit = max_block_size(config, tokenizer)
     if block_size > limit:
-        raise UsageError(f"{block_size} is more than {resolved.name!r} can take ({limit} positions)", "--block-size")
+        raise UsageError(f"{block_size} is more than {name!r} can take ({limit} positions)", "--block-size")
     return config, tokenizer
 
 
@@ -396,13 +388,9 @@ def open_validation_file(config: DataConfig):
     if not path.exists():
         raise UsageError(f"no such file or folder: {config.validation_file!r}", "--validation-file")
     builder, files = _local_files(path, "--validation-file")
+    what, streaming = repr(config.validation_file), config.streaming
     return _quiet_load(
-        builder,
-        data_files=files,
-        split="train",
-        streaming=config.streaming,
-        flag="--validation-file",
-        what=repr(config.validation_file),
+        builder, data_files=files, split="train", streaming=streaming, flag="--validation-file", what=what
     )
 
 
@@ -564,23 +552,9 @@ def builtin_eli5_rows() -> list[dict[str, Any]]:
             lines = [str(line).strip() for line in conversation if line is not None and str(line).strip()]
             if len(lines) < 2:
                 continue
-            q_id = f"{file.name.removesuffix('.yml')}-{n:04d}"
-            answers = lines[1:]
-            rows.append(
-                {
-                    "q_id": q_id,
-                    "title": lines[0],
-                    "selftext": "",
-                    "category": str(category),
-                    "subreddit": "chatterbot",
-                    "answers": {
-                        "a_id": [f"{q_id}-{i}" for i in range(len(answers))],
-                        "text": answers,
-                        "score": [1] * len(answers),
-                        "text_urls": [[] for _ in answers],
-                    },
-                    "title_urls": [],
-                    "selftext_urls": [],
-                }
-            )
+            q_id, texts = f"{file.name.removesuffix('.yml')}-{n:04d}", lines[1:]
+            ids, urls = [f"{q_id}-{i}" for i in range(len(texts))], [[] for _ in texts]
+            answers = {"a_id": ids, "text": texts, "score": [1] * len(texts), "text_urls": urls}
+            row = {"q_id": q_id, "title": lines[0], "selftext": "", "category": str(category)}
+            rows.append({**row, "subreddit": "chatterbot", "answers": answers, "title_urls": [], "selftext_urls": []})
     return rows

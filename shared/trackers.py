@@ -1,80 +1,58 @@
 """Experiment trackers for the Keras path, with the tags and steps of the PyTorch path's Accelerate trackers.
 
 Each is its library's plain API, with no framework: TensorBoard through its own event writer, MLflow, Weights
-& Biases and Trackio (their usual environment variables say where).
+& Biases and Trackio (their usual environment variables say where). Each opener returns (log, finish).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlm_toolkit.config import RunError
 
+Opened = tuple[Callable[..., Any], Callable[[], Any]]  # log(values, step=N), finish()
 
-class TensorBoard:
-    def __init__(self, folder: Path, project: str, config: dict[str, Any]) -> None:
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self.writer = EventFileWriter(str(folder / project))
+def tensorboard(folder: Path, project: str, config: dict[str, Any]) -> Opened:
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    def log(self, values: dict[str, float], step: int) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
+    writer = EventFileWriter(str(folder / project))
 
+    def log(values: dict[str, float], step: int) -> None:
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
-        self.writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
 
-    def finish(self) -> None:
-        self.writer.close()
-
-
-class MLflow:
-    def __init__(self, folder: Path, project: str, config: dict[str, Any]) -> None:
-        import mlflow
-
-        self.mlflow = mlflow
-        mlflow.set_experiment(project)
-        self.run = mlflow.start_run()
-        # MLflow keeps parameters of at most 6,000 characters, as strings
-        mlflow.log_params({key: str(value)[:6000] for key, value in config.items()})
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(values, step=step)
-
-    def finish(self) -> None:
-        self.mlflow.end_run()
+    return log, writer.close
 
 
-class Wandb:
-    def __init__(self, folder: Path, project: str, config: dict[str, Any]) -> None:
-        import wandb
+def mlflow(folder: Path, project: str, config: dict[str, Any]) -> Opened:
+    import mlflow
 
-        self.run = wandb.init(project=project, config=config, dir=str(folder))
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        self.run.log(values, step=step)
-
-    def finish(self) -> None:
-        self.run.finish()
+    mlflow.set_experiment(project)
+    mlflow.start_run()
+    mlflow.log_params({key: str(value)[:6000] for key, value in config.items()})  # MLflow's limit, as strings
+    return mlflow.log_metrics, mlflow.end_run
 
 
-class Trackio:
-    def __init__(self, folder: Path, project: str, config: dict[str, Any]) -> None:
-        import trackio
+def wandb(folder: Path, project: str, config: dict[str, Any]) -> Opened:
+    import wandb
 
-        self.trackio = trackio
-        trackio.init(project=project, config=config)
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        self.trackio.log(values, step=step)
-
-    def finish(self) -> None:
-        self.trackio.finish()
+    run = wandb.init(project=project, config=config, dir=str(folder))
+    return run.log, run.finish
 
 
-KINDS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": Wandb, "trackio": Trackio}
+def trackio(folder: Path, project: str, config: dict[str, Any]) -> Opened:
+    import trackio
+
+    trackio.init(project=project, config=config)
+    return trackio.log, trackio.finish
+
+
+KINDS = {"tensorboard": tensorboard, "mlflow": mlflow, "wandb": wandb, "trackio": trackio}
 
 
 def tensorboard_without_tensorflow() -> None:
@@ -102,10 +80,10 @@ class Trackers:
             raise tracker_failed(error) from error
 
     def log(self, values: dict[str, float], step: int) -> None:
-        for tracker in self.trackers:
-            tracker.log(values, step)
+        for log, _ in self.trackers:
+            log(values, step=step)
 
     def finish(self) -> None:
-        for tracker in self.trackers:
-            tracker.finish()
+        for _, finish in self.trackers:
+            finish()
         self.trackers = []

@@ -52,12 +52,13 @@ def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = BATCH)
 
     from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
-    from pt_mlm.loaders import SeededMasking, train_loader
+    from pt_mlm.loaders import MapSource, SeededMasking
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=str(data), block_size=32), tokenizer, seed=42)
-    loader, batches = train_loader(data_.train_blocks, SeededMasking(tokenizer, 0.15), batch_size, seed=42)
-    batches.set_position(0, 0)
+    source = MapSource(data_.train_blocks, SeededMasking(tokenizer, 0.15), batch_size, seed=42)
+    loader = source.loader
+    source.set_position(0, 0)
     assert len(loader) >= count, "the comparison stays inside the first epoch"
     return [batch for _, batch in zip(range(count), loader, strict=False)]
 

@@ -101,15 +101,8 @@ def make_strategy(name: str, worker_timeout: int = 300) -> tf.distribute.Strateg
     )
     crash_log = open(Path(tempfile.gettempdir()) / f"mlm-toolkit-workers-{os.getpid()}.log", "w")  # noqa: SIM115
     faulthandler.dump_traceback_later(worker_timeout + 1, exit=True, file=crash_log)
-    announcer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; time.sleep(float(sys.argv[1])); print(sys.argv[2], file=sys.stderr)",
-            str(worker_timeout),
-            message,
-        ]
-    )
+    script = "import sys, time; time.sleep(float(sys.argv[1])); print(sys.argv[2], file=sys.stderr)"
+    announcer = subprocess.Popen([sys.executable, "-c", script, str(worker_timeout), message])
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -142,13 +135,9 @@ def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
     warmup = 0 if name == "constant" else warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
     # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
+    decay = {"weight_decay_rate": train_cfg.weight_decay, "power": 1.0 if name == "linear" else 0.0}
     optimizer, _ = create_optimizer(
-        init_lr=rate,
-        num_train_steps=total_steps,
-        num_warmup_steps=warmup,
-        weight_decay_rate=train_cfg.weight_decay,
-        power=1.0 if name == "linear" else 0.0,
-        adam_global_clipnorm=train_cfg.max_grad_norm or None,
+        rate, total_steps, warmup, adam_global_clipnorm=train_cfg.max_grad_norm or None, **decay
     )
     if name == "cosine":  # half a cosine from the peak to 0 over the steps after the warm-up
         cosine = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps - warmup, 1))
@@ -241,10 +230,8 @@ class KerasBackend:
         # The trackers get the same tags and steps as pt-mlm's (train/loss, eval/loss, ...), step 0 included.
         self.trackers = Trackers(self.run.train.report_to, out / "runs", "tf-mlm", tracked_config(identity, self.plan))
         resume = self.run.train.resume
-        self.backup, self.identity = (
-            out / BACKUP if resume in (None, "auto") else Path(resume).expanduser(),
-            identity,
-        )
+        self.backup = out / BACKUP if resume in (None, "auto") else Path(resume).expanduser()
+        self.identity = identity
         if not resume:
             return LossLog()
         where = f"the Keras backup in {self.backup}"
@@ -293,10 +280,11 @@ class KerasBackend:
         callbacks = [RunMonitor(recorder, self.evaluate, plan, tokens_per_step, run.train.eval_steps)]
         if run.train.checkpointing_steps != "none":
             save_freq = run.train.checkpoint_every or "epoch"
-            backup = VerifiedBackup(
-                self.backup, recorder.losses, self.identity, save_freq, self.weight_bytes, position_after
+            callbacks.append(
+                VerifiedBackup(
+                    self.backup, recorder.losses, self.identity, save_freq, self.weight_bytes, position_after
+                )
             )
-            callbacks.append(backup)
             self.backup.mkdir(parents=True, exist_ok=True)
         if run.hub.push_to_hub and run.hub.hub_strategy == "every_save":
             every = run.train.checkpoint_every
