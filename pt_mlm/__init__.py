@@ -43,12 +43,8 @@ class PTOptions(FrameworkOptions):
         bf16="bf16",
         default=None,
     )
-    fused_adamw: bool = option(
-        True, "Fused AdamW kernel: one kernel for all parameters (the Trainer's default since torch 2.8).", switch=True
-    )
-    attention: Literal["sdpa", "eager"] = option(
-        "sdpa", "Attention kernel: PyTorch's fused scaled_dot_product_attention, or the eager matmuls."
-    )
+    fused_adamw: bool = option(True, "Fused AdamW: one kernel for all parameters (as the Trainer).", switch=True)
+    attention: Literal["sdpa", "eager"] = option("sdpa", "Attention kernel: PyTorch's fused SDPA, or eager matmuls.")
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     tf_weights: bool = option(
         False,
@@ -56,9 +52,7 @@ class PTOptions(FrameworkOptions):
         "TensorFlow and its pipeline load the folder; the PyTorch weights are then pytorch_model.bin.",
         switch=True,
     )
-    loader_workers: int | None = option(
-        None, "Processes masking the next batches during the step (default: 2 with a GPU, 0 on a CPU)."
-    )
+    loader_workers: int | None = option(None, "Processes masking batches ahead (default: 2 with a GPU, 0 on a CPU).")
 
     def __post_init__(self) -> None:
         check_numbers(self)

@@ -23,6 +23,7 @@ from mlm_toolkit.outputs import (
 from mlm_toolkit.run import check_same_run, check_steps_left
 
 STATE = "progress.json"  # not the Trainer's trainer_state.json: another schema
+PROCESS_STATE = "stream-{}.json"  # what process N saves of its own (its stream's position)
 
 
 @dataclass
@@ -64,13 +65,9 @@ def tied_weights_notice(record: logging.LogRecord) -> bool:
     return "Removed shared tensor" not in record.getMessage()
 
 
-def process_state_file(process: int) -> str:
-    return f"stream-{process}.json"
-
-
 def read_process_state(checkpoint: Path, process: int) -> dict | None:
     """What one process saved of its own beside the shared state (its stream's position), if anything."""
-    path = checkpoint / process_state_file(process)
+    path = checkpoint / PROCESS_STATE.format(process)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -92,7 +89,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         (partial / STATE).write_text(json.dumps(asdict(progress)))
     if process_state is not None:
-        (partial / process_state_file(accelerator.process_index)).write_text(json.dumps(process_state))
+        (partial / PROCESS_STATE.format(accelerator.process_index)).write_text(json.dumps(process_state))
     accelerator.wait_for_everyone()  # every shard is on disk before the folder counts
     if accelerator.is_main_process:
         write_manifest(partial)

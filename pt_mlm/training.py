@@ -83,15 +83,7 @@ class MaskedTokenLoss(nn.Module):
         # Looked up, not stored: a second reference would register the head's weights twice.
         self.sparse = sparse and _head_of(model) is not None
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        masked_positions: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        with_correct: bool = False,
-        **_: torch.Tensor,
-    ):
+    def forward(self, input_ids, labels, masked_positions=None, attention_mask=None, with_correct=False, **_):
         # Full blocks come without an attention mask (SDPA's fastest kernel), padded examples with theirs;
         # `masked_positions` comes from the data loader, so nothing here waits for the device.
         if masked_positions is None:

@@ -65,11 +65,9 @@ def word_starts(tokenizer) -> np.ndarray:
     counts = {marker: sum(token.startswith(marker) for token in vocab) for marker in ("##", "Ġ", "▁")}
     marker = max(counts, key=counts.get)
     if counts[marker] < 0.05 * len(vocab):
-        raise UsageError(
-            "cannot tell where words begin in this tokenizer's vocabulary (neither WordPiece '##' pieces "
-            "nor a leading-space marker 'Ġ'/'▁'); train without it",
-            "--whole-word-masking",
-        )
+        unknown = "cannot tell where words begin in this tokenizer's vocabulary"
+        markers = "neither WordPiece '##' pieces nor a leading-space marker 'Ġ'/'▁'"
+        raise UsageError(f"{unknown} ({markers}); train without it", "--whole-word-masking")
     starts = np.ones(len(tokenizer), dtype=bool)
     for token, index in vocab.items():
         if index < len(starts):
@@ -206,10 +204,6 @@ class Blocks:
     @property
     def shape(self) -> tuple[int, int]:
         return len(self), self.block_size
-
-    @property
-    def size(self) -> int:
-        return len(self) * self.block_size
 
     def __getitem__(self, index: int | slice) -> np.ndarray:
         if isinstance(index, slice):  # a copy of the rows asked for
@@ -378,7 +372,7 @@ class MLMData:
             "eval_blocks": self.eval_blocks,
             "eval_blocks_available": self.eval_blocks_available,
             "block_size": int(self.eval_inputs["input_ids"].shape[1]),
-            "train_tokens": train.size if train is not None else None,
+            "train_tokens": len(train) * train.block_size if train is not None else None,
             "eval_masked_tokens": int((self.eval_inputs["labels"] != -100).sum()),
             "dropped_tokens": self.dropped_tokens,
             "cached": self.from_cache,

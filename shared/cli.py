@@ -74,9 +74,8 @@ class RefusesRepeats(click.Command):
             if first == name:
                 seen[param.name] = (name, value)
             elif before != value:
-                raise click.UsageError(
-                    f"{first} and {name} set the same setting to {before!r} and {value!r}: give it once"
-                )
+                same = f"{first} and {name} set the same setting to {before!r} and {value!r}"
+                raise click.UsageError(f"{same}: give it once")
         return super().parse_args(ctx, args)
 
 
@@ -406,15 +405,11 @@ def print_summary(results, output_dir: str) -> None:
     """The lines a user looks for when a run ends (`results`: a `mlm_toolkit.report.Results`)."""
     if not is_main_process():
         return
-    before, after, speed = results.before, results.after, results.train_tokens_per_second
-    click.echo(
-        f"perplexity before: {before.perplexity:.2f} (eval loss {before.eval_loss:.4f}), "
-        f"accuracy {before.accuracy:.4f}\n"
-        f"perplexity after:  {after.perplexity:.2f} (eval loss {after.eval_loss:.4f}), "
-        f"accuracy {after.accuracy:.4f}\n"
-        f"{results.optimizer_steps} optimizer steps, {'n/a' if speed is None else format(speed, ',.0f')} "
-        f"train tokens/s on {results.device}; saved to {output_dir}"
-    )
+    for when, at in (("before:", results.before), ("after: ", results.after)):
+        click.echo(f"perplexity {when} {at.perplexity:.2f} (eval loss {at.eval_loss:.4f}), accuracy {at.accuracy:.4f}")
+    speed = "n/a" if results.train_tokens_per_second is None else f"{results.train_tokens_per_second:,.0f}"
+    steps = f"{results.optimizer_steps} optimizer steps"
+    click.echo(f"{steps}, {speed} train tokens/s on {results.device}; saved to {output_dir}")
 
 
 def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:

@@ -101,10 +101,8 @@ def check_numbers(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if not accepts(hints[f.name], value):
-            raise WrongType(
-                f"{type(config).__name__}({f.name}=...) must be {describe(hints[f.name])}, got {value!r}",
-                flag_of(f.name),
-            )
+            wrong = f"{type(config).__name__}({f.name}=...) must be {describe(hints[f.name])}, got {value!r}"
+            raise WrongType(wrong, flag_of(f.name))
         choices = choices_of(hints[f.name])
         optional = type(None) in typing.get_args(hints[f.name])
         if choices and value not in choices and not (value is None and optional):
@@ -158,7 +156,7 @@ class DataConfig:
     )
     dataset_config: str | None = option(
         None,
-        "The Hub dataset's configuration (e.g. wikitext-2-raw-v1), or a local dataset folder's.",
+        "The Hub dataset's configuration (e.g. wikitext-2-raw-v1), or a local folder's.",
         hf=("dataset_config_name",),
     )
     train_split: str = option("train", "The split of --dataset to train on.")
@@ -179,7 +177,7 @@ class DataConfig:
         hf_scaled={"validation_split_percentage": 0.01},
     )
     max_eval_samples: int | None = option(
-        None, "Evaluate on the first N held-out blocks (default: all, up to 10,000; 0 means all)."
+        None, "Evaluate the first N held-out blocks (default: up to 10,000; 0: all)."
     )
     block_size: int = option(
         128, "Tokens per training block (group_texts); with --line-by-line, per example.", hf=("max_seq_length",)
@@ -203,12 +201,8 @@ class DataConfig:
         "rows of the stream.",
         is_flag=True,
     )
-    preprocessing_num_workers: int | None = option(
-        None, "Processes reading and tokenizing the texts (datasets' num_proc; default: this process)."
-    )
-    cache_dir: str | None = option(
-        None, "Where tokenized blocks are cached (default: $MLM_CACHE_DIR or ~/.cache/mlm-toolkit)."
-    )
+    preprocessing_num_workers: int | None = option(None, "Processes tokenizing the texts (datasets' num_proc).")
+    cache_dir: str | None = option(None, "Token block cache (default: $MLM_CACHE_DIR or ~/.cache/mlm-toolkit).")
 
     def __post_init__(self) -> None:
         check_numbers(self)
@@ -252,9 +246,7 @@ class TrainConfig:
     output_dir: str = option("mlm-output", "Folder for the model, checkpoints, metrics and model card.")
     overwrite_output_dir: bool = option(False, "Allow writing into a non-empty --output-dir.", is_flag=True)
     per_device_batch_size: int = option(
-        8,
-        "Blocks per device per step (global = this x devices [x accumulation]).",
-        hf=("per_device_train_batch_size",),
+        8, "Blocks per device per step (global: x devices [x accumulation]).", hf=("per_device_train_batch_size",)
     )
     learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
@@ -266,14 +258,9 @@ class TrainConfig:
         0, "Linear warm-up steps of the learning rate (overrides --warmup-ratio).", hf=("num_warmup_steps",)
     )
     warmup_ratio: float = option(0.0, "Warm up over this share of the optimizer steps (as the Trainer).")
-    max_grad_norm: float = option(
-        1.0,
-        "Clip the global gradient norm to this before each optimizer step (the Trainer's default); 0 turns it off.",
-    )
+    max_grad_norm: float = option(1.0, "Clip the global gradient norm to this before each step; 0 turns it off.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
-        "linear",
-        "Learning-rate schedule (as transformers.get_scheduler computes it, in both paths).",
-        hf=("lr_scheduler_type",),
+        "linear", "Learning-rate schedule (transformers.get_scheduler's, in both paths).", hf=("lr_scheduler_type",)
     )
     seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")
     checkpointing_steps: str | int = option(
@@ -340,10 +327,8 @@ def trackers_of(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         return tuple(t for t in TRACKERS if importlib.util.find_spec(t) is not None)
     for name in names:
         if name not in TRACKERS:
-            raise UsageError(
-                f"must be one of {', '.join(TRACKERS)} (several comma-separated), all or none, got {name!r}",
-                "--report-to",
-            )
+            kinds = f"{', '.join(TRACKERS)} (several comma-separated), all or none"
+            raise UsageError(f"must be one of {kinds}, got {name!r}", "--report-to")
         if importlib.util.find_spec(name) is None:
             raise UsageError(f"{name} is not installed here: pip install {name}", "--report-to")
     return tuple(dict.fromkeys(names))
@@ -368,9 +353,7 @@ class HubConfig:
     hub_model_id: str | None = option(None, "Repository id to push to, e.g. you/distilroberta-eli5.")
     hub_private: bool = option(False, "Create the Hub repository as private.", is_flag=True, hf=("hub_private_repo",))
 
-    hub_token: str | None = option(
-        None, "Hub token (default: HF_TOKEN, or the one `hf auth login` saved); never written to disk."
-    )
+    hub_token: str | None = option(None, "Hub token (default: HF_TOKEN or `hf auth login`'s); never written to disk.")
     hub_strategy: Literal["every_save", "end"] = option(
         "every_save",
         "every_save: push the model at each checkpoint (pt-mlm) or epoch (tf-mlm, PushToHubCallback), "

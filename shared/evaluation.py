@@ -31,9 +31,6 @@ class Evaluation:
     accuracy: float  # of the masked tokens, argmax against the label (run_mlm.py's eval_accuracy)
     config: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> Evaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
@@ -58,9 +55,8 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]
         accuracy=accuracy,
         config={"data": asdict(config.data), "settings": asdict(config.settings)},
     )
-    log.info(
-        "%s: eval loss %.4f, perplexity %.2f, accuracy %.4f", config.model.model, loss, result.perplexity, accuracy
-    )
+    figures = (config.model.model, loss, result.perplexity, accuracy)
+    log.info("%s: eval loss %.4f, perplexity %.2f, accuracy %.4f", *figures)
     return result
 
 
@@ -86,10 +82,10 @@ def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result.to_dict())
+    write_json(path, asdict(result))
 
 
 def evaluation_json(result: Evaluation) -> str:
     from mlm_toolkit.report import _jsonable
 
-    return json.dumps(_jsonable(result.to_dict()), indent=2)
+    return json.dumps(_jsonable(asdict(result)), indent=2)

@@ -101,11 +101,8 @@ class MaskFillerBase:
         masks = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         inner = self.max_length - 2
         if masks[-1] - masks[0] + 1 > inner:
-            raise UsageError(
-                f"text {n + 1} has masks {masks[-1] - masks[0] + 1} tokens apart, more than the "
-                f"model's {self.max_length} positions hold; split it into shorter texts",
-                "texts",
-            )
+            apart = f"masks {masks[-1] - masks[0] + 1} tokens apart, more than the model's {self.max_length} positions"
+            raise UsageError(f"text {n + 1} has {apart} hold; split it into shorter texts", "texts")
         start = min(max(1, masks[0] - (inner - (masks[-1] - masks[0] + 1)) // 2), len(ids) - 1 - inner)
         message = "text %d has %d tokens, more than the model's %d positions: kept the %d around its masks"
         log.warning(message, n + 1, len(ids), self.max_length, inner)

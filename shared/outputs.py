@@ -43,12 +43,6 @@ def check_output_dir(config: TrainConfig) -> Path:
     return out
 
 
-def _aside_copies(out: Path) -> list[tuple[Path, int]]:
-    """Previous runs an overwrite moved aside (`.NAME.replaced-PID`), with the PID of that overwrite."""
-    found = ((path, path.name.rsplit("-", 1)[-1]) for path in out.parent.glob(f".{out.name}.replaced-*"))
-    return [(path, int(pid)) for path, pid in found if path.is_dir() and pid.isdigit()]
-
-
 def recover_interrupted_overwrite(out: Path) -> None:
     """A killed --overwrite-output-dir run left the previous run beside `out`: finish the replacement if the new
     run saved a checkpoint or its results, else put the previous run back, and say which."""
@@ -58,28 +52,25 @@ def recover_interrupted_overwrite(out: Path) -> None:
     out = out.resolve() if out.is_symlink() else out
     if _locked(out):
         return  # the overwrite is still running; its lock refuses this run
-    for aside, pid in _aside_copies(out):
+    for aside in out.parent.glob(f".{out.name}.replaced-*"):  # moved aside by the overwrite of process PID
+        pid = aside.name.rsplit("-", 1)[-1]
+        if not (aside.is_dir() and pid.isdigit()):
+            continue
         (aside / LOCK).unlink(missing_ok=True)  # the previous run as it was
         if out.is_dir() and ((out / RESULTS).is_file() or complete_checkpoints(out)):
             shutil.rmtree(aside)
-            log.warning(
-                f"{out}: the overwrite by PID {pid} was stopped after it saved a checkpoint; finished it by "
-                f"removing the previous run it had moved to {aside.name}"
-            )
+            stopped = f"the overwrite by PID {pid} was stopped after it saved a checkpoint"
+            log.warning(f"{out}: {stopped}; finished it by removing the previous run it had moved to {aside.name}")
             continue
         if out.is_dir():
             if foreign := foreign_files(out):
-                raise UsageError(
-                    f"the previous run of {str(out)!r} is in {str(aside)!r} (an overwrite was stopped), but "
-                    f"{str(out)!r} now holds {', '.join(foreign[:3])}: move one of them",
-                    "--output-dir",
-                )
+                previous = f"the previous run of {str(out)!r} is in {str(aside)!r} (an overwrite was stopped)"
+                holds = f"{str(out)!r} now holds {', '.join(foreign[:3])}"
+                raise UsageError(f"{previous}, but {holds}: move one of them", "--output-dir")
             shutil.rmtree(out)
         os.replace(aside, out)
-        log.warning(
-            f"{out}: restored the previous run, which the overwrite by PID {pid} (stopped before it saved "
-            f"anything) had moved to {aside.name}"
-        )
+        stopped = f"the overwrite by PID {pid} (stopped before it saved anything)"
+        log.warning(f"{out}: restored the previous run, which {stopped} had moved to {aside.name}")
 
 
 LOCK = ".lock"
@@ -355,10 +346,8 @@ def require_free_space(folder: Path, needed: int, what: str) -> None:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if free < needed:
-        raise RunError(
-            f"--output-dir: {what} needs about {needed / 2**20:,.1f} MiB in {folder}, "
-            f"{free / 2**20:,.1f} MiB are free there: free some space and --resume auto"
-        )
+        sizes = f"about {needed / 2**20:,.1f} MiB in {folder}, {free / 2**20:,.1f} MiB are free there"
+        raise RunError(f"--output-dir: {what} needs {sizes}: free some space and --resume auto")
 
 
 def save_model_atomically(out: Path, save: Callable[[Path], None], needed: int) -> None:

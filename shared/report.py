@@ -245,10 +245,6 @@ def base_model_card(name: str, location: str | None):
         return None
 
 
-def _hub_dataset(name: str) -> str | None:
-    return None if name.startswith("builtin:") or Path(name).expanduser().exists() else name
-
-
 def framework_versions(framework: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -272,13 +268,12 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
     base = base_model_card(cfg["model"]["model"], base_location)
     name = Path(train["output_dir"]).name
     repo = hub.get("hub_model_id") if hub.get("push_to_hub") else None
-    dataset = _hub_dataset(data["dataset"])
+    local = data["dataset"].startswith("builtin:") or Path(data["dataset"]).expanduser().exists()
+    dataset = None if local else data["dataset"]  # a Hub id
     held_out = results.data.get("held_out", "held out")
-    metrics = (
-        ("perplexity", "Perplexity", results.after.perplexity),
-        ("loss", "Eval loss", results.after.eval_loss),
-        ("accuracy", "Masked-token accuracy", results.after.accuracy),
-    )
+    before, after = results.before, results.after
+    metrics = [("perplexity", "Perplexity", after.perplexity), ("loss", "Eval loss", after.eval_loss)]
+    metrics.append(("accuracy", "Masked-token accuracy", after.accuracy))
     card_data = ModelCardData(
         model_name=repo or name,
         base_model=hub_base_model(cfg["model"]["model"]),
@@ -303,7 +298,6 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
             for kind, title, value in metrics
         ],
     )
-    before, after = results.before, results.after
     rows = "\n".join(
         f"| {title} | {_fmt(getattr(before, key))} | {_fmt(getattr(after, key))} |"
         for title, key in (("eval loss", "eval_loss"), ("perplexity", "perplexity"), ("accuracy", "accuracy"))

