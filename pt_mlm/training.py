@@ -59,7 +59,7 @@ log = logging.getLogger("pt_mlm")
 
 if TYPE_CHECKING:
     from mlm_toolkit.config import EvalConfig
-    from mlm_toolkit.evaluation import Evaluation
+    from mlm_toolkit.evaluation import ModelEvaluation
 
 
 def _head_of(model: nn.Module) -> nn.Module | None:
@@ -461,7 +461,7 @@ def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     return mean_masked_loss(net, batches, accelerator)
 
 
-def evaluate(config: EvalConfig) -> Evaluation:
+def evaluate(config: EvalConfig) -> ModelEvaluation:
     """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
     from mlm_toolkit.evaluation import evaluate
 

@@ -19,7 +19,9 @@ log = logging.getLogger("mlm")
 
 
 @dataclass
-class Evaluation:
+class ModelEvaluation:
+    """What `*-mlm evaluate` measured of a saved model, and on what."""
+
     model: str
     framework: str
     dataset: str
@@ -32,7 +34,7 @@ class Evaluation:
     config: dict[str, Any]
 
 
-def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> Evaluation:
+def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> ModelEvaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
     from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.sources import load_checked, resolve_model
@@ -43,7 +45,7 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]
     data = prepare_data(config.data, tokenizer, seed, train=False)
     loss, accuracy = score(resolved, tokenizer, data, config.settings.eval_batch_size)
     summary = data.summary()
-    result = Evaluation(
+    result = ModelEvaluation(
         model=config.model.model,
         framework=framework,
         dataset=config.data.dataset,
@@ -76,7 +78,7 @@ def check_writable_file(path: Path, overwrite: bool) -> None:
         raise UsageError(f"cannot write {str(path)!r}: {error.strerror or error}", "--output-file") from None
 
 
-def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
+def write_evaluation(path: Path, result: ModelEvaluation, overwrite: bool) -> None:
     from mlm_toolkit.report import write_json
 
     if path.exists() and not overwrite:
@@ -85,7 +87,7 @@ def write_evaluation(path: Path, result: Evaluation, overwrite: bool) -> None:
     write_json(path, asdict(result))
 
 
-def evaluation_json(result: Evaluation) -> str:
+def evaluation_json(result: ModelEvaluation) -> str:
     from mlm_toolkit.report import _jsonable
 
     return json.dumps(_jsonable(asdict(result)), indent=2)

@@ -276,8 +276,8 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             data = prepare_data(run.data, tokenizer, run.train.seed)
             # The repository is made now, so a missing permission stops the run before it trains.
             backend.pushes = Pushes(run.hub) if run.hub.push_to_hub and backend.is_main else None
-            fresh = backend.load(resolved, tokenizer, data)
-            report_fresh_weights(fresh, resolved.name)
+            new_weights = backend.load(resolved, tokenizer, data)
+            report_fresh_weights(new_weights, resolved.name)
             identity = run_identity(
                 run, resolved.name, backend.model_config, data, backend.num_processes, backend.options
             )
@@ -295,7 +295,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             steps_done = backend.fit(recorder, out)
 
             # ---- report (the last evaluation ran at the end of the fit) and save
-            results = results_of(run, backend, recorder, data, resolved.name, tokenizer, fresh, steps_done)
+            results = results_of(run, backend, recorder, data, resolved.name, tokenizer, new_weights, steps_done)
             backend.barrier()
             if backend.is_main:
                 save_and_publish(out, results, backend, run, resolved.location)
@@ -305,7 +305,7 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             backend.finish(out, completed)
 
 
-def results_of(run, backend, recorder, data, model, tokenizer, fresh, steps_done) -> Results:
+def results_of(run, backend, recorder, data, model, tokenizer, new_weights, steps_done) -> Results:
     return Results.of_run(
         recorder.losses,
         framework=backend.framework,
@@ -313,7 +313,7 @@ def results_of(run, backend, recorder, data, model, tokenizer, fresh, steps_done
         data=data.summary(),
         model=model,
         mask_token=tokenizer.mask_token,
-        fresh_weights=fresh,
+        fresh_weights=new_weights,
         optimizer_steps=steps_done,
         steps_per_epoch=backend.plan.steps_per_epoch,
         global_batch=backend.plan.global_batch,

@@ -67,7 +67,7 @@ from tf_mlm.inputs import keras_masking, stream_batches
 
 if TYPE_CHECKING:
     from mlm_toolkit.config import EvalConfig
-    from mlm_toolkit.evaluation import Evaluation
+    from mlm_toolkit.evaluation import ModelEvaluation
 
 log = logging.getLogger("tf_mlm")
 HUB_CLONE = "hub"  # PushToHubCallback's clone of the Hub repository, inside --output-dir
@@ -357,7 +357,7 @@ def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     return make_evaluator(load_masked_lm(resolved), data.eval_inputs, batch_size)()
 
 
-def evaluate(config: EvalConfig) -> Evaluation:
+def evaluate(config: EvalConfig) -> ModelEvaluation:
     """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
     from mlm_toolkit.evaluation import evaluate
 
