@@ -115,8 +115,6 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
         TrainingArguments,
     )
 
-    from pt_mlm.training import MaskedTokenLoss
-
     tokenizer, data = shared_data(workload, model)
     seconds, first = [], []
 
@@ -162,6 +160,8 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
         callbacks=[Timer()],
     )
     trainer.train()
+    from pt_mlm.training import MaskedTokenLoss  # after training: the reference's start does not import pt-mlm
+
     eval_loss = frozen_eval_torch(MaskedTokenLoss(trainer.model, sparse=False), data.eval_inputs)
     return {
         "step_seconds": seconds,
@@ -192,9 +192,8 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     from tf_mlm import prepared
 
     with prepared():  # the Keras 2 environment before TensorFlow and transformers load
-        from tf_mlm.training import make_evaluator
-    from transformers import AdamWeightDecay, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
-    from transformers.modeling_tf_utils import keras
+        from transformers import AdamWeightDecay, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
+        from transformers.modeling_tf_utils import keras
 
     from tf_mlm.compat import patch_safetensors_loading
 
@@ -221,6 +220,8 @@ def run_keras(spec: dict, workload: Workload, model: str, out: Path) -> dict:
         collate_fn=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, return_tensors="np"),
     )
     net.fit(train_set, epochs=1, steps_per_epoch=workload.total_steps, callbacks=[Timer()], verbose=0)
+    from tf_mlm.training import make_evaluator  # after training: the reference's start does not import tf-mlm
+
     return {
         "step_seconds": seconds,
         "first_step_time": first[0],
