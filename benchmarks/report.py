@@ -50,7 +50,8 @@ def write_report(out: Path, report: dict) -> None:
         f"{shape['hidden_size']}, {shape['vocab_size']:,}-word output layer); "
         f"global batch {workload['batch_size']} blocks of {workload['block_size']} tokens; built-in corpus; "
         f"{workload['warmup_steps']} warm-up steps then {workload['measured_steps']} measured steps per run; "
-        f"median of {rows[0]['repeats'] if rows else 0} runs, each in its own process. Versions: "
+        f"median of {rows[0]['repeats'] if rows else 0} runs, each in its own process, in rounds of every "
+        "configuration. Versions: "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
         + f", Python {machine['python']}.",
         "",

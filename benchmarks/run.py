@@ -320,21 +320,22 @@ def main(
     model = build_model_folder(size, scratch / f"model-{size}")
 
     base, base_commit = checkout(against, scratch) if against else (None, None)
-    rows, raw = [], {}
-    for spec in specs:
-        runs, base_runs = [], []
-        for repeat in range(repeats):  # this tree and the base in turn: both meet the same machine
+    trees = {"": ROOT, **({f" @ {base_commit}": base} if base else {})}
+    raw = {spec["name"] + suffix: [] for spec in specs for suffix in trees}
+    # In rounds, each configuration (and its base) once a round: a reference and the rows compared with it
+    # meet the same machine, however its speed drifts during the run.
+    for repeat in range(repeats):
+        for spec in specs:
             click.echo(f"{spec['name']}: run {repeat + 1}/{repeats}", err=True)
-            runs.append(run_one(spec, workload, model, scratch, device))
-            if base:
-                base_runs.append(run_one(spec, workload, model, scratch, device, tree=base))
-        raw[spec["name"]] = runs
-        rows.append(summarise(spec, runs, workload))
+            for suffix, tree in trees.items():
+                raw[spec["name"] + suffix].append(run_one(spec, workload, model, scratch, device, tree=tree))
+    rows = []
+    for spec in specs:
+        rows.append(summarise(spec, raw[spec["name"]], workload))
         if base:
             base_name = f"{spec['name']} @ {base_commit}"
-            raw[base_name] = base_runs
             base_spec = {**spec, "name": base_name, "reference": None}
-            rows.append({**summarise(base_spec, base_runs, workload), "base": True})
+            rows.append({**summarise(base_spec, raw[base_name], workload), "base": True})
             rows[-2]["vs_base"] = rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"]
             click.echo(f"{spec['name']}: {rows[-2]['vs_base']:.3f}x {base_commit}", err=True)
     machine = {

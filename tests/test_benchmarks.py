@@ -170,3 +170,35 @@ def test_against_a_commit_runs_both_trees_interleaved_and_gives_each_row_its_rat
     table = (tmp_path / "results.md").read_text()
     assert f"against base commit {base}" in table and "| vs base |" in table
     assert f"{report['results'][0]['vs_base']:.3f}x" in table
+
+
+def test_repeats_run_in_rounds_so_a_reference_and_its_rows_meet_the_same_machine(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from benchmarks import run as bench
+
+    order = []
+
+    def fake_run(spec, workload, model, scratch, device, tree=bench.ROOT):
+        order.append(spec["name"])
+        seconds = [1.0 if spec["path"] == "trainer" else 0.5] * workload.total_steps
+        return {
+            "step_seconds": seconds,
+            "warm_step_seconds": seconds[workload.warmup_steps :],
+            "time_to_first_step": 5.0,
+            "eval_loss_after": 10.0,
+            "peak_rss_mib": 100.0,
+            "peak_gpu_mib": None,
+            "data_wait_seconds": None,
+            "versions": {"torch": "x"},
+        }
+
+    monkeypatch.setattr(bench, "run_one", fake_run)
+    monkeypatch.setattr(bench, "build_model_folder", lambda size, folder: tmp_path)
+    only = "Trainer (guide) fp32,pt-mlm fp32"
+    args = ["--device", "cpu", "--repeats", "2", "--only", only, "--out", str(tmp_path / "report")]
+    done = CliRunner().invoke(bench.main, args)
+    assert done.exit_code == 0, done.output
+    assert order == ["Trainer (guide) fp32", "pt-mlm fp32"] * 2
+    rows = json.loads((tmp_path / "report" / "results.json").read_text())["results"]
+    assert rows[1]["ratio_vs_reference"] == pytest.approx(2.0) and rows[1]["repeats"] == 2
