@@ -71,6 +71,39 @@ def _head_of(model: nn.Module) -> nn.Module | None:
     return None
 
 
+class OneDNNLinear(nn.Linear):
+    """nn.Linear whose float32 products on a CPU run on oneDNN, not PyTorch's BLAS (MKL): MKL runs AMD CPUs
+    at half speed (165 against 290 GFLOP/s on this model's shapes, docs/fidelity-and-speed.md). The same
+    products in float32, summed in another order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _OneDNNProduct.apply(x, self.weight, self.bias)
+
+
+class _OneDNNProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        product = torch.ops.mkldnn._linear_pointwise  # a @ b.T, strided views read in place
+        grad, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_x = product(grad, weight.t(), None, "none", [], "").reshape(x.shape)
+        grad_weight = product(grad.t(), inputs.t(), None, "none", [], "")
+        return grad_x, grad_weight, grad.sum(0) if ctx.has_bias else None
+
+
+def onednn_linears(model: nn.Module) -> None:
+    """Make the model's float32 nn.Linear layers OneDNNLinear in place (weights, names, saving unchanged)."""
+    for module in model.modules():
+        if type(module) is nn.Linear and module.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            module.__class__ = OneDNNLinear
+
+
 class MaskedTokenLoss(nn.Module):
     """A `...ForMaskedLM` returning the cross-entropy of each masked token: (token_losses, block_index).
 
@@ -219,6 +252,8 @@ class TorchBackend:
         )
         if options.torch_compile:
             model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
+        elif self.accelerator.device.type == "cpu" and options.mixed_precision == "no":
+            onednn_linears(model)  # bf16 products already run on oneDNN
         self.model_config, self.tokenizer = model.config, tokenizer
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
@@ -268,6 +303,7 @@ class TorchBackend:
             "x accumulation": self.plan.accumulation,
             "sparse head": self.accelerator.unwrap_model(self.net).sparse,
             "attention": self.model_config._attn_implementation,
+            "oneDNN linears": any(isinstance(m, OneDNNLinear) for m in self.net.modules()),
             "fused AdamW": self.options.fused_adamw,
             "torch.compile": self.options.torch_compile,
             "loader workers": self.options.loader_workers,

@@ -68,6 +68,8 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
     from torch.utils.data import SequentialSampler
     from transformers import AutoModelForMaskedLM, Trainer, TrainingArguments, default_data_collator
 
+    from pt_mlm.training import onednn_linears
+
     examples = [
         {"input_ids": ids, "labels": labels}
         for batch in batches
@@ -101,8 +103,11 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
         seed=42,
         disable_tqdm=True,
     )
+    reference = AutoModelForMaskedLM.from_pretrained(model)
+    # pt-mlm's products on a CPU (oneDNN, not MKL): this compares the loops; OneDNNLinear is compared alone.
+    onednn_linears(reference)
     trainer = InOrderTrainer(
-        model=AutoModelForMaskedLM.from_pretrained(model),
+        model=reference,
         args=args,
         train_dataset=examples,
         data_collator=default_data_collator,
