@@ -493,6 +493,8 @@ def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     model = load_weights(
         lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), resolved.name
     )
+    if accelerator.device.type == "cpu":
+        onednn_linears(model)  # the products the run's own evaluation used
     net, batches = accelerator.prepare(MaskedTokenLoss(model), eval_loader(data.eval_inputs, batch_size))
     return mean_masked_loss(net, batches, accelerator)
 
