@@ -98,10 +98,12 @@ class _OneDNNProduct(torch.autograd.Function):
 
 
 def onednn_linears(model: nn.Module) -> None:
-    """Make the model's float32 nn.Linear layers OneDNNLinear in place (weights, names, saving unchanged)."""
-    for module in model.modules():
-        if type(module) is nn.Linear and module.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
-            module.__class__ = OneDNNLinear
+    """Make the model's float32 nn.Linear layers OneDNNLinear in place (weights, names, saving unchanged),
+    where PyTorch has oneDNN's product (the op Inductor's CPU code calls)."""
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        for module in model.modules():
+            if type(module) is nn.Linear and module.weight.dtype == torch.float32:
+                module.__class__ = OneDNNLinear
 
 
 class MaskedTokenLoss(nn.Module):
