@@ -1,22 +1,14 @@
 """`pt-mlm train`: masked-LM fine-tuning with a plain Hugging Face Accelerate loop (no Trainer).
 
-Runbook (the same command everywhere; Accelerate decides the processes):
+Runbook (the same command everywhere; Accelerate decides the processes; more in docs/scaling.md):
 
-    # one CPU or GPU
-    pt-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm
-    # the guide's recipe, online
-    pt-mlm train --model distilbert/distilroberta-base --dataset eli5_category --output-dir runs/eli5
-    # bf16 on an Ampere+ GPU or a CPU; fp16 on a GPU
-    pt-mlm train --mixed-precision bf16 ...
-    # several GPUs on one machine (global batch = per-device x processes x accumulation)
-    accelerate launch --multi_gpu --num_processes 8 -m pt_mlm train ...
-    # two processes on a CPU-only machine (gloo; `accelerate launch --cpu` would start only one)
-    torchrun --nproc_per_node 2 -m pt_mlm train ...
-    # several nodes: run on each node, with its own --machine_rank
-    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip host1 --main_process_port 29500 \\
-        --num_processes 16 -m pt_mlm train ...
-    # continue a stopped run from its newest complete checkpoint
-    pt-mlm train ... --resume auto
+    pt-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm  # one CPU or GPU
+    pt-mlm train --model distilbert/distilroberta-base --dataset eli5_category ...  # the guide's recipe, online
+    pt-mlm train --mixed-precision bf16 ...  # an Ampere+ GPU or a CPU; fp16 on a GPU
+    accelerate launch --multi_gpu --num_processes 8 -m pt_mlm train ...  # global batch: x processes x accumulation
+    torchrun --nproc_per_node 2 -m pt_mlm train ...  # CPU processes over gloo (`accelerate launch --cpu` starts one)
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip host1 ... -m pt_mlm train ...  # each node
+    pt-mlm train ... --resume auto  # from the newest complete checkpoint
 
 The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`;
 this module is what PyTorch does differently: `TorchBackend`, whose `fit` is the step loop, in plain sight.
@@ -72,9 +64,8 @@ def _head_of(model: nn.Module) -> nn.Module | None:
 
 
 class OneDNNLinear(nn.Linear):
-    """nn.Linear whose float32 products on a CPU run on oneDNN, not PyTorch's BLAS (MKL): MKL runs AMD CPUs
-    at half speed (165 against 290 GFLOP/s on this model's shapes, docs/fidelity-and-speed.md). The same
-    products in float32, summed in another order."""
+    """nn.Linear with its float32 products on oneDNN, not MKL (half speed on AMD CPUs: docs/fidelity-and-speed.md):
+    the same products, summed in another order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _OneDNNProduct.apply(x, self.weight, self.bias)
@@ -89,8 +80,7 @@ class _OneDNNProduct(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        product = torch.ops.mkldnn._linear_pointwise  # a @ b.T, strided views read in place
+        (x, weight), product = ctx.saved_tensors, torch.ops.mkldnn._linear_pointwise  # a @ b.T, views read in place
         grad, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         grad_x = product(grad, weight.t(), None, "none", [], "").reshape(x.shape)
         grad_weight = product(grad.t(), inputs.t(), None, "none", [], "")
@@ -98,8 +88,8 @@ class _OneDNNProduct(torch.autograd.Function):
 
 
 def onednn_linears(model: nn.Module) -> None:
-    """Make the model's float32 nn.Linear layers OneDNNLinear in place (weights, names, saving unchanged),
-    where PyTorch has oneDNN's product (the op Inductor's CPU code calls)."""
+    """Make the float32 nn.Linear layers OneDNNLinear in place (same weights and names), where PyTorch has
+    oneDNN's product (the op Inductor's CPU code calls)."""
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         for module in model.modules():
             if type(module) is nn.Linear and module.weight.dtype == torch.float32:

@@ -1,22 +1,16 @@
 """`tf-mlm train`: masked-LM fine-tuning the Keras way, as the guide's TensorFlow tab, done properly.
 
-Runbook:
+Runbook (more in docs/scaling.md):
 
-    # one CPU or GPU (XLA on for speed; the guide runs without it)
-    tf-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm-tf --jit-compile
-    # the guide's recipe, online, pushed to the Hub as it trains
+    tf-mlm train --model builtin:minilm --dataset builtin:chatterbot --output-dir runs/minilm-tf  # one CPU or GPU
     tf-mlm train --model distilbert/distilroberta-base --dataset eli5_category \\
-        --push-to-hub --hub-model-id you/eli5-mlm
-    # mixed precision: mixed_float16 on GPUs, mixed_bfloat16 on recent CPUs and TPUs
-    tf-mlm train --mixed-precision mixed_float16 ...
-    # every GPU of one machine (global batch = per-replica batch x replicas)
-    tf-mlm train --strategy mirrored ...
+        --push-to-hub --hub-model-id you/eli5-mlm  # the guide's recipe, online, pushed to the Hub as it trains
+    tf-mlm train --mixed-precision mixed_float16 ...  # GPUs; mixed_bfloat16 on recent CPUs and TPUs
+    tf-mlm train --strategy mirrored ...  # every GPU of one machine (global batch = per-replica batch x replicas)
     # several machines: the same command on each, TF_CONFIG naming the cluster and this worker's index
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
-               "task": {"type": "worker", "index": 0}}' \\
-        tf-mlm train --strategy multi-worker ...
-    # continue an interrupted fit from its last backup
-    tf-mlm train ... --resume auto
+               "task": {"type": "worker", "index": 0}}' tf-mlm train --strategy multi-worker ...
+    tf-mlm train ... --resume auto  # continue an interrupted fit from its last backup
 
 The run itself (setup, evaluate before, fit, evaluate after, save) is `mlm_toolkit.run.train`;
 this module is what Keras does differently: `KerasBackend`, whose `fit` is compile() and fit() with callbacks.
