@@ -244,8 +244,10 @@ class TorchBackend:
         )
         if options.torch_compile:
             model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
-        elif self.accelerator.device.type == "cpu" and options.mixed_precision == "no":
-            onednn_linears(model)  # bf16 products already run on oneDNN
+        elif self.device == "cpu" and options.mixed_precision == "no" and not self.run.data.line_by_line:
+            # The encoder's, on whole blocks: oneDNN keeps memory for each shape it meets (GBs within 200 steps
+            # when the sparse head's row count or --line-by-line's batch length changes every step).
+            onednn_linears(model.base_model)  # bf16 products already run on oneDNN
         self.model_config, self.tokenizer = model.config, tokenizer
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
@@ -485,8 +487,6 @@ def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     model = load_weights(
         lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), resolved.name
     )
-    if accelerator.device.type == "cpu":
-        onednn_linears(model)  # the products the run's own evaluation used
     net, batches = accelerator.prepare(MaskedTokenLoss(model), eval_loader(data.eval_inputs, batch_size))
     return mean_masked_loss(net, batches, accelerator)
 

@@ -104,8 +104,8 @@ def trainer_run(model: Path, batches: list[dict[str, torch.Tensor]], out: Path, 
         disable_tqdm=True,
     )
     reference = AutoModelForMaskedLM.from_pretrained(model)
-    # pt-mlm's products on a CPU (oneDNN, not MKL): this compares the loops; OneDNNLinear is compared alone.
-    onednn_linears(reference)
+    # pt-mlm's encoder products on a CPU (oneDNN, not MKL): this compares the loops; OneDNNLinear is tested alone.
+    onednn_linears(reference.base_model)
     trainer = InOrderTrainer(
         model=reference,
         args=args,

@@ -417,7 +417,7 @@ def test_speed_flags_train_to_the_same_losses(
     np.testing.assert_allclose(other["loss_log"]["losses"], plain["loss_log"]["losses"], rtol=1e-4)
     assert other["after"]["eval_loss"] == pytest.approx(plain["after"]["eval_loss"], rel=1e-4)
     assert other["loss_log"]["steps"] == plain["loss_log"]["steps"] == [1, 2, 3, 4, 5, 6]  # every step, read late
-    # float32 on a CPU: the products run on oneDNN, but under torch.compile (Inductor picks its own)
+    # float32 on a CPU: the encoder's products run on oneDNN, but under torch.compile (Inductor picks its own)
     assert ("oneDNN linears True" in caplog.text) == ("--torch-compile" not in flags)
     if "--attention" in flags:  # the model really ran the eager kernels (the run logs what it loaded)
         assert "attention eager" in caplog.text and "attention sdpa" not in caplog.text
@@ -499,8 +499,11 @@ def test_padded_examples_lose_exactly_what_the_model_loses_with_their_attention_
 
 
 @pytest.mark.parametrize("flag", ["--line-by-line", "--whole-word-masking"])
-def test_line_by_line_and_whole_word_masking_train(tiny_roberta, eli5_jsonl, tmp_path, flag):
+def test_line_by_line_and_whole_word_masking_train(tiny_roberta, eli5_jsonl, tmp_path, flag, caplog):
+    caplog.set_level("INFO", logger="mlm")
     results = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "out", "--num-epochs", "2", flag)
+    # A batch as long as its longest line: a new shape each step, which oneDNN would keep memory for.
+    assert f"oneDNN linears {flag != '--line-by-line'}" in caplog.text
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"] - 0.5
     assert results["config"]["data"][flag[2:].replace("-", "_")] is True
     if flag == "--line-by-line":  # one example per row: 160 train rows, 40 held out
