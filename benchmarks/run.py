@@ -188,7 +188,9 @@ def run_one(spec: dict, workload: Workload, model: Path, scratch: Path, device: 
     scratch.mkdir(parents=True, exist_ok=True)
     out_file = scratch / f"{abs(hash((spec['name'], time.time())))}.json"
     # This checkout imports mlm_toolkit through its install; a base tree through its own folder, first.
+    # An inherited PYTHONPATH stays after them (benchmarks/device.sh installs what it carries there).
     path = [str(tree)] if tree == ROOT else [str(tree / ".import"), str(tree)]
+    path += [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
