@@ -134,7 +134,7 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     from pt_mlm.training import MaskedTokenLoss
 
     data = prepare_data(run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed)
-    net = MaskedTokenLoss(AutoModelForMaskedLM.from_pretrained(folder), sparse=False).eval()
+    net = MaskedTokenLoss(AutoModelForMaskedLM.from_pretrained(folder)).eval()
     total = count = 0.0
     with torch.no_grad():
         for first in range(0, len(data.eval_inputs["input_ids"]), 32):

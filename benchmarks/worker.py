@@ -162,7 +162,7 @@ def run_trainer(spec: dict, workload: Workload, model: str, out: Path) -> dict:
     trainer.train()
     from pt_mlm.training import MaskedTokenLoss  # after training: the reference's start does not import pt-mlm
 
-    eval_loss = frozen_eval_torch(MaskedTokenLoss(trainer.model, sparse=False), data.eval_inputs)
+    eval_loss = frozen_eval_torch(MaskedTokenLoss(trainer.model), data.eval_inputs)
     return {
         "step_seconds": seconds,
         "first_step_time": first[0],

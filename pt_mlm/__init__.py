@@ -44,7 +44,16 @@ class PTOptions(FrameworkOptions):
         default=None,
     )
     fused_adamw: bool = option(True, "Fused AdamW: one kernel for all parameters (as the Trainer).", switch=True)
-    attention: Literal["sdpa", "eager"] = option("sdpa", "Attention kernel: PyTorch's fused SDPA, or eager matmuls.")
+    attention: Literal["sdpa", "eager"] | None = option(
+        None,
+        "Attention kernel: PyTorch's fused SDPA, or eager matmuls (default: transformers' choice, SDPA where "
+        "the family has it, else eager).",
+    )
+    onednn_linears: bool = option(
+        True,
+        "On a CPU in float32, the encoder's linear layers on oneDNN's products (faster than MKL on AMD).",
+        switch=True,
+    )
     torch_compile: bool = option(False, "torch.compile the encoder (pays off on GPUs for long runs).", switch=True)
     tf_weights: bool = option(
         False,

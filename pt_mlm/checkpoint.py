@@ -53,11 +53,19 @@ def save_model_folders(accelerator, tokenizer) -> None:
         model = accelerator.unwrap_model(models.pop(0)).model  # loaded here, not by Accelerate
         missing, unexpected = model.load_state_dict(load_file(Path(folder) / "model.safetensors"), strict=False)
         model.tie_weights()  # the decoder shares the embeddings, stored once
-        if unexpected or set(missing) - set(getattr(model, "_tied_weights_keys", None) or ()):
+        if unexpected or untied(model, missing):
             raise RunError(f"checkpoint {folder} holds other weights than this model's: {(unexpected or missing)[:3]}")
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
+
+
+def untied(model, missing: list[str]) -> list[str]:
+    """The `missing` tensors that are not one of the stored ones: a tied tensor is saved once, under any of its
+    names (which one depends on the family and the library's version, so the tensors are compared)."""
+    tensors = model.state_dict(keep_vars=True)
+    stored = {tensors[name].data_ptr() for name in tensors.keys() - set(missing)}
+    return [name for name in missing if tensors[name].data_ptr() not in stored]
 
 
 def tied_weights_notice(record: logging.LogRecord) -> bool:

@@ -6,6 +6,8 @@ MaskFiller("runs/minilm")("The Milky Way is a <mask> galaxy.", top_k=3)
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM
@@ -31,8 +33,10 @@ class MaskFiller(MaskFillerBase):
     def _top_k(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, k: int, candidates: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        ids = torch.from_numpy(input_ids).to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=torch.from_numpy(attention_mask).to(self.device)).logits
+        ids, inputs = torch.from_numpy(input_ids).to(self.device), {}
+        if "attention_mask" in inspect.signature(self.model.forward).parameters:  # FNet takes none
+            inputs["attention_mask"] = torch.from_numpy(attention_mask).to(self.device)
+        logits = self.model(input_ids=ids, **inputs).logits
         mask_logits = logits[ids == self.tokenizer.mask_token_id].float()  # (masks, vocab), row-major order
         probs = mask_logits.softmax(dim=-1)
         if candidates is not None:

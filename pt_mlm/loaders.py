@@ -83,6 +83,9 @@ class SeededMasking:
         masked = []
         for example in examples:
             masked.append(self.mask(example["input_ids"], int(example["mask_seed"])))
+            # Full blocks go without the collator's all-ones mask: the encoder's fastest kernel, and FNet
+            # takes none; padded examples with their own.
+            masked[-1].pop("attention_mask", None)
             if self.pad_id is not None:
                 masked[-1]["attention_mask"] = (example["input_ids"][None] != self.pad_id).long()
         return with_masked_positions({key: torch.cat([m[key] for m in masked]) for key in masked[0]})

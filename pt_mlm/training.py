@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -38,14 +40,14 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 
 import mlm_toolkit.run
 from mlm_toolkit.blocks import micro_batch_seed
-from mlm_toolkit.config import RunConfig, RunError
+from mlm_toolkit.config import RunConfig, RunError, UsageError
 from mlm_toolkit.outputs import find_resume_checkpoint
 from mlm_toolkit.report import EvalScore, LossLog, Results, TokenWeightedMean, add_weights_for_other_framework
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.sources import load_weights
+from mlm_toolkit.sources import first_line, load_weights
 from pt_mlm import PTOptions
 from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint, save_model_folders
-from pt_mlm.loaders import WaitClock, eval_loader, train_source
+from pt_mlm.loaders import WaitClock, eval_loader, train_source, with_masked_positions
 
 log = logging.getLogger("pt_mlm")
 
@@ -54,21 +56,15 @@ if TYPE_CHECKING:
     from mlm_toolkit.evaluation import ModelEvaluation
 
 
-def _head_of(model: nn.Module) -> nn.Module | None:
-    """The module mapping hidden states (..., H) to vocabulary logits (..., V), when it is one module."""
-    for name in ("lm_head", "cls"):  # RoBERTa/XLM-R/CamemBERT ... and BERT families
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Module):
-            return head
-    return None
-
-
 class OneDNNLinear(nn.Linear):
     """nn.Linear with its float32 products on oneDNN, not MKL (half speed on AMD CPUs: docs/fidelity-and-speed.md):
     the same products, summed in another order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _OneDNNProduct.apply(x, self.weight, self.bias)
+        # The product of 2-D rows, reshaped outside the autograd Function: a view made inside one cannot be
+        # modified in place (Longformer scales its queries in place).
+        rows = _OneDNNProduct.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias)
+        return rows.view(*x.shape[:-1], rows.shape[-1])
 
 
 class _OneDNNProduct(torch.autograd.Function):
@@ -81,9 +77,8 @@ class _OneDNNProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x, weight), product = ctx.saved_tensors, torch.ops.mkldnn._linear_pointwise  # a @ b.T, views read in place
-        grad, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        grad_x = product(grad, weight.t(), None, "none", [], "").reshape(x.shape)
-        grad_weight = product(grad.t(), inputs.t(), None, "none", [], "")
+        grad_x = product(grad, weight.t(), None, "none", [], "")
+        grad_weight = product(grad.t(), x.t(), None, "none", [], "")
         return grad_x, grad_weight, grad.sum(0) if ctx.has_bias else None
 
 
@@ -100,31 +95,79 @@ class MaskedTokenLoss(nn.Module):
     """A `...ForMaskedLM` returning the cross-entropy of each masked token: (token_losses, block_index).
 
     Only ~15% of positions carry a label, yet the stock forward projects all of them onto the vocabulary (for
-    DistilRoBERTa about half its compute); projecting the masked ones alone gives the identical loss."""
+    DistilRoBERTa about half its compute). With the sparse head, the encoder's output is cut to the masked
+    rows before the model's own head runs on them: the same loss, for any family whose head maps each position
+    on its own. `probe` (a batch) checks that on this model; without one, or where it fails, the head is dense.
+    """
 
-    def __init__(self, model: nn.Module, sparse: bool = True) -> None:
+    def __init__(self, model: nn.Module, probe: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
-        # Looked up, not stored: a second reference would register the head's weights twice.
-        self.sparse = sparse and _head_of(model) is not None
+        self.rows: torch.Tensor | None = None  # while set, the encoder's output is cut to these flat positions
+        model.base_model.register_forward_hook(self._keep_rows)
+        self.sparse, self.dense_reason = False, "--no-sparse-head" if probe is None else None
+        if probe is not None:
+            self.dense_reason = self._sparse_head_differs(probe)
+            self.sparse = self.dense_reason is None
+
+    def _keep_rows(self, module, args, output):
+        if self.rows is None:
+            return output
+        first = output[0].flatten(0, 1).index_select(0, self.rows)[None]  # (1, rows, hidden): one "sequence"
+        if isinstance(output, tuple):
+            return (first, *output[1:])
+        output[next(iter(output.keys()))] = first
+        return output
+
+    @torch.no_grad()
+    def _sparse_head_differs(self, probe: dict[str, torch.Tensor]) -> str | None:
+        """Why the masked rows alone do not give the full forward's logits at those rows (None: they do)."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            batch = with_masked_positions(probe)
+            dense = self.logits(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"), False)
+            sparse = self.logits(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"), True)
+        except Exception as error:  # a family's forward may reject the cut shape in its own way
+            return f"its head fails on the masked rows alone ({type(error).__name__}: {first_line(error)})"
+        finally:
+            self.model.train(training)
+        if sparse.shape != dense.shape or not torch.allclose(sparse, dense, rtol=1e-4, atol=1e-5):
+            return "its head does not map each position on its own"
+        return None
+
+    def logits(self, input_ids, masked_positions, attention_mask, sparse: bool) -> torch.Tensor:
+        """The model's logits at the flat `masked_positions`, (rows, vocabulary)."""
+        inputs = {"input_ids": input_ids}
+        if attention_mask is not None:  # full blocks come without (SDPA's fastest kernel); FNet takes none
+            inputs["attention_mask"] = attention_mask
+        self.rows = masked_positions if sparse else None
+        try:
+            logits = self.model(**inputs).logits
+        finally:
+            self.rows = None
+        return logits.flatten(0, 1) if sparse else logits.flatten(0, 1).index_select(0, masked_positions)
 
     def forward(self, input_ids, labels, masked_positions=None, attention_mask=None, with_correct=False, **_):
-        # Full blocks come without an attention mask (SDPA's fastest kernel), padded examples with theirs;
         # `masked_positions` comes from the data loader, so nothing here waits for the device.
         if masked_positions is None:
             masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self.sparse:
-            hidden = self.model.base_model(**inputs).last_hidden_state
-            logits = _head_of(self.model)(hidden.flatten(0, 1).index_select(0, masked_positions))
-        else:
-            logits = self.model(**inputs).logits.flatten(0, 1).index_select(0, masked_positions)
+        logits = self.logits(input_ids, masked_positions, attention_mask, self.sparse)
         targets = labels.flatten().index_select(0, masked_positions)
         token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
         rows = torch.div(masked_positions, labels.shape[1], rounding_mode="floor")
         if with_correct:  # evaluation: whether the most likely token is the right one
             return token_losses, rows, logits.argmax(-1) == targets
         return token_losses, rows
+
+
+def load_masked_lm(resolved, attention: str | None = None):
+    """(model, loading info): `AutoModelForMaskedLM.from_pretrained`, with the attention kernel transformers
+    picks for the family (SDPA where it has one, else eager) unless --attention names one."""
+    kwargs = {"output_loading_info": True, **resolved.load_kwargs()}
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
+    return load_weights(lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **kwargs), resolved.name)
 
 
 def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks] | None = None) -> Results:
@@ -235,19 +278,32 @@ class TorchBackend:
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
 
+    def check_model(self, config) -> None:
+        attention, family = self.options.attention, AutoModelForMaskedLM._model_mapping[type(config)]
+        if attention not in (None, "eager") and not getattr(family, f"_supports_{attention}", True):
+            reason = f"{config.model_type} models have no {attention} attention in transformers"
+            raise UsageError(f"{reason}; use --attention eager, or leave it out", "--attention")
+        if self.run.data.line_by_line and "attention_mask" not in inspect.signature(family.forward).parameters:
+            what = f"{config.model_type} takes no attention mask, so it would read the padding as text"
+            raise UsageError(f"{what}; train on blocks (leave out --line-by-line)", "--line-by-line")
+
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options, processes = self.run.train, self.options, self.num_processes
         set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
-        kwargs = {"output_loading_info": True, "attn_implementation": options.attention, **resolved.load_kwargs()}
-        model, info = load_weights(
-            lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **kwargs), resolved.name
-        )
+        model, info = load_masked_lm(resolved, options.attention)
         if options.torch_compile:
-            model.base_model.compile()  # the encoder: fixed shapes; the sparse head's row count varies
+            # The encoder's forward (fixed shapes), not the module: the sparse head's cut, a hook on the
+            # module, stays outside the graph, its row count varying each step.
+            model.base_model.forward = torch.compile(model.base_model.forward)
         elif self.device == "cpu" and options.mixed_precision == "no" and not self.run.data.line_by_line:
-            # The encoder's, on whole blocks: oneDNN keeps memory for each shape it meets (GBs within 200 steps
-            # when the sparse head's row count or --line-by-line's batch length changes every step).
-            onednn_linears(model.base_model)  # bf16 products already run on oneDNN
+            if options.onednn_linears:
+                # The encoder's, on whole blocks: oneDNN keeps memory for each shape it meets (GBs within 200
+                # steps when the sparse head's row count or --line-by-line's batch length changes every step).
+                onednn_linears(model.base_model)  # bf16 products already run on oneDNN
+        probe = {key: torch.from_numpy(value[:2].astype(np.int64)) for key, value in data.eval_inputs.items()}
+        net = MaskedTokenLoss(model, probe if options.sparse_head else None)
+        if options.sparse_head and not net.sparse:
+            log.warning("--sparse-head: not for %s, %s; the full head runs", model.config.model_type, net.dense_reason)
         self.model_config, self.tokenizer = model.config, tokenizer
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.saved_bytes = self.weight_bytes * (2 if options.tf_weights else 1)
@@ -264,7 +320,7 @@ class TorchBackend:
         # A stream is sharded by rows (split_dataset_by_node), a map-style loader by Accelerate.
         loaders = [] if self.source.streaming else [self.source.loader]
         self.net, self.optimizer, self.evals, self.scheduler, *loaders = self.accelerator.prepare(
-            MaskedTokenLoss(model, sparse=options.sparse_head),
+            net,
             optimizer,
             eval_loader(data.eval_inputs, train_cfg.eval_batch),
             scheduler,
@@ -484,10 +540,9 @@ def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
     AcceleratorState._reset_state()  # a Python caller may have trained in this process
     accelerator = Accelerator(cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ)
-    model = load_weights(
-        lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs()), resolved.name
-    )
-    net, batches = accelerator.prepare(MaskedTokenLoss(model), eval_loader(data.eval_inputs, batch_size))
+    model, _ = load_masked_lm(resolved)
+    probe = {key: torch.from_numpy(value[:2].astype(np.int64)) for key, value in data.eval_inputs.items()}
+    net, batches = accelerator.prepare(MaskedTokenLoss(model, probe), eval_loader(data.eval_inputs, batch_size))
     return mean_masked_loss(net, batches, accelerator)
 
 

@@ -426,11 +426,20 @@ TFAutoModelForMaskedLM.from_pretrained(sys.argv[1], from_pt=True).save_pretraine
 
 _TO_PT = """
 import sys
+import numpy as np, torch
 from transformers import AutoConfig, AutoModelForMaskedLM, TFAutoModelForMaskedLM
 from transformers.modeling_tf_pytorch_utils import load_tf2_model_in_pytorch_model
 # Built from config and filled from the Keras model: from_pretrained(from_tf=True) leaves meta tensors.
 model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(sys.argv[1]))
-load_tf2_model_in_pytorch_model(model, TFAutoModelForMaskedLM.from_pretrained(sys.argv[1]))
+keras_model = TFAutoModelForMaskedLM.from_pretrained(sys.argv[1])
+load_tf2_model_in_pytorch_model(model, keras_model)
+# Some families tie weights in PyTorch that their TF classes train apart (ALBERT's two biases): such a
+# conversion loads and predicts otherwise, so it is checked, never written silently wrong.
+ids = np.arange(3, 19)[None] % model.config.vocab_size
+with torch.no_grad():
+    gap = np.abs(model.eval()(input_ids=torch.from_numpy(ids)).logits.numpy() - keras_model(ids).logits.numpy()).max()
+if not gap <= 1e-3:
+    sys.exit(f"the PyTorch {model.config.model_type} model would predict otherwise (logits {gap:.3g} apart)")
 model.save_pretrained(sys.argv[1], safe_serialization=False)
 """
 

@@ -235,6 +235,8 @@ class Backend(Protocol):
 
     # Processes, devices, strategy: before anything else touches the framework.
     def start(self, run: RunConfig) -> None: ...
+    # Refuse, before anything is written, a model (transformers config) this framework cannot train as asked.
+    def check_model(self, config) -> None: ...
     # Model, loaders, optimizer and `plan`; returns the weights the checkpoint lacked.
     def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]: ...
     # The loss log so far: restored from --resume's checkpoint, or empty for a fresh run.
@@ -260,7 +262,8 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
         recover_interrupted_overwrite(Path(run.train.output_dir))
     backend.barrier()
     resolved = resolve_model(run.model.model)
-    _, tokenizer = load_checked(resolved, run.data.block_size)
+    model_config, tokenizer = load_checked(resolved, run.data.block_size)
+    backend.check_model(model_config)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
     if run.train.resume and (finished := completed_results(check_output_dir(run.train))):

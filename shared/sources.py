@@ -121,6 +121,11 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         what = f"a {config.model_type!r} model, which has no masked-LM head in transformers"
         raise UsageError(f"{name!r} is {what}", "--model")
+    if config.is_encoder_decoder:  # given labels, its decoder reads them shifted: another objective
+        what = f"an encoder-decoder ({config.model_type}) model; masked-LM training here is for encoders"
+        raise UsageError(
+            f"{name!r} is {what} (BERT, RoBERTa, ...): train it with a seq2seq denoising recipe", "--model"
+        )
     folder = Path(resolved.location)
     if folder.is_dir() and not any((folder / weights).is_file() for weights in WEIGHT_FILES):
         raise UsageError(f"folder {name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")

@@ -8,15 +8,54 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 from transformers.modeling_tf_utils import keras
 
+# The layers a TF ...ForMaskedLM applies to its encoder's output, in order (transformers 4.x's names).
+HEAD_LAYERS = (
+    ("lm_head",),  # RoBERTa, XLM-R, CamemBERT, Longformer, MPNet, Funnel, ESM, TAPAS
+    ("mlm",),  # BERT, DeBERTa, RoFormer, RemBERT, LayoutLM
+    ("predictions",),  # ALBERT, MobileBERT
+    ("pred_layer",),  # XLM, FlauBERT
+    ("generator_predictions", "generator_lm_head"),  # ELECTRA, ConvBERT
+    ("vocab_transform", "act", "vocab_layer_norm", "vocab_projector"),  # DistilBERT
+)
+
 
 def encoder_and_head(model) -> tuple | None:
-    """The encoder layer and the hidden->vocabulary head of a TF ...ForMaskedLM, when it has them."""
+    """The encoder layer and the hidden->vocabulary head layers of a TF ...ForMaskedLM, when it has them."""
     encoder = getattr(model, model.base_model_prefix, None)
-    head = getattr(model, "lm_head", None) or getattr(model, "mlm", None)  # RoBERTa / BERT families
-    return (encoder, head) if encoder is not None and head is not None else None
+    for names in HEAD_LAYERS:
+        layers = [getattr(model, name, None) for name in names]
+        if encoder is not None and all(callable(layer) for layer in layers):
+            return encoder, layers
+    return None
+
+
+def apply_head(layers: list, hidden, training: bool):
+    for layer in layers:  # DistilBERT's activation is a plain function
+        hidden = layer(hidden, training=training) if isinstance(layer, keras.layers.Layer) else layer(hidden)
+    return hidden
+
+
+def sparse_head_differs(model, batch: dict) -> str | None:
+    """Why the head on the masked rows alone does not give the full forward's logits at those rows (None: it
+    does), on `batch` (NumPy input_ids, labels, maybe attention_mask)."""
+    parts = encoder_and_head(model)
+    if parts is None:
+        return f"{type(model).__name__} has none of the head layers {[names[0] for names in HEAD_LAYERS]}"
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask"), "training": False}
+    masked = tf.reshape(batch["labels"] != -100, [-1])
+    try:
+        dense = tf.boolean_mask(tf.reshape(model(**inputs).logits, [tf.size(masked), -1]), masked)
+        hidden = tf.boolean_mask(tf.reshape(parts[0](**inputs)[0], [tf.size(masked), -1]), masked)
+        sparse = apply_head(parts[1], hidden[tf.newaxis], False)[0]
+    except Exception as error:  # a family's layers may reject the cut shape in their own way
+        return f"its head fails on the masked rows alone ({type(error).__name__})"
+    if sparse.shape != dense.shape or not np.allclose(sparse, dense, rtol=1e-4, atol=1e-5):
+        return "its head does not map each position on its own"
+    return None
 
 
 def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
@@ -55,7 +94,7 @@ def loss_sum(
         else:
             order = tf.argsort(tf.cast(masked, tf.int32), direction="DESCENDING", stable=True)[:rows]
             hidden, labels = tf.gather(hidden, order), tf.gather(labels, order)
-        logits = head(hidden[tf.newaxis], training=training)[0]  # the head expects (batch, length, hidden)
+        logits = apply_head(head, hidden[tf.newaxis], training)[0]  # the head expects (batch, length, hidden)
         weights = tf.cast(labels != -100, tf.float32)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(logits, tf.float32))
     right = tf.cast(tf.argmax(logits, axis=-1, output_type=labels.dtype) == labels, tf.float32)

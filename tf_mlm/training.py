@@ -19,6 +19,7 @@ this module is what Keras does differently: `KerasBackend`, whose `fit` is compi
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from tf_mlm.callbacks import (
     epoch_pushes,
 )
 from tf_mlm.compat import load_masked_lm
-from tf_mlm.heads import MaskedLMTrainer, encoder_and_head, masked_rows, masked_token_loss_sum
+from tf_mlm.heads import MaskedLMTrainer, masked_rows, masked_token_loss_sum, sparse_head_differs
 from tf_mlm.inputs import keras_masking, stream_batches
 
 if TYPE_CHECKING:
@@ -139,12 +140,12 @@ def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
     return optimizer
 
 
-def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan) -> MaskedLMTrainer:
+def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan, sparse: bool = True) -> MaskedLMTrainer:
     """The model wrapped in our train step and compiled the guide's way: an optimizer and no loss."""
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
         rows = masked_rows(run.train.per_device_batch_size * run.data.block_size, run.data.mlm_probability)
-    trainee = MaskedLMTrainer(model, sparse=options.sparse_head and encoder_and_head(model) is not None, rows=rows)
+    trainee = MaskedLMTrainer(model, sparse=sparse, rows=rows)
     optimizer = make_optimizer(run.train, plan.total_steps, plan.warmup_steps)
     trainee.compile(optimizer=optimizer, jit_compile=options.jit_compile)
     # Adam's slots now, not in the first step: a tf.function that creates variables is traced twice (2-3 s).
@@ -179,6 +180,17 @@ class KerasBackend:
                 how = "import tf_mlm with USE_TORCH=AUTO in the environment (the tf-mlm CLI does this)"
                 raise RunError(f"--push-to-hub: transformers' PushToHubCallback needs torch importable; {how}")
 
+    def check_model(self, config) -> None:
+        from transformers import TFAutoModelForMaskedLM
+
+        if type(config) not in TFAutoModelForMaskedLM._model_mapping:
+            reason = f"transformers has no TensorFlow {config.model_type} model"
+            raise UsageError(f"{reason}; train it with pt-mlm (the same flags)", "--model")
+        family = TFAutoModelForMaskedLM._model_mapping[type(config)]
+        if "labels" not in inspect.signature(family.call).parameters:  # TF XLM and FlauBERT
+            reason = f"TensorFlow's {family.__name__} takes no labels, so prepare_tf_dataset drops them"
+            raise UsageError(f"{reason}; train it with pt-mlm (the same flags)", "--model")
+
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
         keras.utils.set_random_seed(run.train.seed)  # Python, NumPy (the collator's masks) and TF
@@ -195,7 +207,8 @@ class KerasBackend:
         keras.mixed_precision.set_global_policy(policy)
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
-            self.trainee = compile_trainee(model, run, options, self.plan)
+            self.sparse = options.sparse_head and sparse_head_works(model, data.eval_inputs)
+            self.trainee = compile_trainee(model, run, options, self.plan, self.sparse)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
@@ -210,7 +223,7 @@ class KerasBackend:
             self.train_set = model.prepare_tf_dataset(
                 blocks, batch_size=global_batch, shuffle=True, collate_fn=masking, drop_remainder=True
             )
-        self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch)
+        self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch, self.sparse)
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
@@ -322,13 +335,21 @@ class KerasBackend:
             shutil.rmtree(out / PREVIOUS, ignore_errors=True)
 
 
-def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
+def sparse_head_works(model, eval_inputs: dict[str, np.ndarray]) -> bool:
+    """Whether the head on the masked rows alone gives the model's own logits (said once where it does not)."""
+    reason = sparse_head_differs(model, {key: value[:2] for key, value in eval_inputs.items()})
+    if reason:
+        log.warning("--sparse-head: not for %s, %s; the full head runs", model.config.model_type, reason)
+    return reason is None
+
+
+def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int, sparse: bool = True):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, in float32. The first
     call (before training, which the first step waits for) runs eagerly, as tracing costs more than one pass
     gains; later calls share one traced graph."""
 
     def eager(ids, labels, mask):
-        return masked_token_loss_sum(model, ids, labels, False, attention_mask=mask)
+        return masked_token_loss_sum(model, ids, labels, False, sparse=sparse, attention_mask=mask)
 
     traced = tf.function(eager, reduce_retracing=True)
     calls = 0
@@ -348,7 +369,8 @@ def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int):
 
 def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
     """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
-    return make_evaluator(load_masked_lm(resolved), data.eval_inputs, batch_size)()
+    model = load_masked_lm(resolved)
+    return make_evaluator(model, data.eval_inputs, batch_size, sparse_head_works(model, data.eval_inputs))()
 
 
 def evaluate(config: EvalConfig) -> ModelEvaluation:
