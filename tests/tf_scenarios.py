@@ -481,6 +481,48 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     }
 
 
+def model_matrix(models: str, data: str, work: Path) -> dict:
+    """For each tiny family folder of `models` (comma-separated): a fit of 2 steps; evaluate and fill-mask on the
+    result; the sparse and dense losses of one batch; and the logits of a fixed input, for the PyTorch side to
+    compare once converted (it runs the pipeline). Keras resume is family-blind and tested in test_tf_train."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    import tf_mlm
+    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.config import EvalConfig
+    from tf_mlm.heads import masked_token_loss_sum, sparse_head_differs
+    from tf_mlm.training import train
+
+    seen = {}
+    for folder in models.split(","):
+        family, out = Path(folder).name, work / Path(folder).name
+        run = tiny_run(folder, data, out, max_steps=2)
+        results = train(run, tf_options())
+        evaluated = tf_mlm.evaluate(EvalConfig(ModelConfig(model=str(out)), run.data))
+        filler = tf_mlm.MaskFiller(str(out))
+        filled, model = filler("the cat <mask> the ball.", top_k=2), filler.model
+        batch = prepare_data(run.data, AutoTokenizer.from_pretrained(out), seed=42).eval_inputs
+        batch = {key: value[:4] for key, value in batch.items()}
+        sums = [
+            masked_token_loss_sum(model, batch["input_ids"], batch["labels"], False, sparse=sparse)[0]
+            for sparse in (True, False)
+        ]
+        seen[family] = {
+            "steps": results.loss_log["steps"],
+            "before": results.before.eval_loss,
+            "after": results.after.eval_loss,
+            "evaluated": evaluated.eval_loss,
+            "filled": [p["token_str"] for p in filled],
+            "sparse_differs": sparse_head_differs(model, batch),
+            "sparse_loss": float(sums[0]),
+            "dense_loss": float(sums[1]),
+            "probe_ids": batch["input_ids"][:1].tolist(),
+            "logits": np.asarray(model(input_ids=batch["input_ids"][:1]).logits)[0, :4].tolist(),
+        }
+    return seen
+
+
 if __name__ == "__main__":
     name, model, data, work = sys.argv[1:5]
     print("RESULT " + json.dumps(globals()[name](model, data, Path(work))))

@@ -5,6 +5,7 @@ Importable from a plain subprocess (no pytest needed), so TensorFlow tests can b
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 # The tiny fixtures' block size, rate and batches: seconds per run on 2 cores.
@@ -104,6 +105,56 @@ def build_tiny_bert(folder: Path, max_positions: int = 128) -> Path:
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+# The model matrix: a tiny config of each masked-LM family, its size settings under each family's own names.
+_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+_ROBERTA_POSITIONS = dict(max_position_embeddings=130)  # positions start after the padding index
+FAMILIES = {
+    "albert": dict(embedding_size=16),
+    "bert": {},
+    "big_bird": dict(attention_type="original_full"),  # block-sparse attention needs longer blocks
+    "camembert": _ROBERTA_POSITIONS,
+    "convbert": dict(embedding_size=32),
+    "deberta": {},
+    "deberta-v2": {},
+    "distilbert": {},
+    "electra": dict(embedding_size=32),
+    "ernie": {},
+    "esm": {},
+    "flaubert": dict(emb_dim=32, n_layers=2, n_heads=2),
+    "fnet": {},
+    "funnel": dict(block_sizes=[1, 1], num_decoder_layers=1, d_model=32, n_head=2, d_head=16, d_inner=64),
+    "longformer": dict(attention_window=[8, 8], **_ROBERTA_POSITIONS),
+    "mobilebert": dict(embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16, num_feedforward_networks=1),
+    "modernbert": dict(global_attn_every_n_layers=2, local_attention=16),
+    "mpnet": _ROBERTA_POSITIONS,
+    "roberta": _ROBERTA_POSITIONS,
+    "roformer": dict(embedding_size=32),
+    "xlm": dict(emb_dim=32, n_layers=2, n_heads=2),
+    "xlm-roberta": _ROBERTA_POSITIONS,
+}
+
+
+def build_tiny_family(model_type: str, folder: Path, tokenizer_folder: Path) -> Path:
+    """A tiny `model_type` masked LM from config with the tokenizer of `tokenizer_folder`, saved in `folder`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    special = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "mask", "cls", "sep")}
+    special.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    small = {k: v for k, v in _SMALL.items() if not (model_type == "funnel" and k == "num_hidden_layers")}
+    settings = {**small, "max_position_embeddings": 128, "vocab_size": len(tokenizer), **special}
+    config = AutoConfig.for_model(model_type, **{**settings, **FAMILIES[model_type]})
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(config)
+    model.save_pretrained(folder)
+    # The inputs the family takes, as its own tokenizer gives them (DistilBERT: no token_type_ids).
+    takes = inspect.signature(model.forward).parameters
+    names = [name for name in tokenizer.model_input_names if name in takes]
+    AutoTokenizer.from_pretrained(tokenizer_folder, model_input_names=names).save_pretrained(folder)
     return folder
 
 
