@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 
 from benchmarks.report import write_report
-from benchmarks.workloads import Workload, build_model_folder
+from benchmarks.workloads import SIZES, Workload, build_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,7 +249,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option(
     "--size",
-    type=click.Choice(["auto", "small", "distilroberta"]),
+    type=click.Choice(["auto", *SIZES]),
     default="auto",
     show_default=True,
     help="Model shape (auto: small on CPU, distilroberta on GPU).",

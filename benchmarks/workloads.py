@@ -2,8 +2,10 @@
 
 The model is built from config (random weights: throughput does not depend on them) into a folder
 with the built-in BERT tokenizer, so nothing is downloaded:
-- `small` (CPU): the MiniLM shape, 6 layers x 384, 30k vocabulary, 22M parameters;
-- `distilroberta` (GPU): DistilRoBERTa's shape, 6 layers x 768, 50,265-word output layer, 82M parameters.
+- `small` (CPU): the MiniLM shape, a BERT of 6 layers x 384, 30k vocabulary, 22M parameters;
+- `distilroberta` (GPU): DistilRoBERTa's shape, 6 layers x 768, 50,265-word output layer, 82M parameters;
+- `distilbert`: DistilBERT's own family and shape, 6 layers x 768, 30k vocabulary, 66M parameters;
+- `modernbert`: ModernBERT-base's family and shape, 22 layers x 768 (GLU feed-forward 1152), 50k vocabulary.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The shape (under the generic names the FLOP count reads), the family, and the family's own settings.
 SIZES = {
     "small": dict(
         hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522
@@ -18,7 +21,14 @@ SIZES = {
     "distilroberta": dict(
         hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, vocab_size=50265
     ),
+    "distilbert": dict(
+        hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072, vocab_size=30522
+    ),
+    "modernbert": dict(
+        hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152, vocab_size=50368
+    ),
 }
+FAMILY = {"distilbert": ("distilbert", dict(hidden_dim=3072)), "modernbert": ("modernbert", {})}
 
 
 @dataclass
@@ -36,17 +46,20 @@ class Workload:
 
 
 def build_model_folder(size: str, folder: Path) -> Path:
-    """A BERT masked LM of the given shape, random weights, with the built-in tokenizer."""
+    """A masked LM of the given shape and family (BERT unless named), random weights, with the built-in tokenizer."""
     if (folder / "config.json").is_file():
         return folder
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
     from mlm_toolkit.sources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
+    family, settings = FAMILY.get(size, ("bert", {}))
+    special = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "mask", "cls", "sep")}
+    config = AutoConfig.for_model(family, max_position_embeddings=512, **SIZES[size], **settings, **special)
     torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(max_position_embeddings=512, **SIZES[size])).save_pretrained(folder)
+    AutoModelForMaskedLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
