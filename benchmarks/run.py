@@ -69,6 +69,13 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
             **fp32,
         },
         {
+            "name": "pt-mlm fp32 MKL products",
+            "path": "pt-mlm",
+            "precision": "no",
+            "flags": {"onednn_linears": False},
+            **fp32,
+        },
+        {
             "name": "pt-mlm fp32 unfused AdamW",
             "path": "pt-mlm",
             "precision": "no",
