@@ -49,7 +49,7 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> Path:
     """An ELI5-shaped jsonl of `rows` rows made of the built-in corpus's answers."""
     import random
 
-    from mlm_toolkit.sources import builtin_eli5_rows
+    from mlm_toolkit.data_sources import builtin_eli5_rows
 
     if path.is_file():
         return path
@@ -273,7 +273,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     show_default=True,
     help="Steps of the pt-mlm train job (0: none): enough for the heap's growth over steps to show.",
 )
-@click.option("--out", default=None, help="Report folder (default: benchmarks/results/DATE-data).")
+@click.option("--out", default=None, help="Report folder (default: benchmarks/results/data, the current report).")
 @click.option("--overwrite", is_flag=True, help="Replace a report folder that already holds results.json.")
 @click.option(
     "--only", default=None, help="Run only these jobs: comma-separated among ours, guide, stream, train, long."
@@ -304,7 +304,7 @@ def main(
         ) from error
     if smoke:
         sizes, counts, train_steps, long_row_mb = [2000], [1], 2, min(long_row_mb, 2)
-    folder = Path(out or ROOT / "benchmarks" / "results" / f"{dt.date.today()}-data")
+    folder = Path(out or ROOT / "benchmarks" / "results" / "data")
     if (folder / "results.json").exists() and not (overwrite or merge):
         raise click.UsageError(f"{folder} holds a report already; pass --overwrite, --merge or another --out")
     if merge and not (folder / "results.json").exists():

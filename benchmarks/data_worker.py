@@ -20,14 +20,14 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.sources import resolve_model
+    from mlm_toolkit.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
 
 
 def ours(job: dict) -> int:
-    from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.data import prepare_data
 
     workers = job["workers"] if job["workers"] > 1 else None
     config = DataConfig(dataset=job["corpus"], max_samples=None, preprocessing_num_workers=workers)

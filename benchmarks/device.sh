@@ -34,15 +34,15 @@ run)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   cp -r .whl/site/. /tmp/site/ && ln -sfn "$PWD/shared" /tmp/site/mlm_toolkit
   export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1
-  out=${OUT:-benchmarks/results} && stamp=$(date +%F)
+  out=${OUT:-benchmarks/results}
   log=$out/device.log
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$log"
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" >>"$log"
   # Each report is written when its rows are done: a row that fails or runs out of time leaves the other report.
   timeout "${GUIDE_SECONDS:-330}" python3 -m benchmarks.run --device gpu --only "$ROWS" --repeats 2 \
-    --out "$out/$stamp-gpu-distilroberta" >>"$log" 2>&1 || echo "the rows at the guide's batch failed: $log" >&2
+    --out "$out/gpu-distilroberta" >>"$log" 2>&1 || echo "the rows at the guide's batch failed: $log" >&2
   timeout "${MFU_SECONDS:-150}" python3 -m benchmarks.run --device gpu --batch-size 64 --repeats 1 \
-    --only "Trainer (guide) bf16,pt-mlm bf16" --out "$out/$stamp-gpu-distilroberta-batch64" >>"$log" 2>&1 ||
+    --only "Trainer (guide) bf16,pt-mlm bf16" --out "$out/gpu-distilroberta-batch64" >>"$log" 2>&1 ||
     echo "the batch-64 rows failed: $log" >&2
   tail -40 "$log"
   ;;

@@ -47,8 +47,8 @@ def write_start(folder: Path) -> Path:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.report import add_weights_for_other_framework
-    from mlm_toolkit.sources import resolve_model
+    from mlm_toolkit.convert import add_weights_for_other_framework
+    from mlm_toolkit.models import resolve_model
 
     source = resolve_model(BUILTIN_MODEL).location
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def train_one(recipe: str, corpus: Path, start: Path, out: Path, steps: int, see
             TrainingArguments,
         )
 
-        from mlm_toolkit.blocks import prepare_data
+        from mlm_toolkit.data import prepare_data
 
         tokenizer = AutoTokenizer.from_pretrained(start)
         data = prepare_data(run.data, tokenizer, seed)
@@ -130,8 +130,8 @@ def shared_evaluation(folder: Path, corpus: Path, start: Path, seed: int) -> flo
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_toolkit.blocks import prepare_data
-    from pt_mlm.training import MaskedTokenLoss
+    from mlm_toolkit.data import prepare_data
+    from pt_mlm.model import MaskedTokenLoss
 
     data = prepare_data(run_config(corpus, start, folder, 1, seed).data, AutoTokenizer.from_pretrained(start), seed)
     net = MaskedTokenLoss(AutoModelForMaskedLM.from_pretrained(folder)).eval()
@@ -179,7 +179,7 @@ def child(recipe: str, corpus: Path, start: Path, out: Path, steps: int, seed: i
 
 
 def write_report(out: Path, report: dict) -> None:
-    from mlm_toolkit.report import perplexity
+    from mlm_toolkit.metrics import perplexity
 
     rows = report["rows"]
     lines = [
@@ -235,7 +235,7 @@ def plot(path: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mlm_toolkit.report import perplexity
+    from mlm_toolkit.metrics import perplexity
 
     names = list(report["rows"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -257,9 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="report folder (default benchmarks/results/DATE-fidelity)"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/fidelity)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/scratch/fidelity"))
     parser.add_argument("--recipes", default=",".join(RECIPES), help="which recipes, comma-separated")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="every recipe's clipping (0: off)")
@@ -274,7 +272,7 @@ def main() -> None:
 
     os.environ.setdefault("USE_TF", "0")  # this process evaluates with PyTorch only
     date = datetime.date.today().isoformat()
-    out = args.out or Path("benchmarks/results") / f"{date}-fidelity"
+    out = args.out or Path("benchmarks/results") / "fidelity"
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} already holds a report; choose another --out")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -293,8 +291,8 @@ def main() -> None:
             print(f"seed {seed} {recipe}: eval loss {loss:.4f}", flush=True)
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.blocks import prepare_data
-    from mlm_toolkit.report import perplexity
+    from mlm_toolkit.data import prepare_data
+    from mlm_toolkit.metrics import perplexity
 
     data = prepare_data(
         run_config(corpus, start, start, 1, seeds[0]).data, AutoTokenizer.from_pretrained(start), seeds[0]

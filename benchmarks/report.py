@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.workloads import SIZES
-from mlm_toolkit.report import perplexity
+from mlm_toolkit.metrics import perplexity
 
 # Dense bf16 tensor-core peaks (FLOP/s) for model-FLOPs utilisation; None where unknown.
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}

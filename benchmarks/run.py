@@ -69,10 +69,10 @@ def configurations(gpu: bool, bf16: bool) -> list[dict]:
             **fp32,
         },
         {
-            "name": "pt-mlm fp32 MKL products",
+            "name": "pt-mlm fp32 no workarounds",
             "path": "pt-mlm",
             "precision": "no",
-            "flags": {"onednn_linears": False},
+            "flags": {"workarounds": False},
             **fp32,
         },
         {
@@ -284,7 +284,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
     help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).",
 )
 @click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
-@click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DATE-DEVICE-SIZE).")
+@click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DEVICE-SIZE).")
 @click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
 def main(
     device,
@@ -319,7 +319,7 @@ def main(
         warmup, steps, repeats = 1, 1, 1
     workload = Workload(size, batch_size, block_size, warmup, steps, max_samples=600 if smoke else 5000)
     stamp = dt.date.today().isoformat()
-    out = Path(out_dir or ROOT / "benchmarks" / "results" / f"{stamp}-{device}-{size}")
+    out = Path(out_dir or ROOT / "benchmarks" / "results" / f"{device}-{size}")
     if (out / "results.json").exists() and not overwrite:  # a committed report is a measurement: keep it
         raise click.BadParameter(
             f"{out} already holds a report; choose another folder or pass --overwrite", param_hint="--out"

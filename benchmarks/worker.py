@@ -39,7 +39,7 @@ def shared_data(workload: Workload, model: str):
     """Tokenizer and the same blocks and frozen eval masks the toolkit uses, for the reference recipes."""
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.data import prepare_data
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     return tokenizer, prepare_data(run_config(workload, model, Path(".")).data, tokenizer, seed=42)
@@ -89,6 +89,10 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
         # of the warm-up makes the measured window start on a read.
         flags = {"log_every": workload.warmup_steps, **spec.get("flags", {})}
         options = pt_mlm.PTOptions(mixed_precision=spec["precision"], **flags)
+        if options.workarounds:  # what the pt-mlm CLI's process does (process-wide, so not train()'s to do)
+            from pt_mlm.compat import keep_freed_memory
+
+            keep_freed_memory()
         results, peak = (pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]), torch_peak_memory())
     else:
         import tf_mlm

@@ -53,7 +53,7 @@ def build_model_folder(size: str, folder: Path) -> Path:
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.sources import resolve_model
+    from mlm_toolkit.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(BUILTIN_MODEL).location)
     family, settings = FAMILY.get(size, ("bert", {}))

@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlm_toolkit.config import RunError, UsageError
+from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.outputs import (
     checkpoint_dir,
     commit_dir,

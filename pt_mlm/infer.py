@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from mlm_toolkit.fill_mask import MaskFillerBase
-from mlm_toolkit.sources import load_checked, load_weights, max_block_size, resolve_model
+from mlm_toolkit.models import load_checked, load_weights, max_block_size, resolve_model
 
 
 class MaskFiller(MaskFillerBase):

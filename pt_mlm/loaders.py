@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from mlm_toolkit.blocks import WholeWordMasking, mask_seed, masking_collator
+from mlm_toolkit.masking import WholeWordMasking, mask_seed, masking_collator
 
 if TYPE_CHECKING:
     from mlm_toolkit.streaming import BlockStream

@@ -16,7 +16,6 @@ this module is what PyTorch does differently: `TorchBackend`, whose `fit` is the
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import inspect
 import logging
@@ -29,160 +28,36 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
-from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForMaskedLM, get_scheduler
 
 import mlm_toolkit.run
-from mlm_toolkit.blocks import micro_batch_seed
-from mlm_toolkit.config import RunConfig, RunError, UsageError
+from mlm_toolkit.config import RunConfig
+from mlm_toolkit.convert import add_weights_for_other_framework
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.masking import micro_batch_seed
+from mlm_toolkit.metrics import EvalScore, LossLog, Results
 from mlm_toolkit.outputs import find_resume_checkpoint
-from mlm_toolkit.report import EvalScore, LossLog, Results, TokenWeightedMean, add_weights_for_other_framework
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
-from mlm_toolkit.sources import first_line, load_weights
-from pt_mlm import PTOptions
 from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint, save_model_folders
-from pt_mlm.loaders import WaitClock, eval_loader, train_source, with_masked_positions
+from pt_mlm.compat import OneDNNLinear, fresh_accelerator_state, onednn_linears, onednn_pays, speed_workarounds
+from pt_mlm.loaders import WaitClock, eval_loader, train_source
+from pt_mlm.model import MaskedTokenLoss, load_masked_lm, mean_masked_loss
+from pt_mlm.options import PTOptions
 
 log = logging.getLogger("pt_mlm")
 
+
 if TYPE_CHECKING:
-    from mlm_toolkit.config import EvalConfig
-    from mlm_toolkit.evaluation import ModelEvaluation
-
-
-class OneDNNLinear(nn.Linear):
-    """nn.Linear with its float32 products on oneDNN, not MKL (half speed on AMD CPUs: docs/fidelity-and-speed.md):
-    the same products, summed in another order."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The product of 2-D rows, reshaped outside the autograd Function: a view made inside one cannot be
-        # modified in place (Longformer scales its queries in place).
-        rows = _OneDNNProduct.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias)
-        return rows.view(*x.shape[:-1], rows.shape[-1])
-
-
-class _OneDNNProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x, weight), product = ctx.saved_tensors, torch.ops.mkldnn._linear_pointwise  # a @ b.T, views read in place
-        grad_x = product(grad, weight.t(), None, "none", [], "")
-        grad_weight = product(grad.t(), x.t(), None, "none", [], "")
-        return grad_x, grad_weight, grad.sum(0) if ctx.has_bias else None
-
-
-def onednn_linears(model: nn.Module) -> None:
-    """Make the float32 nn.Linear layers OneDNNLinear in place (same weights and names), where PyTorch has
-    oneDNN's product (the op Inductor's CPU code calls)."""
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        for module in model.modules():
-            if type(module) is nn.Linear and module.weight.dtype == torch.float32:
-                module.__class__ = OneDNNLinear
-
-
-class MaskedTokenLoss(nn.Module):
-    """A `...ForMaskedLM` returning the cross-entropy of each masked token: (token_losses, block_index).
-
-    Only ~15% of positions carry a label, yet the stock forward projects all of them onto the vocabulary (for
-    DistilRoBERTa about half its compute). With the sparse head, the encoder's output is cut to the masked
-    rows before the model's own head runs on them: the same loss, for any family whose head maps each position
-    on its own. `probe` (a batch) checks that on this model; without one, or where it fails, the head is dense.
-    """
-
-    def __init__(self, model: nn.Module, probe: dict[str, torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.rows: torch.Tensor | None = None  # while set, the encoder's output is cut to these flat positions
-        model.base_model.register_forward_hook(self._keep_rows)
-        self.sparse, self.dense_reason = False, "--no-sparse-head" if probe is None else None
-        if probe is not None:
-            self.dense_reason = self._sparse_head_differs(probe)
-            self.sparse = self.dense_reason is None
-
-    def _keep_rows(self, module, args, output):
-        if self.rows is None:
-            return output
-        first = output[0].flatten(0, 1).index_select(0, self.rows)[None]  # (1, rows, hidden): one "sequence"
-        if isinstance(output, tuple):
-            return (first, *output[1:])
-        output[next(iter(output.keys()))] = first
-        return output
-
-    @torch.no_grad()
-    def _sparse_head_differs(self, probe: dict[str, torch.Tensor]) -> str | None:
-        """Why the masked rows alone do not give the full forward's logits at those rows (None: they do)."""
-        training = self.model.training
-        self.model.eval()
-        try:
-            batch = with_masked_positions(probe)
-            dense = self.logits(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"), False)
-            sparse = self.logits(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"), True)
-        except Exception as error:  # a family's forward may reject the cut shape in its own way
-            return f"its head fails on the masked rows alone ({type(error).__name__}: {first_line(error)})"
-        finally:
-            self.model.train(training)
-        if sparse.shape != dense.shape or not torch.allclose(sparse, dense, rtol=1e-4, atol=1e-5):
-            return "its head does not map each position on its own"
-        return None
-
-    def logits(self, input_ids, masked_positions, attention_mask, sparse: bool) -> torch.Tensor:
-        """The model's logits at the flat `masked_positions`, (rows, vocabulary)."""
-        inputs = {"input_ids": input_ids}
-        if attention_mask is not None:  # full blocks come without (SDPA's fastest kernel); FNet takes none
-            inputs["attention_mask"] = attention_mask
-        self.rows = masked_positions if sparse else None
-        try:
-            logits = self.model(**inputs).logits
-        finally:
-            self.rows = None
-        return logits.flatten(0, 1) if sparse else logits.flatten(0, 1).index_select(0, masked_positions)
-
-    def forward(self, input_ids, labels, masked_positions=None, attention_mask=None, with_correct=False, **_):
-        # `masked_positions` comes from the data loader, so nothing here waits for the device.
-        if masked_positions is None:
-            masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)
-        logits = self.logits(input_ids, masked_positions, attention_mask, self.sparse)
-        targets = labels.flatten().index_select(0, masked_positions)
-        token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
-        rows = torch.div(masked_positions, labels.shape[1], rounding_mode="floor")
-        if with_correct:  # evaluation: whether the most likely token is the right one
-            return token_losses, rows, logits.argmax(-1) == targets
-        return token_losses, rows
-
-
-def load_masked_lm(resolved, attention: str | None = None):
-    """(model, loading info): `AutoModelForMaskedLM.from_pretrained`, with the attention kernel transformers
-    picks for the family (SDPA where it has one, else eager) unless --attention names one."""
-    kwargs = {"output_loading_info": True, **resolved.load_kwargs()}
-    if attention is not None:
-        kwargs["attn_implementation"] = attention
-    return load_weights(lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **kwargs), resolved.name)
+    pass
 
 
 def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks] | None = None) -> Results:
     """Fine-tune with PyTorch and Accelerate; evaluate before and after; save model, tokenizer, report."""
     return mlm_toolkit.run.train(run, TorchBackend(options or PTOptions()), hooks)
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for the next step rather than hand it back to the kernel: by default each
-    step touches its largest tensors (the tied embedding's gradient) in fresh pages, and page faults cost
-    15-20% of a CPU step in a virtual machine. Not glibc (macOS, musl): no-op."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(-4, 0)  # M_MMAP_MAX: large blocks from the heap, never mmap
-        mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the heap's free top back
 
 
 def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -250,31 +125,29 @@ class TorchBackend:
 
     # ---- setup
     def start(self, run: RunConfig) -> None:
-        self.run, accumulation = run, self.options.gradient_accumulation_steps
-        # Accelerate keeps one state per process; a second train() from Python (a notebook, the tests)
-        # may ask for another precision. The process group itself (PartialState) is kept.
-        AcceleratorState._reset_state()
+        self.run, accumulation, gpu = run, self.options.gradient_accumulation_steps, torch.cuda.is_available()
+        if self.options.mixed_precision == "fp16" and not gpu:
+            raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+        fresh_accelerator_state()  # a second train() in this process may ask for another precision
         if "tensorboard" in run.train.report_to:
             from mlm_toolkit.trackers import tensorboard_without_tensorflow
 
             tensorboard_without_tensorflow()
         self.accelerator = Accelerator(
             # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
-            cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ,
+            cpu=not gpu and "LOCAL_RANK" in os.environ,
             # A setting not given here is Accelerate's to decide: `accelerate launch --mixed_precision`,
             # ACCELERATE_* variables. Given, it wins (a plugin, since Accelerate's variable beats the number).
             mixed_precision=self.options.mixed_precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=accumulation) if accumulation else None,
             # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
-            dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+            dataloader_config=DataLoaderConfiguration(non_blocking=gpu),
             log_with=list(run.train.report_to) or None,  # --report-to: Accelerate's own trackers
             project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
         )
         # From here on the options say what is used, for the log, the identity, run_config and results.
-        precision, accumulation = self.accelerator.mixed_precision, self.accelerator.gradient_accumulation_steps
-        self.options = dataclasses.replace(
-            self.options, mixed_precision=precision, gradient_accumulation_steps=accumulation
-        )
+        accelerator = self.accelerator
+        self.options = self.options.resolved(accelerator.mixed_precision, accelerator.gradient_accumulation_steps, gpu)
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
 
@@ -296,9 +169,7 @@ class TorchBackend:
             # module, stays outside the graph, its row count varying each step.
             model.base_model.forward = torch.compile(model.base_model.forward)
         elif self.device == "cpu" and options.mixed_precision == "no" and not self.run.data.line_by_line:
-            if options.onednn_linears:
-                # The encoder's, on whole blocks: oneDNN keeps memory for each shape it meets (GBs within 200
-                # steps when the sparse head's row count or --line-by-line's batch length changes every step).
+            if speed_workarounds(options.workarounds) and onednn_pays():  # on whole blocks only (compat)
                 onednn_linears(model.base_model)  # bf16 products already run on oneDNN
         probe = {key: torch.from_numpy(value[:2].astype(np.int64)) for key, value in data.eval_inputs.items()}
         net = MaskedTokenLoss(model, probe if options.sparse_head else None)
@@ -376,8 +247,6 @@ class TorchBackend:
         shown = None if self.accelerator.is_local_main_process else True  # None: on a terminal only
         bar = tqdm(total=plan.total_steps, initial=progress.global_step, desc="train", mininterval=1.0, disable=shown)
         loop = Loop(out, progress, recorder, UnreadSteps(self, recorder), bar)
-        if self.accelerator.device.type == "cpu":
-            keep_freed_memory()
         recorder.log_every = self.options.log_every if bar.disable else 0
         self.net.train()
         try:
@@ -516,38 +385,3 @@ class TorchBackend:
 
     def finish(self, out: Path, completed: bool) -> None:
         self.accelerator.end_training()
-
-
-@torch.no_grad()  # nothing to differentiate: no graph, no saved activations (about twice as fast on a CPU)
-def mean_masked_loss(net: torch.nn.Module, batches, accelerator: Accelerator) -> EvalScore:
-    """Token-weighted mean cross-entropy and accuracy over every masked token of the frozen eval set."""
-    training = net.training
-    net.eval()
-    mean = TokenWeightedMean()
-    for batch in batches:
-        token_losses, rows, correct = net(**batch, with_correct=True)
-        # Per-block sums, so gather_for_metrics can drop the blocks padded in to even out processes.
-        per_block = torch.zeros(3, len(batch["labels"]), device=token_losses.device)
-        for n, values in enumerate((token_losses, torch.ones_like(token_losses), correct.float())):
-            per_block[n].index_add_(0, rows, values)
-        sums, counts, right = accelerator.gather_for_metrics(per_block.T.contiguous()).sum(0).tolist()
-        mean.add(sums / max(counts, 1), int(counts), int(right))
-    net.train(training)
-    return mean.score
-
-
-def score(resolved, tokenizer, data, batch_size: int) -> EvalScore:
-    """The eval loss of the model `resolved` names on `data`'s frozen held-out inputs."""
-    AcceleratorState._reset_state()  # a Python caller may have trained in this process
-    accelerator = Accelerator(cpu=not torch.cuda.is_available() and "LOCAL_RANK" in os.environ)
-    model, _ = load_masked_lm(resolved)
-    probe = {key: torch.from_numpy(value[:2].astype(np.int64)) for key, value in data.eval_inputs.items()}
-    net, batches = accelerator.prepare(MaskedTokenLoss(model, probe), eval_loader(data.eval_inputs, batch_size))
-    return mean_masked_loss(net, batches, accelerator)
-
-
-def evaluate(config: EvalConfig) -> ModelEvaluation:
-    """The perplexity of a saved model (folder, built-in or cached Hub id) on the held-out blocks."""
-    from mlm_toolkit.evaluation import evaluate
-
-    return evaluate(config, "pytorch", score)

@@ -1,8 +1,7 @@
-"""Texts to blocks, and blocks to masked inputs: the guide's `group_texts` and its collator.
+"""Texts to blocks: tokenizing, the guide's `group_texts`, and the cache of blocks.
 
 The blocks go to an Arrow file in the cache that both frameworks read through a memory map, so a large corpus
-costs disk, not RAM. The held-out blocks are masked once with a fixed seed: a checkpoint always gets the same
-perplexity, in either framework.
+costs disk, not RAM.
 """
 
 from __future__ import annotations
@@ -13,131 +12,15 @@ import json
 import logging
 import os
 import tempfile
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.config import DataConfig, UsageError
-from mlm_toolkit.outputs import write_text_atomically
-from mlm_toolkit.sources import PROGRESS_ROWS, Splits, digest, load_splits, progress_bars
-
-IGNORED = -100  # the label of a position the loss skips
-
-
-def mask_seed(seed: int, epoch: int, position: int) -> int:
-    """The seed of the mask of the block at `position` of epoch `epoch`'s order (or of a stream's pass)."""
-    return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
-
-
-def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -> int:
-    """The seed of the dropout draws of one micro-batch of one process."""
-    return (mask_seed(seed, epoch, batch_in_epoch) * 65_537 + process) % (2**63)
-
-
-class _KnownLength:
-    """A tokenizer whose `len()` is computed once: the guide's collator asks on every call, and a fast tokenizer
-    rebuilds its vocabulary to answer (most of the time it takes to mask a batch)."""
-
-    def __init__(self, tokenizer) -> None:
-        self._tokenizer, self._length = tokenizer, len(tokenizer)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getattr__(self, name: str):
-        return getattr(self._tokenizer, name)
-
-
-def masking_collator(tokenizer, mlm_probability: float, **kwargs):
-    """The guide's `DataCollatorForLanguageModeling`, without the per-call vocabulary rebuild."""
-    from transformers import DataCollatorForLanguageModeling
-
-    return DataCollatorForLanguageModeling(_KnownLength(tokenizer), mlm_probability=mlm_probability, **kwargs)
-
-
-def word_starts(tokenizer) -> np.ndarray:
-    """For each token id, whether it begins a word: WordPiece marks continuing pieces (`##`), byte-level BPE
-    and SentencePiece mark starting ones (`Ġ`, `▁`). Special tokens count as starts."""
-    vocab = tokenizer.get_vocab()
-    counts = {marker: sum(token.startswith(marker) for token in vocab) for marker in ("##", "Ġ", "▁")}
-    marker = max(counts, key=counts.get)
-    if counts[marker] < 0.05 * len(vocab):
-        unknown = "cannot tell where words begin in this tokenizer's vocabulary"
-        markers = "neither WordPiece '##' pieces nor a leading-space marker 'Ġ'/'▁'"
-        raise UsageError(f"{unknown} ({markers}); train without it", "--whole-word-masking")
-    starts = np.ones(len(tokenizer), dtype=bool)
-    for token, index in vocab.items():
-        if index < len(starts):
-            starts[index] = not token.startswith("##") if marker == "##" else token.startswith(marker)
-    starts[tokenizer.all_special_ids] = True
-    return starts
-
-
-class WholeWordMasking:
-    """transformers' `DataCollatorForWholeWordMask` (run_mlm_wwm.py's). It reads WordPiece spellings, so other
-    tokenizers' continuing pieces are shown to it as `##piece` and their special tokens as `[CLS]`."""
-
-    def __init__(self, tokenizer, mlm_probability: float) -> None:
-        from transformers import DataCollatorForWholeWordMask
-
-        starts = word_starts(tokenizer)
-        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        if not any(token.startswith("##") for token in tokens):
-            special = set(tokenizer.all_special_ids)
-            tokens = [
-                "[CLS]" if i in special else token if starts[i] else "##" + token for i, token in enumerate(tokens)
-            ]
-        self.tokens = np.array(tokens, dtype=object)
-        with warnings.catch_warnings():  # deprecated for transformers 5, which has no TensorFlow: pinned < 5.
-            # Its successor, DataCollatorForLanguageModeling(whole_word_mask=True), drops the 10% random
-            # and 10% kept tokens, and needs character offsets that blocks no longer have.
-            warnings.simplefilter("ignore", FutureWarning)
-            self.collator = DataCollatorForWholeWordMask(
-                _KnownLength(tokenizer), mlm_probability=mlm_probability, return_tensors="np"
-            )
-        self.collator.seed = 0  # its shuffles draw from the generator given with each call
-
-    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array(ids, dtype=np.int64)
-        self.collator.generator = rng
-        with warnings.catch_warnings():  # "only suitable for BertTokenizer-like": the pieces are spelled so
-            warnings.simplefilter("ignore", UserWarning)
-            chosen = np.array([self.collator._whole_word_mask(list(self.tokens[row])) for row in ids])
-        return self.collator.numpy_mask_tokens(ids, chosen)
-
-
-class BlockMasker:
-    """Blocks -> NumPy {"input_ids", "labels"(, "attention_mask")}, for the eval masks and the Keras pipeline."""
-
-    def __init__(self, tokenizer, mlm_probability: float, whole_word: bool = False, padded: bool = False) -> None:
-        self.collator = masking_collator(tokenizer, mlm_probability, return_tensors="np")
-        self.whole_words = WholeWordMasking(tokenizer, mlm_probability) if whole_word else None
-        self.pad_id = tokenizer.pad_token_id if padded else None
-
-    def __call__(self, blocks: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        blocks = np.asarray(blocks)
-        batch: dict[str, np.ndarray] = {}
-        if self.pad_id is not None:
-            batch["attention_mask"] = (blocks != self.pad_id).astype(np.int32)
-        if self.whole_words is not None:
-            inputs, labels = self.whole_words(blocks, rng)
-        else:
-            self.collator.generator = rng
-            masked = self.collator([{"input_ids": row} for row in blocks])
-            inputs, labels = masked["input_ids"], masked["labels"]
-        batch.update(input_ids=inputs.astype(np.int32), labels=labels.astype(np.int32))
-        return batch
-
-
-def mask_once(
-    blocks: np.ndarray, tokenizer, mlm_probability: float, seed: int, whole_word: bool = False, padded: bool = False
-) -> dict[str, np.ndarray]:
-    """Mask blocks once with a fixed seed: the frozen inputs of every evaluation, in both frameworks."""
-    return BlockMasker(tokenizer, mlm_probability, whole_word, padded)(blocks, np.random.default_rng(seed))
-
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.data_sources import PROGRESS_ROWS, progress_bars
+from mlm_toolkit.errors import UsageError
+from mlm_toolkit.outputs import cache_root, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +196,6 @@ def tokenized(texts, tokenizer, config: DataConfig):
         )
 
 
-def cache_root(config: DataConfig) -> Path:
-    return Path(config.cache_dir or os.environ.get("MLM_CACHE_DIR") or Path.home() / ".cache" / "mlm-toolkit")
-
-
 def _cache_key(texts_digest: str, tokenizer, config: DataConfig) -> str:
     key = hashlib.sha256(f"v{CACHE_VERSION}|{config.block_size}|line-by-line {config.line_by_line}|".encode())
     key.update(tokenizer.backend_tokenizer.to_str().encode())
@@ -342,94 +221,3 @@ def cached_blocks(texts, texts_digest: str, tokenizer, config: DataConfig) -> tu
         except OSError as error:  # a read-only or full cache: the temporary folder, for this run only
             log.warning("could not write the token cache %s: %s", attempt, error.strerror or error)
     raise UsageError(f"cannot write the token blocks in {path.parent} nor a temporary folder", "--cache-dir")
-
-
-@dataclass
-class MLMData:
-    """What a run consumes: train blocks to mask on the fly, and frozen masked held-out blocks."""
-
-    train_blocks: Blocks | None  # None when only evaluating
-    eval_inputs: dict[str, np.ndarray]
-    texts: dict[str, object]  # where the texts came from and how many (the rows are let go)
-    fingerprint: str  # of the train and held-out texts: what identifies the data of a run
-    dropped_tokens: int
-    from_cache: bool
-    eval_blocks_available: int
-
-    @property
-    def eval_blocks(self) -> int:
-        return len(self.eval_inputs["input_ids"])
-
-    @property
-    def text_column(self) -> str:
-        return self.texts["text_column"]
-
-    def summary(self) -> dict[str, object]:
-        train = self.train_blocks
-        return {
-            **self.texts,
-            "train_blocks": len(train) if train is not None else None,
-            "eval_blocks": self.eval_blocks,
-            "eval_blocks_available": self.eval_blocks_available,
-            "block_size": int(self.eval_inputs["input_ids"].shape[1]),
-            "train_tokens": len(train) * train.block_size if train is not None else None,
-            "eval_masked_tokens": int((self.eval_inputs["labels"] != -100).sum()),
-            "dropped_tokens": self.dropped_tokens,
-            "cached": self.from_cache,
-        }
-
-
-def eval_block_count(available: int, config: DataConfig) -> int:
-    """How many held-out blocks are evaluated: --max-eval-samples, or all up to EVAL_BLOCKS_CAP."""
-    cap = EVAL_BLOCKS_CAP if config.max_eval_samples is None else config.max_eval_samples or available
-    if available > cap:
-        log.info("evaluating the first %d of %d held-out blocks (--max-eval-samples; 0 evaluates all)", cap, available)
-    return min(available, cap)
-
-
-def frozen_eval_inputs(blocks: Blocks, tokenizer, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    head = blocks.head(eval_block_count(len(blocks), config))
-    return mask_once(head, tokenizer, config.mlm_probability, seed, config.whole_word_masking, config.line_by_line)
-
-
-def texts_summary(splits: Splits) -> dict[str, object]:
-    return {
-        "dataset": splits.source,
-        "text_column": splits.text_column,
-        "held_out": splits.held_out_from,
-        "rows": splits.rows,
-        "rows_skipped": splits.skipped,
-        "train_texts": len(splits.train),
-        "eval_texts": len(splits.held_out),
-    }
-
-
-def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -> MLMData:
-    """Texts -> train blocks on disk and masked held-out blocks (`train=False`: these alone); with --streaming,
-    the train blocks as the rows stream in (`mlm_toolkit.streaming`)."""
-    if config.streaming:
-        from mlm_toolkit.streaming import prepare_stream
-
-        return prepare_stream(config, tokenizer, seed)
-    splits = load_splits(config, seed)
-    held_out_digest = digest(splits.held_out)
-    train_digest = digest(splits.train) if train else ""
-    parts = [("eval", splits.held_out, held_out_digest)] + ([("train", splits.train, train_digest)] * train)
-    made = {name: cached_blocks(texts, sha, tokenizer, config) for name, texts, sha in parts}
-    for name, (blocks, _) in made.items():
-        if len(blocks) == 0:
-            short = f"{blocks.dropped_tokens} tokens, less than one block of {config.block_size}"
-            advice = "use more rows (--max-samples) or a smaller --block-size"
-            raise UsageError(f"the {name} split has {short}; {advice}", "--dataset")
-    train_blocks = made["train"][0] if train else None
-    data = MLMData(
-        train_blocks,
-        frozen_eval_inputs(made["eval"][0], tokenizer, config, seed),
-        texts_summary(splits),
-        hashlib.sha256(f"{train_digest}|{held_out_digest}".encode()).hexdigest()[:16],
-        sum(blocks.dropped_tokens for blocks, _ in made.values()),
-        all(cached for _, cached in made.values()),
-        len(made["eval"][0]),
-    )
-    log.info("data: %s", json.dumps(data.summary()))
-    return data

@@ -1,39 +1,33 @@
 """The click commands both CLIs share (train, evaluate, fill-mask), generated from the config dataclasses.
 
 A flag is a config field (`options_from`, `build`); it also answers to its underscore spelling and to the
-Hugging Face names its field declares (`--validation_split_percentage 5` is `--test-size 0.05`). `--config FILE`
-(YAML or JSON) takes the same keys, flags given win; a run writes its settings back as `run_config.yaml`.
+Hugging Face names its field declares (`mlm_toolkit.hf_flags`). `--config FILE` (YAML or JSON) takes the same
+keys, flags given win (`mlm_toolkit.config_files`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import importlib
-import json
-import math
-import os
-import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import click
 
-from mlm_toolkit.config import MLMError, UsageError, choices_of, flag_of
-
-ACCEPTED = ("do_train", "do_eval")  # run_mlm.py's switches, meaningless here: train does both
-RUN_CONFIG = "run_config"
-SECRET = ("hub_token",)  # never written to disk
-
-
-def spellings(name: str, aliases: Iterable[str] = ()) -> list[str]:
-    """Every flag of a field: ours first, then its underscore spelling and each alias in both spellings."""
-    names = [flag_of(name), "--" + name]
-    for alias in aliases:
-        names += ["--" + alias, flag_of(alias)]
-    return list(dict.fromkeys(names))
+from mlm_toolkit.config import choices_of, flag_of
+from mlm_toolkit.config_files import config_format, read_config_file
+from mlm_toolkit.console import print_summary, reports_errors, setup_logging
+from mlm_toolkit.errors import MLMError, UsageError
+from mlm_toolkit.hf_flags import (
+    accepted_options,
+    alias_options,
+    apply_aliases,
+    apply_trainer_flags,
+    epilog,
+    named_as_given,
+    spellings,
+)
 
 
 class Option(click.Option):
@@ -77,209 +71,6 @@ class RefusesRepeats(click.Command):
                 same = f"{first} and {name} set the same setting to {before!r} and {value!r}"
                 raise click.UsageError(f"{same}: give it once")
         return super().parse_args(ctx, args)
-
-
-def alias_options(cls: type) -> list[click.Option]:
-    """The hidden options of the Hugging Face flags that take another form than ours (scaled, or a value)."""
-    added = []
-    for f in dataclasses.fields(cls):
-        for alias in f.metadata.get("hf_scaled", {}):
-            added.append(click.Option(spellings(alias), type=float, hidden=True, default=None))
-        for alias in f.metadata.get("hf_flags", {}):
-            added.append(click.Option(spellings(alias), is_flag=True, hidden=True, default=False))
-    return added
-
-
-# Trainer and run_mlm.py flags with no field of their own: what each becomes here, or why it is refused.
-STRATEGIES = click.Choice(["no", "steps", "epoch"])
-TRAINER_FLAGS: dict[str, Any] = {
-    "eval_strategy": STRATEGIES,
-    "evaluation_strategy": STRATEGIES,
-    "save_strategy": STRATEGIES,
-    "logging_dir": "TensorBoard logs go to OUTPUT/runs/ with --report-to tensorboard",
-    "max_train_samples": "it counts blocks in run_mlm.py; here --max-samples N takes the first N rows",
-    "run_name": "runs are named by --output-dir; trackers take their own settings (WANDB_NAME, ...)",
-    "disable_tqdm": "the progress bar shows only on a terminal; off one, a line every --log-every steps",
-    "tokenizer_name": "the tokenizer is --model's own (save it into the model folder to use another)",
-    "pad_to_max_length": "--line-by-line pads every example to --block-size; grouped blocks need no padding",
-    "load_best_model_at_end": "the final model is the last; every checkpoint-N is a model folder to evaluate",
-    "metric_for_best_model": "the final model is the last; every checkpoint-N is a model folder to evaluate",
-    "save_total_limit": "tf-mlm keeps the newest Keras backup and the one before it",
-    "gradient_accumulation_steps": "tf-mlm does not accumulate: raise --per-device-batch-size",
-}
-
-
-def accepted_options(fields: Iterable[str] = ()) -> list[click.Option]:
-    """run_mlm.py's no-op switches and the TRAINER_FLAGS that `fields` lacks, hidden from --help."""
-    added = [click.Option(spellings(name), is_flag=True, hidden=True, default=False) for name in ACCEPTED]
-    for name, kind in TRAINER_FLAGS.items():
-        if name not in fields:
-            flag = name in ("disable_tqdm", "pad_to_max_length", "load_best_model_at_end")  # switches
-            type_ = None if flag else kind if isinstance(kind, click.Choice) else str
-            added.append(click.Option(spellings(name), hidden=True, default=None, is_flag=flag or None, type=type_))
-    return added
-
-
-def apply_trainer_flags(values: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    """The TRAINER_FLAGS given (but `fields`) as our settings, or refused with what to use instead."""
-    for name, kind in TRAINER_FLAGS.items():
-        value = None if name in fields else values.pop(name, None)
-        if value in (None, False):
-            continue
-        if isinstance(kind, str):
-            raise UsageError(f"is not taken here: {kind}", flag_of(name))
-        if name == "save_strategy":  # --save_steps N is --checkpointing-steps N already
-            if value != "steps" or values.get("checkpointing_steps") == "epoch":
-                values["checkpointing_steps"] = {"no": "none", "epoch": "epoch", "steps": 500}[value]
-        elif value == "no":
-            raise UsageError("no: a run always evaluates, before training and after each epoch", flag_of(name))
-        elif value == "steps" and not values.get("eval_steps"):
-            raise UsageError("steps needs --eval-steps N (--eval_steps N)", flag_of(name))
-    return values
-
-
-def apply_aliases(ctx: click.Context, values: dict[str, Any], classes: Iterable[type]) -> dict[str, Any]:
-    """The Hugging Face forms (`--fp16`, `--validation_split_percentage`) as our fields; refused beside ours."""
-    values = {k: v for k, v in values.items() if k not in ACCEPTED}
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            given = []
-            for alias, scale in f.metadata.get("hf_scaled", {}).items():
-                if values.get(alias) is not None:
-                    if not math.isfinite(values[alias]):
-                        raise UsageError(f"must be a finite number, got {values[alias]}", "--" + alias)
-                    given.append((alias, values[alias] * scale))
-            for alias, value in f.metadata.get("hf_flags", {}).items():
-                if values.get(alias):
-                    given.append((alias, value))
-            for alias in [*f.metadata.get("hf_scaled", {}), *f.metadata.get("hf_flags", {})]:
-                values.pop(alias, None)
-            ours = ctx.get_parameter_source(f.name) == click.core.ParameterSource.COMMANDLINE
-            if len(given) + ours > 1:
-                names = [flag_of(f.name)] * ours + [flag_of(alias) for alias, _ in given]
-                raise UsageError(f"give one of {' and '.join(names)}, not both", names[0])
-            if given:
-                values[f.name] = given[0][1]
-                values.setdefault("_spelled", {})[flag_of(f.name)] = "--" + given[0][0]
-    return values
-
-
-@contextlib.contextmanager
-def named_as_given(values: dict[str, Any]) -> Iterator[None]:
-    """A field's error names the flag it was given as (`--validation_split_percentage 150`, not `--test-size`)."""
-    spelled = values.pop("_spelled", {})
-    try:
-        yield
-    except UsageError as error:
-        if error.flag not in spelled:
-            raise
-        message = str(error).removeprefix(f"{error.flag}: ")
-        raise UsageError(f"as {error.flag} this {message}", spelled[error.flag]) from None
-
-
-def epilog(classes: Iterable[type]) -> str:
-    """The Hugging Face spellings of a command's flags, listed once."""
-    pairs = []
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            hf = ["--" + a for a in f.metadata.get("hf", ())]
-            if hf:
-                pairs.append(f"{' / '.join(hf)} = {flag_of(f.name)}")
-            for alias, scale in f.metadata.get("hf_scaled", {}).items():
-                pairs.append(f"--{alias} N = {flag_of(f.name)} N x {scale:g}")
-            for alias, value in f.metadata.get("hf_flags", {}).items():
-                pairs.append(f"--{alias} = {flag_of(f.name)} {value}")
-    return (
-        "Hugging Face spellings (run_mlm.py, the Trainer) are accepted, with dashes or underscores: "
-        + "; ".join(pairs)
-        + ". Every flag also takes underscores (--output_dir); --do_train and --do_eval are accepted "
-        "(train always trains and evaluates). --config FILE (YAML or JSON) takes the same names as keys."
-    )
-
-
-# ---- config files
-
-
-def _names(classes: Iterable[type]) -> dict[str, str]:
-    """Every key a config file may use (any spelling, without dashes) -> the field or alias it sets."""
-    names: dict[str, str] = {}
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            names[f.name] = f.name
-            for alias in f.metadata.get("hf", ()):
-                names[alias] = f.name
-            for alias in [*f.metadata.get("hf_scaled", {}), *f.metadata.get("hf_flags", {})]:
-                names[alias] = alias
-    return names
-
-
-def read_config_file(path: str, classes: Iterable[type], keys: dict | None = None) -> dict[str, Any]:
-    """A config file's settings by field name (click's `default_map`); `keys` gets each as the file spells it."""
-    import yaml
-
-    file = Path(path).expanduser()
-    try:
-        text = file.read_text()
-        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise UsageError(f"cannot read {path!r}: {str(error).splitlines()[0]}", "--config") from error
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path!r} must hold a mapping of flag names to values", "--config")
-    classes = list(classes)
-    names, settings = _names(classes), {}
-    hints = {name: hint for cls in classes for name, hint in typing.get_type_hints(cls).items()}
-    for key, value in data.items():
-        spelled = str(key).lstrip("-").replace("-", "_")
-        if spelled in ACCEPTED:
-            continue
-        name = names.get(spelled)
-        if name is None:
-            raise UsageError(f"{path!r} has an unknown key {key!r}", "--config")
-        if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line
-            value = ",".join(map(str, value))
-        settings[name] = typed(value, hints.get(name), f"{path!r}: {key}")
-        if keys is not None:
-            keys[name] = f"{key} in {path}"
-    return settings
-
-
-def typed(value: Any, annotation: Any, where: str) -> Any:
-    """A config file's value as its field's type: `max_steps: 1.7` is refused as `--max-steps 1.7` is, and a
-    number YAML read as text ("2e-5") is a number."""
-    from mlm_toolkit.config import accepts, describe
-
-    if annotation is None or accepts(annotation, value):
-        return value
-    for kind in (int, float):
-        if isinstance(value, str) and accepts(annotation, 0 if kind is int else 0.5):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-    raise UsageError(f"{where} must be {describe(annotation)}, got {value!r}", "--config")
-
-
-def config_format(path: str | None) -> str:
-    return "json" if path and Path(path).suffix.lower() == ".json" else "yaml"
-
-
-def write_run_config(folder: Path, settings: dict[str, Any], fmt: str) -> Path:
-    """The run's resolved settings, every field by name, as a file `--config` reads back."""
-    import yaml
-
-    from mlm_toolkit.outputs import write_text_atomically
-
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k not in SECRET}
-    path = folder / f"{RUN_CONFIG}.{fmt}"
-    if fmt == "json":
-        text = json.dumps(plain, indent=2) + "\n"
-    else:
-        text = "# The resolved settings of this run: repeat it with --config " + path.name + "\n"
-        text += yaml.safe_dump(plain, sort_keys=False)
-    write_text_atomically(path, text)
-    return path
 
 
 T = TypeVar("T")
@@ -326,92 +117,6 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The toolkit's errors as one line and exit 2 (bad usage, as click's) or 1 (a failed run), no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MLMError as error:
-            click.echo(f"Error: {error}", err=True)
-            sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except OSError as error:  # a full disk, a folder that became read-only: say which file and why
-            click.echo(f"Error: {describe_os_error(error)} (details: {write_crash_log()})", err=True)
-            sys.exit(1)
-        except Exception as error:  # nobody foresaw this one: one line, and the traceback in a file
-            click.echo(f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def describe_os_error(error: OSError) -> str:
-    import errno
-    import shutil
-
-    where = error.filename or "a file"
-    message = f"{error.strerror or error} while writing {where}"
-    if error.errno == errno.ENOSPC:
-        folder = Path(str(where)).parent if error.filename else Path.cwd()
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        free = shutil.disk_usage(folder).free / 2**20
-        message += f"; {free:,.0f} MiB free there: free some space and --resume auto"
-    return message
-
-
-def write_crash_log() -> str:
-    """The current exception's traceback in a file of its own; returns its path."""
-    import tempfile
-    import time
-    import traceback
-
-    path = Path(tempfile.gettempdir()) / f"mlm-toolkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    path.write_text(traceback.format_exc())
-    return str(path)
-
-
-def is_main_process() -> bool:
-    """False in every process but the first of a torchrun/accelerate launch (they set RANK)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def setup_logging(verbose: bool = False) -> None:
-    import logging
-
-    # Under torchrun/accelerate launch the main process speaks for all, warnings included (each process
-    # would print the same one); the others print only errors, theirs alone.
-    quiet = logging.WARNING if is_main_process() else logging.ERROR
-    logging.basicConfig(
-        level=logging.INFO if is_main_process() else logging.ERROR,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
-    for noisy in "httpx urllib3 matplotlib datasets filelock absl tensorflow h5py accelerate".split():
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else quiet)
-    if not is_main_process():  # transformers and datasets log through handlers of their own
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("DATASETS_VERBOSITY", "error")
-
-
-def print_summary(results, output_dir: str) -> None:
-    """The lines a user looks for when a run ends (`results`: a `mlm_toolkit.report.Results`)."""
-    if not is_main_process():
-        return
-    for when, at in (("before:", results.before), ("after: ", results.after)):
-        click.echo(f"perplexity {when} {at.perplexity:.2f} (eval loss {at.eval_loss:.4f}), accuracy {at.accuracy:.4f}")
-    speed = "n/a" if results.train_tokens_per_second is None else f"{results.train_tokens_per_second:,.0f}"
-    steps = f"{results.optimizer_steps} optimizer steps"
-    click.echo(f"{steps}, {speed} train tokens/s on {results.device}; saved to {output_dir}")
-
-
 def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
     """`*-mlm fill-mask MODEL TEXT...`: the same command for both frameworks, each with its own filler."""
 
@@ -435,7 +140,7 @@ def fill_mask_command(load_filler: Callable[[str], Any]) -> click.Command:
             try:
                 texts = texts + tuple(line.rstrip("\n") for line in text_file if line.strip())
             except UnicodeDecodeError as error:
-                from mlm_toolkit.sources import check_utf8
+                from mlm_toolkit.data_sources import check_utf8
 
                 if Path(text_file.name).is_file():
                     check_utf8(Path(text_file.name), "--file")  # says which line and byte
@@ -558,7 +263,7 @@ def make_cli(
     evaluate_fn = evaluate or (api and (lambda config: api("evaluate")(config)))
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
-    from mlm_toolkit.report import completed_results
+    from mlm_toolkit.metrics import completed_results
     from mlm_toolkit.run import check_finished_run
 
     @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

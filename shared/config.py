@@ -1,4 +1,4 @@
-"""Typed configuration shared by both CLIs and the Python API, and the two kinds of failure.
+"""Typed configuration shared by both CLIs and the Python API.
 
 Each concern (data, model, training, hub) is one dataclass whose defaults are the guide's recipe; a field's
 metadata carries its flag's help (`mlm_toolkit.cli`); `__post_init__` validates, its errors naming the flag.
@@ -13,32 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
-class MLMError(Exception):
-    """Base class of the toolkit's user-facing errors."""
-
-    exit_code = 1
-
-
-class UsageError(MLMError, ValueError):
-    """The input is wrong; the message names the flag or field to fix."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, flag: str | None = None):
-        self.flag, self.detail = flag, message
-        super().__init__(f"{flag}: {message}" if flag else message)
-
-
-class WrongType(UsageError, TypeError):
-    """A value of the wrong type, from Python: a `TypeError` to the caller, exit 2 on the command line."""
-
-
-class RunError(MLMError, RuntimeError):
-    """The input is fine but the run cannot go on (network, disk, a missing checkpoint)."""
-
-    exit_code = 1
-
+from mlm_toolkit.errors import UsageError, WrongType
 
 # Hub ids of the documented recipe. Offline they fail fast and name the built-ins below.
 RECIPE_MODEL = "distilbert/distilroberta-base"
@@ -141,6 +116,9 @@ class FrameworkOptions:
         "Optimizer steps between progress lines in a log (a terminal shows a live bar); PyTorch reads the "
         "loss back from the device only this often.",
         hf=("logging_steps",),
+    )
+    workarounds: bool = option(
+        True, "Speed workarounds over library internals (docs/compat.md); off: the libraries as shipped.", switch=True
     )
 
 

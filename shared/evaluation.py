@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mlm_toolkit.config import EvalConfig, UsageError
-from mlm_toolkit.report import EvalScore, perplexity
+from mlm_toolkit.config import EvalConfig
+from mlm_toolkit.errors import UsageError
+from mlm_toolkit.metrics import EvalScore, perplexity
 
 log = logging.getLogger("mlm")
 
@@ -36,8 +37,8 @@ class ModelEvaluation:
 
 def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]) -> ModelEvaluation:
     """Resolve the model, prepare the held-out blocks alone, and score them with the framework."""
-    from mlm_toolkit.blocks import prepare_data
-    from mlm_toolkit.sources import load_checked, resolve_model
+    from mlm_toolkit.data import prepare_data
+    from mlm_toolkit.models import load_checked, resolve_model
 
     resolved = resolve_model(config.model.model)
     _, tokenizer = load_checked(resolved, config.data.block_size)
@@ -79,7 +80,7 @@ def check_writable_file(path: Path, overwrite: bool) -> None:
 
 
 def write_evaluation(path: Path, result: ModelEvaluation, overwrite: bool) -> None:
-    from mlm_toolkit.report import write_json
+    from mlm_toolkit.metrics import write_json
 
     if path.exists() and not overwrite:
         raise UsageError(f"{str(path)!r} exists; pass --overwrite to replace it", "--output-file")
@@ -88,6 +89,6 @@ def write_evaluation(path: Path, result: ModelEvaluation, overwrite: bool) -> No
 
 
 def evaluation_json(result: ModelEvaluation) -> str:
-    from mlm_toolkit.report import _jsonable
+    from mlm_toolkit.metrics import _jsonable
 
     return json.dumps(_jsonable(asdict(result)), indent=2)

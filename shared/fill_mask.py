@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlm_toolkit.config import UsageError, WrongType
+from mlm_toolkit.errors import UsageError, WrongType
 
 log = logging.getLogger(__name__)
 

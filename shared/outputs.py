@@ -19,13 +19,15 @@ from typing import Callable, Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
-from mlm_toolkit.config import RunConfig, RunError, TrainConfig, UsageError
+from mlm_toolkit.config import DataConfig, RunConfig, TrainConfig
+from mlm_toolkit.errors import RunError, UsageError
 
 log = logging.getLogger(__name__)
 
 # Checkpoints are named as the Trainer names them, so `transformers.trainer_utils.get_last_checkpoint`
 # finds the newest; each is a model folder `from_pretrained` loads, beside the training state.
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+RESULTS = "all_results.json"  # written last: a folder holding it is a finished run
 
 
 def check_output_dir(config: TrainConfig) -> Path:
@@ -46,8 +48,6 @@ def check_output_dir(config: TrainConfig) -> Path:
 def recover_interrupted_overwrite(out: Path) -> None:
     """A killed --overwrite-output-dir run left the previous run beside `out`: finish the replacement if the new
     run saved a checkpoint or its results, else put the previous run back, and say which."""
-    from mlm_toolkit.report import RESULTS
-
     out = out.expanduser()
     out = out.resolve() if out.is_symlink() else out
     if _locked(out):
@@ -98,11 +98,13 @@ def foreign_files(out: Path) -> list[str]:
     )
 
 
+def cache_root(config: DataConfig) -> Path:
+    return Path(config.cache_dir or os.environ.get("MLM_CACHE_DIR") or Path.home() / ".cache" / "mlm-toolkit")
+
+
 def protected_sources(run: RunConfig, model_location: str | None) -> list[tuple[str, Path]]:
     """(flag, folder) of everything a run reads and must never write over: model, data, caches."""
     from huggingface_hub import constants
-
-    from mlm_toolkit.blocks import cache_root
 
     sources = [("--cache-dir", cache_root(run.data)), ("the Hugging Face cache", Path(constants.HF_HUB_CACHE))]
     for flag, name in (("--model", model_location), ("--dataset", run.data.dataset)):

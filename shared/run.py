@@ -18,25 +18,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from mlm_toolkit.blocks import MLMData, prepare_data
-from mlm_toolkit.cli import write_run_config
-from mlm_toolkit.config import RunConfig, TrainConfig, UsageError, WrongType, flag_of
+from mlm_toolkit.config import RunConfig, TrainConfig, flag_of
+from mlm_toolkit.config_files import write_run_config
+from mlm_toolkit.data import MLMData, prepare_data
+from mlm_toolkit.errors import UsageError, WrongType
+from mlm_toolkit.hub import Pushes, check_push_possible
+from mlm_toolkit.metrics import EvalScore, LossLog, Results, completed_results
+from mlm_toolkit.model_card import write_run_report
+from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.outputs import (
     check_output_dir,
     claimed_output_dir,
     recover_interrupted_overwrite,
     save_model_atomically,
 )
-from mlm_toolkit.report import (
-    EvalScore,
-    LossLog,
-    Pushes,
-    Results,
-    check_push_possible,
-    completed_results,
-    write_run_report,
-)
-from mlm_toolkit.sources import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 
 # Settings that decide what the model learns or how it is measured, by their config field (and so their
 # flag); a change of the data itself is caught by the fingerprint of the texts.

@@ -15,9 +15,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, mask_once, pad_examples, token_ids
-from mlm_toolkit.config import DataConfig, RunError, UsageError
-from mlm_toolkit.sources import column_names, held_out_source, open_split, resolve_text_column, texts_of
+from mlm_toolkit.blocks import EVAL_BLOCKS_CAP, Grouper, pad_examples, token_ids
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.data_sources import column_names, held_out_source, open_split, resolve_text_column, texts_of
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.masking import mask_once
 
 log = logging.getLogger(__name__)
 

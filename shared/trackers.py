@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mlm_toolkit.config import RunError
+from mlm_toolkit.errors import RunError
 
 Opened = tuple[Callable[..., Any], Callable[[], Any]]  # log(values, step=N), finish()
 

@@ -38,16 +38,16 @@ def final_model_disk_full(framework: str) -> None:
 
 
 def report_read_only(framework: str) -> None:
-    import mlm_toolkit.report
+    import mlm_toolkit.model_card
 
-    real = mlm_toolkit.report.write_json
+    real = mlm_toolkit.model_card.write_json  # what writes all_results.json
 
     def write_json(path, content):
         if Path(path).name == "all_results.json":
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         real(path, content)
 
-    mlm_toolkit.report.write_json = write_json
+    mlm_toolkit.model_card.write_json = write_json
 
 
 def no_room_after_first(framework: str) -> None:

@@ -117,3 +117,20 @@ def load_with_plain_transformers(folder: Path, which: str = "this") -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = 4) -> list[dict]:
+    """The first `count` micro-batches pt-mlm trains on, drawn by its own loader."""
+    from transformers import AutoTokenizer
+
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.data import prepare_data
+    from pt_mlm.loaders import MapSource, SeededMasking
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    data_ = prepare_data(DataConfig(dataset=str(data), block_size=32), tokenizer, seed=42)
+    source = MapSource(data_.train_blocks, SeededMasking(tokenizer, 0.15), batch_size, seed=42)
+    loader = source.loader
+    source.set_position(0, 0)
+    assert len(loader) >= count, "the comparison stays inside the first epoch"
+    return [batch for _, batch in zip(range(count), loader, strict=False)]

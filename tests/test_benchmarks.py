@@ -120,7 +120,7 @@ def test_the_data_benchmark_writes_corpora_the_toolkit_reads_and_a_report(tmp_pa
 
     from benchmarks.data import tree_memory, write_corpus, write_long_row_corpus, write_report
     from mlm_toolkit.config import DataConfig
-    from mlm_toolkit.sources import load_splits
+    from mlm_toolkit.data_sources import load_splits
 
     corpus = write_corpus(tmp_path / "eli5-300.jsonl", 300)
     splits = load_splits(DataConfig(dataset=str(corpus), max_samples=None), seed=0)

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from mlm_toolkit.blocks import cached_blocks, group_into_blocks, mask_once, masking_collator, prepare_data
-from mlm_toolkit.config import DataConfig, UsageError
+from mlm_toolkit.blocks import cached_blocks, group_into_blocks
+from mlm_toolkit.config import DataConfig
+from mlm_toolkit.data import prepare_data
+from mlm_toolkit.errors import UsageError
+from mlm_toolkit.masking import mask_once, masking_collator
 
 
 def test_exact_blocks_and_remainder_dropped():
@@ -46,7 +49,7 @@ def text_dataset(texts):
 def test_blocks_are_cached_and_reused(tiny_roberta, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.sources import digest
+    from mlm_toolkit.data_sources import digest
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
     config = DataConfig(dataset="x", block_size=16, cache_dir=str(tmp_path))
@@ -204,7 +207,7 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request)
     from tiny_models import tiny_corpus
     from transformers import AutoTokenizer
 
-    from mlm_toolkit.blocks import WholeWordMasking, word_starts
+    from mlm_toolkit.masking import WholeWordMasking, word_starts
 
     tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
     # Words the tiny vocabularies split into pieces ("teachers", "redder") beside whole ones.

@@ -50,7 +50,7 @@ NUMERIC_FLAGS["tf"] = [
 
 
 def fake_results():
-    from mlm_toolkit.report import LossLog, Results
+    from mlm_toolkit.metrics import LossLog, Results
 
     losses = LossLog()
     losses.log_eval(0, 0.0)
@@ -198,8 +198,8 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_file(error, e
     ],
 )
 def test_a_malformed_tf_config_is_one_line(tf_config, says):
-    from mlm_toolkit.config import UsageError
-    from tf_mlm import check_tf_config
+    from mlm_toolkit.errors import UsageError
+    from tf_mlm.options import check_tf_config
 
     with pytest.raises(UsageError) as error:
         check_tf_config(tf_config)
@@ -207,7 +207,7 @@ def test_a_malformed_tf_config_is_one_line(tf_config, says):
 
 
 def test_a_wellformed_tf_config_passes():
-    from tf_mlm import check_tf_config
+    from tf_mlm.options import check_tf_config
 
     check_tf_config(
         '{"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}'

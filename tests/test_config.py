@@ -2,7 +2,8 @@
 
 import pytest
 
-from mlm_toolkit.config import DataConfig, HubConfig, RunConfig, TrainConfig, UsageError
+from mlm_toolkit.config import DataConfig, HubConfig, RunConfig, TrainConfig
+from mlm_toolkit.errors import UsageError
 from pt_mlm import PTOptions
 
 
@@ -42,7 +43,7 @@ def test_defaults_are_the_guides_recipe():
         0.01,
         42,
     )
-    from mlm_toolkit.sources import DEFAULT_COLUMNS
+    from mlm_toolkit.data_sources import DEFAULT_COLUMNS
 
     assert run.model.model == "distilbert/distilroberta-base" and run.data.dataset == "eli5_category"
     # No --text-column: the guide's answers.text where the data has it, else run_mlm.py's "text".
@@ -58,7 +59,7 @@ def test_zero_max_samples_means_all_rows():
 def test_perplexity_overflow_is_inf_not_a_crash():
     import math
 
-    from mlm_toolkit.report import TokenWeightedMean, perplexity
+    from mlm_toolkit.metrics import TokenWeightedMean, perplexity
 
     assert perplexity(1000.0) == math.inf and perplexity(0.0) == 1.0
     mean = TokenWeightedMean()
@@ -154,3 +155,14 @@ def test_warmup_ratio_and_the_checkpoint_policy():
         assert str(error.value).startswith("--checkpointing-steps:")
     with pytest.raises(UsageError, match="--warmup-ratio"):
         TrainConfig(warmup_ratio=1.0)
+
+
+def test_speed_workarounds_need_their_library_versions_and_say_so_once(caplog):
+    from packaging.specifiers import SpecifierSet
+
+    from mlm_toolkit.compat import speed_workarounds
+
+    assert speed_workarounds(True, {"numpy": SpecifierSet(">=1")})
+    assert not speed_workarounds(False, {"numpy": SpecifierSet(">=1")}) and not caplog.text  # --no-workarounds
+    assert not speed_workarounds(True, {"numpy": SpecifierSet("<1")})
+    assert "speed workarounds off: numpy" in caplog.text and "(written for <1)" in caplog.text

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from mlm_toolkit.config import BUILTIN_DATASET, DataConfig, RunError, UsageError
-from mlm_toolkit.sources import column_names, load_rows, load_splits
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
+from mlm_toolkit.data_sources import column_names, load_rows, load_splits
+from mlm_toolkit.errors import RunError, UsageError
 
 
 def texts(splits) -> tuple[list[str], list[str]]:

@@ -208,8 +208,8 @@ def test_a_tracker_that_is_not_installed_names_the_package():
 
 
 def test_a_json_config_is_written_back_as_json_and_reads_as_it_was(tmp_path):
-    from mlm_toolkit.cli import config_format, read_config_file, write_run_config
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.config_files import config_format, read_config_file, write_run_config
     from pt_mlm import PTOptions
 
     run = RunConfig(

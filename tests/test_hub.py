@@ -13,7 +13,7 @@ import threading
 import pytest
 
 CHECK = (
-    "import time; from mlm_toolkit.sources import hub_offline_reason; t = time.time(); "
+    "import time; from mlm_toolkit.hub import hub_offline_reason; t = time.time(); "
     "print(repr(hub_offline_reason())); print(round(time.time() - t, 1))"
 )
 

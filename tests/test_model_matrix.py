@@ -26,7 +26,7 @@ def trained(args) -> dict:
 def test_every_family_trains_resumes_exactly_and_loads(family, tiny_bert, eli5_jsonl, tmp_path):
     from transformers import AutoModelForMaskedLM, pipeline
 
-    from pt_mlm.training import MaskedTokenLoss
+    from pt_mlm.model import MaskedTokenLoss
 
     model = build_tiny_family(family, tmp_path / family, tiny_bert)
     out = tmp_path / "run"
@@ -128,7 +128,7 @@ def test_every_tf_family_trains_evaluates_fills_masks_and_loads_in_pytorch(group
     seen = scenario("model_matrix", ",".join(folders), eli5_jsonl, tmp_path / "runs")
     # The product's TF -> PyTorch conversion, for all the group's runs in one TensorFlow + PyTorch process.
     outs = [tmp_path / "runs" / family for family in families]
-    code = "import sys\nfrom mlm_toolkit.report import _TO_PT\nfor sys.argv[1] in sys.argv[1:]:\n"
+    code = "import sys\nfrom mlm_toolkit.convert import _TO_PT\nfor sys.argv[1] in sys.argv[1:]:\n"
     code += "    try:\n        exec(_TO_PT)\n    except SystemExit as refused:\n        print(sys.argv[1], refused)"
     done = subprocess.run(
         [sys.executable, "-c", code, *map(str, outs)], env=child_env(), capture_output=True, text=True

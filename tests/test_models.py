@@ -2,8 +2,9 @@
 
 import pytest
 
-from mlm_toolkit.config import BUILTIN_MODEL, RunError, UsageError
-from mlm_toolkit.sources import load_checked, resolve_model
+from mlm_toolkit.config import BUILTIN_MODEL
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.models import load_checked, resolve_model
 
 
 def test_hub_id_offline_fails_fast_naming_the_builtin():

@@ -11,8 +11,8 @@ import pytest
 from pt_helpers import pt_train_command, run_cli, train_tiny
 
 from mlm_toolkit import streaming
-from mlm_toolkit.blocks import prepare_data
 from mlm_toolkit.config import DataConfig
+from mlm_toolkit.data import prepare_data
 from mlm_toolkit.streaming import BlockStream, prepare_stream
 
 

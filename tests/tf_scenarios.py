@@ -65,7 +65,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
-    from mlm_toolkit.blocks import prepare_data
+    from mlm_toolkit.data import prepare_data
     from tf_mlm.training import make_evaluator, train
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -86,7 +86,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
     # represent exactly (2,048 and 256) must still pick the right logits.
     from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
-    from mlm_toolkit.sources import resolve_model
+    from mlm_toolkit.models import resolve_model
 
     big = resolve_model(BUILTIN_MODEL).location
     big_tokenizer = AutoTokenizer.from_pretrained(big)
@@ -161,7 +161,7 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
     except RuntimeError:
         crashed = True
     backup_left = (out / "backup").is_dir() and any((out / "backup").iterdir())
-    from mlm_toolkit.config import UsageError
+    from mlm_toolkit.errors import UsageError
 
     refused = {}  # a resume that would be another run is refused, naming the setting
     for name, changed in (
@@ -189,6 +189,8 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
         "resumed_evals": [e["step"] for e in resumed["loss_log"]["evals"]],
         "whole_after": whole["after"]["eval_loss"],
         "resumed_after": resumed["after"]["eval_loss"],
+        "whole_losses": whole["loss_log"]["losses"],
+        "resumed_losses": resumed["loss_log"]["losses"],
     }
 
 
@@ -284,7 +286,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     import huggingface_hub
     import transformers.keras_callbacks as keras_callbacks
 
-    import mlm_toolkit.report as publish
+    import mlm_toolkit.hub as publish
     from mlm_toolkit.config import HubConfig
     from tf_mlm.training import TFOptions, train
 
@@ -489,8 +491,8 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
     from transformers import AutoTokenizer
 
     import tf_mlm
-    from mlm_toolkit.blocks import prepare_data
     from mlm_toolkit.config import EvalConfig
+    from mlm_toolkit.data import prepare_data
     from tf_mlm.heads import masked_token_loss_sum, sparse_head_differs
     from tf_mlm.training import train
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from transformers.modeling_tf_utils import keras  # tf-keras: the Keras 2 API transformers' TF models use
 
+from mlm_toolkit.metrics import LossLog
 from mlm_toolkit.outputs import MANIFEST, require_free_space, snapshot_dir, write_manifest, write_text_atomically
-from mlm_toolkit.report import LossLog
 from mlm_toolkit.run import Recorder, StepPlan
 
 BACKUP = "backup"

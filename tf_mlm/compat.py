@@ -1,19 +1,79 @@
-"""A shim for loading PyTorch safetensors into TensorFlow models: transformers 4.x iterates over the
-`safe_open` handle, which safetensors >= 0.6 no longer allows (transformers issue #40028, not to be fixed).
+"""Every place tf-mlm reaches past TensorFlow's, tf-keras' or transformers' public surface, with why
+(docs/compat.md).
+
+Speed (off with --no-workarounds, and when tf-keras is not a version these were written for): Adam's slots made at
+compile time (`create_slots`), the first evaluation eager, the loss traced without autograph (`tf_mlm.heads`).
+Needed to work at all: `IterableSafeOpen` (transformers 4.x iterates over the `safe_open` handle, which
+safetensors >= 0.6 no longer allows: transformers issue #40028, not to be fixed), the optimizer's
+`_aggregate_gradients` (`tf_mlm.heads`), `BackupAndRestore._backup` (`tf_mlm.callbacks`), and
+`native_noise_filtered` (TensorFlow's C++ start-up notes, printed whatever TF_CPP_MIN_LOG_LEVEL says).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
-from safetensors import safe_open as _safe_open
+from packaging.specifiers import SpecifierSet
+
+import mlm_toolkit.compat
+
+WRITTEN_FOR = {"tf-keras": SpecifierSet(">=2.16,<2.22")}  # the versions the private calls were written for
+
+
+def speed_workarounds(wanted: bool) -> bool:
+    return mlm_toolkit.compat.speed_workarounds(wanted, WRITTEN_FOR)
+
+
+def create_slots(optimizer, variables) -> None:
+    """Adam's slots now, not in the first step: a tf.function that creates variables is traced twice. The
+    private method is how tf-keras' own weight loading builds a legacy optimizer's slots."""
+    optimizer._create_all_weights(variables)
+
+
+# What TensorFlow's C++ runtime prints as it starts on a machine without a GPU, whatever TF_CPP_MIN_LOG_LEVEL
+# says (absl's notice before its initialisation, oneDNN and CPU notes, CUDA probes): none of the user's concern.
+NATIVE_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+    "Unable to register cu",
+    "cuda_executor.cc",
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Run the block with file descriptor 2 (where C++ writes) captured, then pass on all but NATIVE_NOISE."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in NATIVE_NOISE)))
 
 
 class IterableSafeOpen:
     """`safe_open` whose handle can be iterated for its tensor names, as transformers 4.x expects."""
 
     def __init__(self, *args, **kwargs) -> None:
-        self._handle = _safe_open(*args, **kwargs)
+        from safetensors import safe_open
+
+        self._handle = safe_open(*args, **kwargs)
 
     def __enter__(self) -> "IterableSafeOpen":
         self._handle.__enter__()
@@ -34,7 +94,7 @@ def patch_safetensors_loading() -> None:
     import transformers.modeling_tf_utils as tf_utils
 
     for module in (tf_utils, pt_utils):
-        if getattr(module, "safe_open", None) is _safe_open:
+        if getattr(module, "safe_open", None) is not None:
             module.safe_open = IterableSafeOpen
 
 
@@ -42,7 +102,7 @@ def load_masked_lm(resolved, **kwargs):
     """`TFAutoModelForMaskedLM.from_pretrained` for a resolved model, whatever weights file it holds."""
     from transformers import TFAutoModelForMaskedLM
 
-    from mlm_toolkit.sources import load_weights
+    from mlm_toolkit.models import load_weights
 
     patch_safetensors_loading()
     folder = Path(resolved.location)

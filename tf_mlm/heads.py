@@ -111,9 +111,10 @@ class MaskedLMTrainer(keras.Model):
     """Trains a TF ...ForMaskedLM as its own train step does, compiled without a loss, plus the projection of
     masked rows only (`sparse`) and logs of this step's loss and gradient norm, not Keras' running mean."""
 
-    def __init__(self, model, sparse: bool = True, rows: int | None = None) -> None:
+    def __init__(self, model, sparse: bool = True, rows: int | None = None, autograph: bool = False) -> None:
         super().__init__()
         self.mlm, self.sparse, self.rows = model, sparse, rows
+        self.loss_sum = loss_sum if autograph else masked_token_loss_sum  # without autograph: tf_mlm.compat
 
     def call(self, inputs, training=False):
         return self.mlm(inputs, training=training)
@@ -125,9 +126,7 @@ class MaskedLMTrainer(keras.Model):
         optimizer = self.optimizer
         scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            total, count, _ = masked_token_loss_sum(
-                self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask
-            )
+            total, count, _ = self.loss_sum(self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask)
             loss = total / tf.maximum(count, 1.0)
             # Replicas' gradients are summed: each contributes its share of the mean.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync

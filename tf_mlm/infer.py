@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlm_toolkit.fill_mask import MaskFillerBase
-from mlm_toolkit.sources import load_checked, max_block_size, resolve_model
+from mlm_toolkit.models import load_checked, max_block_size, resolve_model
 from tf_mlm.compat import load_masked_lm
 
 

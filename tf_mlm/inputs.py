@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import tensorflow as tf
 
-from mlm_toolkit.blocks import BlockMasker, mask_seed, masking_collator
+from mlm_toolkit.masking import BlockMasker, mask_seed, masking_collator
 from mlm_toolkit.streaming import BlockStream
 
 

@@ -37,14 +37,15 @@ from transformers.modeling_tf_utils import keras
 from transformers.optimization_tf import WarmUp
 
 import mlm_toolkit.run
-from mlm_toolkit.config import RunConfig, RunError, UsageError
+from mlm_toolkit.config import RunConfig
+from mlm_toolkit.convert import add_weights_for_other_framework as add_pytorch_weights
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.hub import hub_base_model
+from mlm_toolkit.metrics import EvalScore, LossLog, Results, TokenWeightedMean
 from mlm_toolkit.outputs import checkpoint_damage
-from mlm_toolkit.report import EvalScore, LossLog, Results, TokenWeightedMean, hub_base_model
-from mlm_toolkit.report import add_weights_for_other_framework as add_pytorch_weights
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan, check_same_run, check_steps_left, tracked_config
 from mlm_toolkit.streaming import BlockStream, StreamPosition
 from mlm_toolkit.trackers import Trackers
-from tf_mlm import TFOptions, check_tf_config, native_noise_filtered
 from tf_mlm.callbacks import (
     BACKUP,
     IDENTITY,
@@ -56,9 +57,10 @@ from tf_mlm.callbacks import (
     VerifiedBackup,
     epoch_pushes,
 )
-from tf_mlm.compat import load_masked_lm
+from tf_mlm.compat import create_slots, load_masked_lm, native_noise_filtered, speed_workarounds
 from tf_mlm.heads import MaskedLMTrainer, masked_rows, masked_token_loss_sum, sparse_head_differs
 from tf_mlm.inputs import keras_masking, stream_batches
+from tf_mlm.options import TFOptions, check_tf_config
 
 if TYPE_CHECKING:
     from mlm_toolkit.config import EvalConfig
@@ -140,17 +142,16 @@ def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
     return optimizer
 
 
-def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan, sparse: bool = True) -> MaskedLMTrainer:
+def compile_trainee(model, run: RunConfig, options: TFOptions, plan: StepPlan, sparse=True, workarounds=True):
     """The model wrapped in our train step and compiled the guide's way: an optimizer and no loss."""
     rows = None
     if options.jit_compile:  # XLA needs a static number of gathered rows
         rows = masked_rows(run.train.per_device_batch_size * run.data.block_size, run.data.mlm_probability)
-    trainee = MaskedLMTrainer(model, sparse=sparse, rows=rows)
+    trainee = MaskedLMTrainer(model, sparse=sparse, rows=rows, autograph=not workarounds)
     optimizer = make_optimizer(run.train, plan.total_steps, plan.warmup_steps)
     trainee.compile(optimizer=optimizer, jit_compile=options.jit_compile)
-    # Adam's slots now, not in the first step: a tf.function that creates variables is traced twice (2-3 s).
-    # The private method is how tf-keras' own weight loading builds a legacy optimizer's slots.
-    optimizer._create_all_weights(model.trainable_variables)
+    if workarounds:
+        create_slots(optimizer, model.trainable_variables)
     return trainee
 
 
@@ -208,7 +209,8 @@ class KerasBackend:
         with self.strategy.scope():
             model, info = load_masked_lm(resolved, output_loading_info=True)
             self.sparse = options.sparse_head and sparse_head_works(model, data.eval_inputs)
-            self.trainee = compile_trainee(model, run, options, self.plan, self.sparse)
+            workarounds = speed_workarounds(options.workarounds)
+            self.trainee = compile_trainee(model, run, options, self.plan, self.sparse, workarounds)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
@@ -223,7 +225,7 @@ class KerasBackend:
             self.train_set = model.prepare_tf_dataset(
                 blocks, batch_size=global_batch, shuffle=True, collate_fn=masking, drop_remainder=True
             )
-        self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch, self.sparse)
+        self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch, self.sparse, workarounds)
         return info["missing_keys"]
 
     def resume(self, out: Path, identity: dict) -> LossLog:
@@ -343,16 +345,16 @@ def sparse_head_works(model, eval_inputs: dict[str, np.ndarray]) -> bool:
     return reason is None
 
 
-def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int, sparse: bool = True):
+def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int, sparse=True, eager_first=True):
     """A function giving the token-weighted mean cross-entropy over the frozen eval set, in float32. The first
-    call (before training, which the first step waits for) runs eagerly, as tracing costs more than one pass
-    gains; later calls share one traced graph."""
+    call (before training, which the first step waits for) runs eagerly (`eager_first`), as tracing costs more
+    than one pass gains; later calls share one traced graph."""
 
     def eager(ids, labels, mask):
         return masked_token_loss_sum(model, ids, labels, False, sparse=sparse, attention_mask=mask)
 
     traced = tf.function(eager, reduce_retracing=True)
-    calls = 0
+    calls = 0 if eager_first else 1
 
     def evaluate() -> EvalScore:
         nonlocal calls

