@@ -282,21 +282,33 @@ class TorchBackend:
         return progress.global_step
 
     def train_epoch(self, loop: Loop, epoch: int) -> None:
-        """Optimizer steps until the epoch's batches or --max-steps run out."""
+        """Optimizer steps until the epoch's batches or --max-steps run out: the step, from a batch to the
+        optimizer's update, in plain sight."""
         progress, accelerator, train_cfg = loop.progress, self.accelerator, self.run.train
         start = progress.batches_done_in_epoch if epoch == progress.epoch else 0
         self.source.set_position(epoch, start * self.num_processes)
         progress.epoch, progress.batches_done_in_epoch = epoch, start
         tokens_per_batch = train_cfg.per_device_batch_size * self.run.data.block_size * self.num_processes
         micro_losses: list[torch.Tensor] = []
+        max_norm = train_cfg.max_grad_norm or math.inf
         loop.unread.restart()
         for batch in loop.waiting.iterate(self.loader):
             # Dropout draws are a function of the micro-batch's place in the run, so every micro-batch of
             # an accumulation window draws its own, and a resumed run the same.
             place = (epoch, progress.batches_done_in_epoch, accelerator.process_index)
             torch.manual_seed(micro_batch_seed(train_cfg.seed, *place))
-            loss, grad_norm = self.micro_step(batch)
-            micro_losses.append(loss)
+            # ---- forward and backward; at the end of an accumulation window, clip and step
+            with accelerator.accumulate(self.net):
+                # Each micro-batch's mean over its masked tokens, averaged over the window by backward(), as
+                # the Trainer does for BERT/RoBERTa (they take no num_items_in_batch).
+                loss = self.net(**batch)[0].mean()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:  # with clipping off the factor is 1, and the norm still logged
+                    grad_norm = accelerator.clip_grad_norm_(self.net.parameters(), max_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            micro_losses.append(loss.detach())
             progress.batches_done_in_epoch += 1
             loop.recorder.train_tokens += tokens_per_batch
             if not accelerator.sync_gradients:
@@ -316,23 +328,6 @@ class TorchBackend:
                 self.evaluation(loop, f"step {step}")
             if train_cfg.checkpoints_at(step, epoch_end=False, run_end=False):
                 self.checkpoint(loop)
-
-    def micro_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Forward and backward of one micro-batch; at the end of an accumulation window, clip and step.
-        Returns the micro-batch's loss and, at a window's end, the gradient norm before clipping."""
-        accelerator, grad_norm = self.accelerator, None
-        with accelerator.accumulate(self.net):
-            # Each micro-batch's mean over its masked tokens, averaged over the window by backward(), as the
-            # Trainer does for BERT/RoBERTa (they take no num_items_in_batch).
-            loss = self.net(**batch)[0].mean()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:  # with clipping off the factor is 1, and the norm still logged
-                max_norm = self.run.train.max_grad_norm or math.inf
-                grad_norm = accelerator.clip_grad_norm_(self.net.parameters(), max_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), grad_norm
 
     def evaluation(self, loop: Loop, when: str) -> None:
         """Evaluate now, unless these weights were just evaluated (--eval-steps at an epoch's end)."""

@@ -114,7 +114,7 @@ class MaskedLMTrainer(keras.Model):
     def __init__(self, model, sparse: bool = True, rows: int | None = None, autograph: bool = False) -> None:
         super().__init__()
         self.mlm, self.sparse, self.rows = model, sparse, rows
-        self.loss_sum = loss_sum if autograph else masked_token_loss_sum  # without autograph: tf_mlm.compat
+        self.autograph = autograph  # False: the loss traced without autograph (a speed workaround)
 
     def call(self, inputs, training=False):
         return self.mlm(inputs, training=training)
@@ -126,7 +126,8 @@ class MaskedLMTrainer(keras.Model):
         optimizer = self.optimizer
         scales_loss = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            total, count, _ = self.loss_sum(self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask)
+            loss_fn = loss_sum if self.autograph else masked_token_loss_sum
+            total, count, _ = loss_fn(self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask)
             loss = total / tf.maximum(count, 1.0)
             # Replicas' gradients are summed: each contributes its share of the mean.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
