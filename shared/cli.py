@@ -263,6 +263,8 @@ def make_cli(
     evaluate_fn = evaluate or (api and (lambda config: api("evaluate")(config)))
 
     from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, RunConfig, TrainConfig
+    from mlm_toolkit.metrics import completed_results
+    from mlm_toolkit.run import check_finished_run
 
     @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
     @click.version_option(version, prog_name=prog)
@@ -310,7 +312,13 @@ def make_cli(
             parts = [build(cls, values) for cls in (DataConfig, ModelConfig, TrainConfig, HubConfig)]
             run = RunConfig(*parts, config_format=config_format(config_file))
             options = build(options_cls, values)
-        # A finished run given --resume: train() says so and returns its results untouched.
+        finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
+        if finished:  # said here, where the user reads it; train() returns it untouched as well
+            check_finished_run(finished.config, run, options, run.train.output_dir)
+            steps = f"{finished.optimizer_steps} optimizer steps"
+            click.echo(f"{run.train.output_dir} holds a complete run ({steps}); nothing to resume. Its figures:")
+            print_summary(finished, run.train.output_dir)
+            return
         print_summary(train_fn(run, options), run.train.output_dir)
 
     train_command.params.extend([*alias_options(DataConfig), *alias_options(options_cls), *accepted_options(fields)])

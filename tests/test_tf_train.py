@@ -270,7 +270,14 @@ def test_interrupted_fit_resumes_and_finishes(tiny_roberta, eli5_jsonl, tmp_path
     assert seen["finished_untouched"], "resuming a finished run returns its results untouched"
     assert seen["resumed_steps"] == seen["whole_steps"]
     assert seen["resumed_evals"][0] == 0 and seen["resumed_evals"][-1] == seen["whole_steps"]
-    assert seen["resumed_after"] == pytest.approx(seen["whole_after"], rel=0.05)
+    # Keras resume is exact up to the backup (the first epoch) and not after it: fit() starts its data iterator
+    # and the collator's and dropout's generators afresh, so the resumed epochs see other orders and masks
+    # (docs/outputs.md). Measured 2026-12-06: 53 steps identical, the eval loss after 3.8291 against 3.8241
+    # (0.13%); the bound is that noise's, other batches of the same data.
+    epoch = len(seen["whole_losses"]) // 3
+    assert seen["resumed_losses"][:epoch] == seen["whole_losses"][:epoch]
+    assert seen["resumed_losses"][epoch:] != seen["whole_losses"][epoch:], "if this is exact now, say so in the docs"
+    assert seen["resumed_after"] == pytest.approx(seen["whole_after"], rel=0.01)
 
 
 def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_jsonl, tmp_path):
