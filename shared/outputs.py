@@ -213,7 +213,13 @@ def staging_dir(final: Path) -> Path:
 
 
 def commit_dir(partial: Path, final: Path) -> None:
-    """Make a completely written `partial` folder visible as `final` with one rename."""
+    """Make a completely written `partial` folder visible as `final` with one rename, its files as the umask
+    allows: safetensors writes through a private temporary file, 0600, which another user could not load."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in partial.rglob("*"):
+        if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(0o666 & ~umask)
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)

@@ -623,3 +623,14 @@ GOLDEN_PT_LOSSES = [5.693679332733154, 5.684526443481445, 5.615042209625244, 5.6
 
 def test_the_cli_learns_the_golden_losses(plain_six_steps):
     np.testing.assert_allclose(plain_six_steps["loss_log"]["losses"], GOLDEN_PT_LOSSES, rtol=1e-5)
+
+
+def test_every_file_of_a_run_is_as_the_umask_allows(trained):
+    """safetensors writes 0600 through its own temporary file: another user of the machine could not load the
+    model (mode 0600 under umask 022 before; every other file 0644)."""
+    out = trained[0]
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in [*out.glob("*"), *out.glob("checkpoint-*/*")] if p.is_file()]
+    assert any(p.name == "model.safetensors" and p.parent != out for p in files), "a checkpoint's weights too"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o666 & ~umask} == {}
