@@ -186,7 +186,7 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
         "config_file",
         type=click.Path(dir_okay=False),
         help="Data settings from a training config (a run's run_config.yaml); flags given win. A run folder "
-        "given as MODEL with no data flag is evaluated on its own run_config.",
+        "given as MODEL is evaluated on its own run_config, the flags given over it.",
     )
     @options_from(DataConfig, EvalSettings)
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
@@ -203,10 +203,10 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
 
         setup_logging()
         given = {k for k in values if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-        source = config_file or (None if given & measured else run_config_of(model))
+        source = config_file or run_config_of(model)  # the flags given win over what it says
         if source:
             try:
-                saved = read_config_file(str(source), train_classes)
+                saved = read_config_file(str(source), train_classes, only_known=not config_file)
             except MLMError as error:
                 raise click.BadParameter(str(error).removeprefix("--config: "), param_hint="--config") from None
             values.update({k: v for k, v in saved.items() if k in measured and k not in given and v is not None})

@@ -30,7 +30,7 @@ def _names(classes: Iterable[type]) -> dict[str, str]:
     return names
 
 
-def read_config_file(path: str, classes: Iterable[type], keys: dict | None = None) -> dict[str, Any]:
+def read_config_file(path: str, classes: Iterable[type], keys: dict | None = None, only_known=False) -> dict[str, Any]:
     """A config file's settings by field name (click's `default_map`); `keys` gets each as the file spells it."""
     import yaml
 
@@ -52,6 +52,8 @@ def read_config_file(path: str, classes: Iterable[type], keys: dict | None = Non
         if spelled in ACCEPTED:
             continue
         name = names.get(spelled)
+        if name is None and only_known:  # another framework's run: its own options are not ours to read
+            continue
         if name is None:
             raise UsageError(f"{path!r} has an unknown key {key!r}", "--config")
         if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line

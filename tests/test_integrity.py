@@ -42,7 +42,7 @@ def test_the_newest_checkpoint_of_an_unfinished_run_is_a_model_folder(stopped_ru
     filled = run_cli("fill-mask", out / "checkpoint-4", "the cat sees <mask> ball.", "--json")
     assert filled.exit_code == 0 and json.loads(filled.output)[0]["masks"][0][0]["token_str"] == seen["top"]
     scored = run_cli("evaluate", out / "checkpoint-4", "--dataset", data, "--block-size", "32", "--json")
-    assert scored.exit_code == 0 and json.loads(scored.output)["eval_blocks"] > 0, scored.output
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["eval_blocks"] > 0, scored.output
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ def test_evaluate_gives_the_runs_own_figure_printed_and_as_json(trained, eli5_js
     after = results["after"]
     assert f"perplexity: {after['perplexity']:.2f} (eval loss {after['eval_loss']:.4f})" in printed.output
     written = run_cli(*args, "--json", "--output-file", tmp_path / "eval.json")
-    figures = json.loads(written.output)
+    figures = json.loads(written.stdout)
     assert figures == json.loads((tmp_path / "eval.json").read_text())
     assert figures["eval_loss"] == pytest.approx(after["eval_loss"], rel=1e-6)
     assert figures["eval_blocks"] == results["data"]["eval_blocks"] and figures["framework"] == "pytorch"
@@ -115,6 +115,11 @@ def test_evaluate_on_a_run_folder_alone_uses_the_runs_own_data_settings(trained)
     assert figures["eval_blocks"] == results["data"]["eval_blocks"]
     given = run_cli("evaluate", out, "--config", out / "run_config.yaml", "--json")
     assert given.exit_code == 0 and json.loads(given.stdout)["eval_loss"] == figures["eval_loss"]
+    # A data flag given goes over the run's own settings, which stay: its dataset, block size and masks.
+    fewer = run_cli("evaluate", out, "--max-eval-samples", "10", "--json")
+    assert fewer.exit_code == 0, fewer.output
+    assert "evaluating on the run's own data settings" in fewer.stderr
+    assert json.loads(fewer.stdout)["eval_blocks"] == 10
 
 
 def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):

@@ -105,10 +105,10 @@ def test_evaluate_gives_the_same_figure_in_both_frameworks(trained, eli5_jsonl):
     assert keras.returncode == 0, keras.stderr[-2000:]
     pytorch = run_cli(*args)
     assert pytorch.exit_code == 0, pytorch.output
-    tf_loss, pt_loss = json.loads(keras.stdout)["eval_loss"], json.loads(pytorch.output)["eval_loss"]
+    tf_loss, pt_loss = json.loads(keras.stdout)["eval_loss"], json.loads(pytorch.stdout)["eval_loss"]
     assert tf_loss == pytest.approx(results["after"]["eval_loss"], rel=1e-5), "the run's own figure"
     assert pt_loss == pytest.approx(tf_loss, rel=1e-5), "the same figure in PyTorch, from pytorch_model.bin"
-    tf_accuracy, pt_accuracy = json.loads(keras.stdout)["accuracy"], json.loads(pytorch.output)["accuracy"]
+    tf_accuracy, pt_accuracy = json.loads(keras.stdout)["accuracy"], json.loads(pytorch.stdout)["accuracy"]
     assert tf_accuracy == pytest.approx(results["after"]["accuracy"], abs=1e-9) and 0 < tf_accuracy <= 1
     assert pt_accuracy == pytest.approx(tf_accuracy, abs=1e-3), "the same argmax, but for near ties"
 
