@@ -39,6 +39,7 @@ from transformers.optimization_tf import WarmUp
 import mlm_toolkit.run
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.convert import add_weights_for_other_framework as add_pytorch_weights
+from mlm_toolkit.convert import pytorch_would_differ
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.hub import hub_base_model
 from mlm_toolkit.metrics import EvalScore, LossLog, Results, TokenWeightedMean
@@ -191,6 +192,9 @@ class KerasBackend:
         if "labels" not in inspect.signature(family.call).parameters:  # TF XLM and FlauBERT
             reason = f"TensorFlow's {family.__name__} takes no labels, so prepare_tf_dataset drops them"
             raise UsageError(f"{reason}; train it with pt-mlm (the same flags)", "--model")
+        if self.options.pt_weights and (reason := pytorch_would_differ(config)):  # now, not after training
+            how = "train it with pt-mlm (the same flags), or give --no-pt-weights for TensorFlow weights alone"
+            raise UsageError(f"{reason}; {how}", "--model")
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
