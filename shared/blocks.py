@@ -104,6 +104,10 @@ class Blocks:
         parts = [part[: max(count - start, 0)] for part, start in zip(self._parts, starts, strict=True)]
         return np.concatenate([np.zeros((0, self.block_size), np.int32), *parts])
 
+    def holds_other_than(self, ids: list[int]) -> bool:
+        """Whether any block holds a token not in `ids` (the special tokens, which are never masked)."""
+        return any(np.isin(part, ids, invert=True).any() for part in self._parts)
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self.head(len(self)).astype(dtype or np.int32)
 

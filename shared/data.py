@@ -99,6 +99,9 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
             short = f"{blocks.dropped_tokens} tokens, less than one block of {config.block_size}"
             advice = "use more rows (--max-samples) or a smaller --block-size"
             raise UsageError(f"the {name} split has {short}; {advice}", "--dataset")
+        if not blocks.holds_other_than(tokenizer.all_special_ids):  # 0 masked tokens: a loss of 0/0
+            only = f"the {name} split holds only special tokens ({', '.join(tokenizer.all_special_tokens)})"
+            raise UsageError(f"{only}: nothing in it can be masked; check --text-column", "--dataset")
     train_blocks = made["train"][0] if train else None
     data = MLMData(
         train_blocks,
@@ -109,5 +112,7 @@ def prepare_data(config: DataConfig, tokenizer, seed: int, train: bool = True) -
         all(cached for _, cached in made.values()),
         len(made["eval"][0]),
     )
+    if not (data.eval_inputs["labels"] != -100).any():
+        raise UsageError("no held-out token was masked; use more rows or a higher --mlm-probability", "--dataset")
     log.info("data: %s", json.dumps(data.summary()))
     return data

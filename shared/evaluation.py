@@ -7,13 +7,14 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mlm_toolkit.config import EvalConfig
-from mlm_toolkit.errors import UsageError
+from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.metrics import EvalScore, perplexity
 
 log = logging.getLogger("mlm")
@@ -45,6 +46,8 @@ def evaluate(config: EvalConfig, framework: str, score: Callable[..., EvalScore]
     seed = config.settings.seed
     data = prepare_data(config.data, tokenizer, seed, train=False)
     loss, accuracy = score(resolved, tokenizer, data, config.settings.eval_batch_size)
+    if not math.isfinite(loss):
+        raise RunError(f"{config.model.model}: the eval loss is {loss}: its weights are not finite (a diverged run?)")
     summary = data.summary()
     result = ModelEvaluation(
         model=config.model.model,

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlm_toolkit.errors import UsageError, WrongType
+from mlm_toolkit.errors import RunError, UsageError, WrongType
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class MaskFillerBase:
         attention = np.array([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=np.int64)
         choices = len(self.tokenizer) if candidates is None else len(candidates)
         probs, tokens = self._top_k(ids, attention, min(top_k, choices), candidates)
+        if not np.isfinite(probs).all():
+            raise RunError("the model's predictions are not finite: its weights are not (a diverged training run?)")
         rows, cols = np.nonzero(ids == self.tokenizer.mask_token_id)
         results: list[list[list[Prediction]]] = [[] for _ in batch]
         for n, (row, col) in enumerate(zip(rows, cols, strict=True)):

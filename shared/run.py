@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 from mlm_toolkit.config import RunConfig, TrainConfig, flag_of
 from mlm_toolkit.config_files import write_run_config
 from mlm_toolkit.data import MLMData, prepare_data
-from mlm_toolkit.errors import UsageError, WrongType
+from mlm_toolkit.errors import RunError, UsageError, WrongType
 from mlm_toolkit.hub import Pushes, check_push_possible
 from mlm_toolkit.metrics import EvalScore, LossLog, Results, completed_results
 from mlm_toolkit.model_card import write_run_report
@@ -176,12 +176,15 @@ class Recorder:
     train_tokens: int = 0
     steps_timed: int = 0
     data_wait_seconds: float | None = None
+    loss_scaling: bool = False  # fp16: an overflowing step has an infinite gradient norm and is skipped
 
     def steps(self, first_step: int, losses: list, grad_norms: list, learning_rates: list, seconds: float) -> None:
         """Steps `first_step`, `first_step + 1`, ... and the seconds they took together (read at once)."""
         self.train_seconds += seconds
         figures = zip(losses, grad_norms, learning_rates, strict=True)
         for step, (loss, grad_norm, rate) in enumerate(figures, start=first_step):
+            if not math.isfinite(loss) or not (math.isfinite(grad_norm) or self.loss_scaling):
+                raise diverged(f"the loss is {loss:.4g} and the gradient norm {grad_norm:.4g} at step {step}")
             self.losses.log_step(step, loss, seconds / len(losses), grad_norm)
             self.track({"train/loss": loss, "train/grad_norm": grad_norm, "train/learning_rate": rate}, step)
             for hook in self.hooks:
@@ -199,6 +202,8 @@ class Recorder:
         log.info(f"step {step}/{total} ({self.plan.epoch_at(step)}): {figures}")
 
     def evaluation(self, step: int, score: EvalScore, when: str) -> dict[str, float]:
+        if not math.isfinite(score.loss):
+            raise diverged(f"the eval loss is {score.loss} at step {step}")
         record = self.losses.log_eval(step, score.loss, score.accuracy)
         figures = {"eval/loss": score.loss, "eval/perplexity": record["perplexity"], "eval/accuracy": score.accuracy}
         self.track(figures, step)
@@ -211,6 +216,12 @@ class Recorder:
     @property
     def tokens_per_second(self) -> float:
         return self.train_tokens / max(self.train_seconds, 1e-9)
+
+
+def diverged(what: str) -> RunError:
+    """Training diverged: stopped before a non-finite model is saved, the checkpoints before it kept."""
+    advice = "try a lower --learning-rate or clip with --max-grad-norm, in a new --output-dir"
+    return RunError(f"training diverged: {what}; no model is saved as the run's result ({advice})")
 
 
 class Backend(Protocol):
@@ -282,12 +293,17 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             losses = backend.resume(out, identity)
             log_derived(run, data, backend)
             recorder = Recorder(losses, list(hooks or []), backend.track, backend.plan)
+            recorder.loss_scaling = backend.options.mixed_precision in ("fp16", "mixed_float16")
             if backend.is_main:  # set up: the run describes itself, and --config repeats it
                 write_run_config(out, run.flat(backend.options), run.config_format)
 
             # ---- evaluate before training (a resumed run keeps the figure of its true start)
             if not losses.evals:
-                recorder.evaluation(0, backend.evaluate(), "before training")
+                start = backend.evaluate()
+                if not math.isfinite(start.loss):
+                    weights = f"{resolved.name} has an eval loss of {start.loss}: its weights are not finite"
+                    raise UsageError(f"{weights}; train from another model", "--model")
+                recorder.evaluation(0, start, "before training")
 
             # ---- fit; each epoch ends with an evaluation and a checkpoint
             steps_done = backend.fit(recorder, out)

@@ -244,3 +244,48 @@ def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, 
     assert two["optimizer_steps"] == one["optimizer_steps"]
     assert two["before"]["eval_loss"] == pytest.approx(one["before"]["eval_loss"], rel=1e-5)
     assert two["after"]["eval_loss"] == pytest.approx(one["after"]["eval_loss"], rel=0.01)
+
+
+def test_a_diverging_run_stops_at_that_step_and_saves_no_model(tiny_roberta, eli5_jsonl, tmp_path):
+    out = tmp_path / "out"
+    args = ("--max-steps", "6", "--checkpointing-steps", "1", "--learning-rate", "1e6")
+    result = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, out, *args))
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: training diverged: the loss is nan and the gradient norm nan at step ")
+    assert message.endswith(
+        "no model is saved as the run's result (try a lower --learning-rate or clip with "
+        "--max-grad-norm, in a new --output-dir)"
+    )
+    step = int(message.split(" at step ")[1].split(";")[0])
+    assert newest_step(out) == step - 1 and step > 1  # the good checkpoints before it stay
+    assert not (out / "model.safetensors").exists() and not (out / "all_results.json").exists()
+
+
+def test_a_model_with_non_finite_weights_is_refused_by_evaluate_fill_mask_and_train(
+    tiny_roberta, eli5_jsonl, tmp_path
+):
+    from tiny_models import non_finite_copy
+
+    broken = non_finite_copy(tiny_roberta, tmp_path)
+    evaluated = run_cli("evaluate", broken, "--dataset", eli5_jsonl, "--block-size", "32")
+    assert evaluated.exit_code == 1
+    assert evaluated.output.strip().endswith(
+        f"{broken}: the eval loss is nan: its weights are not finite (a diverged run?)"
+    )
+    filled = run_cli("fill-mask", broken, "the cat <mask> the ball.")
+    assert filled.exit_code == 1
+    assert "the model's predictions are not finite: its weights are not (a diverged training run?)" in filled.output
+    trained = run_cli(*pt_train_command(broken, eli5_jsonl, tmp_path / "from-nan", "--max-steps", "1"))
+    assert trained.exit_code == 2
+    expected = f"--model: {broken} has an eval loss of nan: its weights are not finite; train from another model"
+    assert trained.output.strip().endswith(expected)
+
+
+def test_data_with_nothing_to_mask_is_refused_before_training(tiny_bert, tmp_path):
+    data = tmp_path / "masks.jsonl"
+    data.write_text("".join(json.dumps({"text": "[MASK] [MASK] [SEP] [CLS] [MASK]"}) + "\n" for _ in range(400)))
+    result = run_cli(*pt_train_command(tiny_bert, data, tmp_path / "out", "--max-steps", "1"))
+    assert result.exit_code == 2
+    assert "--dataset: the eval split holds only special tokens (" in result.output
+    assert ": nothing in it can be masked; check --text-column" in result.output

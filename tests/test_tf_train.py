@@ -290,6 +290,10 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
         "xla_multi_worker": (2, "--jit-compile: cannot be combined with --strategy multi-worker"),
         "no_mask": (2, "TEXT: no mask in"),
         "not_utf8": (2, "is not UTF-8 text: line 3, byte"),
+        "diverged": (1, "Error: training diverged: the loss is "),
+        "non_finite_evaluate": (1, "the eval loss is nan: its weights are not finite (a diverged run?)"),
+        "non_finite_fill_mask": (1, "the model's predictions are not finite: its weights are not"),
+        "non_finite_train": (2, "has an eval loss of nan: its weights are not finite; train from another model"),
         **{how: (2, "--model: ") for how, _ in BROKEN_MODELS},
     }
     for name, (code, message) in expected.items():
@@ -298,6 +302,8 @@ def test_bad_inputs_name_their_flag_and_keep_previous_runs(tiny_roberta, eli5_js
     for how, says in BROKEN_MODELS:
         assert says in seen[how]["output"], (how, seen[how])
     assert seen["existing_kept"]
+    assert "no model is saved as the run's result" in seen["diverged"]["output"]
+    assert "tf_model.h5" not in seen["diverged_saved"] and "all_results.json" not in seen["diverged_saved"]
 
 
 def backup_files(folder: Path) -> dict:

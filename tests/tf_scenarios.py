@@ -197,13 +197,14 @@ def interrupted_fit(model: str, data: str, work: Path) -> dict:
 def bad_inputs(model: str, data: str, work: Path) -> dict:
     """Exit code and message of each bad invocation of `tf-mlm train`."""
     from click.testing import CliRunner
-    from tiny_models import not_utf8
+    from tiny_models import non_finite_copy, not_utf8
 
     from tf_mlm import main
 
     existing = work / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("a previous run")
+    non_finite = non_finite_copy(Path(model), work)
     base = ["train", "--model", model, "--dataset", data, "--block-size", "32"]
     cases = {
         "existing_output": base + ["--output-dir", str(existing)],
@@ -222,6 +223,10 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
             str(work / "d"),
         ],
         "no_mask": ["fill-mask", model, "nothing to fill"],
+        "diverged": base + ["--output-dir", str(work / "h"), "--max-steps", "6", "--learning-rate", "1e6"],
+        "non_finite_evaluate": ["evaluate", str(non_finite), "--dataset", data, "--block-size", "32"],
+        "non_finite_fill_mask": ["fill-mask", str(non_finite), "the cat <mask> the ball."],
+        "non_finite_train": ["train", "--model", str(non_finite), "--dataset", data, "--output-dir", str(work / "i")],
         "not_utf8": [
             "train",
             "--model",
@@ -254,6 +259,7 @@ def bad_inputs(model: str, data: str, work: Path) -> dict:
             "output": result.output.strip().splitlines()[-1] if result.output.strip() else "",
         }
     seen["existing_kept"] = (existing / "keep.txt").read_text() == "a previous run"
+    seen["diverged_saved"] = sorted(path.name for path in (work / "h").iterdir())
     return seen
 
 

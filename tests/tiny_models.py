@@ -204,6 +204,22 @@ def broken_copy(tiny_roberta: Path, tmp_path: Path, how: str) -> Path:
     return folder
 
 
+def non_finite_copy(model: Path, work: Path) -> Path:
+    """A copy of a model folder with one NaN weight, as a diverged run would leave (no framework needed)."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    folder = work / "non-finite"
+    shutil.copytree(model, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(name for name, tensor in weights.items() if tensor.ndim == 2 and "embeddings" not in name)
+    weights[name][0, 0] = np.nan
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
 # Each way a model folder can be unusable, and what the one-line error says of it.
 BROKEN_MODELS = [
     ("config without weights", "has a config but no weights"),
