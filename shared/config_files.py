@@ -36,10 +36,17 @@ def read_config_file(path: str, classes: Iterable[type], keys: dict | None = Non
 
     file = Path(path).expanduser()
     try:
-        text = file.read_text()
+        with file.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"it is over {MAX_CONFIG_BYTES >> 20} MB, more than any run's settings take")
+        text = raw.decode()
         data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise UsageError(f"cannot read {path!r}: {str(error).splitlines()[0]}", "--config") from error
+    except RecursionError:
+        raise UsageError(f"cannot read {path!r}: it nests too deep", "--config") from None
+    check_bounded(data, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -57,11 +64,34 @@ def read_config_file(path: str, classes: Iterable[type], keys: dict | None = Non
         if name is None:
             raise UsageError(f"{path!r} has an unknown key {key!r}", "--config")
         if isinstance(value, (list, tuple)):  # --report-to: a list in YAML, comma-separated on the line
+            if not all(isinstance(item, (str, int, float)) for item in value):
+                raise UsageError(f"{path!r}: {key} must be a list of names, got {value!r:.80}", "--config")
             value = ",".join(map(str, value))
         settings[name] = typed(value, hints.get(name), f"{path!r}: {key}")
         if keys is not None:
             keys[name] = f"{key} in {path}"
     return settings
+
+
+# A run's settings are a few dozen values. YAML aliases repeat one object without copying it, so a file of a
+# few lines can stand for billions of values once anything walks them (an "alias bomb"): bounded before use.
+MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 1 << 20, 10_000, 20
+
+
+def check_bounded(data: Any, path: str) -> None:
+    """Refuse a config whose values, aliases expanded, number over MAX_CONFIG_VALUES or nest too deep; the walk
+    stops at the limit, so it costs no more than the limit."""
+    stack, count = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+            how = f"over {MAX_CONFIG_VALUES:,} values or {MAX_CONFIG_DEPTH} levels deep, aliases expanded"
+            raise UsageError(f"{path!r} is {how}: not a run's settings", "--config")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def typed(value: Any, annotation: Any, where: str) -> Any:

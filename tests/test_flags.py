@@ -5,6 +5,9 @@ which repeats a run."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -251,3 +254,48 @@ def test_trainer_flags_map_to_ours_or_say_what_to_use():
     assert result.exit_code == 2 and "tf-mlm keeps the newest Keras backup" in result.output
     result, (run, options) = invoke(["--save_total_limit", "2"])
     assert result.exit_code == 0 and options.save_total_limit == 2
+
+
+# A YAML "billion laughs": 9 levels of 9 aliases, a few hundred bytes for 9**9 strings once walked.
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{level}: &{level} [{','.join([f'*{prev}'] * 9)}]\n" for prev, level in zip("abcdefgh", "bcdefghi", strict=True)
+)
+BOUNDED_CASES = {
+    "bomb.yaml": ALIAS_BOMB + "report_to: *i\n",
+    "deep.yaml": "report_to: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep.json": '{"report_to": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "big.yaml": "report_to: [" + ", ".join(["tensorboard"] * 200_000) + "]\n",
+    "nested.yaml": "report_to: [[tensorboard]]\n",
+}
+
+
+def test_config_files_are_bounded_before_anything_expands_them(tmp_path):
+    """Each refused in one line under a 1 GiB address-space limit (the bomb took 22 GB at 19b5307)."""
+    for name, text in BOUNDED_CASES.items():
+        (tmp_path / name).write_text(text)
+    code = (
+        "import json, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from mlm_toolkit.config import TrainConfig\n"
+        "from mlm_toolkit.config_files import read_config_file\n"
+        "from mlm_toolkit.errors import UsageError\n"
+        "seen = {}\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        seen[path] = read_config_file(path, [TrainConfig])\n"
+        "    except UsageError as refused:\n"
+        "        seen[path] = str(refused)\n"
+        "print(json.dumps(seen))\n"
+    )
+    paths = [str(tmp_path / name) for name in BOUNDED_CASES]
+    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = {Path(path).name: said for path, said in json.loads(done.stdout).items()}
+    expanded = "is over 10,000 values or 20 levels deep, aliases expanded: not a run's settings"
+    assert seen["bomb.yaml"] == f"--config: {str(tmp_path / 'bomb.yaml')!r} {expanded}"
+    assert seen["deep.yaml"].endswith("it nests too deep")
+    assert seen["deep.json"].endswith("it nests too deep")
+    assert seen["big.yaml"].endswith("it is over 1 MB, more than any run's settings take")
+    assert seen["nested.yaml"].endswith("report_to must be a list of names, got [['tensorboard']]")
+    result, _ = invoke(["--config", tmp_path / "bomb.yaml"])  # and on the command line, one line, exit 2
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(expanded)
