@@ -37,7 +37,7 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 import mlm_toolkit.run
 from mlm_toolkit.config import RunConfig
 from mlm_toolkit.convert import add_weights_for_other_framework
-from mlm_toolkit.errors import RunError, UsageError
+from mlm_toolkit.errors import RunError, Terminated, UsageError
 from mlm_toolkit.masking import micro_batch_seed
 from mlm_toolkit.metrics import EvalScore, LossLog, Results
 from mlm_toolkit.outputs import find_resume_checkpoint
@@ -269,9 +269,11 @@ class TorchBackend:
                     run_end = progress.global_step >= plan.total_steps
                     if self.run.train.checkpoints_at(progress.global_step, epoch_end=True, run_end=run_end):
                         self.checkpoint(loop)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the CLI
             bar.close()
-            raise self.interrupted(loop) from None
+            raise self.interrupted(
+                loop, "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            ) from None
         finally:
             bar.close()  # whatever stops the loop, what is printed next starts on a line of its own
         recorder.data_wait_seconds = loop.waiting.seconds
@@ -338,14 +340,14 @@ class TorchBackend:
             loop.recorder.evaluation(step, self.evaluate(), when)
         loop.unread.restart()  # evaluating is not training time
 
-    def interrupted(self, loop: Loop) -> RunError:
-        """Ctrl-C: a checkpoint of the last whole optimizer step, and how to go on from it."""
+    def interrupted(self, loop: Loop, how: str) -> RunError:
+        """Ctrl-C or SIGTERM: a checkpoint of the last whole optimizer step, and how to go on from it."""
         progress = loop.progress
         if progress.global_step == 0:
-            return RunError("interrupted before the first optimizer step; nothing to resume from")
+            return RunError(f"{how} before the first optimizer step; nothing to resume from")
         progress.batches_done_in_epoch -= progress.batches_done_in_epoch % self.options.gradient_accumulation_steps
         saved = self.checkpoint(loop)
-        return RunError(f"interrupted at step {progress.global_step}; saved {saved}; continue with --resume auto")
+        return RunError(f"{how} at step {progress.global_step}; saved {saved}; continue with --resume auto")
 
     def show(self, loop: Loop, losses: list[float]) -> None:
         """The latest step's figures on the live bar (in a log, the recorder prints them)."""

@@ -5,14 +5,33 @@ summary of a run.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from mlm_toolkit.errors import MLMError
+from mlm_toolkit.errors import MLMError, Terminated
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a folder named with ESC or CR would drive the terminal)."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+class PrintableFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -20,22 +39,34 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+        import threading
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:
             return command(*args, **kwargs)
         except MLMError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {printable(str(error))}", err=True)
             sys.exit(error.exit_code)
+        except Terminated:
+            click.echo("Terminated (SIGTERM).", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except OSError as error:  # a full disk, a folder that became read-only: say which file and why
-            click.echo(f"Error: {describe_os_error(error)} (details: {write_crash_log()})", err=True)
+            click.echo(f"Error: {printable(describe_os_error(error))} (details: {write_crash_log()})", err=True)
             sys.exit(1)
         except Exception as error:  # nobody foresaw this one: one line, and the traceback in a file
-            click.echo(f"Error: unexpected {type(error).__name__}: {error} (traceback: {write_crash_log()})", err=True)
+            what = printable(f"unexpected {type(error).__name__}: {error}")
+            click.echo(f"Error: {what} (traceback: {write_crash_log()})", err=True)
             sys.exit(1)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, before)
 
     return wrapper
 
@@ -51,7 +82,11 @@ def describe_os_error(error: OSError) -> str:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         free = shutil.disk_usage(folder).free / 2**20
-        message += f"; {free:,.0f} MiB free there: free some space and --resume auto"
+        # A run's folder is the file's, or its parent (`.tmp-model/...`): resumable if it holds a checkpoint.
+        near = [folder, *folder.parents][:2]
+        resumable = any((near / "backup").is_dir() or any(near.glob("checkpoint-*")) for near in near)
+        advice = "--resume auto" if resumable else "run it again (there is no checkpoint to resume from)"
+        message += f"; {free:,.0f} MiB free there: free some space and {advice}"
     return message
 
 
@@ -72,16 +107,12 @@ def is_main_process() -> bool:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    import logging
-
     # Under torchrun/accelerate launch the main process speaks for all, warnings included (each process
     # would print the same one); the others print only errors, theirs alone.
     quiet = logging.WARNING if is_main_process() else logging.ERROR
-    logging.basicConfig(
-        level=logging.INFO if is_main_process() else logging.ERROR,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.ERROR, handlers=[handler])
     # Library chatter (HTTP, fonts, TF start-up) would bury the run's own derived numbers.
     for noisy in "httpx urllib3 matplotlib datasets filelock absl tensorflow h5py accelerate".split():
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else quiet)
@@ -98,4 +129,4 @@ def print_summary(results, output_dir: str) -> None:
         click.echo(f"perplexity {when} {at.perplexity:.2f} (eval loss {at.eval_loss:.4f}), accuracy {at.accuracy:.4f}")
     speed = "n/a" if results.train_tokens_per_second is None else f"{results.train_tokens_per_second:,.0f}"
     steps = f"{results.optimizer_steps} optimizer steps"
-    click.echo(f"{steps}, {speed} train tokens/s on {results.device}; saved to {output_dir}")
+    click.echo(f"{steps}, {speed} train tokens/s on {results.device}; saved to {printable(output_dir)}")

@@ -286,7 +286,8 @@ def texts_of(rows, column: str, workers: int | None):
     """The rows' texts in one column "text", rows with none left out: Arrow in, Arrow out."""
     import datasets
 
-    top, *path = column.split(".")
+    # A top-level column whose name holds a dot ("a.b") is itself; else the dots go down nested fields.
+    top, *path = [column] if column in (rows.column_names or ()) else column.split(".")
     streamed = isinstance(rows, datasets.IterableDataset)
     parallel = {} if streamed else {"num_proc": workers}
     with progress_bars(not streamed and len(rows) >= PROGRESS_ROWS):

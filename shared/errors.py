@@ -29,3 +29,7 @@ class RunError(MLMError, RuntimeError):
     """The input is fine but the run cannot go on (network, disk, a missing checkpoint)."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler ending a job) in a CLI, met as Ctrl-C is: a training loop saves a checkpoint."""

@@ -52,7 +52,13 @@ def resolve_model(name: str) -> ResolvedModel:
     if path.exists() or name.startswith((".", "/", "~", "builtin:")):
         raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        hub_id = name.split("huggingface.co/", 1)[-1].strip("/") if "huggingface.co/" in name else "namespace/name"
+        raise UsageError(f"{name!r} is neither a model folder nor a Hub id (such as {hub_id!r})", "--model") from None
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return ResolvedModel(name, name, True)  # already downloaded: works offline
     reason = hub_offline_reason()

@@ -167,3 +167,11 @@ def test_without_text_column_the_guides_column_or_text_is_read(eli5_jsonl, tmp_p
     other.write_text(other.read_text().replace('"text"', '"body"'))
     with pytest.raises(UsageError, match="--text-column: the dataset has neither answers.text nor text"):
         load_splits(DataConfig(dataset=str(other)), seed=0)
+
+
+def test_a_top_level_column_named_with_a_dot_is_read_as_itself(tmp_path):
+    data = tmp_path / "dotted.jsonl"
+    data.write_text("".join(json.dumps({"a.b": f"text {i}", "a": {"b": "nested"}}) + "\n" for i in range(20)))
+    splits = load_splits(DataConfig(dataset=str(data), text_column="a.b", test_size=0.25), seed=0)
+    texts = sorted([*splits.train["text"], *splits.held_out["text"]])
+    assert texts == sorted(f"text {i}" for i in range(20))

@@ -62,3 +62,18 @@ def test_builtin_model_fills_a_mask_offline():
     predictions = MaskFiller(BUILTIN_MODEL)("The Milky Way is a <mask> galaxy.", top_k=3)
     assert len(predictions) == 3 and all(0 < p["score"] < 1 for p in predictions)
     assert all(p["sequence"].startswith("the milky way is a") for p in predictions)  # uncased BERT vocabulary
+
+
+def test_a_url_as_model_is_one_line_naming_the_hub_id():
+    from pt_helpers import run_cli
+
+    import pt_mlm
+
+    result = run_cli("fill-mask", "https://huggingface.co/distilbert/distilroberta-base", "the <mask>.")
+    expected = (
+        "--model: 'https://huggingface.co/distilbert/distilroberta-base' is neither a model folder nor a Hub id "
+        "(such as 'distilbert/distilroberta-base')"
+    )
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"Error: {expected}"
+    with pytest.raises(UsageError, match="is neither a model folder nor a Hub id"):
+        pt_mlm.MaskFiller("https://huggingface.co/x")

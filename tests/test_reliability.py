@@ -40,16 +40,17 @@ def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> 
     raise AssertionError("no checkpoint appeared")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jsonl, tmp_path):
+@pytest.mark.parametrize("sent, says", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_roberta, eli5_jsonl, tmp_path, sent, says):
     out = tmp_path / "out"
     process = start_pt(out, tiny_roberta, eli5_jsonl, "--num-epochs", "20", "--checkpointing-steps", "5")
     wait_for_checkpoint(process, out, 5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
     message = stderr.strip().splitlines()[-1]
-    assert message.startswith("Error: interrupted at step") and "--resume auto" in message
-    step = int(message.split("interrupted at step ")[1].split(";")[0])
+    assert message.startswith(f"Error: {says} at step") and "--resume auto" in message
+    step = int(message.split(f"{says} at step ")[1].split(";")[0])
     assert (out / f"checkpoint-{step}").is_dir()
 
 
@@ -289,3 +290,21 @@ def test_data_with_nothing_to_mask_is_refused_before_training(tiny_bert, tmp_pat
     assert result.exit_code == 2
     assert "--dataset: the eval split holds only special tokens (" in result.output
     assert ": nothing in it can be masked; check --text-column" in result.output
+
+
+def test_errors_escape_control_characters_and_the_disk_full_advice_fits_the_run(tmp_path):
+    import errno
+
+    from mlm_toolkit.console import describe_os_error, printable
+
+    assert printable("out\x1b[2J\rname é") == "out\\x1b[2J\\rname é"
+    out = tmp_path / "out"
+    (out / ".tmp-model").mkdir(parents=True)
+    full = OSError(errno.ENOSPC, "No space left on device", str(out / ".tmp-model" / "model.safetensors"))
+    assert describe_os_error(full).endswith("free some space and run it again (there is no checkpoint to resume from)")
+    (out / "checkpoint-2").mkdir()
+    assert describe_os_error(full).endswith("free some space and --resume auto")
+    odd = tmp_path / "a\x1b]0;owned\x07"
+    odd.write_text("not a folder")
+    result = run_cli("train", "--model", "builtin:minilm", "--output-dir", odd)
+    assert result.exit_code != 0 and "\x1b" not in result.output and "\\x1b]0;owned\\x07" in result.output
