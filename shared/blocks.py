@@ -20,7 +20,7 @@ import numpy as np
 from mlm_toolkit.config import DataConfig
 from mlm_toolkit.data_sources import PROGRESS_ROWS, progress_bars
 from mlm_toolkit.errors import UsageError
-from mlm_toolkit.outputs import cache_root, write_text_atomically
+from mlm_toolkit.outputs import cache_root, sha256_of, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,10 @@ def write_blocks(batches: Iterator, path: Path, block_size: int, pad_id: int | N
                     values = pa.array(blocks.reshape(-1), type=pa.int32())
                     array = pa.FixedSizeListArray.from_arrays(values, block_size)
                     writer.write_batch(pa.record_batch([array], schema=schema))
-        # What was dropped beside the blocks, written first: the blocks file is the one that counts.
-        write_text_atomically(path.with_suffix(".json"), json.dumps({"dropped_tokens": grouper.dropped}))
+        # What was dropped, and the file's checksum, beside it, written first: the blocks file is the one that
+        # counts.
+        about = {"dropped_tokens": grouper.dropped, "sha256": sha256_of(partial)}
+        write_text_atomically(path.with_suffix(".json"), json.dumps(about))
         os.replace(partial, path)  # atomic: a reader never sees a half-written cache file
     finally:
         partial.unlink(missing_ok=True)
@@ -207,12 +209,25 @@ def _cache_key(texts_digest: str, tokenizer, config: DataConfig) -> str:
     return key.hexdigest()[:24]
 
 
+def cache_damage(path: Path) -> str | None:
+    """Why a cached blocks file cannot be trusted (edited, truncated, or from before checksums), or None."""
+    try:
+        expected = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if expected is None:
+        return "has no checksum beside it"
+    return None if sha256_of(path) == expected else "differs from what was written"
+
+
 def cached_blocks(texts, texts_digest: str, tokenizer, config: DataConfig) -> tuple[Blocks, bool]:
     """(blocks, came from cache): tokenized and grouped once per distinct input, then read from the file."""
     name = f"blocks-{_cache_key(texts_digest, tokenizer, config)}.arrow"
     path = cache_root(config) / name
     if path.is_file():
-        return Blocks(path), True
+        if (damage := cache_damage(path)) is None:
+            return Blocks(path), True
+        log.warning("the token cache %s %s: rebuilding it", path, damage)
     pad_id = tokenizer.pad_token_id if config.line_by_line else None
     for attempt in (path, Path(tempfile.gettempdir()) / f"mlm-toolkit-{os.getpid()}" / name):
         batches = (

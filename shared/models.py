@@ -46,9 +46,7 @@ def resolve_model(name: str) -> ResolvedModel:
         return ResolvedModel(name, str(_builtin_model_dir()), True)
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"folder {name!r} has no config.json; save the model with save_pretrained", "--model")
-        return ResolvedModel(name, str(path), True)
+        return ResolvedModel(name, str(checked_folder(path, name)), True)
     if path.exists() or name.startswith((".", "/", "~", "builtin:")):
         raise UsageError(f"no such model folder or built-in: {name!r} (built-in: {BUILTIN_MODEL})", "--model")
     from huggingface_hub import try_to_load_from_cache
@@ -65,6 +63,23 @@ def resolve_model(name: str) -> ResolvedModel:
     if reason:
         raise RunError(offline_message("model", name, reason))
     return ResolvedModel(name, name, False)
+
+
+def checked_folder(path: Path, name: str) -> Path:
+    """The model folder `path` after checking its files against its manifest; a run killed before its end
+    gives its newest checkpoint, with a warning."""
+    from mlm_toolkit.outputs import MANIFEST, checkpoint_damage, complete_checkpoints
+
+    run_dir = (path / "run_config.yaml").is_file() or (path / "run_config.json").is_file()
+    if run_dir and not (path / "all_results.json").is_file():
+        if not (path / "config.json").is_file() and (checkpoints := complete_checkpoints(path)):
+            path = checkpoints[-1]
+        log.warning("%s is an incomplete run (stopped before its end, or still training): using %s", name, path)
+    if not (path / "config.json").is_file():
+        raise UsageError(f"folder {name!r} has no config.json; save the model with save_pretrained", "--model")
+    if (path / MANIFEST).is_file() and (damage := checkpoint_damage(path)):
+        raise RunError(f"--model: {path} is damaged: {damage}; train it again or use another model")
+    return path
 
 
 def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedConfig, tokenizer)

@@ -82,7 +82,7 @@ RUN_FILES = {
     *"run_config.json config.json generation_config.json model.safetensors model.safetensors.index.json".split(),
     *"pytorch_model.bin tf_model.h5 tokenizer.json tokenizer_config.json special_tokens_map.json".split(),
     *"added_tokens.json chat_template.jinja vocab.txt vocab.json merges.txt spiece.model tokenizer.model".split(),
-    *"sentencepiece.bpe.model runs backup backup-previous hub model".split(),
+    *"sentencepiece.bpe.model runs backup backup-previous hub model manifest.json".split(),
     LOCK,
 }
 
@@ -286,14 +286,14 @@ def write_manifest(folder: Path, paths: Iterable[Path] | None = None) -> None:
     is recognised without loading it."""
     paths = sorted(folder.rglob("*") if paths is None else paths)
     files = {
-        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
         for p in paths
         if p.is_file() and p.name != MANIFEST
     }
     write_text_atomically(folder / MANIFEST, json.dumps(files, indent=1))
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -312,7 +312,7 @@ def checkpoint_damage(folder: Path) -> str | None:
                 return f"{name} is missing"
             if path.stat().st_size != expected["bytes"]:
                 return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
-            if _sha256(path) != expected["sha256"]:
+            if sha256_of(path) != expected["sha256"]:
                 return f"{name} differs from what was written"
         return None
     for path in folder.glob("*.json"):  # an older checkpoint without a manifest: its state must parse
@@ -365,6 +365,7 @@ def save_model_atomically(out: Path, save: Callable[[Path], None], needed: int) 
     staged = out / "model"
     with atomic_dir(staged) as partial:
         save(partial)
+        write_manifest(partial)  # as a checkpoint's: whoever loads the model can tell it is whole
     for item in staged.iterdir():
         item.replace(out / item.name)
     staged.rmdir()

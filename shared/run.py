@@ -28,6 +28,7 @@ from mlm_toolkit.model_card import write_run_report
 from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.outputs import (
     check_output_dir,
+    checkpoint_damage,
     claimed_output_dir,
     recover_interrupted_overwrite,
     save_model_atomically,
@@ -86,7 +87,10 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], where: str) -> No
 
 def check_finished_run(saved: dict[str, Any], run: RunConfig, options: Any, where: str) -> None:
     """Refuse `--resume` of a finished run (`saved`: its all_results.json config) with other settings, or more
-    steps: its figures are not this run's."""
+    steps (its figures are not this run's), or whose model is damaged."""
+    if damage := checkpoint_damage(Path(where).expanduser()):
+        again = "train it again with --overwrite-output-dir"
+        raise RunError(f"--resume: {where} holds a complete run, but {damage}; {again}")
     now = {**run.to_dict(), "options": dataclasses.asdict(options) if options is not None else {}}
     saved = {**saved, "options": saved.get("pt") or saved.get("tf") or {}}
     fields = [("data", n) for n in (*DATA_FIELDS, "dataset", "text_column")] + [("model", "model")]

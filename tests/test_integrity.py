@@ -193,3 +193,56 @@ def test_resume_refuses_another_model_architecture_in_the_same_folder(stopped_ru
     line = result.error_line
     assert line.startswith("Error: --model:") and "roberta" in line and "bert" in line, line
     assert digest(out) == before, "the checkpoints are byte-identical"
+
+
+def flip_bytes(path, at: int, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + count] = bytes(255 - b for b in data[at : at + count])
+    path.write_bytes(bytes(data))
+
+
+def test_every_file_read_back_is_checked(tiny_roberta, eli5_jsonl, tmp_path, caplog):
+    """The token cache is rebuilt when edited; the final model and a checkpoint named damaged by evaluate,
+    fill-mask, --model and --resume; a run stopped before its end is named incomplete, its figures still given."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ("--max-steps", "4", "--checkpointing-steps", "2", "--cache-dir", str(cache))
+    whole = train_tiny(tiny_roberta, eli5_jsonl, out, *args)
+    assert json.loads((out / "manifest.json").read_text()).keys() >= {"model.safetensors", "config.json"}
+
+    evaluate = ["evaluate", str(out), "--json"]
+    blocks = sorted(cache.rglob("blocks-*.arrow"), key=lambda p: p.stat().st_size)[0]  # the held-out blocks
+    flip_bytes(blocks, blocks.stat().st_size - 400, 200)
+    evaluated = run_cli(*evaluate)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["eval_loss"] == pytest.approx(whole["after"]["eval_loss"], rel=1e-5)
+    assert f"the token cache {blocks} differs from what was written: rebuilding it" in caplog.text
+
+    stopped = tmp_path / "stopped"  # killed after checkpoint-4: no final model, no report
+    shutil.copytree(out, stopped)
+    for name in ("model.safetensors", "config.json", "all_results.json"):
+        (stopped / name).unlink()
+    caplog.clear()
+    evaluated = run_cli("evaluate", str(stopped), "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["eval_loss"] == pytest.approx(whole["after"]["eval_loss"], rel=1e-5)
+    assert f"{stopped} is an incomplete run (stopped before its end, or still training): using " in caplog.text
+    assert "checkpoint-4" in caplog.text
+
+    flip_bytes(out / "checkpoint-2" / "model.safetensors", 4096)
+    damaged = run_cli("evaluate", str(out / "checkpoint-2"))
+    assert damaged.exit_code == 1
+    assert damaged.output.strip().endswith(
+        f"--model: {out / 'checkpoint-2'} is damaged: model.safetensors differs from what was written; "
+        "train it again or use another model"
+    )
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: 1 << 16])  # truncated
+    said = f"--model: {out} is damaged: model.safetensors has 65536 bytes"
+    for command in (evaluate, ["fill-mask", str(out), "the cat <mask> the ball."]):
+        result = run_cli(*command)
+        assert result.exit_code == 1 and said in result.output, result.output
+    trained = run_cli(*pt_train_command(out, eli5_jsonl, tmp_path / "again", "--max-steps", "1"))
+    assert trained.exit_code == 1 and said in trained.output
+    resumed = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, out, *args, "--resume", "auto"))
+    assert resumed.exit_code == 1, resumed.output
+    assert f"--resume: {out} holds a complete run, but model.safetensors has 65536 bytes" in resumed.output
