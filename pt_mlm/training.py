@@ -115,6 +115,35 @@ class Loop:
     waiting: WaitClock = dataclasses.field(default_factory=WaitClock)
 
 
+# Accelerate's distributed types as the derived line names them.
+DISTRIBUTED = {"NO": "no", "MULTI_CPU": "DDP (CPU)", "MULTI_GPU": "DDP", "FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}
+
+
+def check_launch(gpu: bool) -> None:
+    """Refuse a launch that would train otherwise than asked, and say when an Accelerate config's processes
+    were not started."""
+    if not gpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        why = "Accelerate's FSDP needs GPUs (on CPU processes it cannot sync the module states, and would run DDP)"
+        raise UsageError(f"{why}; leave out --use_fsdp to train CPU processes with DDP", "--use_fsdp")
+    if not gpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise UsageError("DeepSpeed needs GPUs; leave out --use_deepspeed on a CPU", "--use_deepspeed")
+    if "WORLD_SIZE" in os.environ:  # started by accelerate launch or torchrun: they made the processes
+        return
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    file = os.environ.get("ACCELERATE_CONFIG_FILE", default_config_file)
+    try:
+        asked = load_config_from_file(file).num_processes if Path(file).is_file() else 1
+    except Exception:  # noqa: BLE001 (a config Accelerate itself cannot read is its launcher's to report)
+        return
+    if asked and asked > 1:
+        how = "start it with `accelerate launch -m pt_mlm train ...` for those"
+        log.warning(
+            "the Accelerate config %s asks for %d processes; this run, not launched, has 1: %s", file, asked, how
+        )
+
+
 class TorchBackend:
     """What PyTorch does in `mlm_toolkit.run.train`: Accelerate, the sparse-head loss, AdamW, the loop."""
 
@@ -128,6 +157,7 @@ class TorchBackend:
         self.run, accumulation, gpu = run, self.options.gradient_accumulation_steps, torch.cuda.is_available()
         if self.options.mixed_precision == "fp16" and not gpu:
             raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
+        check_launch(gpu)
         fresh_accelerator_state()  # a second train() in this process may ask for another precision
         if "tensorboard" in run.train.report_to:
             from mlm_toolkit.trackers import tensorboard_without_tensorflow
@@ -150,6 +180,10 @@ class TorchBackend:
         self.options = self.options.resolved(accelerator.mixed_precision, accelerator.gradient_accumulation_steps, gpu)
         self.is_main, self.num_processes = self.accelerator.is_main_process, self.accelerator.num_processes
         self.device = str(self.accelerator.device)
+        kind = accelerator.distributed_type
+        self.distributed = DISTRIBUTED.get(kind.name, kind.name) + f" over {self.num_processes} processes" * (
+            self.num_processes > 1
+        )
 
     def check_model(self, config) -> None:
         attention, family = self.options.attention, AutoModelForMaskedLM._model_mapping[type(config)]
@@ -220,6 +254,7 @@ class TorchBackend:
 
     def settings(self) -> dict[str, object]:
         return {
+            "distributed": self.distributed,
             "batch": f"{self.run.train.per_device_batch_size} per device x {self.num_processes} processes",
             "x accumulation": self.plan.accumulation,
             "sparse head": self.accelerator.unwrap_model(self.net).sparse,

@@ -239,6 +239,7 @@ def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, 
     logged = [line for line in done.stderr.splitlines() if line[:2].isdigit() and " mlm" in line]
     assert logged and len(logged) == len(set(logged)), "each message once, the warning included"
     assert sum("is the training file" in line for line in logged) == 1
+    assert sum("distributed DDP (CPU) over 2 processes, batch 4 per device x 2 processes" in line for line in logged)
     two = json.loads((tmp_path / "two" / "all_results.json").read_text())
     one = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "one", "--num-epochs", "1", *warned)  # 1 x 8
     assert two["num_processes"] == 2 and two["global_batch"] == one["global_batch"] == 8
@@ -308,3 +309,24 @@ def test_errors_escape_control_characters_and_the_disk_full_advice_fits_the_run(
     odd.write_text("not a folder")
     result = run_cli("train", "--model", "builtin:minilm", "--output-dir", odd)
     assert result.exit_code != 0 and "\x1b" not in result.output and "\\x1b]0;owned\\x07" in result.output
+
+
+def test_a_launch_that_would_train_otherwise_than_asked_says_so(
+    tiny_roberta, eli5_jsonl, tmp_path, monkeypatch, caplog
+):
+    """FSDP on CPU processes is refused (Accelerate would run DDP); an Accelerate config's 2 processes, not
+    launched, are named; the derived line names the distributed type."""
+    caplog.set_level("INFO")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    refused = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, tmp_path / "fsdp", "--max-steps", "1"))
+    assert refused.exit_code == 2 and "--use_fsdp: Accelerate's FSDP needs GPUs" in refused.output
+    assert not (tmp_path / "fsdp").exists()
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    config = tmp_path / "accelerate.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_processes: 2\n")
+    monkeypatch.setenv("ACCELERATE_CONFIG_FILE", str(config))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    result = run_cli(*pt_train_command(tiny_roberta, eli5_jsonl, tmp_path / "one", "--max-steps", "1"))
+    assert result.exit_code == 0, result.output
+    said = f"the Accelerate config {config} asks for 2 processes; this run, not launched, has 1"
+    assert said in caplog.text and "distributed no, batch 8 per device x 1 processes" in caplog.text

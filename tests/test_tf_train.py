@@ -591,7 +591,13 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
+        assert "distributed multi-worker over 2 workers, batch 4 per replica x 2 replicas" in stderr
+    assert "distributed no, batch 8 per replica x 1 replicas" in one.stderr
     chief = json.loads((tmp_path / "worker0" / "all_results.json").read_text())
     assert chief["num_processes"] == 2 and chief["global_batch"] == single["global_batch"] == 8
     assert chief["optimizer_steps"] == single["optimizer_steps"]
     assert chief["after"]["eval_loss"] == pytest.approx(single["after"]["eval_loss"], rel=0.02)
+    # The first step from the same weights and blocks: the workers' mean loss, as one process logs it (it was
+    # their sum), and the norm of the summed gradient (a mean of the two halves' means against one mean).
+    for figure in ("losses", "grad_norms"):
+        assert chief["loss_log"][figure][0] == pytest.approx(single["loss_log"][figure][0], rel=0.05), figure

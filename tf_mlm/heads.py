@@ -130,7 +130,8 @@ class MaskedLMTrainer(keras.Model):
             total, count, _ = loss_fn(self.mlm, input_ids, labels, True, self.rows, self.sparse, attention_mask)
             loss = total / tf.maximum(count, 1.0)
             # Replicas' gradients are summed: each contributes its share of the mean.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas
             if scales_loss:
                 scaled = optimizer.get_scaled_loss(scaled)
         variables = self.mlm.trainable_variables
@@ -141,7 +142,9 @@ class MaskedLMTrainer(keras.Model):
         grad_norm = tf.linalg.global_norm([g for g, _ in summed])
         # Already summed across replicas; the optimizer clips (global_clipnorm) and applies.
         optimizer.apply_gradients(summed, experimental_aggregate_gradients=False)
-        return {"loss": loss, "grad_norm": grad_norm}
+        # Keras sums what a step returns over the replicas: the mean over replicas of the loss, as pt-mlm logs
+        # it, and the gradient norm (the same on each: the gradients are summed) once.
+        return {"loss": loss / replicas, "grad_norm": grad_norm / replicas}
 
     # PushToHubCallback saves and describes `self.model`, which is this trainer during fit.
     def save_pretrained(self, *args, **kwargs):

@@ -269,7 +269,16 @@ class KerasBackend:
 
     def settings(self) -> dict[str, object]:
         replicas = f"{self.run.train.per_device_batch_size} per replica x {self.num_processes} replicas"
-        return {"batch": replicas, "XLA": self.options.jit_compile, "sparse head": self.trainee.sparse}
+        strategy = {"_DefaultDistributionStrategy": "no", "MirroredStrategy": "mirrored"}
+        kind = strategy.get(type(self.strategy).__name__, "multi-worker")
+        workers = worker_place(self.strategy)[1]
+        distributed = kind + (f" over {workers} workers" if workers > 1 else "")
+        return {
+            "distributed": distributed,
+            "batch": replicas,
+            "XLA": self.options.jit_compile,
+            "sparse head": self.trainee.sparse,
+        }
 
     def track(self, values: dict[str, float], step: int) -> None:
         self.trackers.log(values, step)
