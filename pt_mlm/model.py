@@ -94,12 +94,15 @@ class MaskedTokenLoss(nn.Module):
         return token_losses, rows
 
 
-def load_masked_lm(resolved, attention: str | None = None):
+def load_masked_lm(resolved, attention: str | None = None, dtype: str | None = None):
     """(model, loading info): `AutoModelForMaskedLM.from_pretrained`, with the attention kernel transformers
-    picks for the family (SDPA where it has one, else eager) unless --attention names one."""
+    picks for the family (SDPA where it has one, else eager) unless --attention names one, in `dtype`
+    (--torch-dtype) if given."""
     kwargs = {"output_loading_info": True, **resolved.load_kwargs()}
     if attention is not None:
         kwargs["attn_implementation"] = attention
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
     return load_weights(lambda: AutoModelForMaskedLM.from_pretrained(resolved.location, **kwargs), resolved.name)
 
 

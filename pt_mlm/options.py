@@ -44,7 +44,15 @@ class PTOptions(FrameworkOptions):
         "TensorFlow and its pipeline load the folder; the PyTorch weights are then pytorch_model.bin.",
         switch=True,
     )
-    loader_workers: int | None = option(None, "Processes masking batches ahead (default: 2 with a GPU, 0 on a CPU).")
+    loader_workers: int | None = option(
+        None, "Processes masking batches ahead (default: 2 with a GPU, 0 on a CPU).", hf=("dataloader_num_workers",)
+    )
+    gradient_checkpointing: bool = option(
+        False, "Recompute activations in the backward pass: less memory, about a third more compute.", is_flag=True
+    )
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = option(
+        None, "Load the weights in this dtype (less memory while loading); training keeps float32 weights."
+    )
 
     def __post_init__(self) -> None:
         check_numbers(self)

@@ -154,18 +154,27 @@ class TorchBackend:
 
     # ---- setup
     def start(self, run: RunConfig) -> None:
-        self.run, accumulation, gpu = run, self.options.gradient_accumulation_steps, torch.cuda.is_available()
+        accumulation, gpu = (
+            self.options.gradient_accumulation_steps,
+            torch.cuda.is_available() and not self.options.use_cpu,
+        )
+        self.run = run
         if self.options.mixed_precision == "fp16" and not gpu:
             raise UsageError("fp16 needs a CUDA GPU and none is visible; use bf16 on a CPU", "--mixed-precision")
         check_launch(gpu)
         fresh_accelerator_state()  # a second train() in this process may ask for another precision
+        runs = Path(run.train.output_dir).expanduser() / "runs"
         if "tensorboard" in run.train.report_to:
             from mlm_toolkit.trackers import tensorboard_without_tensorflow
 
             tensorboard_without_tensorflow()
+        if "mlflow" in run.train.report_to:
+            from mlm_toolkit.trackers import mlflow_store_in
+
+            mlflow_store_in(runs)
         self.accelerator = Accelerator(
             # Launched by torchrun/accelerate with no GPU: several CPU processes over gloo.
-            cpu=not gpu and "LOCAL_RANK" in os.environ,
+            cpu=self.options.use_cpu or (not gpu and "LOCAL_RANK" in os.environ),
             # A setting not given here is Accelerate's to decide: `accelerate launch --mixed_precision`,
             # ACCELERATE_* variables. Given, it wins (a plugin, since Accelerate's variable beats the number).
             mixed_precision=self.options.mixed_precision,
@@ -173,7 +182,7 @@ class TorchBackend:
             # Batches come pinned on a GPU machine; copying them without waiting keeps the host ahead.
             dataloader_config=DataLoaderConfiguration(non_blocking=gpu),
             log_with=list(run.train.report_to) or None,  # --report-to: Accelerate's own trackers
-            project_dir=str(Path(run.train.output_dir).expanduser() / "runs"),
+            project_dir=str(runs),
         )
         # From here on the options say what is used, for the log, the identity, run_config and results.
         accelerator = self.accelerator
@@ -194,10 +203,20 @@ class TorchBackend:
             what = f"{config.model_type} takes no attention mask, so it would read the padding as text"
             raise UsageError(f"{what}; train on blocks (leave out --line-by-line)", "--line-by-line")
 
+    def save_fresh(self, config, folder: Path, seed: int) -> None:
+        set_seed(seed)
+        AutoModelForMaskedLM.from_config(config).save_pretrained(folder)
+
     def load(self, resolved, tokenizer, data) -> list[str]:
         train_cfg, options, processes = self.run.train, self.options, self.num_processes
         set_seed(train_cfg.seed)  # the fresh MLM head of an encoder-only checkpoint is initialised from this
-        model, info = load_masked_lm(resolved, options.attention)
+        model, info = load_masked_lm(resolved, options.attention, options.torch_dtype)
+        model.float()  # float32 weights to train, whatever --torch-dtype loaded (autocast gives bf16 compute)
+        if options.gradient_checkpointing:
+            if not model.supports_gradient_checkpointing:
+                reason = f"{model.config.model_type} models cannot recompute activations in transformers"
+                raise UsageError(f"{reason}; leave it out", "--gradient-checkpointing")
+            model.gradient_checkpointing_enable()
         if options.torch_compile:
             # The encoder's forward (fixed shapes), not the module: the sparse head's cut, a hook on the
             # module, stays outside the graph, its row count varying each step.
@@ -218,7 +237,8 @@ class TorchBackend:
         # Batches counted after sharding: 1/N of them per process.
         self.plan = StepPlan.make(self.source.batches_per_epoch(processes), accumulation, global_batch, train_cfg)
         groups, fused = no_decay_groups(model, train_cfg.weight_decay), options.fused_adamw or None
-        optimizer = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, fused=fused)
+        betas, eps = (train_cfg.adam_beta1, train_cfg.adam_beta2), train_cfg.adam_epsilon
+        optimizer = torch.optim.AdamW(groups, lr=train_cfg.learning_rate, betas=betas, eps=eps, fused=fused)
         # The prepared scheduler steps once per process per optimizer step, hence the factor.
         warmup, total = self.plan.warmup_steps * processes, self.plan.total_steps * processes
         scheduler = get_scheduler(train_cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)

@@ -224,7 +224,9 @@ def cached_blocks(texts, texts_digest: str, tokenizer, config: DataConfig) -> tu
     """(blocks, came from cache): tokenized and grouped once per distinct input, then read from the file."""
     name = f"blocks-{_cache_key(texts_digest, tokenizer, config)}.arrow"
     path = cache_root(config) / name
-    if path.is_file():
+    if path.is_file() and config.overwrite_cache:
+        log.info("--overwrite-cache: tokenizing again into %s", path)
+    elif path.is_file():
         if (damage := cache_damage(path)) is None:
             return Blocks(path), True
         log.warning("the token cache %s %s: rebuilding it", path, damage)

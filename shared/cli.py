@@ -272,7 +272,8 @@ def make_cli(
         pass
 
     classes = (DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
-    fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    # Our fields and the Hugging Face names they answer to: no refusal of TRAINER_FLAGS shadows these.
+    fields = {name for cls in classes for f in dataclasses.fields(cls) for name in (f.name, *f.metadata.get("hf", ()))}
 
     def with_config_file(ctx: click.Context, _param, paths: tuple[str, ...]) -> str | None:
         """--config: its settings become every other flag's defaults; several files merge, later keys win."""
@@ -304,7 +305,9 @@ def make_cli(
     def train_command(ctx: click.Context, verbose: bool, config_file: str | None, **values: Any) -> None:
         """Fine-tune a masked LM; every default is the Hugging Face guide's recipe (DistilRoBERTa on ELI5)."""
         setup_logging(verbose)
-        values = apply_trainer_flags(apply_aliases(ctx, values, classes), fields)
+        sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)
+        given = {name for name in values if ctx.get_parameter_source(name) in sources}
+        values = apply_trainer_flags(apply_aliases(ctx, values, classes), fields, given)
         for name, key in ctx.meta.get("config_keys", {}).items():  # a wrong value names its config key
             if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP:
                 values.setdefault("_spelled", {}).setdefault(flag_of(name), key)

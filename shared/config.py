@@ -120,6 +120,7 @@ class FrameworkOptions:
     workarounds: bool = option(
         True, "Speed workarounds over library internals (docs/compat.md); off: the libraries as shipped.", switch=True
     )
+    use_cpu: bool = option(False, "Train on the CPU even where a GPU is visible.", is_flag=True, hf=("no_cuda",))
 
 
 @dataclass
@@ -181,6 +182,7 @@ class DataConfig:
     )
     preprocessing_num_workers: int | None = option(None, "Processes tokenizing the texts (datasets' num_proc).")
     cache_dir: str | None = option(None, "Token block cache (default: $MLM_CACHE_DIR or ~/.cache/mlm-toolkit).")
+    overwrite_cache: bool = option(False, "Tokenize again, replacing the cached blocks of these texts.", is_flag=True)
 
     def __post_init__(self) -> None:
         check_numbers(self)
@@ -212,9 +214,51 @@ class ModelConfig:
         hf=("model_name_or_path",),
     )
 
+    model_type: str | None = option(
+        None,
+        "Train from scratch: a fresh model of this masked-LM type (bert, roberta, ...) from the seed, with "
+        "--tokenizer-name, instead of fine-tuning --model.",
+    )
+    config_overrides: str | None = option(
+        None, 'With --model-type: settings over its default config, "hidden_size=256,num_hidden_layers=4".'
+    )
+    config_name: str | None = option(
+        None, "Train from scratch with this config (a folder or Hub id), its weights fresh from the seed."
+    )
+    tokenizer_name: str | None = option(
+        None, "A tokenizer other than the model's (a folder or Hub id); needed with --model-type."
+    )
+    model_revision: str = option("main", "The Hub revision (branch, tag or commit) of the model and tokenizer.")
+    token: str | None = option(None, "Hub token for private models (default: huggingface-cli login's).")
+    trust_remote_code: bool = option(False, "Run the model's own code from the Hub (its repository's).", is_flag=True)
+
     def __post_init__(self) -> None:
         if not self.model:
             raise UsageError("must name a model", "--model")
+        # As run_mlm.py: overrides change a default config, never a pretrained or named one.
+        if self.config_overrides and not self.model_type:
+            raise UsageError(
+                "needs --model-type (a config of --model or --config-name is used as it is)", "--config-overrides"
+            )
+        if self.model_type and self.config_name:
+            raise UsageError("give --model-type or --config-name, not both", "--config-name")
+        if self.from_scratch and self.model != RECIPE_MODEL:
+            raise UsageError(
+                "give --model to fine-tune, or it to train from scratch, not both",
+                "--model-type" if self.model_type else "--config-name",
+            )
+        if self.model_type and not self.tokenizer_name:
+            how = "name one (a folder, a Hub id, or one made with `pt-mlm train-tokenizer`)"
+            raise UsageError(f"a fresh --model-type needs a tokenizer: {how}", "--tokenizer-name")
+
+    @property
+    def from_scratch(self) -> bool:
+        return bool(self.model_type or self.config_name)
+
+    def hub_kwargs(self) -> dict[str, object]:
+        """What `from_pretrained` takes of these settings, where they differ from its defaults."""
+        given = {"revision": self.model_revision, "token": self.token, "trust_remote_code": self.trust_remote_code}
+        return {key: value for key, value in given.items() if value not in (None, False, "main")}
 
 
 @dataclass
@@ -227,6 +271,9 @@ class TrainConfig:
         8, "Blocks per device per step (global: x devices [x accumulation]).", hf=("per_device_train_batch_size",)
     )
     learning_rate: float = option(2e-5, "Peak learning rate of AdamW.")
+    adam_beta1: float = option(0.9, "AdamW's first-moment decay.")
+    adam_beta2: float = option(0.999, "AdamW's second-moment decay.")
+    adam_epsilon: float = option(1e-8, "AdamW's epsilon.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     num_epochs: float = option(3.0, "Passes over the training blocks.", hf=("num_train_epochs",))
     max_steps: int | None = option(
@@ -237,7 +284,9 @@ class TrainConfig:
     )
     warmup_ratio: float = option(0.0, "Warm up over this share of the optimizer steps (as the Trainer).")
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this before each step; 0 turns it off.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = option(
         "linear", "Learning-rate schedule (transformers.get_scheduler's, in both paths).", hf=("lr_scheduler_type",)
     )
     seed: int = option(42, "Seed for the split, shuffling, masking and initialisation.")

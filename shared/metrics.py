@@ -124,6 +124,7 @@ class Results:
     train_tokens_per_second: float | None  # None, never nan or inf, when no training time was measured
     data_wait_seconds: float | None = None  # time the loop waited for batches, where the loop measures it
     last_train_loss: float = math.nan  # the last optimizer step's loss
+    from_scratch: bool = False  # every weight fresh from the seed (--model-type, --config-name)
 
     @classmethod
     def of_run(cls, losses: LossLog, **figures: Any) -> "Results":
@@ -150,6 +151,7 @@ class Results:
         return {
             "eval_loss": self.after.eval_loss,
             "perplexity": self.after.perplexity,
+            "eval_perplexity": self.after.perplexity,  # the TF run_mlm.py's name (its tests read it)
             "eval_accuracy": self.after.accuracy,
             "eval_samples": self.data.get("eval_blocks"),
             "train_runtime": seconds,

@@ -70,7 +70,8 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
 
     cfg = results.config
     data, train, hub = cfg["data"], cfg["train"], cfg.get("hub", {})
-    base = base_model_card(cfg["model"]["model"], base_location)
+    scratch = results.from_scratch
+    base = None if scratch else base_model_card(cfg["model"]["model"], base_location)
     name = Path(train["output_dir"]).name
     repo = hub.get("hub_model_id") if hub.get("push_to_hub") else None
     local = data["dataset"].startswith("builtin:") or Path(data["dataset"]).expanduser().exists()
@@ -81,7 +82,7 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
     metrics.append(("accuracy", "Masked-token accuracy", after.accuracy))
     card_data = ModelCardData(
         model_name=repo or name,
-        base_model=hub_base_model(cfg["model"]["model"]),
+        base_model=None if scratch else hub_base_model(cfg["model"]["model"]),
         datasets=[dataset] if dataset else None,
         language=(base.data.language if base else None) or None,
         license=base.data.license if base else None,
@@ -112,7 +113,7 @@ def model_card(results: Results, framework: str, base_location: str | None = Non
     body = f"""
 # {repo or name}
 
-A masked language model fine-tuned from `{cfg["model"]["model"]}` on `{data["dataset"]}`
+A masked language model {origin(results)} on `{data["dataset"]}`
 (column `{results.data.get("text_column", data.get("text_column"))}`) with `{framework}-mlm train`.
 
 ## Evaluation
@@ -137,8 +138,11 @@ same masks. `{framework}-mlm evaluate` gives the same figure for this folder.
 | epochs trained / optimizer steps | {results.epochs_trained:g} / {results.optimizer_steps} |
 | global batch | {results.global_batch} blocks |
 | mean train loss | {_fmt(results.train_loss)} |
-| precision | {results.precision} |
 | train tokens/s | {_fmt(results.train_tokens_per_second)} on {results.device} |
+
+## Training hyperparameters
+
+{hyperparameters(results, framework)}
 
 ## Use
 
@@ -153,6 +157,39 @@ fill("The Milky Way is a {results.mask_token} galaxy.")
 {versions}
 """
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}"))
+
+
+def origin(results: Results) -> str:
+    """Where the weights started: from scratch, or the base model (and the weights it lacked)."""
+    if results.from_scratch:
+        return f"trained from scratch (`{results.model}`: every weight initialised from the seed)"
+    fresh = results.fresh_weights
+    lacked = f", whose checkpoint lacked {len(fresh)} weights initialised from the seed ({', '.join(fresh[:6])})"
+    return f"fine-tuned from `{results.model}`" + (lacked if fresh else "")
+
+
+def hyperparameters(results: Results, framework: str) -> str:
+    """The settings a run was trained with, named as the Trainer's model cards name them."""
+    train, own = results.config["train"], results.config.get(framework, {})
+    accumulation = own.get("gradient_accumulation_steps") or 1
+    steps = f"{results.optimizer_steps} optimizer steps ({results.epochs_trained:g} epochs)"
+    clipping = train["max_grad_norm"] or "none"
+    settings = {
+        "learning_rate": train["learning_rate"],
+        "train_batch_size": train["per_device_batch_size"],
+        "eval_batch_size": train.get("eval_batch_size") or train["per_device_batch_size"],
+        "seed": train["seed"],
+        "distributed_type": f"{results.num_processes} processes" if results.num_processes > 1 else "no",
+        "gradient_accumulation_steps": accumulation,
+        "total_train_batch_size": results.global_batch,
+        "optimizer": f"AdamW with betas=(0.9,0.999), epsilon=1e-08 and weight decay {train['weight_decay']}",
+        "lr_scheduler_type": train["lr_scheduler"],
+        "lr_scheduler_warmup": f"{train['warmup_steps']} steps" if train["warmup_steps"] else train["warmup_ratio"],
+        "max_grad_norm": clipping,
+        "training_steps": steps,
+        "mixed_precision_training": results.precision,
+    }
+    return "\n".join(f"- {name}: {value}" for name, value in settings.items())
 
 
 def write_run_report(out: Path, results: Results, framework: str, base_location: str | None = None) -> None:

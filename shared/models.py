@@ -5,8 +5,11 @@ Offline, a Hub id fails at once, naming the local alternatives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlm_toolkit.config import BUILTIN_MODEL
@@ -26,9 +29,11 @@ class ResolvedModel:
     name: str  # as the user gave it
     location: str  # a local folder or a Hub id
     local_files_only: bool
+    from_scratch: bool = False  # weights fresh from the seed (--model-type, --config-name)
+    hub: dict = field(default_factory=dict)  # --model-revision, --token, --trust-remote-code
 
     def load_kwargs(self) -> dict[str, object]:
-        return {"local_files_only": self.local_files_only}
+        return {"local_files_only": self.local_files_only, **self.hub}
 
 
 def _builtin_model_dir() -> Path:
@@ -65,6 +70,70 @@ def resolve_model(name: str) -> ResolvedModel:
     return ResolvedModel(name, name, False)
 
 
+def resolved_as(name: str, flag: str) -> ResolvedModel:
+    """`resolve_model` for another flag than --model (--config-name, --tokenizer-name): errors name it."""
+    try:
+        return resolve_model(name)
+    except UsageError as error:
+        raise UsageError(error.detail, flag) from None
+
+
+def fresh_model(model, seed: int, cache: Path, check, save_fresh) -> ResolvedModel:
+    """A model to train from scratch (`model`: a ModelConfig): the config of --model-type with
+    --config-overrides, or of --config-name, sized to its tokenizer, its weights fresh from `seed`. Once
+    `check(config)` (the framework's refusals) passes, built by `save_fresh(config, folder, seed)` (its
+    from_config) into a cache folder named by all of these: it loads as any model folder, and a resumed run
+    finds the same one."""
+    import hashlib
+
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    from mlm_toolkit.outputs import as_umask_allows
+
+    if model.model_type:
+        if model.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            types = ", ".join(sorted(MODEL_FOR_MASKED_LM_MAPPING_NAMES))
+            raise UsageError(f"{model.model_type!r} is not a masked-LM type of transformers ({types})", "--model-type")
+        config = AutoConfig.for_model(model.model_type)
+        name = f"{model.model_type} from scratch"
+    else:
+        source = resolved_as(model.config_name, "--config-name")
+        try:
+            config = AutoConfig.from_pretrained(source.location, **source.load_kwargs())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cannot read {model.config_name!r}: {first_line(error)}", "--config-name") from None
+        name = f"{model.config_name} (its config) from scratch"
+    if model.config_overrides:
+        try:
+            config.update_from_string(model.config_overrides)
+        except ValueError as error:
+            raise UsageError(first_line(error), "--config-overrides") from None
+    flag = "--tokenizer-name" if model.tokenizer_name else "--config-name"
+    tokenizer = load_tokenizer(resolved_as(model.tokenizer_name or model.config_name, flag), flag)
+    # The embeddings take the tokenizer's vocabulary and padding, unless the overrides set them.
+    given = {pair.split("=")[0].strip() for pair in (model.config_overrides or "").split(",")}
+    if "vocab_size" not in given:
+        config.vocab_size = len(tokenizer)
+    if "pad_token_id" not in given and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+    check(config)
+    what = f"{config.to_json_string()}|{tokenizer.backend_tokenizer.to_str()}|{seed}|{save_fresh.__qualname__}"
+    folder = cache / "fresh" / f"{config.model_type}-{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+    if not folder.is_dir():
+        log.info("%s: %s, %d tokens; weights from seed %d", name, config.model_type, len(tokenizer), seed)
+        partial = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")  # each process of a launch its own
+        try:
+            tokenizer.save_pretrained(partial)
+            save_fresh(config, partial, seed)
+            as_umask_allows(partial)
+            with contextlib.suppress(OSError):  # another process renamed the same weights there first
+                partial.rename(folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return ResolvedModel(name, str(folder), True, from_scratch=True)
+
+
 def checked_folder(path: Path, name: str) -> Path:
     """The model folder `path` after checking its files against its manifest; a run killed before its end
     gives its newest checkpoint, with a warning."""
@@ -82,9 +151,23 @@ def checked_folder(path: Path, name: str) -> Path:
     return path
 
 
-def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedConfig, tokenizer)
-    """The model's config and fast tokenizer, after checking the model can be fine-tuned for MLM."""
-    from transformers import AutoConfig, AutoTokenizer
+def load_tokenizer(resolved: ResolvedModel, flag: str = "--model"):
+    """The fast tokenizer `resolved` names, with a mask token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
+    except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
+        raise UsageError(f"cannot load the tokenizer of {resolved.name!r}: {first_line(error)}", flag) from error
+    if tokenizer.mask_token is None:
+        raise UsageError(f"the tokenizer of {resolved.name!r} has no mask token, so it cannot do MLM", flag)
+    return tokenizer
+
+
+def load_checked(resolved: ResolvedModel, block_size: int, tokenizer_name: str | None = None):
+    """The model's config and fast tokenizer (its own, or --tokenizer-name's), after checking the model can be
+    fine-tuned for MLM."""
+    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     name = resolved.name
@@ -103,15 +186,11 @@ def load_checked(resolved: ResolvedModel, block_size: int):  # -> (PretrainedCon
     folder = Path(resolved.location)
     if folder.is_dir() and not any((folder / weights).is_file() for weights in WEIGHT_FILES):
         raise UsageError(f"folder {name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location, use_fast=True, **resolved.load_kwargs())
-    except Exception as error:  # a missing or broken tokenizer raises OSError, ValueError, TypeError, ...
-        raise UsageError(f"cannot load the tokenizer of {name!r}: {first_line(error)}", "--model") from error
-    if tokenizer.mask_token is None:
-        raise UsageError(f"the tokenizer of {name!r} has no mask token, so it cannot do MLM", "--model")
+    flag = "--tokenizer-name" if tokenizer_name else "--model"
+    tokenizer = load_tokenizer(resolved_as(tokenizer_name, flag) if tokenizer_name else resolved, flag)
     if len(tokenizer) > config.vocab_size:
         rows = f"{len(tokenizer)} tokens, more than the {config.vocab_size} rows of the model's embeddings"
-        raise UsageError(f"the tokenizer of {name!r} has {rows}", "--model")
+        raise UsageError(f"the tokenizer of {tokenizer_name or name!r} has {rows}", flag)
     limit = max_block_size(config, tokenizer)
     if block_size > limit:
         raise UsageError(f"{block_size} is more than {name!r} can take ({limit} positions)", "--block-size")

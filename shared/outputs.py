@@ -212,14 +212,20 @@ def staging_dir(final: Path) -> Path:
     return partial
 
 
-def commit_dir(partial: Path, final: Path) -> None:
-    """Make a completely written `partial` folder visible as `final` with one rename, its files as the umask
-    allows: safetensors writes through a private temporary file, 0600, which another user could not load."""
+def as_umask_allows(folder: Path) -> None:
+    """The files of `folder` as the umask allows: safetensors writes through a private temporary file, 0600,
+    which another user could not load."""
     umask = os.umask(0)
     os.umask(umask)
-    for path in partial.rglob("*"):
+    for path in folder.rglob("*"):
         if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
             path.chmod(0o666 & ~umask)
+
+
+def commit_dir(partial: Path, final: Path) -> None:
+    """Make a completely written `partial` folder visible as `final` with one rename, its files as the umask
+    allows."""
+    as_umask_allows(partial)
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)

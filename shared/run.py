@@ -25,8 +25,9 @@ from mlm_toolkit.errors import RunError, UsageError, WrongType
 from mlm_toolkit.hub import Pushes, check_push_possible
 from mlm_toolkit.metrics import EvalScore, LossLog, Results, completed_results
 from mlm_toolkit.model_card import write_run_report
-from mlm_toolkit.models import ResolvedModel, load_checked, report_fresh_weights, resolve_model
+from mlm_toolkit.models import ResolvedModel, fresh_model, load_checked, report_fresh_weights, resolve_model
 from mlm_toolkit.outputs import (
+    cache_root,
     check_output_dir,
     checkpoint_damage,
     claimed_output_dir,
@@ -42,7 +43,7 @@ DATA_FIELDS = tuple(
 )
 TRAIN_FIELDS = tuple(
     "seed per_device_batch_size learning_rate weight_decay lr_scheduler warmup_steps warmup_ratio "
-    "max_grad_norm".split()
+    "max_grad_norm adam_beta1 adam_beta2 adam_epsilon".split()
 )
 
 
@@ -247,6 +248,8 @@ class Backend(Protocol):
     def start(self, run: RunConfig) -> None: ...
     # Refuse, before anything is written, a model (transformers config) this framework cannot train as asked.
     def check_model(self, config) -> None: ...
+    # A model of `config` with weights fresh from `seed`, saved in `folder` (training from scratch).
+    def save_fresh(self, config, folder: Path, seed: int) -> None: ...
     # Model, loaders, optimizer and `plan`; returns the weights the checkpoint lacked.
     def load(self, resolved: ResolvedModel, tokenizer, data: MLMData) -> list[str]: ...
     # The loss log so far: restored from --resume's checkpoint, or empty for a fresh run.
@@ -271,8 +274,14 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
     if backend.is_main:  # an overwrite killed earlier: its previous run back, or the replacement finished
         recover_interrupted_overwrite(Path(run.train.output_dir))
     backend.barrier()
-    resolved = resolve_model(run.model.model)
-    model_config, tokenizer = load_checked(resolved, run.data.block_size)
+    if run.model.from_scratch:
+        resolved = fresh_model(
+            run.model, run.train.seed, cache_root(run.data), backend.check_model, backend.save_fresh
+        )
+        model_config, tokenizer = load_checked(resolved, run.data.block_size)
+    else:
+        resolved = dataclasses.replace(resolve_model(run.model.model), hub=run.model.hub_kwargs())
+        model_config, tokenizer = load_checked(resolved, run.data.block_size, run.model.tokenizer_name)
     backend.check_model(model_config)
     if run.hub.push_to_hub:
         check_push_possible(run.hub)
@@ -313,23 +322,24 @@ def train(run: RunConfig, backend: Backend, hooks: list[RunHooks] | None = None)
             steps_done = backend.fit(recorder, out)
 
             # ---- report (the last evaluation ran at the end of the fit) and save
-            results = results_of(run, backend, recorder, data, resolved.name, tokenizer, new_weights, steps_done)
+            results = results_of(run, backend, recorder, data, resolved, tokenizer, new_weights, steps_done)
             backend.barrier()
             if backend.is_main:
-                save_and_publish(out, results, backend, run, resolved.location)
+                save_and_publish(out, results, backend, run, None if resolved.from_scratch else resolved.location)
             completed = True
             return results
         finally:
             backend.finish(out, completed)
 
 
-def results_of(run, backend, recorder, data, model, tokenizer, new_weights, steps_done) -> Results:
+def results_of(run, backend, recorder, data, resolved, tokenizer, new_weights, steps_done) -> Results:
     return Results.of_run(
         recorder.losses,
         framework=backend.framework,
         config={**run.to_dict(), backend.short: asdict(backend.options)},
         data=data.summary(),
-        model=model,
+        model=resolved.name,
+        from_scratch=resolved.from_scratch,
         mask_token=tokenizer.mask_token,
         fresh_weights=new_weights,
         optimizer_steps=steps_done,

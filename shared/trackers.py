@@ -29,9 +29,20 @@ def tensorboard(folder: Path, project: str, config: dict[str, Any]) -> Opened:
     return log, writer.close
 
 
+def mlflow_store_in(folder: Path) -> None:
+    """MLflow's runs beside TensorBoard's (OUTPUT/runs/mlruns) unless MLFLOW_TRACKING_URI names a store: its own
+    default, a SQLite file in the working folder, needs SQLAlchemy and fails without it (MLflow 3), which
+    takes a file store only when allowed."""
+    import os
+
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ.update(MLFLOW_TRACKING_URI=(folder / "mlruns").resolve().as_uri(), MLFLOW_ALLOW_FILE_STORE="true")
+
+
 def mlflow(folder: Path, project: str, config: dict[str, Any]) -> Opened:
     import mlflow
 
+    mlflow_store_in(folder)
     mlflow.set_experiment(project)
     mlflow.start_run()
     mlflow.log_params({key: str(value)[:6000] for key, value in config.items()})  # MLflow's limit, as strings

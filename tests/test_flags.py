@@ -244,7 +244,9 @@ def test_trainer_flags_map_to_ours_or_say_what_to_use():
         (["--max_train_samples", "10"], "--max-train-samples: is not taken here: it counts blocks"),
         (["--run_name", "x"], "--run-name: is not taken here"),
         (["--disable_tqdm"], "--disable-tqdm: is not taken here"),
-        (["--tokenizer_name", "t"], "--tokenizer-name: is not taken here: the tokenizer is --model's own"),
+        (["--use_slow_tokenizer"], "--use-slow-tokenizer: is not taken here: the fast tokenizer is needed"),
+        (["--deepspeed", "ds.json"], "--deepspeed: is not taken here: use accelerate launch --use_deepspeed"),
+        (["--data_seed", "3"], "--data-seed: is not taken here: one --seed draws the split"),
         (["--pad_to_max_length"], "--pad-to-max-length: is not taken here"),
         (["--load_best_model_at_end", "--metric_for_best_model", "loss"], "is not taken here: the final model"),
     ]:
@@ -254,6 +256,31 @@ def test_trainer_flags_map_to_ours_or_say_what_to_use():
     assert result.exit_code == 2 and "tf-mlm keeps the newest Keras backup" in result.output
     result, (run, options) = invoke(["--save_total_limit", "2"])
     assert result.exit_code == 0 and options.save_total_limit == 2
+    for args, says in [
+        (["--gradient_checkpointing"], "--gradient-checkpointing: is not taken here: transformers' TensorFlow"),
+        (["--optim", "adamw_torch"], "--optim: is not taken here: tf-mlm trains with transformers' AdamWeightDecay"),
+        (["--dataloader_num_workers", "2"], "--dataloader-num-workers: is not taken here: tf-mlm's batches"),
+        (["--torch_compile"], "--torch-compile: is not taken here: TensorFlow compiles the step with XLA"),
+    ]:
+        result, _ = invoke(args, framework="tf")
+        assert result.exit_code == 2 and says in result.output.strip().splitlines()[-1], (args, result.output)
+
+
+def test_the_anchors_flags_that_change_a_run_are_honoured():
+    args = ["--optim", "adamw_torch", "--adam_beta1", "0.8", "--adam_beta2", "0.99", "--adam_epsilon", "1e-6"]
+    args += ["--with_tracking", "--use_cpu", "--dataloader_num_workers", "2", "--overwrite_cache"]
+    args += ["--prediction_loss_only", "--model_revision", "v1", "--trust_remote_code", "--gradient_checkpointing"]
+    args += ["--lr_scheduler_type", "polynomial", "--torch_dtype", "bfloat16"]
+    result, (run, options) = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert (run.train.adam_beta1, run.train.adam_beta2, run.train.adam_epsilon) == (0.8, 0.99, 1e-6)
+    assert not options.fused_adamw and options.use_cpu and options.loader_workers == 2
+    assert options.gradient_checkpointing and options.torch_dtype == "bfloat16"
+    assert run.data.overwrite_cache and run.train.lr_scheduler == "polynomial"
+    assert run.model.hub_kwargs() == {"revision": "v1", "trust_remote_code": True}
+    assert set(run.train.report_to) >= {"tensorboard"}, "--with_tracking: every tracker installed"
+    result, (run, options) = invoke(["--no_cuda", "--with_tracking", "--report_to", "none"])
+    assert options.use_cpu and run.train.report_to == ()
 
 
 # A YAML "billion laughs": 9 levels of 9 aliases, a few hundred bytes for 9**9 strings once walked.
@@ -299,3 +326,23 @@ def test_config_files_are_bounded_before_anything_expands_them(tmp_path):
     assert seen["nested.yaml"].endswith("report_to must be a list of names, got [['tensorboard']]")
     result, _ = invoke(["--config", tmp_path / "bomb.yaml"])  # and on the command line, one line, exit 2
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].endswith(expanded)
+
+
+def test_every_anchor_flag_is_taken_by_both_clis_and_the_table_in_the_docs_is_the_clis():
+    import pt_mlm
+    import tf_mlm
+    from mlm_toolkit.config import DataConfig, HubConfig, ModelConfig, TrainConfig
+    from mlm_toolkit.hf_flags import ANCHOR_FLAGS, flag_table
+    from pt_mlm.options import PTOptions
+    from tf_mlm.options import TFOptions
+
+    for cli in (pt_mlm.main, tf_mlm.main):  # never "No such option"
+        train = cli.commands["train"]
+        known = {name for param in train.params for name in (*param.opts, *param.secondary_opts)}
+        assert [name for name in ANCHOR_FLAGS if f"--{name}" not in known] == []
+    base = (DataConfig, ModelConfig, TrainConfig, HubConfig)
+    table = flag_table({"pt-mlm": (*base, PTOptions), "tf-mlm": (*base, TFOptions)})
+    docs = (Path(__file__).parent.parent / "docs" / "huggingface.md").read_text()
+    documented = docs.split("<!-- flag table: generated -->\n")[1].split("<!-- end of flag table -->")[0]
+    assert documented == table, "docs/huggingface.md: paste flag_table's output between its markers"
+    assert "| |" not in table.replace(" | |", "")  # every flag says what it becomes

@@ -440,6 +440,7 @@ def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
             "config.json",
             "eval_results.json",
             "loss_curve.png",
+            "manifest.json",  # the final model's files, which evaluate and fill-mask check a download against
             "merges.txt",
             "pytorch_model.bin",
             "run_config.yaml",
@@ -601,3 +602,38 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
     # their sum), and the norm of the summed gradient (a mean of the two halves' means against one mean).
     for figure in ("losses", "grad_norms"):
         assert chief["loss_log"][figure][0] == pytest.approx(single["loss_log"][figure][0], rel=0.05), figure
+
+
+def test_a_fresh_model_type_trains_from_scratch_in_keras(tiny_bert, eli5_jsonl, tmp_path):
+    import math
+
+    from test_scratch import SMALL
+
+    out = tmp_path / "out"
+    scratch = ["--model-type", "bert", "--config-overrides", SMALL, "--tokenizer-name", tiny_bert]
+    done = tf_mlm("train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, *scratch, "--max-steps", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    vocabulary = json.loads((out / "config.json").read_text())["vocab_size"]
+    assert results["from_scratch"] and results["model"] == "bert from scratch"
+    assert results["before"]["eval_loss"] == pytest.approx(math.log(vocabulary), rel=0.02)
+    assert "trained from scratch" in (out / "README.md").read_text()
+    assert (out / "pytorch_model.bin").is_file()  # the PyTorch weights, as for a fine-tune
+
+
+@pytest.mark.slow
+def test_transformers_test_run_mlm_tensorflow_command_line(tmp_path):
+    """examples/tensorflow/test_tensorflow_examples.py::test_run_mlm, as it is (the model and the text swapped)."""
+    from tiny_models import tiny_corpus
+
+    sample_text, out = tmp_path / "sample_text.txt", tmp_path / "out"
+    sample_text.write_text("\n".join(tiny_corpus(60)) + "\n")
+    testargs = f"""
+        train --model_name_or_path builtin:minilm --train_file {sample_text} --validation_file {sample_text}
+        --output_dir {out} --overwrite_output_dir --do_train --do_eval --max_seq_length 64 --prediction_loss_only
+        --num_train_epochs=1 --learning_rate=1e-4
+    """.split()
+    done = tf_mlm(*testargs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "all_results.json").read_text())  # its get_results()
+    assert result["eval_perplexity"] == result["perplexity"] < 1e6

@@ -268,7 +268,7 @@ def schedules(model: str, data: str, work: Path) -> dict:
     from tf_mlm.training import make_optimizer
 
     rates = {}
-    for name in ("linear", "cosine", "constant", "constant_with_warmup"):
+    for name in ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"):
         optimizer = make_optimizer(TrainConfig(learning_rate=1e-3, lr_scheduler=name), 20, warmup_steps=3)
         rates[name] = [float(optimizer.learning_rate(step)) for step in range(20)]
     return rates

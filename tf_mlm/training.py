@@ -133,11 +133,14 @@ def make_optimizer(train_cfg, total_steps: int, warmup_steps: int):
     warmup = 0 if name == "constant" else warmup_steps  # "constant" ignores warm-up, as in PyTorch
     # power 0 makes the polynomial decay flat: a constant rate after the warm-up.
     # Clipped after the replicas' gradients are summed, as the Trainer clips after DDP's all-reduce.
-    decay = {"weight_decay_rate": train_cfg.weight_decay, "power": 1.0 if name == "linear" else 0.0}
+    decay = {"weight_decay_rate": train_cfg.weight_decay, "power": 1.0 if name in ("linear", "polynomial") else 0.0}
+    if name == "polynomial":  # get_scheduler's: power 1 down to an end rate of 1e-7, not 0
+        decay["min_lr_ratio"] = 1e-7 / rate
+    adam = dict(adam_beta1=train_cfg.adam_beta1, adam_beta2=train_cfg.adam_beta2, adam_epsilon=train_cfg.adam_epsilon)
     optimizer, _ = create_optimizer(
-        rate, total_steps, warmup, adam_global_clipnorm=train_cfg.max_grad_norm or None, **decay
+        rate, total_steps, warmup, adam_global_clipnorm=train_cfg.max_grad_norm or None, **decay, **adam
     )
-    if name == "cosine":  # half a cosine from the peak to 0 over the steps after the warm-up
+    if name in ("cosine", "cosine_with_restarts"):  # half a cosine from the peak to 0 after the warm-up (1 cycle)
         cosine = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps - warmup, 1))
         optimizer.learning_rate = WarmUp(rate, cosine, warmup) if warmup else cosine
     return optimizer
@@ -169,6 +172,10 @@ class KerasBackend:
     # ---- setup
     def start(self, run: RunConfig) -> None:
         self.run = run
+        if run.train.lr_scheduler == "inverse_sqrt":
+            raise UsageError("inverse_sqrt is PyTorch's only (pt-mlm); tf-mlm has the others", "--lr-scheduler")
+        if self.options.use_cpu:  # before TensorFlow touches a device
+            tf.config.set_visible_devices([], "GPU")
         if self.options.strategy != "multi-worker":  # (its collectives start with the strategy, below)
             with native_noise_filtered():  # the CUDA probe of a machine without a GPU
                 tf.config.list_logical_devices("GPU")
@@ -195,6 +202,14 @@ class KerasBackend:
         if self.options.pt_weights and (reason := pytorch_would_differ(config)):  # now, not after training
             how = "train it with pt-mlm (the same flags), or give --no-pt-weights for TensorFlow weights alone"
             raise UsageError(f"{reason}; {how}", "--model")
+
+    def save_fresh(self, config, folder: Path, seed: int) -> None:
+        from transformers import TFAutoModelForMaskedLM
+
+        keras.utils.set_random_seed(seed)
+        model = TFAutoModelForMaskedLM.from_config(config)
+        model(model.dummy_inputs)  # Keras makes the weights on the first call
+        model.save_pretrained(folder)
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
