@@ -139,3 +139,13 @@ def evaluate(config: EvalConfig) -> ModelEvaluation:
     from mlm_toolkit.evaluation import evaluate
 
     return evaluate(config, "pytorch", score)
+
+
+def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: biases and LayerNorm weights are not decayed (as BERT and the HF examples do)."""
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (plain if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]

@@ -9,7 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option, precision_option
+from mlm_toolkit.config import FrameworkOptions, option, precision_option
+from mlm_toolkit.values import check_numbers, check_positive
 
 
 @dataclass

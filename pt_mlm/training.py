@@ -24,7 +24,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,30 +43,17 @@ from mlm_toolkit.outputs import find_resume_checkpoint
 from mlm_toolkit.run import Recorder, RunHooks, StepPlan, tracked_config
 from pt_mlm.checkpoint import Progress, load_checkpoint, read_process_state, save_checkpoint, save_model_folders
 from pt_mlm.compat import OneDNNLinear, fresh_accelerator_state, onednn_linears, onednn_pays, speed_workarounds
+from pt_mlm.launch import DISTRIBUTED, check_launch
 from pt_mlm.loaders import WaitClock, eval_loader, train_source
-from pt_mlm.model import MaskedTokenLoss, load_masked_lm, mean_masked_loss
+from pt_mlm.model import MaskedTokenLoss, load_masked_lm, mean_masked_loss, no_decay_groups
 from pt_mlm.options import PTOptions
 
 log = logging.getLogger("pt_mlm")
 
 
-if TYPE_CHECKING:
-    pass
-
-
 def train(run: RunConfig, options: PTOptions | None = None, hooks: list[RunHooks] | None = None) -> Results:
     """Fine-tune with PyTorch and Accelerate; evaluate before and after; save model, tokenizer, report."""
     return mlm_toolkit.run.train(run, TorchBackend(options or PTOptions()), hooks)
-
-
-def no_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: biases and LayerNorm weights are not decayed (as BERT and the HF examples do)."""
-    decay, plain = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (plain if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
 class UnreadSteps:
@@ -113,35 +99,6 @@ class Loop:
     unread: UnreadSteps
     bar: tqdm
     waiting: WaitClock = dataclasses.field(default_factory=WaitClock)
-
-
-# Accelerate's distributed types as the derived line names them.
-DISTRIBUTED = {"NO": "no", "MULTI_CPU": "DDP (CPU)", "MULTI_GPU": "DDP", "FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}
-
-
-def check_launch(gpu: bool) -> None:
-    """Refuse a launch that would train otherwise than asked, and say when an Accelerate config's processes
-    were not started."""
-    if not gpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        why = "Accelerate's FSDP needs GPUs (on CPU processes it cannot sync the module states, and would run DDP)"
-        raise UsageError(f"{why}; leave out --use_fsdp to train CPU processes with DDP", "--use_fsdp")
-    if not gpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        raise UsageError("DeepSpeed needs GPUs; leave out --use_deepspeed on a CPU", "--use_deepspeed")
-    if "WORLD_SIZE" in os.environ:  # started by accelerate launch or torchrun: they made the processes
-        return
-    from accelerate.commands.config import default_config_file
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    file = os.environ.get("ACCELERATE_CONFIG_FILE", default_config_file)
-    try:
-        asked = load_config_from_file(file).num_processes if Path(file).is_file() else 1
-    except Exception:  # noqa: BLE001 (a config Accelerate itself cannot read is its launcher's to report)
-        return
-    if asked and asked > 1:
-        how = "start it with `accelerate launch -m pt_mlm train ...` for those"
-        log.warning(
-            "the Accelerate config %s asks for %d processes; this run, not launched, has 1: %s", file, asked, how
-        )
 
 
 class TorchBackend:

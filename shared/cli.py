@@ -15,7 +15,6 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from mlm_toolkit.config import choices_of, flag_of
 from mlm_toolkit.config_files import config_format, read_config_file
 from mlm_toolkit.console import print_summary, reports_errors, setup_logging
 from mlm_toolkit.errors import MLMError, UsageError
@@ -28,6 +27,7 @@ from mlm_toolkit.hf_flags import (
     named_as_given,
     spellings,
 )
+from mlm_toolkit.values import choices_of, flag_of
 
 
 class Option(click.Option):

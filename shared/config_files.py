@@ -97,7 +97,7 @@ def check_bounded(data: Any, path: str) -> None:
 def typed(value: Any, annotation: Any, where: str) -> Any:
     """A config file's value as its field's type: `max_steps: 1.7` is refused as `--max-steps 1.7` is, and a
     number YAML read as text ("2e-5") is a number."""
-    from mlm_toolkit.config import accepts, describe
+    from mlm_toolkit.values import accepts, describe
 
     if annotation is None or accepts(annotation, value):
         return value

@@ -11,8 +11,8 @@ from typing import Any, Iterable, Iterator
 
 import click
 
-from mlm_toolkit.config import flag_of
 from mlm_toolkit.errors import UsageError
+from mlm_toolkit.values import flag_of
 
 # run_mlm.py's and the Trainer's switches that change nothing here: train trains and evaluates; evaluation is of
 # the loss (and accuracy) alone; tokenizers are fast; transformers loads with little memory; the login's token.

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from mlm_toolkit.config import RunConfig, TrainConfig, flag_of
+from mlm_toolkit.config import RunConfig, TrainConfig
 from mlm_toolkit.config_files import write_run_config
 from mlm_toolkit.data import MLMData, prepare_data
 from mlm_toolkit.errors import RunError, UsageError, WrongType
@@ -34,6 +34,7 @@ from mlm_toolkit.outputs import (
     recover_interrupted_overwrite,
     save_model_atomically,
 )
+from mlm_toolkit.values import flag_of
 
 # Settings that decide what the model learns or how it is measured, by their config field (and so their
 # flag); a change of the data itself is caught by the fingerprint of the texts.

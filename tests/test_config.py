@@ -82,7 +82,7 @@ def test_cli_help_shows_defaults_and_version():
 @pytest.mark.parametrize(
     "build, flag",
     [
-        (lambda: TrainConfig(lr_scheduler="cosine_with_restarts"), "--lr-scheduler"),
+        (lambda: TrainConfig(lr_scheduler="cosine_restarts"), "--lr-scheduler"),
         (lambda: TrainConfig(report_to="wandb-typo"), "--report-to"),
     ],
 )

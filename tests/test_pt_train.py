@@ -222,7 +222,7 @@ def test_gradient_accumulation_is_the_mean_of_its_micro_batches_exactly(tiny_rob
     step divides each gradient by its own size, so a weight moves by about the learning rate either way."""
     from transformers import AutoModelForMaskedLM
 
-    from pt_mlm.training import no_decay_groups
+    from pt_mlm.model import no_decay_groups
 
     model = without_dropout(tiny_roberta, tmp_path)
     common = ("--max-steps", "1", "--weight-decay", "0", "--lr-scheduler", "constant", "--learning-rate", "1e-3")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mlm_toolkit.config import FrameworkOptions, check_numbers, check_positive, option, precision_option
+from mlm_toolkit.config import FrameworkOptions, option, precision_option
 from mlm_toolkit.errors import UsageError
+from mlm_toolkit.values import check_numbers, check_positive
 
 
 @dataclass
