@@ -5,4 +5,5 @@ models, hub      the model, and the Hugging Face Hub              data_sources, 
 streaming        the same blocks from a stream                    run      `train`: the run itself
 outputs          the output folder and checkpoints                metrics, model_card, convert: what a run leaves
 trackers, evaluation, fill_mask: --report-to, `evaluate`, and the half of `MaskFiller` both frameworks share
+values: what a config value may be; tokenizer_training: `train-tokenizer`, a tokenizer for a new corpus
 """

@@ -83,13 +83,15 @@ def _click_type(annotation: Any) -> Any:
     return base if base in (int, float, str, bool) else str
 
 
-def options_from(*config_classes: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator adding one click option per field of each config dataclass."""
+def options_from(
+    *config_classes: type, only: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding one click option per field of each config dataclass (those named in `only`, if given)."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for cls in reversed(config_classes):
             hints = typing.get_type_hints(cls)
-            for f in reversed(dataclasses.fields(cls)):
+            for f in reversed([f for f in dataclasses.fields(cls) if not only or f.name in only]):
                 meta = dict(f.metadata)
                 help_text = meta.pop("help", "")
                 choices = choices_of(hints[f.name])
@@ -233,6 +235,27 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
     return evaluate
 
 
+def train_tokenizer_command() -> click.Command:
+    """`*-mlm train-tokenizer`: the same command for both frameworks (it needs neither)."""
+    from mlm_toolkit.config import DataConfig
+    from mlm_toolkit.tokenizer_training import DATA_FIELDS, TokenizerConfig
+
+    @click.command("train-tokenizer")
+    @options_from(TokenizerConfig)
+    @options_from(DataConfig, only=DATA_FIELDS)
+    @reports_errors
+    def train_tokenizer(**values: Any) -> None:
+        """Train a tokenizer on a dataset's texts, to pretrain a model from scratch with --tokenizer-name."""
+        from mlm_toolkit.tokenizer_training import train_tokenizer
+
+        setup_logging()
+        with named_as_given(values):
+            config, data = build(TokenizerConfig, values), build(DataConfig, values)
+        train_tokenizer(config, data)
+
+    return train_tokenizer
+
+
 def lazy_api(package: str, modules: dict[str, str], environment: Callable[[], Any]) -> Callable[[str], Any]:
     """A package's `__getattr__` (PEP 562): `train`, `evaluate` and `MaskFiller` imported on first use, within
     `environment()` (what the framework reads when first imported), so `--help` loads no framework."""
@@ -326,6 +349,7 @@ def make_cli(
 
     train_command.params.extend([*alias_options(DataConfig), *alias_options(options_cls), *accepted_options(fields)])
     main.add_command(fill_mask_command(load_filler))
+    main.add_command(train_tokenizer_command())
     if evaluate_fn is not None:
         main.add_command(evaluate_command(evaluate_fn, classes))
     return main

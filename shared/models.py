@@ -78,6 +78,16 @@ def resolved_as(name: str, flag: str) -> ResolvedModel:
         raise UsageError(error.detail, flag) from None
 
 
+def resolved_tokenizer(name: str, flag: str) -> ResolvedModel:
+    """`resolved_as` for a tokenizer: a folder needs a tokenizer's files only (as train-tokenizer writes it)."""
+    path = Path(name).expanduser()
+    if not path.is_dir() or (path / "config.json").is_file():
+        return resolved_as(name, flag)
+    if not any((path / file).is_file() for file in ("tokenizer.json", "tokenizer_config.json")):
+        raise UsageError(f"folder {name!r} holds no tokenizer (tokenizer.json or tokenizer_config.json)", flag)
+    return ResolvedModel(name, str(path), True)
+
+
 def fresh_model(model, seed: int, cache: Path, check, save_fresh) -> ResolvedModel:
     """A model to train from scratch (`model`: a ModelConfig): the config of --model-type with
     --config-overrides, or of --config-name, sized to its tokenizer, its weights fresh from `seed`. Once
@@ -110,7 +120,7 @@ def fresh_model(model, seed: int, cache: Path, check, save_fresh) -> ResolvedMod
         except ValueError as error:
             raise UsageError(first_line(error), "--config-overrides") from None
     flag = "--tokenizer-name" if model.tokenizer_name else "--config-name"
-    tokenizer = load_tokenizer(resolved_as(model.tokenizer_name or model.config_name, flag), flag)
+    tokenizer = load_tokenizer(resolved_tokenizer(model.tokenizer_name or model.config_name, flag), flag)
     # The embeddings take the tokenizer's vocabulary and padding, unless the overrides set them.
     given = {pair.split("=")[0].strip() for pair in (model.config_overrides or "").split(",")}
     if "vocab_size" not in given:
@@ -187,7 +197,7 @@ def load_checked(resolved: ResolvedModel, block_size: int, tokenizer_name: str |
     if folder.is_dir() and not any((folder / weights).is_file() for weights in WEIGHT_FILES):
         raise UsageError(f"folder {name!r} has a config but no weights ({', '.join(WEIGHT_FILES[:3])})", "--model")
     flag = "--tokenizer-name" if tokenizer_name else "--model"
-    tokenizer = load_tokenizer(resolved_as(tokenizer_name, flag) if tokenizer_name else resolved, flag)
+    tokenizer = load_tokenizer(resolved_tokenizer(tokenizer_name, flag) if tokenizer_name else resolved, flag)
     if len(tokenizer) > config.vocab_size:
         rows = f"{len(tokenizer)} tokens, more than the {config.vocab_size} rows of the model's embeddings"
         raise UsageError(f"the tokenizer of {tokenizer_name or name!r} has {rows}", flag)
