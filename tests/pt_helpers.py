@@ -134,3 +134,43 @@ def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = 4) -> 
     source.set_position(0, 0)
     assert len(loader) >= count, "the comparison stays inside the first epoch"
     return [batch for _, batch in zip(range(count), loader, strict=False)]
+
+
+class FakeHub:
+    """Records what the real HfApi would be asked to do; a background upload is done at once."""
+
+    def __init__(self) -> None:
+        self.tokens, self.repos, self.uploads = [], [], []
+        hub = self
+
+        class Api:
+            def __init__(self, token=None):
+                hub.tokens.append(token)
+
+            def create_repo(self, repo_id, private, exist_ok):
+                hub.repos.append((repo_id, private, exist_ok))
+
+            def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns=None, run_as_future=False):
+                files = sorted(p.name for p in Path(folder_path).iterdir())
+                hub.uploads.append((commit_message, files, ignore_patterns))
+
+                class Done:
+                    def result(self):
+                        return "https://example.invalid/commit/1"
+
+                return Done() if run_as_future else "https://example.invalid/commit/1"
+
+        self.Api = Api
+
+
+def fake_hub(monkeypatch) -> FakeHub:
+    """Put a FakeHub where the toolkit reaches the Hub, online as far as it can tell."""
+    import huggingface_hub
+
+    import mlm_toolkit.hub as publish
+
+    hub = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub.Api)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # the token comes from --hub-token
+    monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
+    return hub

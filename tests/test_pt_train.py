@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from pt_helpers import (
+    fake_hub,
     load_state,
     load_with_plain_transformers,
     newest_step,
@@ -532,45 +533,11 @@ def test_line_by_line_and_whole_word_masking_train(tiny_roberta, eli5_jsonl, tmp
         assert (results["data"]["train_blocks"], results["data"]["eval_blocks"]) == (160, 40)
 
 
-class FakeHub:
-    """Records what the real HfApi would be asked to do; a background upload is done at once."""
-
-    def __init__(self) -> None:
-        self.tokens, self.repos, self.uploads = [], [], []
-        hub = self
-
-        class Api:
-            def __init__(self, token=None):
-                hub.tokens.append(token)
-
-            def create_repo(self, repo_id, private, exist_ok):
-                hub.repos.append((repo_id, private, exist_ok))
-
-            def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns=None, run_as_future=False):
-                files = sorted(p.name for p in Path(folder_path).iterdir())
-                hub.uploads.append((commit_message, files, ignore_patterns))
-
-                class Done:
-                    def result(self):
-                        return "https://example.invalid/commit/1"
-
-                return Done() if run_as_future else "https://example.invalid/commit/1"
-
-        self.Api = Api
-
-
 @pytest.mark.parametrize("strategy", ["every_save", "end"])
 def test_push_to_hub_pushes_each_save_and_the_folder_at_the_end(
     tiny_roberta, eli5_jsonl, tmp_path, monkeypatch, strategy
 ):
-    import huggingface_hub
-
-    import mlm_toolkit.hub as publish
-
-    hub = FakeHub()
-    monkeypatch.setattr(huggingface_hub, "HfApi", hub.Api)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # the token comes from --hub-token
-    monkeypatch.setattr(publish, "hub_offline_reason", lambda: None)
+    hub = fake_hub(monkeypatch)
     args = ["--max-steps", "4", "--checkpointing-steps", "2", "--push-to-hub", "--hub-model-id", "me/tiny"]
     train_tiny(
         tiny_roberta, eli5_jsonl, tmp_path / "out", *args, "--hub-token", "hf_given", "--hub-strategy", strategy

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pt_helpers import TINY_ARGS, run_cli
+from pt_helpers import TINY_ARGS, fake_hub, run_cli
 
 SMALL = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64"
 STEPS = ("--max-steps", "4", "--checkpointing-steps", "2")
@@ -57,6 +57,18 @@ def test_a_named_config_trains_from_scratch_with_its_own_tokenizer(tiny_roberta,
     assert results["from_scratch"] and results["model"] == f"{tiny_roberta} (its config) from scratch"
     vocabulary = json.loads((out / "config.json").read_text())["vocab_size"]
     assert results["before"]["eval_loss"] == pytest.approx(math.log(vocabulary), rel=0.02)
+
+
+def test_a_run_from_scratch_pushes_as_a_fine_tune_does(tiny_bert, eli5_jsonl, tmp_path, monkeypatch):
+    hub = fake_hub(monkeypatch)
+    scratch = ("--model-type", "bert", "--config-overrides", SMALL, "--tokenizer-name", str(tiny_bert))
+    push = ("--push-to-hub", "--hub-model-id", "me/fresh", "--hub-token", "hf_given", "--max-steps", "2")
+    trained(eli5_jsonl, tmp_path / "out", *scratch, *push)
+    message, files, _ = hub.uploads[-1]
+    assert hub.repos == [("me/fresh", False, True)] and message.startswith("pt-mlm: perplexity")
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "all_results.json"} <= set(files)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "trained from scratch" in card and "base_model" not in card.split("---")[1]
 
 
 @pytest.mark.parametrize(
