@@ -604,16 +604,29 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
         assert chief["loss_log"][figure][0] == pytest.approx(single["loss_log"][figure][0], rel=0.05), figure
 
 
-def test_a_fresh_model_type_trains_from_scratch_in_keras(tiny_bert, eli5_jsonl, tmp_path):
+def test_a_fresh_model_type_trains_from_scratch_in_keras_and_resumes(tiny_bert, eli5_jsonl, tmp_path):
     import math
 
     from test_scratch import SMALL
 
     out = tmp_path / "out"
     scratch = ["--model-type", "bert", "--config-overrides", SMALL, "--tokenizer-name", tiny_bert]
-    done = tf_mlm("train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, *scratch, "--max-steps", "2")
+    args = ["train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, *scratch, "--max-steps", "2"]
+    failed = subprocess.run(  # the final save fails: the Keras backup is left, as after a crash at the end
+        [sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert failed.returncode == 1 and (out / "backup").is_dir(), failed.stderr[-3000:]
+    shutil.copy(out / "backup" / "loss_log.json", tmp_path / "backed-up.json")
+    done = tf_mlm(*args, "--resume", "auto")  # resumed from the same fresh weights' folder and its backup
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
+    backed_up = json.loads((tmp_path / "backed-up.json").read_text())
+    assert results["optimizer_steps"] == 2 and results["loss_log"]["losses"] == backed_up["losses"]
+    assert results["train_tokens_per_second"] is None, "both steps came from the backup, none trained again"
     vocabulary = json.loads((out / "config.json").read_text())["vocab_size"]
     assert results["from_scratch"] and results["model"] == "bert from scratch"
     assert results["before"]["eval_loss"] == pytest.approx(math.log(vocabulary), rel=0.02)
