@@ -84,9 +84,10 @@ def _click_type(annotation: Any) -> Any:
 
 
 def options_from(
-    *config_classes: type, only: tuple[str, ...] = ()
+    *config_classes: type, only: tuple[str, ...] = (), helps: dict[str, str] | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator adding one click option per field of each config dataclass (those named in `only`, if given)."""
+    """A decorator adding one click option per field of each config dataclass (those named in `only`, if given;
+    `helps`: another command's help for some of them)."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for cls in reversed(config_classes):
@@ -94,6 +95,7 @@ def options_from(
             for f in reversed([f for f in dataclasses.fields(cls) if not only or f.name in only]):
                 meta = dict(f.metadata)
                 help_text = meta.pop("help", "")
+                help_text = (helps or {}).get(f.name, help_text)
                 choices = choices_of(hints[f.name])
                 click_type = click.Choice(choices) if choices else _click_type(hints[f.name])
                 kwargs: dict[str, Any] = {"default": f.default, "show_default": True, "help": help_text}
@@ -238,11 +240,11 @@ def evaluate_command(evaluate_fn: Callable[[Any], Any], train_classes: tuple[typ
 def train_tokenizer_command() -> click.Command:
     """`*-mlm train-tokenizer`: the same command for both frameworks (it needs neither)."""
     from mlm_toolkit.config import DataConfig
-    from mlm_toolkit.tokenizer_training import DATA_FIELDS, TokenizerConfig
+    from mlm_toolkit.tokenizer_training import DATA_FIELDS, DATA_HELPS, TokenizerConfig
 
     @click.command("train-tokenizer")
     @options_from(TokenizerConfig)
-    @options_from(DataConfig, only=DATA_FIELDS)
+    @options_from(DataConfig, only=DATA_FIELDS, helps=DATA_HELPS)
     @reports_errors
     def train_tokenizer(**values: Any) -> None:
         """Train a tokenizer on a dataset's texts, to pretrain a model from scratch with --tokenizer-name."""

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # The DataConfig fields that say which texts to read (the rest shape training blocks).
 DATA_FIELDS = ("dataset", "dataset_config", "train_split", "text_column", "max_samples", "streaming")
+DATA_HELPS = {"streaming": "Read --dataset as a stream (datasets' IterableDataset): for corpora larger than disk."}
 BATCH = 1000  # texts handed to the trainer at a time
 # What a tokenizer folder may hold: --overwrite-output-dir replaces these and nothing else.
 TOKENIZER_FILES = {
