@@ -166,7 +166,12 @@ def token_ids(texts: list[str], tokenizer, max_length: int | None = None) -> lis
     PIECE_CHARS is tokenized in pieces: an encoding costs about 200 bytes a token (a 50 MB row took 8.8 GB)."""
     if max_length:  # only the text's start counts
         short = [text[:PIECE_CHARS] for text in texts]
-        return tokenizer(short, truncation=True, max_length=max_length, verbose=False)["input_ids"]
+        backend = tokenizer.backend_tokenizer
+        kept = backend.truncation
+        try:
+            return tokenizer(short, truncation=True, max_length=max_length, verbose=False)["input_ids"]
+        finally:  # the call leaves its truncation set, and the run saves this tokenizer beside its model
+            backend.no_truncation() if kept is None else backend.enable_truncation(**kept)
     # verbose=False: no warning that a text is longer than the model: cutting long texts is what blocks do
     ids = tokenizer([t if len(t) <= PIECE_CHARS else "" for t in texts], verbose=False)["input_ids"]
     wrap = tokenizer.build_inputs_with_special_tokens([-1])
@@ -202,9 +207,18 @@ def tokenized(texts, tokenizer, config: DataConfig):
         )
 
 
+def tokenizer_state(tokenizer) -> str:
+    """How `tokenizer` turns texts into ids, as JSON: its truncation and padding are settings of a call (a
+    tokenizer saved after a truncating call holds them), not of the ids it gives."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return json.dumps(state, sort_keys=True)
+
+
 def _cache_key(texts_digest: str, tokenizer, config: DataConfig) -> str:
     key = hashlib.sha256(f"v{CACHE_VERSION}|{config.block_size}|line-by-line {config.line_by_line}|".encode())
-    key.update(tokenizer.backend_tokenizer.to_str().encode())
+    key.update(tokenizer_state(tokenizer).encode())
     key.update(texts_digest.encode())
     return key.hexdigest()[:24]
 

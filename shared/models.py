@@ -99,6 +99,7 @@ def fresh_model(model, seed: int, cache: Path, check, save_fresh) -> ResolvedMod
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+    from mlm_toolkit.blocks import tokenizer_state
     from mlm_toolkit.outputs import as_umask_allows
 
     if model.model_type:
@@ -128,7 +129,7 @@ def fresh_model(model, seed: int, cache: Path, check, save_fresh) -> ResolvedMod
     if "pad_token_id" not in given and tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
     check(config)
-    what = f"{config.to_json_string()}|{tokenizer.backend_tokenizer.to_str()}|{seed}|{save_fresh.__qualname__}"
+    what = f"{config.to_json_string()}|{tokenizer_state(tokenizer)}|{seed}|{save_fresh.__qualname__}"
     folder = cache / "fresh" / f"{config.model_type}-{hashlib.sha256(what.encode()).hexdigest()[:16]}"
     if not folder.is_dir():
         log.info("%s: %s, %d tokens; weights from seed %d", name, config.model_type, len(tokenizer), seed)

@@ -202,6 +202,20 @@ def test_line_by_line_pads_each_row_and_padding_never_counts(tiny_roberta, tmp_p
     assert (inputs["labels"] != -100).sum() > 0
 
 
+def test_a_truncating_call_leaves_the_tokenizer_as_it_was_and_keys_the_cache_alike(tiny_roberta, eli5_jsonl, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    before = tokenizer.backend_tokenizer.to_str()
+    config = DataConfig(dataset=str(eli5_jsonl), block_size=24, line_by_line=True, cache_dir=str(tmp_path))
+    assert not prepare_data(config, tokenizer, seed=1).from_cache
+    assert tokenizer.backend_tokenizer.to_str() == before, "the run saves this tokenizer beside its model"
+    # A tokenizer saved with a call's truncation on it (as runs saved theirs before) gives the same ids.
+    saved_so = AutoTokenizer.from_pretrained(tiny_roberta)
+    saved_so.backend_tokenizer.enable_truncation(24)
+    assert prepare_data(config, saved_so, seed=1).from_cache, "the same blocks under the same key"
+
+
 @pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_bert"])
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word(fixture, request):
     from tiny_models import tiny_corpus
