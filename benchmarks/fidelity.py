@@ -47,14 +47,14 @@ def write_start(folder: Path) -> Path:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from mlm_toolkit.config import BUILTIN_MODEL
-    from mlm_toolkit.convert import add_weights_for_other_framework
+    from mlm_toolkit.convert import add_tensorflow_weights
     from mlm_toolkit.models import resolve_model
 
     source = resolve_model(BUILTIN_MODEL).location
     torch.manual_seed(0)
     AutoModelForMaskedLM.from_pretrained(source).save_pretrained(folder, safe_serialization=False)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
-    if not add_weights_for_other_framework(folder, have="pt"):
+    if not add_tensorflow_weights(folder):
         raise SystemExit("could not write Keras weights for the start folder")
     return folder
 

@@ -35,7 +35,7 @@ from transformers import AutoModelForMaskedLM, get_scheduler
 
 import mlm_toolkit.run
 from mlm_toolkit.config import RunConfig
-from mlm_toolkit.convert import add_weights_for_other_framework
+from mlm_toolkit.convert import add_tensorflow_weights
 from mlm_toolkit.errors import RunError, Terminated, UsageError
 from mlm_toolkit.masking import micro_batch_seed
 from mlm_toolkit.metrics import EvalScore, LossLog, Results
@@ -390,7 +390,7 @@ class TorchBackend:
     def save(self, folder: Path) -> None:
         self.save_for_hub(folder)
         if self.options.tf_weights:
-            add_weights_for_other_framework(folder, have="pt")
+            add_tensorflow_weights(folder)
 
     def finish(self, out: Path, completed: bool) -> None:
         self.accelerator.end_training()

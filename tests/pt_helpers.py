@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import warm
 from click.testing import CliRunner
 from tiny_models import TINY_ARGS as TINY_SIZES
 from tiny_models import train_command
@@ -51,17 +52,16 @@ class ChildRun:
         return self.output.strip().splitlines()[-1] if self.output.strip() else ""
 
 
+def child_env(**env: str) -> dict:
+    """A child's environment: this one's, without the pytest side's choice of framework."""
+    return {**{k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH")}, **env}
+
+
 def run_child(*args, package: str = "pt_mlm", **env: str) -> ChildRun:
-    """The real CLI in a process of its own (`python -m pt_mlm ...`), as a user's shell runs it."""
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-m", package, *map(str, args)],
-        env={**{k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH")}, **env},
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """The real CLI in a process of its own (`python -m pt_mlm ...`, forked warm: warm.py), as a user's shell
+    runs it."""
+    framework = {"pt_mlm": "pt", "tf_mlm": "tf"}[package]
+    done = warm.run(framework, ["-m", package, *args], child_env(**env), cwd=str(Path(__file__).resolve().parents[1]))
     return ChildRun(done.returncode, done.stdout + done.stderr)
 
 

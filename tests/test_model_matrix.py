@@ -134,10 +134,9 @@ def test_a_tensorflow_model_that_pytorch_would_read_otherwise_is_named():
 def test_every_tf_family_trains_evaluates_fills_masks_and_loads_in_pytorch(
     group, tiny_bert, tiny_roberta, eli5_jsonl, tmp_path
 ):
-    import subprocess
-    import sys
-
-    from test_tf_train import child_env, scenario
+    import warm
+    from pt_helpers import child_env
+    from test_tf_train import scenario
     from transformers import AutoModelForMaskedLM, pipeline
 
     families = TF_FAMILIES[group::TF_GROUPS]
@@ -148,12 +147,16 @@ def test_every_tf_family_trains_evaluates_fills_masks_and_loads_in_pytorch(
         how = "train it with pt-mlm (the same flags), or give --no-pt-weights for TensorFlow weights alone"
         assert seen.pop(family) == {"refused": f"--model: {TF_REFUSED[family]}; {how}"}
         assert not (tmp_path / "runs" / family).exists()
-    # The product's TF -> PyTorch conversion, for all the group's runs in one TensorFlow + PyTorch process.
+    # The product's TF -> PyTorch conversion, for all the group's runs in one PyTorch process.
     outs = {family: tmp_path / "runs" / family for family in seen}
-    code = "import sys\nfrom mlm_toolkit.convert import _TO_PT\nfor sys.argv[1] in sys.argv[1:]:\n    exec(_TO_PT)"
-    done = subprocess.run(
-        [sys.executable, "-c", code, *map(str, outs.values())], env=child_env(), capture_output=True, text=True
-    )
+    args = [
+        a
+        for family, out in outs.items()
+        for a in (out, tmp_path / "runs" / f"{family}.keras-weights.safetensors", 1e-3)
+    ]
+    code = "import sys\nfrom mlm_toolkit.convert import _TO_PT\nargs = sys.argv[1:]\n"
+    code += "for at in range(0, len(args), 3):\n    sys.argv[1:] = args[at : at + 3]\n    exec(_TO_PT)"
+    done = warm.run("pt", ["-c", code, *args], child_env())
     assert done.returncode == 0, done.stderr[-2000:]
     for family, out in outs.items():
         figures = seen[family]

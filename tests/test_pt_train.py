@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import warm
 from pt_helpers import (
+    child_env,
     fake_hub,
     load_state,
     load_with_plain_transformers,
@@ -306,14 +308,9 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_losses(tiny_roberta
     whole = train_tiny(tiny_roberta, eli5_jsonl, tmp_path / "whole", *args)
     # A real process, killed without warning once it has checkpointed mid-epoch (step >= 14).
     parts = tmp_path / "parts"
-    command = [
-        sys.executable,
-        "-m",
-        "pt_mlm",
-        *pt_train_command(str(tiny_roberta), str(eli5_jsonl), str(parts)),
-        *args,
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = warm.start(
+        "pt", ["-m", "pt_mlm", *pt_train_command(tiny_roberta, eli5_jsonl, parts), *args], child_env()
+    )
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if newest_step(parts) >= 14:

@@ -10,28 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-from pt_helpers import TINY_ARGS, newest_step, pt_train_command, run_cli, train_tiny
+import warm
+from pt_helpers import TINY_ARGS, child_env, newest_step, pt_train_command, run_cli, train_tiny
 
 from mlm_toolkit.outputs import checkpoint_damage, complete_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_pt(out: Path, model: Path, data: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pt_mlm", *pt_train_command(str(model), str(data), str(out)), *extra]
-    # A shell without job control starts background jobs with SIGINT ignored, and Python then never
-    # raises KeyboardInterrupt; the child gets the default disposition so Ctrl-C reaches it wherever
-    # the suite runs.
-    return subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+def start_pt(out: Path, model: Path, data: Path, *extra: str) -> warm.WarmProcess:
+    return warm.start("pt", ["-m", "pt_mlm", *pt_train_command(model, data, out), *extra], child_env())
 
 
-def wait_for_checkpoint(process: subprocess.Popen, out: Path, at_least: int) -> None:
+def wait_for_checkpoint(process: warm.WarmProcess, out: Path, at_least: int) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if newest_step(out) >= at_least:
@@ -85,12 +76,7 @@ def test_a_failed_write_is_one_line_and_the_last_checkpoint_resumes(tiny_roberta
         "--checkpointing-steps",
         "2",
     ]
-    failed = subprocess.run(
-        [sys.executable, ROOT / "tests" / "faults.py", fault, "pt_mlm", "train", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    failed = warm.run("pt", [ROOT / "tests" / "faults.py", fault, "pt_mlm", "train", *args], child_env())
     assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr, failed.stderr[-3000:]
     line = failed.stderr.strip().splitlines()[-1]
     assert line.startswith("Error: " + says.format(out=out)), line

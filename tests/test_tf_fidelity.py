@@ -8,14 +8,12 @@ Dropout is off, so the masking is the only randomness, and it is shared.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from test_fidelity import no_dropout_roberta, pt_mlm_batches, pt_mlm_run  # noqa: F401  (a fixture)
-from test_tf_train import HERE, child_env
+from test_tf_train import HERE, tf_child
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 STEPS, BATCH, LR = 20, 8, 1e-3
@@ -34,20 +32,7 @@ def tf_same_batches(model, batches, work, max_grad_norm: float, **env: str) -> t
     }
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "batches.npz", **arrays)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "tf_scenarios.py"),
-            "same_batches",
-            str(model),
-            str(work / "batches.npz"),
-            str(work),
-        ],
-        env={**child_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = tf_child(HERE / "tf_scenarios.py", "same_batches", model, work / "batches.npz", work, **env)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     return seen, np.load(work / "tf_probe_logits.npy")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import warm
 from tiny_models import BROKEN_MODELS, TINY_ARGS, train_command
 
 pytestmark = pytest.mark.tf
@@ -22,29 +23,37 @@ def child_env() -> dict:
     return {**env, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
 
 
+def tf_child(*argv, cold: bool = False, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """`python ARGV...` in a TensorFlow process of its own: warm (forked with TensorFlow imported, see warm.py),
+    or `cold`, a fresh interpreter, where what start-up does is tested (or an import reads `env`)."""
+    argv, env = [str(a) for a in argv], {**child_env(), **env}
+    if cold:
+        return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout)
+    return warm.run("tf", argv, env, timeout=timeout)
+
+
 def scenario(name: str, model: Path, data: Path, work: Path, **env: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, str(HERE / "tf_scenarios.py"), name, str(model), str(data), str(work)],
-        env={**child_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    cold = "USE_TORCH" in env  # read as transformers is imported
+    done = tf_child(HERE / "tf_scenarios.py", name, model, data, work, cold=cold, **env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def tf_mlm(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tf_mlm", *map(str, args)], env=child_env(), capture_output=True, text=True, timeout=600
-    )
+def tf_mlm(*args, cold: bool = False) -> subprocess.CompletedProcess:
+    return tf_child("-m", "tf_mlm", *args, cold=cold)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_roberta, eli5_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("tf-run") / "out"
-    done = tf_mlm(  # the second epoch cut short: the progress it prints is tested too
-        *train_command(tiny_roberta, eli5_jsonl, out), "--num-epochs", "1.5", "--log-every", "4", "--jit-compile"
+    done = tf_mlm(  # the second epoch cut short: the progress it prints is tested too; a user's start-up
+        *train_command(tiny_roberta, eli5_jsonl, out),
+        "--num-epochs",
+        "1.5",
+        "--log-every",
+        "4",
+        "--jit-compile",
+        cold=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "all_results.json").read_text()), done.stdout + done.stderr
@@ -88,7 +97,9 @@ def test_tensorflows_start_up_noise_does_not_reach_the_user(trained):
     from tf_mlm.compat import NATIVE_NOISE
 
     out, _, train_output = trained
-    filled = tf_mlm("fill-mask", out, "the cat <mask> the ball.")  # devices first listed as it predicts
+    # A user's start-up (the same as train's: the first use of the API imports TensorFlow); the devices are first
+    # listed as it predicts. The warm `trained` run shows what a run prints after its start.
+    filled = tf_mlm("fill-mask", out, "the cat <mask> the ball.", cold=True)
     assert filled.returncode == 0, filled.stderr[-3000:]
     fill_output = filled.stdout + filled.stderr
     for output, own_line in ((train_output, "before training: eval loss"), (fill_output, "rank")):
@@ -196,13 +207,7 @@ def test_both_paths_report_the_same_tags_at_the_same_steps_to_tensorboard_and_ml
     store = f"file://{tmp_path / 'mlruns'}"
     env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"}
     flags = ["--max-steps", "6", "--eval-steps", "3", "--report-to", "tensorboard,mlflow"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tf_mlm", *train_command(tiny_roberta, eli5_jsonl, tmp_path / "tf", TF_ONLY), *flags],
-        env={**child_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = tf_child("-m", "tf_mlm", *train_command(tiny_roberta, eli5_jsonl, tmp_path / "tf", TF_ONLY), *flags, **env)
     assert done.returncode == 0, done.stderr[-3000:]
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -368,13 +373,7 @@ def test_a_damaged_backup_falls_back_to_the_previous_and_another_model_is_refuse
 def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
     args = [*train_command(tiny_roberta, eli5_jsonl, out, TF_ONLY), "--num-epochs", "2"]
-    failed = subprocess.run(
-        [sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    failed = tf_child(HERE / "faults.py", "final-model-disk-full", "tf_mlm", *args)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
     line = failed.stderr.strip().splitlines()[-1]
     assert line.startswith(f"Error: No space left on device while writing {out}/.tmp-model/tf_model.h5; "), line
@@ -398,12 +397,7 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
 
     out = tmp_path / "killed"
     args = [*train_command(tiny_roberta, eli5_jsonl, out, TF_ONLY), "--num-epochs", "4", "--checkpointing-steps", "10"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tf_mlm", *map(str, args)],
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = warm.start("tf", ["-m", "tf_mlm", *args], child_env())
     state, deadline = out / "backup" / "loss_log.json", time.time() + 300
     while time.time() < deadline and process.poll() is None and not state.exists():
         time.sleep(0.05)  # the first epoch's evaluation is written: backups exist, the fit is mid-way
@@ -417,41 +411,38 @@ def test_a_killed_fit_resumes_from_its_backup_with_the_same_step_count(tiny_robe
     assert [e["step"] for e in resumed["loss_log"]["evals"]][0] == 0
 
 
-@pytest.mark.parametrize("strategy", ["every_save", "end"])
-def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(
-    tiny_roberta, eli5_jsonl, tmp_path, strategy
-):
-    seen = scenario(  # USE_TORCH as the CLI sets it
-        "push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO", HUB_STRATEGY=strategy
-    )
-    assert seen["repo"] == "me/tiny-tf" and seen["token"] == "hf_given"
-    if strategy == "every_save":  # one push per event: the callback at each of the 2 epochs, then the folder
-        assert seen["clone"] == "me/tiny-tf"
-        assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
-        assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
-        assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
-    else:  # no callback, no clone: the finished folder once
-        assert "clone" not in seen and seen["pushes"] == [] and seen["callback_saved"] == []
-    assert seen["upload_message"].startswith("tf-mlm: perplexity")
-    assert seen["uploaded"] == sorted(
-        [
-            "README.md",
-            "all_results.json",
-            "config.json",
-            "eval_results.json",
-            "loss_curve.png",
-            "manifest.json",  # the final model's files, which evaluate and fill-mask check a download against
-            "merges.txt",
-            "pytorch_model.bin",
-            "run_config.yaml",
-            "special_tokens_map.json",
-            "tf_model.h5",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "train_results.json",
-            "vocab.json",
-        ]
-    )
+def test_push_to_hub_pushes_each_epoch_with_the_callback_and_the_end_once(tiny_roberta, eli5_jsonl, tmp_path):
+    strategies = scenario("push_to_hub", tiny_roberta, eli5_jsonl, tmp_path, USE_TORCH="AUTO")  # as the CLI sets it
+    assert sorted(strategies) == ["end", "every_save"]
+    for strategy, seen in strategies.items():
+        assert seen["repo"] == "me/tiny-tf" and seen["token"] == "hf_given"
+        if strategy == "every_save":  # one push per event: the callback at each of the 2 epochs, then the folder
+            assert seen["clone"] == "me/tiny-tf"
+            assert seen["pushes"] == ["Training in progress epoch 0", "Training in progress epoch 1"]
+            assert {"tf_model.h5", "tokenizer.json", "README.md"} <= set(seen["callback_saved"])
+            assert "me/tiny-tf" in seen["card"] and "TensorFlow" in seen["card"]  # the callback's own model card
+        else:  # no callback, no clone: the finished folder once
+            assert "clone" not in seen and seen["pushes"] == [] and seen["callback_saved"] == []
+        assert seen["upload_message"].startswith("tf-mlm: perplexity")
+        assert seen["uploaded"] == sorted(
+            [
+                "README.md",
+                "all_results.json",
+                "config.json",
+                "eval_results.json",
+                "loss_curve.png",
+                "manifest.json",  # the final model's files, which evaluate and fill-mask check a download against
+                "merges.txt",
+                "pytorch_model.bin",
+                "run_config.yaml",
+                "special_tokens_map.json",
+                "tf_model.h5",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "train_results.json",
+                "vocab.json",
+            ]
+        )
 
 
 def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny_roberta, eli5_jsonl, tmp_path):
@@ -471,13 +462,7 @@ def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny
         (json.dumps(lonely), 1, "Error: TF_CONFIG: not every worker of"),
         ('{"cluster": ', 2, "Error: TF_CONFIG: is not valid JSON"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "tf_mlm", *map(str, args)],
-            env={**child_env(), "TF_CONFIG": tf_config},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = tf_child("-m", "tf_mlm", *args, timeout=120, TF_CONFIG=tf_config)
         assert done.returncode == code, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith(says) and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
@@ -485,35 +470,31 @@ def test_multi_worker_without_its_peers_or_with_a_bad_tf_config_is_one_line(tiny
 
 PLAIN_TRANSFORMERS = """
 import json, sys
-framework, folders = sys.argv[1], sys.argv[2:]
-from transformers import pipeline
-if framework == "tf":
-    from transformers import TFAutoModelForMaskedLM as Auto
-else:
-    from transformers import AutoModelForMaskedLM as Auto
-# transformers 4.57 passes its default dtype="auto" to TF models, which reject it (any TF model, not
-# only ours): a TF pipeline needs dtype=None there.
-dtype = {"dtype": None} if framework == "tf" else {}
-top = []
-for folder in folders:
-    Auto.from_pretrained(folder)
-    fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
-    top.append([[p["token"] for p in fill(text, top_k=3)]
-                for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")])
+from transformers import AutoModelForMaskedLM, TFAutoModelForMaskedLM, pipeline
+top = {"tf": [], "pt": []}
+for framework, Auto in (("tf", TFAutoModelForMaskedLM), ("pt", AutoModelForMaskedLM)):
+    # transformers 4.57 passes its default dtype="auto" to TF models, which reject it (any TF model, not
+    # only ours): a TF pipeline needs dtype=None there.
+    dtype = {"dtype": None} if framework == "tf" else {}
+    for folder in sys.argv[1:]:
+        Auto.from_pretrained(folder)
+        fill = pipeline("fill-mask", model=folder, framework=framework, **dtype)
+        top[framework].append([[p["token"] for p in fill(text, top_k=3)]
+                               for text in ("the cat sees <mask> ball.", "a dog <mask> the moon")])
 ours = ("mlm_toolkit", "shared", "pt_mlm", "tf_mlm", "benchmarks")
 project = sorted(m for m in sys.modules if m.split(".")[0] in ours)
 print("RESULT " + json.dumps({"top": top, "project": project}))
 """
 
 
-def load_with_plain_transformers(folders: list[Path], framework: str, work: Path) -> dict:
+def load_with_plain_transformers(folders: list[Path], work: Path) -> dict:
     """A fresh process that never imports this project, in a user's default environment (both frameworks
-    visible: transformers 4.x cannot import its pipelines with torch hidden)."""
+    visible: transformers 4.x cannot import its pipelines with torch hidden): each folder in each framework."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH", "PYTHONPATH", "TF_USE_LEGACY_KERAS")
     }
     done = subprocess.run(
-        [sys.executable, "-c", PLAIN_TRANSFORMERS, framework, *map(str, folders)],
+        [sys.executable, "-c", PLAIN_TRANSFORMERS, *map(str, folders)],
         cwd=work,
         env=env,
         capture_output=True,
@@ -531,10 +512,10 @@ def test_plain_transformers_loads_both_paths_outputs_in_both_frameworks(trained,
     pt_out = tmp_path / "pt"
     train_tiny(tiny_roberta, eli5_jsonl, pt_out, "--max-steps", "30", "--tf-weights")
     folders = [trained[0], pt_out]  # tf-mlm's and pt-mlm's
-    seen = {framework: load_with_plain_transformers(folders, framework, tmp_path) for framework in ("tf", "pt")}
-    assert seen["tf"]["project"] == seen["pt"]["project"] == []
+    seen = load_with_plain_transformers(folders, tmp_path)
+    assert seen["project"] == []
     for n, folder in enumerate(folders):
-        assert seen["tf"]["top"][n] == seen["pt"]["top"][n], folder  # the same weights in both files
+        assert seen["top"]["tf"][n] == seen["top"]["pt"][n], folder  # the same weights in both files
 
 
 def free_ports(count: int) -> list[int]:
@@ -580,15 +561,7 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
             "--num-epochs",
             "2",
         ]
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tf_mlm", *map(str, args)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        processes.append(warm.start("tf", ["-m", "tf_mlm", *args], env))
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
@@ -612,13 +585,8 @@ def test_a_fresh_model_type_trains_from_scratch_in_keras_and_resumes(tiny_bert, 
     out = tmp_path / "out"
     scratch = ["--model-type", "bert", "--config-overrides", SMALL, "--tokenizer-name", tiny_bert]
     args = ["train", "--dataset", eli5_jsonl, "--output-dir", out, *TINY_ARGS, *scratch, "--max-steps", "2"]
-    failed = subprocess.run(  # the final save fails: the Keras backup is left, as after a crash at the end
-        [sys.executable, HERE / "faults.py", "final-model-disk-full", "tf_mlm", *map(str, args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # The final save fails: the Keras backup is left, as after a crash at the end.
+    failed = tf_child(HERE / "faults.py", "final-model-disk-full", "tf_mlm", *args)
     assert failed.returncode == 1 and (out / "backup").is_dir(), failed.stderr[-3000:]
     shutil.copy(out / "backup" / "loss_log.json", tmp_path / "backed-up.json")
     done = tf_mlm(*args, "--resume", "auto")  # resumed from the same fresh weights' folder and its backup

@@ -288,7 +288,8 @@ def stopped_fit(model: str, data: str, work: Path) -> dict:
 
 
 def push_to_hub(model: str, data: str, work: Path) -> dict:
-    """--push-to-hub with the Hub replaced by recorders: PushToHubCallback during fit, the folder after."""
+    """--push-to-hub with the Hub replaced by recorders, under each --hub-strategy: PushToHubCallback during
+    fit, the folder after."""
     import huggingface_hub
     import transformers.keras_callbacks as keras_callbacks
 
@@ -325,17 +326,21 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
     keras_callbacks.Repository = FakeRepository
     huggingface_hub.HfApi, huggingface_hub.get_token = FakeApi, lambda: "hf_fake"
     publish.hub_offline_reason = lambda: None
-    run = tiny_run(model, data, work / "out", num_epochs=2)
-    strategy = os.environ.get("HUB_STRATEGY", "every_save")
-    run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy)
-    train(run, TFOptions())
-    hub = work / "out" / "hub"  # the callback's clone
-    card = hub / "README.md"
-    return {
-        **calls,
-        "callback_saved": sorted(p.name for p in hub.iterdir()) if hub.is_dir() else [],
-        "card": card.read_text() if card.is_file() else "",
-    }
+    seen = {}
+    for strategy in ("every_save", "end"):
+        calls.clear()
+        calls["pushes"] = []
+        run = tiny_run(model, data, work / strategy, num_epochs=2)
+        run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy)
+        train(run, TFOptions())
+        hub = work / strategy / "hub"  # the callback's clone
+        card = hub / "README.md"
+        seen[strategy] = {
+            **calls,
+            "callback_saved": sorted(p.name for p in hub.iterdir()) if hub.is_dir() else [],
+            "card": card.read_text() if card.is_file() else "",
+        }
+    return seen
 
 
 def use_torch_adam_epsilon() -> None:
@@ -492,12 +497,15 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
 def model_matrix(models: str, data: str, work: Path) -> dict:
     """For each tiny family folder of `models` (comma-separated): a fit of 2 steps; evaluate and fill-mask on the
     result; the sparse and dense losses of one batch; and the logits of a fixed input, for the PyTorch side to
-    compare once converted (it runs the pipeline). Keras resume is family-blind and tested in test_tf_train."""
+    compare once converted (it converts the weights exported beside each run and runs the pipeline). Keras
+    resume is family-blind and tested in test_tf_train."""
     import numpy as np
+    from safetensors.numpy import save_file
     from transformers import AutoConfig, AutoTokenizer
 
     import tf_mlm
     from mlm_toolkit.config import EvalConfig
+    from mlm_toolkit.convert import keras_weights
     from mlm_toolkit.data import prepare_data
     from mlm_toolkit.errors import UsageError
     from tf_mlm.heads import masked_token_loss_sum, sparse_head_differs
@@ -534,6 +542,7 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
             "probe_ids": batch["input_ids"][:1].tolist(),
             "logits": np.asarray(model(input_ids=batch["input_ids"][:1]).logits)[0, :4].tolist(),
         }
+        save_file(keras_weights(model), str(work / f"{family}.keras-weights.safetensors"))  # for the conversion
     return seen
 
 

@@ -35,8 +35,7 @@ from transformers.optimization_tf import WarmUp
 
 import mlm_toolkit.run
 from mlm_toolkit.config import RunConfig
-from mlm_toolkit.convert import add_weights_for_other_framework as add_pytorch_weights
-from mlm_toolkit.convert import pytorch_would_differ
+from mlm_toolkit.convert import add_pytorch_weights, pytorch_would_differ
 from mlm_toolkit.errors import RunError, UsageError
 from mlm_toolkit.hub import hub_base_model
 from mlm_toolkit.metrics import EvalScore, LossLog, Results, TokenWeightedMean
@@ -307,7 +306,7 @@ class KerasBackend:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         if self.options.pt_weights:
-            add_pytorch_weights(folder, have="tf")
+            add_pytorch_weights(folder, self.model)
 
     def finish(self, out: Path, completed: bool) -> None:
         keras.mixed_precision.set_global_policy("float32")
