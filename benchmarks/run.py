@@ -259,7 +259,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
     type=click.Choice(["auto", *SIZES]),
     default="auto",
     show_default=True,
-    help="Model shape (auto: small on CPU, distilroberta on GPU).",
+    help="Model shape (auto: small on CPU, distilroberta on GPU, tiny with --smoke).",
 )
 @click.option("--batch-size", default=8, show_default=True, help="Global batch in blocks (one device).")
 @click.option("--block-size", default=128, show_default=True)
@@ -283,7 +283,7 @@ def summarise(spec: dict, runs: list[dict], workload: Workload) -> dict:
     is_flag=True,
     help="Also run the bf16 rows on a CPU without native bf16 (PyTorch's about 20x slower than fp32 there).",
 )
-@click.option("--smoke", is_flag=True, help="Two steps of two configurations: checks the harness, no figures.")
+@click.option("--smoke", is_flag=True, help="Two steps of two configurations, tiny shape: checks the harness.")
 @click.option("--out", "out_dir", default=None, help="Report folder (default benchmarks/results/DEVICE-SIZE).")
 @click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
 def main(
@@ -307,7 +307,8 @@ def main(
         device = "gpu" if name else "cpu"
     if device == "gpu" and not name:
         raise click.UsageError("--device gpu: no NVIDIA GPU visible (nvidia-smi found none)")
-    size = size if size != "auto" else ("distilroberta" if device == "gpu" else "small")
+    if size == "auto":
+        size = "tiny" if smoke else "distilroberta" if device == "gpu" else "small"
     bf16 = device == "gpu" or cpu_has_bf16() or emulated_bf16
     specs = configurations(device == "gpu", bf16)
     if only:
@@ -330,18 +331,20 @@ def main(
 
     base, base_commit = checkout(against, scratch) if against else (None, None)
     trees = {"": ROOT, **({f" @ {base_commit}": base} if base else {})}
-    raw = {spec["name"] + suffix: [] for spec in specs for suffix in trees}
+    # A reference recipe is the same code in both trees: it runs once, only our paths against their base.
+    tree_of = {spec["name"]: trees if spec.get("reference") else {"": ROOT} for spec in specs}
+    raw = {spec["name"] + suffix: [] for spec in specs for suffix in tree_of[spec["name"]]}
     # In rounds, each configuration (and its base) once a round: a reference and the rows compared with it
     # meet the same machine, however its speed drifts during the run.
     for repeat in range(repeats):
         for spec in specs:
             click.echo(f"{spec['name']}: run {repeat + 1}/{repeats}", err=True)
-            for suffix, tree in trees.items():
+            for suffix, tree in tree_of[spec["name"]].items():
                 raw[spec["name"] + suffix].append(run_one(spec, workload, model, scratch, device, tree=tree))
     rows = []
     for spec in specs:
         rows.append(summarise(spec, raw[spec["name"]], workload))
-        if base:
+        if base and spec.get("reference"):
             base_name = f"{spec['name']} @ {base_commit}"
             base_spec = {**spec, "name": base_name, "reference": None}
             rows.append({**summarise(base_spec, raw[base_name], workload), "base": True})

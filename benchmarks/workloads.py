@@ -5,7 +5,8 @@ with the built-in BERT tokenizer, so nothing is downloaded:
 - `small` (CPU): the MiniLM shape, a BERT of 6 layers x 384, 30k vocabulary, 22M parameters;
 - `distilroberta` (GPU): DistilRoBERTa's shape, 6 layers x 768, 50,265-word output layer, 82M parameters;
 - `distilbert`: DistilBERT's own family and shape, 6 layers x 768, 30k vocabulary, 66M parameters;
-- `modernbert`: ModernBERT-base's family and shape, 22 layers x 768 (GLU feed-forward 1152), 50k vocabulary.
+- `modernbert`: ModernBERT-base's family and shape, 22 layers x 768 (GLU feed-forward 1152), 50k vocabulary;
+- `tiny` (`--smoke`): 2 layers x 64, to check the harness in seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 # The shape (under the generic names the FLOP count reads), the family, and the family's own settings.
 SIZES = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=30522),
     "small": dict(
         hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522
     ),

@@ -26,16 +26,26 @@ def smoke_report(out, *args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_json_table_and_chart(tmp_path):
-    report = smoke_report(tmp_path)
+def test_smoke_run_against_a_commit_writes_json_table_and_chart_with_each_ratio(tmp_path):
+    """One run checks both: the reference and our row, and our row against the base tree, interleaved."""
+    report = smoke_report(tmp_path, "--against", "HEAD")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    base = head.stdout.strip()
     names = [r["name"] for r in report["results"]]
-    assert names == ["Trainer (guide) fp32", "pt-mlm fp32"]
+    # The reference recipe is the same code in both trees: it runs once.
+    assert names == ["Trainer (guide) fp32", "pt-mlm fp32", f"pt-mlm fp32 @ {base}"]
+    assert list(report["runs"]) == ["Trainer (guide) fp32", "pt-mlm fp32", f"pt-mlm fp32 @ {base}"]
     ours = report["results"][1]
     assert ours["tokens_per_s"] > 0 and ours["ratio_vs_reference"] > 0 and ours["reference"] == names[0]
     assert 0 <= ours["data_wait_share"] < 1 and report["results"][0]["data_wait_share"] is None
-    assert "CPU" in report["machine"]["device"] and report["machine"]["versions"]["torch"]
+    assert ours["vs_base"] > 0 and "vs_base" not in report["results"][0]
+    machine = report["machine"]
+    assert "CPU" in machine["device"] and machine["versions"]["torch"]
+    assert machine["base_commit"] == base and machine["commit"] and machine["tree_clean"] in (True, False)
+    assert machine["cpu"]
     table = (tmp_path / "results.md").read_text()
     assert "| pt-mlm fp32 |" in table and "x Trainer (guide) fp32" in table
+    assert f"against base commit {base}" in table and "| vs base |" in table and f"{ours['vs_base']:.3f}x" in table
     assert (tmp_path / "throughput.png").stat().st_size > 5000
 
 
@@ -156,20 +166,6 @@ def test_only_takes_whole_names_alone_and_parts_as_before():
     assert len(select(specs, "pt-mlm fp32,Keras")) == 2
     assert {s["name"] for s in select(specs, "pt-mlm fp32 ")} == {"pt-mlm fp32"}
     assert len(select(specs, "pt-mlm")) > 3  # a part of names: every configuration it is part of
-
-
-@pytest.mark.slow
-def test_against_a_commit_runs_both_trees_interleaved_and_gives_each_row_its_ratio(tmp_path):
-    report = smoke_report(tmp_path, "--only", "pt-mlm fp32", "--against", "HEAD")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    base = head.stdout.strip()
-    assert [r["name"] for r in report["results"]] == ["pt-mlm fp32", f"pt-mlm fp32 @ {base}"]
-    assert report["results"][0]["vs_base"] > 0 and report["machine"]["base_commit"] == base
-    machine = report["machine"]
-    assert machine["commit"] and machine["tree_clean"] in (True, False) and machine["cpu"]
-    table = (tmp_path / "results.md").read_text()
-    assert f"against base commit {base}" in table and "| vs base |" in table
-    assert f"{report['results'][0]['vs_base']:.3f}x" in table
 
 
 def test_repeats_run_in_rounds_so_a_reference_and_its_rows_meet_the_same_machine(tmp_path, monkeypatch):
