@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from mlm_toolkit.masking import WholeWordMasking, mask_seed, masking_collator
+from mlm_toolkit.masking import WholeWordMasking, block_order, mask_seed, masking_collator
 
 if TYPE_CHECKING:
     from mlm_toolkit.streaming import BlockStream
@@ -48,7 +48,7 @@ class EpochBatches(Sampler):
         return -(-self.num_blocks // self.batch_size) - self.start
 
     def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_blocks)
+        order = block_order(self.seed, self.epoch, self.num_blocks)
         for batch in range(self.start, len(self) + self.start):
             first = batch * self.batch_size
             positions = range(first, min(first + self.batch_size, self.num_blocks))

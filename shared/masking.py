@@ -18,6 +18,11 @@ def mask_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 1_000_003 + epoch * 10_000_019 + position) % (2**63)
 
 
+def block_order(seed: int, epoch: int, num_blocks: int) -> np.ndarray:
+    """The order in which epoch `epoch` reads the blocks: a permutation seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_blocks)
+
+
 def micro_batch_seed(seed: int, epoch: int, batch_in_epoch: int, process: int) -> int:
     """The seed of the dropout draws of one micro-batch of one process."""
     return (mask_seed(seed, epoch, batch_in_epoch) * 65_537 + process) % (2**63)

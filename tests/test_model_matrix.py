@@ -161,6 +161,9 @@ def test_every_tf_family_trains_evaluates_fills_masks_and_loads_in_pytorch(
     for family, out in outs.items():
         figures = seen[family]
         assert figures["steps"] == [1, 2] and figures["after"] < figures["before"], family
+        # Crashed after step 1 and resumed from its backup: the uninterrupted run's losses, exactly.
+        assert figures["resumed_losses"] == figures["losses"], family
+        assert figures["resumed_after"] == figures["after"], family
         assert figures["evaluated"] == pytest.approx(figures["after"], rel=1e-5), family
         assert len(figures["filled"]) == 2, family
         assert figures["sparse_differs"] is None, (family, figures["sparse_differs"])

@@ -494,11 +494,25 @@ def streamed_fit_resumed(model: str, data: str, work: Path) -> dict:
     }
 
 
+def copy_at_step(step: int, out: Path, copy: Path):
+    """A Keras callback copying the output folder once step `step` is backed up: what a crash there leaves."""
+    import shutil
+
+    from transformers.modeling_tf_utils import keras
+
+    class CopyAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == step:
+                shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".lock"))
+
+    return CopyAt()
+
+
 def model_matrix(models: str, data: str, work: Path) -> dict:
-    """For each tiny family folder of `models` (comma-separated): a fit of 2 steps; evaluate and fill-mask on the
-    result; the sparse and dense losses of one batch; and the logits of a fixed input, for the PyTorch side to
-    compare once converted (it converts the weights exported beside each run and runs the pipeline). Keras
-    resume is family-blind and tested in test_tf_train."""
+    """For each tiny family folder of `models` (comma-separated): a fit of 2 steps, backed up each step; a crash
+    after step 1 resumed from that backup; evaluate and fill-mask on the result; the sparse and dense losses of
+    one batch; and the logits of a fixed input, for the PyTorch side to compare once converted (it converts the
+    weights exported beside each run and runs the pipeline)."""
     import numpy as np
     from safetensors.numpy import save_file
     from transformers import AutoConfig, AutoTokenizer
@@ -514,13 +528,17 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
     seen = {}
     for folder in models.split(","):
         family, out = Path(folder).name, work / Path(folder).name
-        run = tiny_run(folder, data, out, max_steps=2)
+        run = tiny_run(folder, data, out, max_steps=2, checkpointing_steps=1)
         try:  # the check a run with PyTorch weights makes before training (the test converts them itself)
             KerasBackend(tf_options(pt_weights=True)).check_model(AutoConfig.from_pretrained(folder))
         except UsageError as refused:
             seen[family] = {"refused": str(refused)}
             continue
-        results = train(run, tf_options())
+        crashed = work / f"{family}-crashed"
+        results = train(run, tf_options(), callbacks=[copy_at_step(1, out, crashed)])
+        resumed = train(
+            tiny_run(folder, data, crashed, max_steps=2, checkpointing_steps=1, resume="auto"), tf_options()
+        )
         evaluated = tf_mlm.evaluate(EvalConfig(ModelConfig(model=str(out)), run.data))
         filler = tf_mlm.MaskFiller(str(out))
         filled, model = filler("the cat <mask> the ball.", top_k=2), filler.model
@@ -532,6 +550,9 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
         ]
         seen[family] = {
             "steps": results.loss_log["steps"],
+            "losses": results.loss_log["losses"],
+            "resumed_losses": resumed.loss_log["losses"],
+            "resumed_after": resumed.after.eval_loss,
             "before": results.before.eval_loss,
             "after": results.after.eval_loss,
             "evaluated": evaluated.eval_loss,

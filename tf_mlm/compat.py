@@ -7,6 +7,8 @@ Needed to work at all: `IterableSafeOpen` (transformers 4.x iterates over the `s
 safetensors >= 0.6 no longer allows: transformers issue #40028, not to be fixed), the optimizer's
 `_aggregate_gradients` (`tf_mlm.heads`), `BackupAndRestore._backup` (`tf_mlm.callbacks`), and
 `native_noise_filtered` (TensorFlow's C++ start-up notes, printed whatever TF_CPP_MIN_LOG_LEVEL says).
+For an exact resume: the dropout generators' states found by their variables' name, and DeBERTa's StableDropout
+replaced (`resumable_dropout`, `generator_stable_dropout`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,50 @@ WRITTEN_FOR = {"tf-keras": SpecifierSet(">=2.16,<2.22")}  # the versions the pri
 
 def speed_workarounds(wanted: bool) -> bool:
     return mlm_toolkit.compat.speed_workarounds(wanted, WRITTEN_FOR)
+
+
+@contextlib.contextmanager
+def resumable_dropout() -> Iterator[list]:
+    """Keras' random layers (Dropout) made inside draw from a `tf.random.Generator` of their own instead of
+    TensorFlow's stateful random ops, whose counters no checkpoint holds. Yields the generators' state
+    variables as they are made (some families keep dropout layers outside their layer tree, Funnel's positional
+    ones): with them in the backup, a resumed fit draws the dropout an uninterrupted one draws. tf-keras'
+    switch is process-wide: put back as it was."""
+    import tensorflow as tf
+    from transformers.modeling_tf_utils import keras
+
+    states = []
+
+    def recorded(next_creator, **kwargs):
+        variable = next_creator(**kwargs)
+        if kwargs.get("name") == "StateVar":  # the name tf.random.Generator gives its state
+            states.append(variable)
+        return variable
+
+    was = keras.backend.experimental.is_tf_random_generator_enabled()
+    keras.backend.experimental.enable_tf_random_generator()
+    try:
+        with tf.variable_creator_scope(recorded):
+            yield states
+    finally:
+        if not was:
+            keras.backend.experimental.disable_tf_random_generator()
+
+
+STABLE_DROPOUT = ("TFDebertaStableDropout", "TFDebertaV2StableDropout")
+
+
+def generator_stable_dropout(model) -> None:
+    """DeBERTa's StableDropout draws its mask from `tf.compat.v1` Bernoulli, a stateful random op: each gets
+    Keras' Dropout in its place, the same inverted dropout (drop with its probability, scale the rest by
+    1 / (1 - p), the gradient through the same mask), drawing from a generator (`resumable_dropout`)."""
+    from transformers.modeling_tf_utils import keras
+
+    for layer in model.submodules:
+        if type(layer).__name__ in STABLE_DROPOUT and layer.drop_prob > 0:
+            dropout = keras.layers.Dropout(layer.drop_prob)
+            dropout.build(None)  # its generator made now, inside resumable_dropout
+            layer.call = lambda inputs, training=False, dropout=dropout: dropout(inputs, training=training)
 
 
 def create_slots(optimizer, variables) -> None:

@@ -54,9 +54,16 @@ from tf_mlm.callbacks import (
     VerifiedBackup,
     epoch_pushes,
 )
-from tf_mlm.compat import create_slots, load_masked_lm, native_noise_filtered, speed_workarounds
+from tf_mlm.compat import (
+    create_slots,
+    generator_stable_dropout,
+    load_masked_lm,
+    native_noise_filtered,
+    resumable_dropout,
+    speed_workarounds,
+)
 from tf_mlm.heads import MaskedLMTrainer, masked_rows, masked_token_loss_sum, sparse_head_differs
-from tf_mlm.inputs import keras_masking, stream_batches
+from tf_mlm.inputs import run_batches, stream_batches
 from tf_mlm.options import TFOptions
 from tf_mlm.strategy import device_names, make_strategy, worker_place
 
@@ -164,7 +171,7 @@ class KerasBackend:
 
     def load(self, resolved, tokenizer, data) -> list[str]:
         run, options = self.run, self.options
-        keras.utils.set_random_seed(run.train.seed)  # Python, NumPy (the collator's masks) and TF
+        keras.utils.set_random_seed(run.train.seed)  # Python, NumPy and TF: a fresh head, the dropout seeds
         global_batch = run.train.per_device_batch_size * self.num_processes
         batches = None  # a stream: trained by --max-steps
         if not run.data.streaming:
@@ -176,12 +183,14 @@ class KerasBackend:
         # The policy must be set before the model is built: layers read it when created.
         policy = "float32" if options.mixed_precision == "no" else options.mixed_precision
         keras.mixed_precision.set_global_policy(policy)
-        with self.strategy.scope():
+        with self.strategy.scope(), resumable_dropout() as dropout_states:
             model, info = load_masked_lm(resolved, output_loading_info=True)
+            generator_stable_dropout(model)
             self.sparse = options.sparse_head and sparse_head_works(model, data.eval_inputs)
             workarounds = speed_workarounds(options.workarounds)
             self.trainee = compile_trainee(model, run, options, self.plan, self.sparse, workarounds)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
+            self.trainee.dropout_states = dropout_states  # tracked: in each backup
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
         self.saved_bytes = 2 * self.weight_bytes  # Keras weights, and PyTorch's beside them
@@ -189,12 +198,6 @@ class KerasBackend:
         if run.data.streaming:
             worker, workers = worker_place(self.strategy)
             self.stream = BlockStream(lambda: data.open_train(worker, workers), tokenizer, run.data)
-        else:
-            blocks, masking = data.train_blocks.dataset, keras_masking(tokenizer, run.data, run.train.seed)
-            # The guide's input pipeline, over the memory-mapped blocks file.
-            self.train_set = model.prepare_tf_dataset(
-                blocks, batch_size=global_batch, shuffle=True, collate_fn=masking, drop_remainder=True
-            )
         self.evaluate = make_evaluator(model, data.eval_inputs, run.train.eval_batch, self.sparse, workarounds)
         return info["missing_keys"]
 
@@ -296,9 +299,10 @@ class KerasBackend:
 
     def train_set_from(self, steps_done: int):
         """(what fit() reads, position_after(steps) for the backups: None unless streaming)."""
-        if self.stream is None:
-            return self.train_set, None
         batch, config, seed = self.plan.global_batch, self.run.data, self.run.train.seed
+        if self.stream is None:
+            blocks, total = self.data.train_blocks.dataset, self.plan.total_steps
+            return run_batches(self.model, blocks, self.tokenizer, config, batch, seed, steps_done, total), None
         return stream_batches(self.stream, self.tokenizer, config, batch, seed, steps_done)
 
     # ---- save
