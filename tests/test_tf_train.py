@@ -503,7 +503,7 @@ def free_ports(count: int) -> list[int]:
 @pytest.mark.slow
 def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jsonl, tmp_path):
     one = tf_mlm(
-        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "single", TF_ONLY), "--num-epochs", "2"
+        *train_command(tiny_roberta, eli5_jsonl, tmp_path / "single", TF_ONLY), "--max-steps", "6"
     )  # one worker, 8 blocks per step
     assert one.returncode == 0, one.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "all_results.json").read_text())
@@ -528,8 +528,8 @@ def test_two_workers_match_one_with_the_same_global_batch(tiny_roberta, eli5_jso
             *TINY_ARGS,
             "--per-device-batch-size",
             "4",
-            "--num-epochs",
-            "2",
+            "--max-steps",
+            "6",
         ]
         processes.append(warm.start("tf", ["-m", "tf_mlm", *args], env))
     for process in processes:

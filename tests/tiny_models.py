@@ -137,8 +137,9 @@ FAMILIES = {
 }
 
 
-def build_tiny_family(model_type: str, folder: Path, tokenizer_folder: Path) -> Path:
-    """A tiny `model_type` masked LM from config with the tokenizer of `tokenizer_folder`, saved in `folder`."""
+def build_tiny_family(model_type: str, folder: Path, tokenizer_folder: Path, **overrides) -> Path:
+    """A tiny `model_type` masked LM from config with the tokenizer of `tokenizer_folder`, saved in `folder`;
+    `overrides`: config settings over the family's tiny ones."""
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
@@ -147,7 +148,7 @@ def build_tiny_family(model_type: str, folder: Path, tokenizer_folder: Path) -> 
     special.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     small = {k: v for k, v in _SMALL.items() if not (model_type == "funnel" and k == "num_hidden_layers")}
     settings = {**small, "max_position_embeddings": 128, "vocab_size": len(tokenizer), **special}
-    config = AutoConfig.for_model(model_type, **{**settings, **FAMILIES[model_type]})
+    config = AutoConfig.for_model(model_type, **{**settings, **FAMILIES[model_type], **overrides})
     torch.manual_seed(0)
     model = AutoModelForMaskedLM.from_config(config)
     model.save_pretrained(folder)

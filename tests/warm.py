@@ -43,6 +43,11 @@ elif _preload == "pt":
 
     with pt_mlm.prepared():
         import pt_mlm.training  # noqa: F401  (torch, Accelerate, transformers' models, datasets)
+if _preload:  # each run's loss curve, as the run draws it: about 1 s to import
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 # multiprocessing keeps one forkserver per process; the tests need one per framework.
 _SERVERS = {"tf": forkserver.ForkServer(), "pt": forkserver.ForkServer()}

@@ -2,7 +2,8 @@
 (docs/compat.md).
 
 Speed (off with --no-workarounds, and when tf-keras is not a version these were written for): Adam's slots made at
-compile time (`create_slots`), the first evaluation eager, the loss traced without autograph (`tf_mlm.heads`).
+compile time (`create_slots`), evaluations eager until they have taken 10 s, the loss traced without autograph
+(`tf_mlm.heads`).
 Needed to work at all: `IterableSafeOpen` (transformers 4.x iterates over the `safe_open` handle, which
 safetensors >= 0.6 no longer allows: transformers issue #40028, not to be fixed), the optimizer's
 `_aggregate_gradients` (`tf_mlm.heads`), `BackupAndRestore._backup` (`tf_mlm.callbacks`), and
@@ -152,10 +153,12 @@ def load_masked_lm(resolved, **kwargs):
 
     patch_safetensors_loading()
     folder = Path(resolved.location)
-    only_pytorch = not (folder / "tf_model.h5").is_file() and any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
+    # transformers reads PyTorch's model.safetensors into TensorFlow itself; `from_pt` would import torch into
+    # this process to read it, and is needed only for a pytorch_model.bin alone.
+    only_bin = (folder / "pytorch_model.bin").is_file() and not any(
+        (folder / name).is_file() for name in ("tf_model.h5", "model.safetensors")
     )
-    if folder.is_dir() and only_pytorch:  # a folder pt-mlm wrote with --no-tf-weights
+    if folder.is_dir() and only_bin:
         kwargs = {"from_pt": True, **kwargs}
     return load_weights(
         lambda: TFAutoModelForMaskedLM.from_pretrained(resolved.location, **resolved.load_kwargs(), **kwargs),

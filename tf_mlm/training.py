@@ -21,9 +21,11 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -328,25 +330,31 @@ def sparse_head_works(model, eval_inputs: dict[str, np.ndarray]) -> bool:
     return reason is None
 
 
+EAGER_EVALUATION_SECONDS = 10.0  # eager passes until they have taken this long in all (docs/compat.md)
+
+
 def make_evaluator(model, eval_inputs: dict[str, np.ndarray], batch_size: int, sparse=True, eager_first=True):
-    """A function giving the token-weighted mean cross-entropy over the frozen eval set, in float32. The first
-    call (before training, which the first step waits for) runs eagerly (`eager_first`), as tracing costs more
-    than one pass gains; later calls share one traced graph."""
+    """A function giving the token-weighted mean cross-entropy over the frozen eval set, in float32. Passes run
+    eagerly (`eager_first`) until they have taken EAGER_EVALUATION_SECONDS in all, then share one traced graph:
+    tracing costs seconds, which only an eval set evaluated long enough, or often enough, pays back."""
 
     def eager(ids, labels, mask):
         return masked_token_loss_sum(model, ids, labels, False, sparse=sparse, attention_mask=mask)
 
     traced = tf.function(eager, reduce_retracing=True)
-    calls = 0 if eager_first else 1
+    eager_seconds = 0.0 if eager_first else math.inf
 
     def evaluate() -> EvalScore:
-        nonlocal calls
-        batch_sums, calls = traced if calls else eager, calls + 1
+        nonlocal eager_seconds
+        runs_eagerly, started = eager_seconds < EAGER_EVALUATION_SECONDS, time.perf_counter()
+        batch_sums = eager if runs_eagerly else traced
         mean = TokenWeightedMean()
         for start in range(0, len(eval_inputs["input_ids"]), batch_size):
             batch = {key: value[start : start + batch_size] for key, value in eval_inputs.items()}
             total, count, right = batch_sums(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
             mean.add(float(total) / max(float(count), 1.0), int(count), int(right))
+        if runs_eagerly:
+            eager_seconds += time.perf_counter() - started
         return mean.score
 
     return evaluate
