@@ -331,8 +331,9 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
         calls.clear()
         calls["pushes"] = []
         run = tiny_run(model, data, work / strategy, num_epochs=2)
+        run.data.max_samples = 60  # 2 short epochs
         run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy)
-        train(run, TFOptions())
+        train(run, TFOptions(pt_weights=strategy == "end"))  # the PyTorch conversion once: the end's folder
         hub = work / strategy / "hub"  # the callback's clone
         card = hub / "README.md"
         seen[strategy] = {
