@@ -21,7 +21,7 @@ class PlacedMasking:
     """The collate_fn of `prepare_tf_dataset` over the blocks in the run's order: the guide's collator
     (`BlockMasker`: whole words and padded examples too), each block masked from its place in the run, as pt-mlm
     and the stream mask theirs. tf.data calls it once per batch, in order (`to_tf_dataset` maps sequentially), so
-    it counts the batches from the step the fit starts at (`start`, set once `prepare_tf_dataset` has looked at
+    it counts the batches from the step the fit starts at (`step`, set once `prepare_tf_dataset` has looked at
     the output's shape)."""
 
     def __init__(self, masker: BlockMasker, seed: int, batch_size: int, steps_per_epoch: int) -> None:
