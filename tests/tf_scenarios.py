@@ -59,7 +59,8 @@ def crash_at_epoch_2():
 
 
 def xla_and_precision(model: str, data: str, work: Path) -> dict:
-    """The same batch gives the same loss with and without XLA; bf16 evaluates like fp32 and trains."""
+    """Our loss gives the same figure with and without XLA and trains under it; bf16 evaluates like fp32 and
+    trains; the model's own loss picks the right logits under each policy."""
     import numpy as np
     import tensorflow as tf
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
@@ -70,14 +71,6 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_ = prepare_data(DataConfig(dataset=data, **TINY), tokenizer, seed=42)
-    collator = DataCollatorForLanguageModeling(tokenizer, seed=0, return_tensors="np")
-    batch = dict(collator([{"input_ids": b} for b in data_.train_blocks[:8]]))
-    losses = {}
-    for jit in (False, True):
-        keras.utils.set_random_seed(0)
-        net = TFAutoModelForMaskedLM.from_pretrained(model)
-        net.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit)
-        losses[str(jit)] = float(np.mean(net.test_on_batch(batch)))
     evals = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
@@ -103,11 +96,10 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)  # the fresh MLM head starts the same under every policy
         net = TFAutoModelForMaskedLM.from_pretrained(big)
-        net.compile(optimizer=keras.optimizers.SGD(0.0))
-        internal[policy] = float(np.mean(net.test_on_batch(big_batch)))
+        internal[policy] = float(np.mean(net(**big_batch, training=False).loss))
     keras.mixed_precision.set_global_policy("float32")
     mixed = train(
-        tiny_run(model, data, work / "bf16", max_steps=20), tf_options(mixed_precision="mixed_bfloat16")
+        tiny_run(model, data, work / "bf16", max_steps=6), tf_options(mixed_precision="mixed_bfloat16")
     ).to_dict()
     # The sparse head (default; exact rows without XLA, fixed rows with it) trains like the dense model.
     heads = {
@@ -125,20 +117,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
     exact = masked_token_loss_sum(net, ids, labels, training=False)
     fixed = tf.function(masked_token_loss_sum, jit_compile=True)(net, ids, labels, False, masked_rows(ids.size, 0.15))
     rows = {"exact": [float(exact[0]), float(exact[1])], "fixed_xla": [float(fixed[0]), float(fixed[1])]}
-
-    class TensorBranch:
-        """A model whose Python branches on a tensor, as DeBERTa's attention does: no graph without autograph."""
-
-        def __call__(self, input_ids, attention_mask, training):
-            logits = net(input_ids=input_ids, attention_mask=attention_mask, training=training).logits
-            if tf.reduce_min(input_ids) < 0:  # never true; traced as a tf.cond by autograph
-                logits = logits * 0.0
-            return type("Output", (), {"logits": logits})
-
-    branching = tf.function(masked_token_loss_sum)(TensorBranch(), ids, labels, False, None, False)
-    rows["tensor_branch"] = [float(branching[0]), float(branching[1])]
     return {
-        "xla": losses,
         "eval": evals,
         "rows": rows,
         "internal": internal,
@@ -295,7 +274,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
 
     import mlm_toolkit.hub as publish
     from mlm_toolkit.config import HubConfig
-    from tf_mlm.training import TFOptions, train
+    from tf_mlm.training import train
 
     calls: dict = {"pushes": []}
 
@@ -333,7 +312,7 @@ def push_to_hub(model: str, data: str, work: Path) -> dict:
         run = tiny_run(model, data, work / strategy, num_epochs=2)
         run.data.max_samples = 60  # 2 short epochs
         run.hub = HubConfig(push_to_hub=True, hub_model_id="me/tiny-tf", hub_token="hf_given", hub_strategy=strategy)
-        train(run, TFOptions(pt_weights=strategy == "end"))  # the PyTorch conversion once: the end's folder
+        train(run, tf_options())  # the folder is uploaded whole: PyTorch weights would be in it too
         hub = work / strategy / "hub"  # the callback's clone
         card = hub / "README.md"
         seen[strategy] = {
@@ -523,23 +502,28 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
     from mlm_toolkit.convert import keras_weights
     from mlm_toolkit.data import prepare_data
     from mlm_toolkit.errors import UsageError
-    from tf_mlm.heads import masked_token_loss_sum, sparse_head_differs
+    from tf_mlm.heads import MaskedLMTrainer, masked_token_loss_sum, sparse_head_differs
     from tf_mlm.training import KerasBackend, train
 
+    traces, step = [], MaskedLMTrainer.train_step  # each Python call of the step is a trace of it
+    MaskedLMTrainer.train_step = lambda self, data: traces.append(1) or step(self, data)
     seen = {}
     for folder in models.split(","):
         family, out = Path(folder).name, work / Path(folder).name
         run = tiny_run(folder, data, out, max_steps=2, checkpointing_steps=1)
+        run.data.max_samples = 60  # 2 steps: fewer rows to read and evaluate
         try:  # the check a run with PyTorch weights makes before training (the test converts them itself)
             KerasBackend(tf_options(pt_weights=True)).check_model(AutoConfig.from_pretrained(folder))
         except UsageError as refused:
             seen[family] = {"refused": str(refused)}
             continue
         crashed = work / f"{family}-crashed"
+        traces.clear()
         results = train(run, tf_options(), callbacks=[copy_at_step(1, out, crashed)])
-        resumed = train(
-            tiny_run(folder, data, crashed, max_steps=2, checkpointing_steps=1, resume="auto"), tf_options()
-        )
+        step_traces = len(traces)
+        again = tiny_run(folder, data, crashed, max_steps=2, checkpointing_steps=1, resume="auto")
+        again.data = run.data
+        resumed = train(again, tf_options())
         evaluated = tf_mlm.evaluate(EvalConfig(ModelConfig(model=str(out)), run.data))
         filler = tf_mlm.MaskFiller(str(out))
         filled, model = filler("the cat <mask> the ball.", top_k=2), filler.model
@@ -551,6 +535,7 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
         ]
         seen[family] = {
             "steps": results.loss_log["steps"],
+            "step_traces": step_traces,
             "losses": results.loss_log["losses"],
             "resumed_losses": resumed.loss_log["losses"],
             "resumed_after": resumed.after.eval_loss,

@@ -8,8 +8,9 @@ Needed to work at all: `IterableSafeOpen` (transformers 4.x iterates over the `s
 safetensors >= 0.6 no longer allows: transformers issue #40028, not to be fixed), the optimizer's
 `_aggregate_gradients` (`tf_mlm.heads`), `BackupAndRestore._backup` (`tf_mlm.callbacks`), and
 `native_noise_filtered` (TensorFlow's C++ start-up notes, printed whatever TF_CPP_MIN_LOG_LEVEL says).
-For an exact resume: the dropout generators' states found by their variables' name, and DeBERTa's StableDropout
-replaced (`resumable_dropout`, `generator_stable_dropout`).
+For an exact resume: the dropout generators' states found by their variables' name, DeBERTa's StableDropout
+replaced, and the generators of dropout the build never called made before the first step (`resumable_dropout`,
+`generator_stable_dropout`, `make_idle_generators`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def generator_stable_dropout(model) -> None:
             dropout = keras.layers.Dropout(layer.drop_prob)
             dropout.build(None)  # its generator made now, inside resumable_dropout
             layer.call = lambda inputs, training=False, dropout=dropout: dropout(inputs, training=training)
+
+
+def make_idle_generators(model) -> None:
+    """The generators of the random layers the model's build did not call, made now, inside `resumable_dropout`.
+    Longformer's global-attention dropout runs only for tokens marked global, which no batch of ours marks, yet
+    the step's graph holds that branch: made in the first step's trace, a generator is missing from the backups
+    and makes tf.function trace the step twice (docs/compat.md)."""
+    from transformers.modeling_tf_utils import keras
+
+    for layer in model.submodules:
+        if isinstance(layer, keras.__internal__.layers.BaseRandomLayer) and not layer.built:
+            layer.build(None)
 
 
 def create_slots(optimizer, variables) -> None:

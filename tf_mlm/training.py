@@ -60,6 +60,7 @@ from tf_mlm.compat import (
     create_slots,
     generator_stable_dropout,
     load_masked_lm,
+    make_idle_generators,
     native_noise_filtered,
     resumable_dropout,
     speed_workarounds,
@@ -192,6 +193,7 @@ class KerasBackend:
             workarounds = speed_workarounds(options.workarounds)
             self.trainee = compile_trainee(model, run, options, self.plan, self.sparse, workarounds)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
+            make_idle_generators(model)
             self.trainee.dropout_states = dropout_states  # tracked: in each backup
         self.model, self.tokenizer, self.model_config = model, tokenizer, model.config
         self.weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
