@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,35 +86,6 @@ def load_state(folder: Path) -> dict:
     if (folder / "model.safetensors").is_file():
         return load_file(str(folder / "model.safetensors"))
     return torch.load(folder / "pytorch_model.bin", weights_only=True)
-
-
-PLAIN_TRANSFORMERS = """
-import json, sys
-from transformers import AutoModelForMaskedLM, pipeline
-from transformers.trainer_utils import get_last_checkpoint
-
-folder = get_last_checkpoint(sys.argv[1]) if sys.argv[2] == "newest" else sys.argv[1]
-model = AutoModelForMaskedLM.from_pretrained(folder)
-top = pipeline("fill-mask", model=folder, device="cpu")("the cat sees <mask> ball.", top_k=1)[0]["token_str"]
-project = sorted(m for m in sys.modules if m.split(".")[0] in ("mlm_toolkit", "pt_mlm", "tf_mlm", "shared"))
-print("RESULT " + json.dumps({"folder": folder, "top": top, "project": project}))
-"""
-
-
-def load_with_plain_transformers(folder: Path, which: str = "this") -> dict:
-    """`folder` (or, `which="newest"`, its newest checkpoint) loaded by `from_pretrained` and the fill-mask
-    pipeline in a fresh process that never imports this project, from a folder where it is not importable."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "USE_TORCH")}
-    done = subprocess.run(
-        [sys.executable, "-c", PLAIN_TRANSFORMERS, str(folder), which],
-        cwd=folder.parent,
-        env={**env, "USE_TF": "0"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 def pt_mlm_batches(model: Path, data: Path, count: int, batch_size: int = 4) -> list[dict]:

@@ -2,9 +2,8 @@
 
 import json
 import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from pt_helpers import (
     child_env,
     fake_hub,
     load_state,
-    load_with_plain_transformers,
     newest_step,
     pt_mlm_batches,
     pt_train_command,
@@ -141,12 +139,6 @@ def test_saved_folder_reloads_in_the_pipeline_with_the_trained_logits(trained):
         torch.testing.assert_close(fill.model(**inputs).logits, in_memory.eval()(**inputs).logits)
 
 
-def test_the_output_folder_loads_where_this_project_is_not_imported(trained):
-    out, _ = trained
-    seen = load_with_plain_transformers(out)
-    assert seen["project"] == [] and seen["top"]
-
-
 def test_mask_filler_top_k_matches_the_pipeline(trained):
     from transformers import pipeline
 
@@ -258,24 +250,12 @@ def test_bf16_trains_on_cpu(tiny_roberta, eli5_jsonl, tmp_path, caplog):
 
 def test_accelerate_launch_settings_are_used_when_no_flag_is_given(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "launched"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "1",
-            "--mixed_precision",
-            "bf16",
-            "-m",
-            "pt_mlm",
-            *pt_train_command(tiny_roberta, eli5_jsonl, out, "--max-steps", "2"),
-        ],
-        env={**os.environ, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "2", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    launch = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "bf16"]
+    done = warm.run(  # the launcher in a warm child; the run it starts, a fresh interpreter
+        "pt",
+        [*launch, "-m", "pt_mlm", *pt_train_command(tiny_roberta, eli5_jsonl, out, "--max-steps", "2")],
+        {**child_env(), "ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "2", "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     derived = next(line for line in done.stderr.splitlines() if "derived:" in line)
@@ -345,20 +325,17 @@ def test_resume_without_a_checkpoint_names_the_flag(tiny_roberta, eli5_jsonl, tm
 
 
 @pytest.mark.slow
-def test_builtin_model_on_a_slice_of_the_builtin_corpus(tmp_path):
-    results = train_tiny(
-        "builtin:minilm",
-        BUILTIN_DATASET,
-        tmp_path / "builtin",
-        "--max-samples",
-        "300",
-        "--block-size",
-        "64",
-        "--max-steps",
-        "6",
-        "--learning-rate",
-        "2e-4",
+def test_builtin_model_on_a_slice_of_the_builtin_corpus_reports_and_resumes(tmp_path):
+    args = ["--max-samples", "300", "--block-size", "64", "--max-steps", "6", "--checkpointing-steps", "3"]
+    results = train_tiny("builtin:minilm", BUILTIN_DATASET, tmp_path / "builtin", *args, "--learning-rate", "2e-4")
+    # A crash after step 3's checkpoint, resumed: BERT's tied decoder is stored under the embeddings' name, and
+    # the resume ties it again rather than refusing it, to the uninterrupted run's losses.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "builtin", crashed, ignore=shutil.ignore_patterns("checkpoint-6", "all_results.json"))
+    resumed = train_tiny(
+        "builtin:minilm", BUILTIN_DATASET, crashed, *args, "--learning-rate", "2e-4", "--resume", "auto"
     )
+    assert resumed["loss_log"]["losses"] == results["loss_log"]["losses"]
     assert results["fresh_weights"], "the packaged encoder has no MLM head; its fresh weights are reported"
     assert results["after"]["eval_loss"] < results["before"]["eval_loss"]
     # The model card is the Hub's: ModelCard reads back its metadata and evaluation results.

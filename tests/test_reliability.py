@@ -2,10 +2,7 @@
 two processes under `accelerate launch` (PyTorch path; the Keras faults are in test_tf_train.py)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -196,10 +193,10 @@ def free_port() -> int:
 def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, tmp_path):
     common = [*TINY_ARGS, "--num-epochs", "1"]
     warned = ["--validation-file", str(eli5_jsonl)]  # every process finds it: the warning, once
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # torchrun starts the processes (accelerate launch --cpu would start one); Accelerate sees no GPU: gloo.
+    env = {**child_env(), "PYTHONPATH": str(ROOT)}
+    # torchrun (in a warm child) starts the processes (accelerate launch --cpu would start one); Accelerate sees
+    # no GPU: gloo.
     launch = [
-        sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node",
@@ -220,7 +217,7 @@ def test_two_processes_match_one_with_twice_the_batch(tiny_roberta, eli5_jsonl, 
         "4",
         *warned,
     ]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
+    done = warm.run("pt", launch, env)
     assert done.returncode == 0, done.stderr[-3000:]
     logged = [line for line in done.stderr.splitlines() if line[:2].isdigit() and " mlm" in line]
     assert logged and len(logged) == len(set(logged)), "each message once, the warning included"

@@ -1,5 +1,6 @@
 """transformers' own tests of run_mlm.py and run_mlm_no_trainer.py, their command lines as they are (the model
-swapped for the built-in one, their fixture text for ours), and the anchors' flags that change a run."""
+swapped for the tiny RoBERTa, their fixture text for ours; tf-mlm's runs the built-in model, in
+test_tf_train.py), and the anchors' flags that change a run."""
 
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ def get_results(output_dir) -> dict:
 
 
 @pytest.mark.slow
-def test_transformers_test_run_mlm_command_line(sample_text, tmp_path):
+def test_transformers_test_run_mlm_command_line(sample_text, tiny_roberta, tmp_path):
     for cpu in ("--use_cpu", "--no_cuda"):  # older transformers versions pass --no_cuda
         out = tmp_path / cpu.strip("-")
         testargs = f"""
-            train --model_name_or_path builtin:minilm --train_file {sample_text} --validation_file {sample_text}
+            train --model_name_or_path {tiny_roberta} --train_file {sample_text} --validation_file {sample_text}
             --output_dir {out} --overwrite_output_dir --do_train --do_eval --prediction_loss_only
             --num_train_epochs=1 {cpu}
         """.split()
@@ -37,14 +38,14 @@ def test_transformers_test_run_mlm_command_line(sample_text, tmp_path):
 
 
 @pytest.mark.slow
-def test_transformers_test_run_mlm_no_trainer_command_line(sample_text, tmp_path, monkeypatch):
+def test_transformers_test_run_mlm_no_trainer_command_line(sample_text, tiny_roberta, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # --with_tracking: every tracker installed
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):  # the run sets them: unset again after
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     out = tmp_path / "out"
     testargs = f"""
-        train --model_name_or_path builtin:minilm --train_file {sample_text} --validation_file {sample_text}
+        train --model_name_or_path {tiny_roberta} --train_file {sample_text} --validation_file {sample_text}
         --output_dir {out} --num_train_epochs=1 --checkpointing_steps epoch --with_tracking
     """.split()
     result = run_cli(*testargs)
