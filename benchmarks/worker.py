@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlm_toolkit.compat
 from benchmarks.workloads import Workload
 from mlm_toolkit.config import BUILTIN_DATASET, DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -93,11 +94,13 @@ def run_toolkit(path: str, spec: dict, workload: Workload, model: str, out: Path
             from pt_mlm.compat import keep_freed_memory
 
             keep_freed_memory()
+            mlm_toolkit.compat.trim_imports = True
         results, peak = (pt_mlm.train(run_config(workload, model, out), options, hooks=[timer]), torch_peak_memory())
     else:
         import tf_mlm
 
         options = tf_mlm.TFOptions(mixed_precision=spec["precision"], **spec.get("flags", {}))
+        mlm_toolkit.compat.trim_imports = options.workarounds  # as the tf-mlm CLI's process does
         results, peak = (tf_mlm.train(run_config(workload, model, out), options, hooks=[timer]), tf_peak_memory())
     return {
         "step_seconds": timer.seconds,

@@ -11,6 +11,7 @@ from importlib.metadata import version
 from typing import Iterator
 
 from mlm_toolkit.cli import lazy_api, make_cli
+from mlm_toolkit.compat import trimmed_imports
 from pt_mlm.options import PTOptions
 
 
@@ -20,6 +21,7 @@ def prepared() -> Iterator[None]:
     os.environ.setdefault("USE_TF", "0")
     if os.environ.get("USE_TORCH", "AUTO").upper() not in {"1", "ON", "YES", "TRUE", "AUTO"}:
         os.environ["USE_TORCH"] = "AUTO"  # this path needs torch, whatever the environment said
+    trimmed_imports()
     yield
 
 

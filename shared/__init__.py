@@ -6,4 +6,5 @@ streaming        the same blocks from a stream                    run      `trai
 outputs          the output folder and checkpoints                metrics, model_card, convert: what a run leaves
 trackers, evaluation, fill_mask: --report-to, `evaluate`, and the half of `MaskFiller` both frameworks share
 values: what a config value may be; tokenizer_training: `train-tokenizer`, a tokenizer for a new corpus
+compat: the workarounds' version check, and transformers' imports trimmed in our own processes
 """

@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
+import mlm_toolkit.compat
 from mlm_toolkit.config_files import config_format, read_config_file
 from mlm_toolkit.console import print_summary, reports_errors, setup_logging
 from mlm_toolkit.errors import MLMError, UsageError
@@ -294,7 +295,7 @@ def make_cli(
     @click.group(help=summary, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
     @click.version_option(version, prog_name=prog)
     def main() -> None:
-        pass
+        mlm_toolkit.compat.trim_imports = True  # this is the CLI's process (docs/compat.md)
 
     classes = (DataConfig, ModelConfig, TrainConfig, HubConfig, options_cls)
     # Our fields and the Hugging Face names they answer to: no refusal of TRAINER_FLAGS shadows these.
@@ -340,6 +341,7 @@ def make_cli(
             parts = [build(cls, values) for cls in (DataConfig, ModelConfig, TrainConfig, HubConfig)]
             run = RunConfig(*parts, config_format=config_format(config_file))
             options = build(options_cls, values)
+        mlm_toolkit.compat.trim_imports = options.workarounds
         finished = completed_results(Path(run.train.output_dir).expanduser()) if run.train.resume else None
         if finished:  # said here, where the user reads it; train() returns it untouched as well
             check_finished_run(finished.config, run, options, run.train.output_dir)

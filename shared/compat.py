@@ -1,5 +1,6 @@
-"""The start-up check both frameworks' workaround modules (`pt_mlm.compat`, `tf_mlm.compat`) make: the libraries
-are the versions their speed workarounds were written for, or the run goes without them and says so once."""
+"""What both frameworks' workaround modules (`pt_mlm.compat`, `tf_mlm.compat`) share: the start-up check that the
+libraries are the versions their speed workarounds were written for (or the run goes without them and says so
+once), and the one workaround made before either framework is imported (docs/compat.md)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,23 @@ def speed_workarounds(wanted: bool, written_for: dict[str, SpecifierSet]) -> boo
         found = ", ".join(f"{name} {found} (written for {written_for[name]})" for name, found in other.items())
         log.warning("speed workarounds off: %s; --no-workarounds silences this", found)
     return not other
+
+
+# Set by the CLIs' command group (and to --workarounds by `train`): the trimmed imports are process-wide, so made
+# only in a process of ours, never in a Python caller's.
+trim_imports = False
+
+
+def transformers_without_sklearn() -> None:
+    """Keep transformers from importing scikit-learn and SciPy's statistics (2-3 s of every start on 2 cores,
+    docs/compat.md): it does whenever they are installed (sentence-transformers brings them), for its GLUE metrics
+    and assisted generation, neither of which a masked-LM run uses. Before transformers' models are imported."""
+    from transformers.utils import import_utils
+
+    import_utils._sklearn_available = False
+
+
+def trimmed_imports() -> None:
+    """Called by both packages' `prepared()`, in the framework's environment, before its first import."""
+    if trim_imports:
+        transformers_without_sklearn()

@@ -12,8 +12,11 @@ log = logging.getLogger(__name__)
 
 PT_WEIGHTS, TF_WEIGHTS, SAFETENSORS = "pytorch_model.bin", "tf_model.h5", "model.safetensors"
 
+# Each a process of ours: transformers' imports trimmed as in the CLI's (docs/compat.md).
 _TO_TF = """
 import sys
+from mlm_toolkit.compat import transformers_without_sklearn
+transformers_without_sklearn()
 from transformers import TFAutoModelForMaskedLM
 TFAutoModelForMaskedLM.from_pretrained(sys.argv[1], from_pt=True).save_pretrained(sys.argv[1])
 """
@@ -24,6 +27,8 @@ _TO_PT = """
 import sys
 import numpy as np, torch
 from safetensors.numpy import load_file
+from mlm_toolkit.compat import transformers_without_sklearn
+transformers_without_sklearn()
 from transformers import AutoConfig, AutoModelForMaskedLM
 from transformers.modeling_tf_pytorch_utils import load_tf2_state_dict_in_pytorch_model
 folder, exported, tolerance = sys.argv[1], load_file(sys.argv[2]), float(sys.argv[3])

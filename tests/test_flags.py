@@ -346,3 +346,28 @@ def test_every_anchor_flag_is_taken_by_both_clis_and_the_table_in_the_docs_is_th
     documented = docs.split("<!-- flag table: generated -->\n")[1].split("<!-- end of flag table -->")[0]
     assert documented == table, "docs/huggingface.md: paste flag_table's output between its markers"
     assert "| |" not in table.replace(" | |", "")  # every flag says what it becomes
+
+
+@pytest.mark.parametrize("framework", ["pt", "tf"])
+def test_only_the_clis_process_trims_transformers_imports(monkeypatch, framework):
+    """The CLI's process keeps transformers from importing scikit-learn (process-wide, docs/compat.md); a Python
+    caller's gets transformers as shipped, and so does `train --no-workarounds`."""
+    import importlib
+
+    from transformers.utils import import_utils
+
+    import mlm_toolkit.compat
+
+    prepared = importlib.import_module(f"{framework}_mlm").prepared
+    monkeypatch.setattr(mlm_toolkit.compat, "trim_imports", False)
+    monkeypatch.setattr(import_utils, "_sklearn_available", True)
+    with prepared():  # a Python caller's first use of the API
+        assert import_utils._sklearn_available
+    cli, asked = recording_cli(framework)
+    seen = []
+    for extra in ([], ["--no-workarounds"]):
+        assert CliRunner().invoke(cli, ["train", *extra]).exit_code == 0
+        with prepared():
+            seen.append(import_utils._sklearn_available)
+        monkeypatch.setattr(import_utils, "_sklearn_available", True)
+    assert seen == [False, True]

@@ -33,6 +33,9 @@ _preload = os.environ.pop(PRELOAD, None)
 if _preload:
     for _name in ("USE_TF", "USE_TORCH"):
         os.environ.pop(_name, None)
+    import mlm_toolkit.compat
+
+    mlm_toolkit.compat.trim_imports = True  # as the CLIs' command group sets it
 if _preload == "tf":
     import tf_mlm
 

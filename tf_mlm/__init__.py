@@ -13,6 +13,7 @@ from importlib.metadata import version
 from typing import Iterator
 
 from mlm_toolkit.cli import lazy_api, make_cli
+from mlm_toolkit.compat import trimmed_imports
 from tf_mlm.compat import native_noise_filtered
 from tf_mlm.options import TFOptions
 
@@ -32,6 +33,7 @@ def prepared() -> Iterator[None]:
     """The environment set, and TensorFlow's start-up noise held back, around the first import."""
     prepare()
     with native_noise_filtered():
+        trimmed_imports()
         yield
         # TensorFlow probes for CUDA when its devices are first listed, not on import: list them here, in the
         # filter, so that a machine without a GPU does not print its failed probe later (fill-mask did).
