@@ -91,11 +91,16 @@ def test_a_log_shows_progress_every_log_every_steps_and_the_epoch_cut_short(trai
 def test_tensorflows_start_up_noise_does_not_reach_the_user(trained):
     from tf_mlm.compat import NATIVE_NOISE
 
-    out, _, train_output = trained
+    _, _, train_output = trained
     # A user's start-up (the same as train's: the first use of the API imports TensorFlow); the devices are first
-    # listed as it predicts. The warm `trained` run shows what a run prints after its start.
-    filled = tf_mlm("fill-mask", out, "the cat <mask> the ball.", cold=True)
+    # listed as it predicts. The warm `trained` run shows what a run prints after its start. The built-in model
+    # (PyTorch weights, a fresh head) in TensorFlow. The CLI's process imports transformers without scikit-learn
+    # (docs/compat.md): the child says at its end what it imported.
+    said = "import atexit, sys; atexit.register(lambda: print('sklearn imported:', 'sklearn' in sys.modules))"
+    run_cli = "import runpy, sys; sys.argv[0] = 'tf-mlm'; runpy.run_module('tf_mlm', run_name='__main__')"
+    filled = tf_child("-c", f"{said}\n{run_cli}", "fill-mask", "builtin:minilm", "the cat [MASK] the ball.", cold=True)
     assert filled.returncode == 0, filled.stderr[-3000:]
+    assert "sklearn imported: False" in filled.stdout
     fill_output = filled.stdout + filled.stderr
     for output, own_line in ((train_output, "before training: eval loss"), (fill_output, "rank")):
         assert own_line in output  # the command's own lines do
@@ -226,8 +231,11 @@ def test_xla_and_mixed_precision(tiny_roberta, eli5_jsonl, tmp_path):
     seen = scenario("xla_and_precision", tiny_roberta, eli5_jsonl, tmp_path)
     assert seen["eval"]["mixed_bfloat16"] == pytest.approx(seen["eval"]["float32"], rel=0.02)
     assert seen["max_label"] > 2048  # token ids fp16 cannot hold exactly
+    # The model's own loss, our sparse and dense ones: the same in float32, and under each policy.
+    own = seen["internal"]["float32"][0]
+    assert seen["internal"]["float32"] == pytest.approx([own] * 3, rel=1e-5)
     for policy in ("mixed_float16", "mixed_bfloat16"):
-        assert seen["internal"][policy] == pytest.approx(seen["internal"]["float32"], rel=0.02), policy
+        assert seen["internal"][policy] == pytest.approx([own] * 3, rel=0.02), policy
     assert seen["mixed_after"] < seen["mixed_before"]
     # Same loss with the dense head; XLA (fixed rows) differs only by its own numerics and dropout stream.
     assert seen["heads"]["dense"] == pytest.approx(seen["heads"]["sparse"], rel=1e-4)
@@ -585,14 +593,14 @@ def test_a_final_save_on_a_full_disk_is_one_line_and_the_backup_finishes_the_run
 
 
 @pytest.mark.slow
-def test_transformers_test_run_mlm_tensorflow_command_line(tmp_path):
+def test_transformers_test_run_mlm_tensorflow_command_line(tiny_roberta, tmp_path):
     """examples/tensorflow/test_tensorflow_examples.py::test_run_mlm, as it is (the model and the text swapped)."""
     from tiny_models import tiny_corpus
 
     sample_text, out = tmp_path / "sample_text.txt", tmp_path / "out"
     sample_text.write_text("\n".join(tiny_corpus(60)) + "\n")
     testargs = f"""
-        train --model_name_or_path builtin:minilm --train_file {sample_text} --validation_file {sample_text}
+        train --model_name_or_path {tiny_roberta} --train_file {sample_text} --validation_file {sample_text}
         --output_dir {out} --overwrite_output_dir --do_train --do_eval --max_seq_length 64 --prediction_loss_only
         --num_train_epochs=1 --learning_rate=1e-4
     """.split()

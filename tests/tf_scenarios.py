@@ -15,7 +15,10 @@ from tf_mlm import prepare
 
 prepare()  # this script's modules import tf_mlm.training: the Keras 2, TF-only environment first  # noqa: E402
 
+from mlm_toolkit.compat import transformers_without_sklearn  # noqa: E402
 from tf_mlm.compat import patch_safetensors_loading  # noqa: E402
+
+transformers_without_sklearn()  # as in the CLI's process (and the warm server's)
 
 patch_safetensors_loading()  # the scenarios load PyTorch safetensors into TF models directly too
 from mlm_toolkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -60,10 +63,10 @@ def crash_at_epoch_2():
 
 def xla_and_precision(model: str, data: str, work: Path) -> dict:
     """Our loss gives the same figure with and without XLA and trains under it; bf16 evaluates like fp32 and
-    trains; the model's own loss picks the right logits under each policy."""
+    trains; ours and the model's own loss pick the right logits under each policy."""
     import numpy as np
     import tensorflow as tf
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, TFAutoModelForMaskedLM
+    from transformers import AutoTokenizer, TFAutoModelForMaskedLM
     from transformers.modeling_tf_utils import keras
 
     from mlm_toolkit.data import prepare_data
@@ -76,27 +79,28 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         keras.mixed_precision.set_global_policy(policy)
         net = TFAutoModelForMaskedLM.from_pretrained(model)
         evals[policy] = make_evaluator(net, data_.eval_inputs, 32)().loss
-    # The model's own loss under each policy, with a 30k vocabulary: ids beyond what fp16 and bf16
-    # represent exactly (2,048 and 256) must still pick the right logits.
-    from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL
-    from mlm_toolkit.models import resolve_model
+    # Ours (sparse and dense) and the model's own loss under each policy, on a vocabulary of 4,096: label ids
+    # beyond what fp16 and bf16 represent exactly (2,048 and 256) must still pick the right logits.
+    from transformers import BertConfig
 
-    big = resolve_model(BUILTIN_MODEL).location
-    big_tokenizer = AutoTokenizer.from_pretrained(big)
-    big_data = prepare_data(
-        DataConfig(dataset=BUILTIN_DATASET, block_size=64, max_samples=300), big_tokenizer, seed=42
-    )
-    big_batch = dict(
-        DataCollatorForLanguageModeling(big_tokenizer, seed=0, return_tensors="np")(
-            [{"input_ids": b} for b in big_data.train_blocks[:8]]
-        )
-    )
+    from tf_mlm.heads import masked_rows, masked_token_loss_sum
+
+    draw = np.random.default_rng(0)
+    big_ids = draw.integers(5, 4096, size=(8, 32))
+    big_labels = np.where(draw.random(big_ids.shape) < 0.15, big_ids, -100)
+    big = BertConfig(vocab_size=4096, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
     internal = {}
     for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
-        keras.utils.set_random_seed(0)  # the fresh MLM head starts the same under every policy
-        net = TFAutoModelForMaskedLM.from_pretrained(big)
-        internal[policy] = float(np.mean(net(**big_batch, training=False).loss))
+        keras.utils.set_random_seed(0)  # the same weights under every policy
+        net = TFAutoModelForMaskedLM.from_config(big)
+        net(input_ids=big_ids[:1])
+        # Odd ids 20 above even ones: an odd label rounded to its even neighbour (fp16 above 2,048) costs 20.
+        net.get_lm_head().bias.assign(np.arange(4096) % 2 * 20.0)
+        internal[policy] = [float(np.mean(net(input_ids=big_ids, labels=big_labels, training=False).loss))]
+        for sparse in (True, False):
+            total, count, _ = masked_token_loss_sum(net, big_ids, big_labels, False, sparse=sparse)
+            internal[policy].append(float(total / count))
     keras.mixed_precision.set_global_policy("float32")
     mixed = train(
         tiny_run(model, data, work / "bf16", max_steps=6), tf_options(mixed_precision="mixed_bfloat16")
@@ -110,8 +114,6 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
             ("sparse_xla", tf_options(jit_compile=True)),
         )
     }
-    from tf_mlm.heads import masked_rows, masked_token_loss_sum
-
     net = TFAutoModelForMaskedLM.from_pretrained(model)
     ids, labels = data_.eval_inputs["input_ids"][:8], data_.eval_inputs["labels"][:8]
     exact = masked_token_loss_sum(net, ids, labels, training=False)
@@ -121,7 +123,7 @@ def xla_and_precision(model: str, data: str, work: Path) -> dict:
         "eval": evals,
         "rows": rows,
         "internal": internal,
-        "max_label": int(big_batch["labels"].max()),
+        "max_label": int(big_labels.max()),
         "mixed_before": mixed["before"]["eval_loss"],
         "mixed_after": mixed["after"]["eval_loss"],
         "heads": heads,
