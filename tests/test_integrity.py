@@ -43,7 +43,7 @@ def test_the_newest_checkpoint_of_an_unfinished_run_is_a_model_folder(stopped_ru
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-4")
     top = pipeline("fill-mask", model=str(out / "checkpoint-4"), device="cpu")("the cat sees <mask> ball.")[0]
     filled = run_cli("fill-mask", out / "checkpoint-4", "the cat sees <mask> ball.", "--json")
-    assert filled.exit_code == 0 and json.loads(filled.output)[0]["masks"][0][0]["token_str"] == top["token_str"]
+    assert filled.exit_code == 0 and json.loads(filled.output)[0]["masks"][0][0]["token"] == top["token"]
     scored = run_cli("evaluate", out / "checkpoint-4", "--dataset", data, "--block-size", "32", "--json")
     assert scored.exit_code == 0 and json.loads(scored.stdout)["eval_blocks"] > 0, scored.output
 
