@@ -496,10 +496,12 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
     one batch; and the logits of a fixed input, for the PyTorch side to compare once converted (it converts the
     weights exported beside each run and runs the pipeline)."""
     import numpy as np
+    import tensorflow as tf
     from safetensors.numpy import save_file
     from transformers import AutoConfig, AutoTokenizer
 
     import tf_mlm
+    import tf_mlm.heads
     from mlm_toolkit.config import EvalConfig
     from mlm_toolkit.convert import keras_weights
     from mlm_toolkit.data import prepare_data
@@ -509,6 +511,16 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
 
     traces, step = [], MaskedLMTrainer.train_step  # each Python call of the step is a trace of it
     MaskedLMTrainer.train_step = lambda self, data: traces.append(1) or step(self, data)
+    refusals, plain = [], tf_mlm.heads.loss_sum  # each plain trace refused for a branch on a tensor
+
+    def counted(*args, **kwargs):
+        try:
+            return plain(*args, **kwargs)
+        except tf.errors.OperatorNotAllowedInGraphError:
+            refusals.append(1)
+            raise
+
+    tf_mlm.heads.loss_sum = counted
     seen = {}
     for folder in models.split(","):
         family, out = Path(folder).name, work / Path(folder).name
@@ -520,9 +532,9 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
             seen[family] = {"refused": str(refused)}
             continue
         crashed = work / f"{family}-crashed"
-        traces.clear()
+        traces.clear(), refusals.clear()
         results = train(run, tf_options(), callbacks=[copy_at_step(1, out, crashed)])
-        step_traces = len(traces)
+        step_traces, plain_refused = len(traces), len(refusals)
         again = tiny_run(folder, data, crashed, max_steps=2, checkpointing_steps=1, resume="auto")
         again.data = run.data
         resumed = train(again, tf_options())
@@ -538,6 +550,7 @@ def model_matrix(models: str, data: str, work: Path) -> dict:
         seen[family] = {
             "steps": results.loss_log["steps"],
             "step_traces": step_traces,
+            "plain_refused": plain_refused,
             "losses": results.loss_log["losses"],
             "resumed_losses": resumed.loss_log["losses"],
             "resumed_after": resumed.after.eval_loss,

@@ -3,7 +3,7 @@
 
 Speed (off with --no-workarounds, and when tf-keras is not a version these were written for): Adam's slots made at
 compile time (`create_slots`), evaluations eager until they have taken 10 s, the loss traced without autograph
-(`tf_mlm.heads`).
+(`tf_mlm.heads`), with Longformer's one branching call converted alone (`autograph_where_it_branches`).
 Needed to work at all: `IterableSafeOpen` (transformers 4.x iterates over the `safe_open` handle, which
 safetensors >= 0.6 no longer allows: transformers issue #40028, not to be fixed), the optimizer's
 `_aggregate_gradients` (`tf_mlm.heads`), `BackupAndRestore._backup` (`tf_mlm.callbacks`), and
@@ -16,6 +16,7 @@ replaced, and the generators of dropout the build never called made before the f
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -87,6 +88,22 @@ def make_idle_generators(model) -> None:
     for layer in model.submodules:
         if isinstance(layer, keras.__internal__.layers.BaseRandomLayer) and not layer.built:
             layer.build(None)
+
+
+def autograph_where_it_branches(model) -> None:
+    """Longformer's self-attention branches on a tensor in Python (`if is_global_attn:`), so its loss would be
+    traced with autograph, which converts every function the model calls (docs/compat.md). That call alone is
+    converted instead (its own `if` becomes a `tf.cond`, as autograph makes it), and the rest traces plain."""
+    for layer in model.submodules:
+        if type(layer).__name__ == "TFLongformerSelfAttention":
+            layer.call = _converted(type(layer).call).__get__(layer)
+
+
+@functools.cache
+def _converted(call):
+    import tensorflow as tf
+
+    return tf.autograph.to_graph(call, recursive=False)
 
 
 def create_slots(optimizer, variables) -> None:

@@ -57,6 +57,7 @@ from tf_mlm.callbacks import (
     epoch_pushes,
 )
 from tf_mlm.compat import (
+    autograph_where_it_branches,
     create_slots,
     generator_stable_dropout,
     load_masked_lm,
@@ -189,8 +190,10 @@ class KerasBackend:
         with self.strategy.scope(), resumable_dropout() as dropout_states:
             model, info = load_masked_lm(resolved, output_loading_info=True)
             generator_stable_dropout(model)
-            self.sparse = options.sparse_head and sparse_head_works(model, data.eval_inputs)
             workarounds = speed_workarounds(options.workarounds)
+            if workarounds:
+                autograph_where_it_branches(model)
+            self.sparse = options.sparse_head and sparse_head_works(model, data.eval_inputs)
             self.trainee = compile_trainee(model, run, options, self.plan, self.sparse, workarounds)
             self.trainee(tf.zeros((1, run.data.block_size), tf.int32))  # built before fit, as BackupAndRestore needs
             make_idle_generators(model)
