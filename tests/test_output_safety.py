@@ -132,7 +132,7 @@ def test_an_overwrite_killed_after_a_checkpoint_is_finished_and_resumes(tiny_rob
 
 def test_a_second_run_on_the_same_folder_refuses_naming_the_first(tiny_roberta, eli5_jsonl, tmp_path):
     out = tmp_path / "out"
-    first = start_pt(out, tiny_roberta, eli5_jsonl, "--num-epochs", "8")
+    first = start_pt(out, tiny_roberta, eli5_jsonl, "--num-epochs", "1000")
     deadline = time.time() + 120
     while not (out / ".lock").is_file() and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)
