@@ -10,7 +10,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-PT_WEIGHTS, TF_WEIGHTS, SAFETENSORS = "pytorch_model.bin", "tf_model.h5", "model.safetensors"
+PT_WEIGHTS, TF_WEIGHTS = "pytorch_model.bin", "tf_model.h5"
 
 # Each a process of ours: transformers' imports trimmed as in the CLI's (docs/compat.md).
 _TO_TF = """

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL, HubConfig
+from mlm_toolkit.config import BUILTIN_DATASET, BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN, HubConfig
 from mlm_toolkit.errors import RunError
 
 _reachable: bool | None = None
@@ -50,8 +50,6 @@ def offline_message(kind: str, name: str, reason: str) -> str:
 
 def hub_base_model(name: str) -> str | None:
     """The Hub id a model card names as base model: none for a local folder, the built-in's origin."""
-    from mlm_toolkit.config import BUILTIN_MODEL, BUILTIN_MODEL_ORIGIN
-
     return BUILTIN_MODEL_ORIGIN if name == BUILTIN_MODEL else None if Path(name).expanduser().exists() else name
 
 

@@ -10,8 +10,6 @@ import numpy as np
 
 from mlm_toolkit.errors import UsageError
 
-IGNORED = -100  # the label of a position the loss skips
-
 
 def mask_seed(seed: int, epoch: int, position: int) -> int:
     """The seed of the mask of the block at `position` of epoch `epoch`'s order (or of a stream's pass)."""

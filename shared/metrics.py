@@ -123,7 +123,6 @@ class Results:
     epochs_trained: float
     train_tokens_per_second: float | None  # None, never nan or inf, when no training time was measured
     data_wait_seconds: float | None = None  # time the loop waited for batches, where the loop measures it
-    last_train_loss: float = math.nan  # the last optimizer step's loss
     from_scratch: bool = False  # every weight fresh from the seed (--model-type, --config-name)
 
     @classmethod
@@ -134,7 +133,6 @@ class Results:
             before=Evaluation.of(losses.evals[0]),
             after=Evaluation.of(losses.evals[-1]),
             train_loss=sum(losses.losses) / len(losses.losses) if losses.losses else math.nan,
-            last_train_loss=losses.losses[-1] if losses.losses else math.nan,
             loss_log=losses.to_dict(),
             epochs_trained=round(figures["optimizer_steps"] / figures["steps_per_epoch"], 2),
             train_tokens_per_second=figures["train_tokens"] / seconds if seconds > 0 else None,
