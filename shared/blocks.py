@@ -163,7 +163,7 @@ def pieces(text: str) -> Iterator[str]:
 
 def token_ids(texts: list[str], tokenizer, max_length: int | None = None) -> list:
     """Each text's token ids, special tokens included, truncated to `max_length` if given. A longer text than
-    PIECE_CHARS is tokenized in pieces: an encoding costs about 200 bytes a token (a 50 MB row took 8.8 GB)."""
+    PIECE_CHARS is tokenized in pieces: a whole encoding holds some 200 bytes a token (docs/data.md)."""
     if max_length:  # only the text's start counts
         short = [text[:PIECE_CHARS] for text in texts]
         backend = tokenizer.backend_tokenizer

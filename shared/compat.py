@@ -29,7 +29,7 @@ trim_imports = False
 
 
 def transformers_without_sklearn() -> None:
-    """Keep transformers from importing scikit-learn and SciPy's statistics (2-3 s of every start on 2 cores,
+    """Keep transformers from importing scikit-learn and SciPy's statistics (seconds of every start,
     docs/compat.md): it does whenever they are installed (sentence-transformers brings them), for its GLUE metrics
     and assisted generation, neither of which a masked-LM run uses. Before transformers' models are imported."""
     from transformers.utils import import_utils

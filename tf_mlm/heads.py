@@ -64,7 +64,7 @@ def masked_rows(batch_tokens: int, mlm_probability: float) -> int:
 
 
 def masked_token_loss_sum(*args, **kwargs):
-    """`loss_sum`, traced without autograph (half of the first step's trace) unless the family branches on
+    """`loss_sum`, traced without autograph (a shorter first step, docs/compat.md) unless the family branches on
     tensors (DeBERTa, Longformer): those are refused at once, and traced with autograph."""
     if tf.executing_eagerly():
         return loss_sum(*args, **kwargs)
